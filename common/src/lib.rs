@@ -1,0 +1,19 @@
+//! The `no_std` core of Pegasus, shared by the XDP program, the store, the client, the
+//! controller and the tests. It is the only contract between them:
+//!
+//! - [`wire`]: the UDP message format (fixed 36-byte header at a fixed offset, then the body),
+//!   encoded and decoded without ever panicking;
+//! - [`hash`]: the one key-hash function used everywhere;
+//! - [`version`]: how a version packs the switch epoch and a counter;
+//! - [`checksum`]: incremental Internet-checksum updates for the fields the switch rewrites;
+//! - [`switch`]: the plain-old-data types of the switch's BPF maps and its counter indices.
+//!
+//! Everything here is a plain function over plain values so that the eBPF program (built for
+//! `bpfel-unknown-none`) and user space run literally the same code.
+#![cfg_attr(not(test), no_std)]
+
+pub mod checksum;
+pub mod hash;
+pub mod switch;
+pub mod version;
+pub mod wire;

@@ -1,0 +1,577 @@
+//! The Pegasus wire format: one UDP datagram per message, a fixed 36-byte header right after
+//! the UDP header (so that a switch parses it at a fixed offset), then the body.
+//!
+//! Header (all integers big-endian):
+//!
+//! | off | size | field          |
+//! |-----|------|----------------|
+//! | 0   | 2    | magic 0x5047   |
+//! | 2   | 1    | proto version  |
+//! | 3   | 1    | op             |
+//! | 4   | 8    | keyhash        |
+//! | 12  | 8    | version        |
+//! | 20  | 4    | request id     |
+//! | 24  | 2    | client id      |
+//! | 26  | 1    | server id      |
+//! | 27  | 1    | flags          |
+//! | 28  | 4    | replica bitmap |
+//! | 32  | 2    | load           |
+//! | 34  | 2    | status         |
+//!
+//! Body: key length (u16), key bytes, value length (u16), value bytes; nothing after.
+//! `docs/protocol.md` is the full specification; this module is its implementation.
+//! Decoding never panics: every malformed input is an error value.
+
+use crate::hash::key_hash;
+
+/// "PG".
+pub const MAGIC: u16 = 0x5047;
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Size of the fixed header.
+pub const HEADER_LEN: usize = 36;
+/// Size of the two length prefixes of the body.
+pub const BODY_PREFIX_LEN: usize = 4;
+/// The store's default UDP port.
+pub const DEFAULT_PORT: u16 = 7400;
+/// Largest datagram payload: one 1500-byte Ethernet MTU minus the IPv4 (20) and UDP (8)
+/// headers. Larger messages would be fragmented, and a switch cannot see the header of every
+/// fragment, so they are never sent.
+pub const MAX_PAYLOAD_LEN: usize = 1472;
+/// Longest key.
+pub const MAX_KEY_LEN: usize = 256;
+/// Longest value that fits with a key of `key_len` bytes.
+pub const fn max_value_len(key_len: usize) -> usize {
+    MAX_PAYLOAD_LEN.saturating_sub(HEADER_LEN + BODY_PREFIX_LEN + key_len)
+}
+
+/// Byte offsets of the header fields, for code that reads them in place (the XDP program).
+pub mod offset {
+    pub const MAGIC: usize = 0;
+    pub const PROTO_VERSION: usize = 2;
+    pub const OP: usize = 3;
+    pub const KEYHASH: usize = 4;
+    pub const VERSION: usize = 12;
+    pub const REQUEST_ID: usize = 20;
+    pub const CLIENT_ID: usize = 24;
+    pub const SERVER_ID: usize = 26;
+    pub const FLAGS: usize = 27;
+    pub const REPLICA_BITMAP: usize = 28;
+    pub const LOAD: usize = 32;
+    pub const STATUS: usize = 34;
+}
+
+/// Header flag bits.
+pub mod flags {
+    /// The version was stamped upstream (by the head rack of a chain): do not stamp again.
+    pub const STAMPED: u8 = 0x01;
+    /// Set by the switch on a request for a key in its directory (informational).
+    pub const HOT: u8 = 0x02;
+}
+
+/// Message types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Op {
+    /// Client read of a key.
+    Get = 1,
+    /// Client write of a key.
+    Put = 2,
+    /// Answer to a GET: the value and its version, or status `NotFound`.
+    GetReply = 3,
+    /// Answer to a PUT: the version the write was applied with.
+    PutReply = 4,
+    /// Server to server: copy of a key's version and value.
+    Replicate = 5,
+    /// Answer to a REPLICATE, sent through the switch so that it learns the new replica.
+    ReplicateAck = 6,
+    /// Chain replication: a write forwarded to the next rack, version kept.
+    ChainPut = 7,
+    /// Chain replication: acknowledgement from the next rack.
+    ChainAck = 8,
+    /// Answer to a request that could not be served; `status` says why.
+    Error = 9,
+}
+
+impl Op {
+    /// Every op, for exhaustive tests.
+    pub const ALL: [Op; 9] = [
+        Op::Get,
+        Op::Put,
+        Op::GetReply,
+        Op::PutReply,
+        Op::Replicate,
+        Op::ReplicateAck,
+        Op::ChainPut,
+        Op::ChainAck,
+        Op::Error,
+    ];
+
+    /// Decodes an op code.
+    pub const fn from_u8(code: u8) -> Option<Op> {
+        Some(match code {
+            1 => Op::Get,
+            2 => Op::Put,
+            3 => Op::GetReply,
+            4 => Op::PutReply,
+            5 => Op::Replicate,
+            6 => Op::ReplicateAck,
+            7 => Op::ChainPut,
+            8 => Op::ChainAck,
+            9 => Op::Error,
+            _ => return None,
+        })
+    }
+
+    /// True for messages sent *to* a store (requests); false for replies.
+    pub const fn is_request(self) -> bool {
+        matches!(self, Op::Get | Op::Put | Op::Replicate | Op::ChainPut)
+    }
+
+    /// True for writes, which the switch stamps with a version.
+    pub const fn is_write(self) -> bool {
+        matches!(self, Op::Put)
+    }
+}
+
+/// Outcome of a request, carried in replies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Status {
+    Ok = 0,
+    /// GET of a key the store does not hold.
+    NotFound = 1,
+    /// The value does not fit in one datagram.
+    ValueTooLarge = 2,
+    /// The request could not be parsed, or its keyhash does not match its key.
+    Malformed = 3,
+    /// The op is not one this store serves.
+    UnknownOp = 4,
+    /// The key is longer than [`MAX_KEY_LEN`].
+    KeyTooLarge = 5,
+    /// The write carried a version older than the stored one; it was not applied.
+    StaleVersion = 6,
+}
+
+impl Status {
+    /// Decodes a status code.
+    pub const fn from_u16(code: u16) -> Option<Status> {
+        Some(match code {
+            0 => Status::Ok,
+            1 => Status::NotFound,
+            2 => Status::ValueTooLarge,
+            3 => Status::Malformed,
+            4 => Status::UnknownOp,
+            5 => Status::KeyTooLarge,
+            6 => Status::StaleVersion,
+            _ => return None,
+        })
+    }
+
+    /// A short description for error messages.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::NotFound => "key not found",
+            Status::ValueTooLarge => "value does not fit in one datagram",
+            Status::Malformed => "malformed request",
+            Status::UnknownOp => "unknown operation",
+            Status::KeyTooLarge => "key too long",
+            Status::StaleVersion => "write older than the stored version",
+        }
+    }
+}
+
+/// Why bytes are not a valid message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than the fixed header.
+    Truncated,
+    /// The magic is not 0x5047: not a Pegasus message at all.
+    BadMagic,
+    /// A protocol version this crate does not speak.
+    UnsupportedVersion(u8),
+    /// The body is shorter than its length fields say.
+    TruncatedBody,
+    /// Bytes after the value.
+    TrailingBytes,
+    /// The key is longer than [`MAX_KEY_LEN`].
+    KeyTooLarge,
+    /// The datagram is longer than [`MAX_PAYLOAD_LEN`].
+    TooLarge,
+}
+
+/// Why a message cannot be encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The key is longer than [`MAX_KEY_LEN`].
+    KeyTooLarge,
+    /// The message would exceed [`MAX_PAYLOAD_LEN`] (the value is too large).
+    TooLarge,
+    /// The output buffer is too small.
+    BufferTooSmall,
+}
+
+/// The fixed header, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Header {
+    /// Raw op code; see [`Header::op`].
+    pub op_code: u8,
+    pub keyhash: u64,
+    pub version: u64,
+    pub request_id: u32,
+    pub client_id: u16,
+    /// Requests: the home server of the key; replies: the sender.
+    pub server_id: u8,
+    pub flags: u8,
+    pub replica_bitmap: u32,
+    /// Replies: the sender's current load (requests queued).
+    pub load: u16,
+    /// Replies: a [`Status`] code; requests: 0.
+    pub status: u16,
+}
+
+impl Header {
+    /// A header for `op` with every other field zero.
+    pub const fn new(op: Op) -> Header {
+        Header {
+            op_code: op as u8,
+            keyhash: 0,
+            version: 0,
+            request_id: 0,
+            client_id: 0,
+            server_id: 0,
+            flags: 0,
+            replica_bitmap: 0,
+            load: 0,
+            status: 0,
+        }
+    }
+
+    /// The op, if the code is known.
+    pub const fn op(&self) -> Option<Op> {
+        Op::from_u8(self.op_code)
+    }
+
+    /// The status, if the code is known.
+    pub const fn status(&self) -> Option<Status> {
+        Status::from_u16(self.status)
+    }
+
+    /// Decodes the fixed header from the start of `buf` (the body is not looked at).
+    pub fn decode(buf: &[u8]) -> Result<Header, DecodeError> {
+        let Some(h) = buf.get(..HEADER_LEN) else {
+            return Err(DecodeError::Truncated);
+        };
+        if u16::from_be_bytes([h[0], h[1]]) != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        if h[offset::PROTO_VERSION] != PROTOCOL_VERSION {
+            return Err(DecodeError::UnsupportedVersion(h[offset::PROTO_VERSION]));
+        }
+        Ok(Header {
+            op_code: h[offset::OP],
+            keyhash: be_u64(h, offset::KEYHASH),
+            version: be_u64(h, offset::VERSION),
+            request_id: be_u32(h, offset::REQUEST_ID),
+            client_id: be_u16(h, offset::CLIENT_ID),
+            server_id: h[offset::SERVER_ID],
+            flags: h[offset::FLAGS],
+            replica_bitmap: be_u32(h, offset::REPLICA_BITMAP),
+            load: be_u16(h, offset::LOAD),
+            status: be_u16(h, offset::STATUS),
+        })
+    }
+
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `out`.
+    pub fn encode(&self, out: &mut [u8]) -> Result<(), EncodeError> {
+        let Some(h) = out.get_mut(..HEADER_LEN) else {
+            return Err(EncodeError::BufferTooSmall);
+        };
+        h[0..2].copy_from_slice(&MAGIC.to_be_bytes());
+        h[offset::PROTO_VERSION] = PROTOCOL_VERSION;
+        h[offset::OP] = self.op_code;
+        h[4..12].copy_from_slice(&self.keyhash.to_be_bytes());
+        h[12..20].copy_from_slice(&self.version.to_be_bytes());
+        h[20..24].copy_from_slice(&self.request_id.to_be_bytes());
+        h[24..26].copy_from_slice(&self.client_id.to_be_bytes());
+        h[offset::SERVER_ID] = self.server_id;
+        h[offset::FLAGS] = self.flags;
+        h[28..32].copy_from_slice(&self.replica_bitmap.to_be_bytes());
+        h[32..34].copy_from_slice(&self.load.to_be_bytes());
+        h[34..36].copy_from_slice(&self.status.to_be_bytes());
+        Ok(())
+    }
+}
+
+/// A whole message, borrowing key and value from the datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    pub header: Header,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+impl<'a> Message<'a> {
+    /// Decodes a whole datagram payload.
+    pub fn decode(buf: &'a [u8]) -> Result<Message<'a>, DecodeError> {
+        let header = Header::decode(buf)?;
+        if buf.len() > MAX_PAYLOAD_LEN {
+            return Err(DecodeError::TooLarge);
+        }
+        let body = &buf[HEADER_LEN..];
+        let (key, rest) = take_prefixed(body)?;
+        if key.len() > MAX_KEY_LEN {
+            return Err(DecodeError::KeyTooLarge);
+        }
+        let (value, rest) = take_prefixed(rest)?;
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes);
+        }
+        Ok(Message { header, key, value })
+    }
+
+    /// Encodes into `out`, returning the number of bytes written.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        if self.key.len() > MAX_KEY_LEN {
+            return Err(EncodeError::KeyTooLarge);
+        }
+        let len = self.encoded_len();
+        if len > MAX_PAYLOAD_LEN {
+            return Err(EncodeError::TooLarge);
+        }
+        if out.len() < len {
+            return Err(EncodeError::BufferTooSmall);
+        }
+        self.header.encode(out)?;
+        let mut at = HEADER_LEN;
+        for part in [self.key, self.value] {
+            // Lengths fit: both are bounded by MAX_PAYLOAD_LEN < u16::MAX, checked above.
+            out[at..at + 2].copy_from_slice(&(part.len() as u16).to_be_bytes());
+            at += 2;
+            out[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        debug_assert_eq!(at, len);
+        Ok(len)
+    }
+
+    /// Bytes this message takes on the wire.
+    pub const fn encoded_len(&self) -> usize {
+        HEADER_LEN + BODY_PREFIX_LEN + self.key.len() + self.value.len()
+    }
+
+    /// True when the header's keyhash is the hash of the key (a client bug or corruption
+    /// otherwise). Messages without a key (some errors) are consistent by definition.
+    pub fn keyhash_matches(&self) -> bool {
+        self.key.is_empty() || self.header.keyhash == key_hash(self.key)
+    }
+}
+
+fn take_prefixed(buf: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
+    let Some(len) = buf.get(..2) else {
+        return Err(DecodeError::TruncatedBody);
+    };
+    let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+    let rest = &buf[2..];
+    if rest.len() < len {
+        return Err(DecodeError::TruncatedBody);
+    }
+    Ok(rest.split_at(len))
+}
+
+fn be_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be_u64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header_strategy() -> impl Strategy<Value = Header> {
+        (
+            any::<u8>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<u16>(),
+        )
+            .prop_map(|(op, kh, v, r, c, s, f, b, l, st)| Header {
+                op_code: op,
+                keyhash: kh,
+                version: v,
+                request_id: r,
+                client_id: c,
+                server_id: s,
+                flags: f,
+                replica_bitmap: b,
+                load: l,
+                status: st,
+            })
+    }
+
+    #[test]
+    fn header_layout_is_the_documented_one() {
+        let h = Header {
+            op_code: Op::Put as u8,
+            keyhash: 0x0102_0304_0506_0708,
+            version: 0x1112_1314_1516_1718,
+            request_id: 0x2122_2324,
+            client_id: 0x3132,
+            server_id: 0x41,
+            flags: 0x51,
+            replica_bitmap: 0x6162_6364,
+            load: 0x7172,
+            status: 0x8182,
+        };
+        let mut b = [0u8; HEADER_LEN];
+        h.encode(&mut b).unwrap();
+        let expected: [u8; HEADER_LEN] = [
+            0x50, 0x47, 1, 2, 1, 2, 3, 4, 5, 6, 7, 8, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+            0x18, 0x21, 0x22, 0x23, 0x24, 0x31, 0x32, 0x41, 0x51, 0x61, 0x62, 0x63, 0x64, 0x71,
+            0x72, 0x81, 0x82,
+        ];
+        assert_eq!(b, expected);
+    }
+
+    #[test]
+    fn every_op_code_round_trips() {
+        for op in Op::ALL {
+            assert_eq!(Op::from_u8(op as u8), Some(op));
+        }
+        assert_eq!(Op::from_u8(0), None);
+        assert_eq!(Op::from_u8(10), None);
+        assert!(Op::Get.is_request() && Op::Put.is_request() && !Op::GetReply.is_request());
+        assert!(Op::Put.is_write() && !Op::Get.is_write() && !Op::ChainPut.is_write());
+    }
+
+    #[test]
+    fn size_limits_are_enforced_both_ways() {
+        let key = [b'k'; 10];
+        let value = [0u8; MAX_PAYLOAD_LEN];
+        let mut out = [0u8; 2 * MAX_PAYLOAD_LEN];
+        let fits = Message {
+            header: Header::new(Op::Put),
+            key: &key,
+            value: &value[..max_value_len(key.len())],
+        };
+        let n = fits.encode(&mut out).unwrap();
+        assert_eq!(n, MAX_PAYLOAD_LEN);
+        assert_eq!(Message::decode(&out[..n]).unwrap(), fits);
+        let too_big = Message {
+            value: &value[..max_value_len(key.len()) + 1],
+            ..fits
+        };
+        assert_eq!(too_big.encode(&mut out), Err(EncodeError::TooLarge));
+        let long_key = [b'k'; MAX_KEY_LEN + 1];
+        let bad_key = Message {
+            key: &long_key,
+            value: &[],
+            ..fits
+        };
+        assert_eq!(bad_key.encode(&mut out), Err(EncodeError::KeyTooLarge));
+        // A datagram longer than the limit is rejected on decode too.
+        assert_eq!(
+            Message::decode(&out[..MAX_PAYLOAD_LEN + 1]),
+            Err(DecodeError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn specific_decode_errors() {
+        assert_eq!(Header::decode(&[0x50, 0x47]), Err(DecodeError::Truncated));
+        let mut b = [0u8; HEADER_LEN + 4];
+        Header::new(Op::Get).encode(&mut b).unwrap();
+        assert!(Message::decode(&b).is_ok());
+        assert_eq!(Message::decode(&b[..HEADER_LEN + 3]), Err(DecodeError::TruncatedBody));
+        let mut trailing = [0u8; HEADER_LEN + 5];
+        trailing[..HEADER_LEN + 4].copy_from_slice(&b);
+        assert_eq!(Message::decode(&trailing), Err(DecodeError::TrailingBytes));
+        b[0] = 0;
+        assert_eq!(Message::decode(&b), Err(DecodeError::BadMagic));
+        b[0] = 0x50;
+        b[2] = 2;
+        assert_eq!(Message::decode(&b), Err(DecodeError::UnsupportedVersion(2)));
+    }
+
+    #[test]
+    fn keyhash_consistency() {
+        let mut h = Header::new(Op::Get);
+        h.keyhash = key_hash(b"k");
+        let m = Message { header: h, key: b"k", value: b"" };
+        assert!(m.keyhash_matches());
+        let bad = Message { key: b"j", ..m };
+        assert!(!bad.keyhash_matches());
+    }
+
+    proptest! {
+        #[test]
+        fn message_round_trip(
+            header in header_strategy(),
+            key in proptest::collection::vec(any::<u8>(), 0..=MAX_KEY_LEN),
+            value in proptest::collection::vec(any::<u8>(), 0..1200),
+        ) {
+            let m = Message { header, key: &key, value: &value };
+            let mut out = vec![0u8; MAX_PAYLOAD_LEN];
+            match m.encode(&mut out) {
+                Ok(n) => {
+                    prop_assert_eq!(n, m.encoded_len());
+                    prop_assert_eq!(Message::decode(&out[..n]), Ok(m));
+                }
+                Err(e) => {
+                    prop_assert_eq!(e, EncodeError::TooLarge);
+                    prop_assert!(m.encoded_len() > MAX_PAYLOAD_LEN);
+                }
+            }
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
+            let _ = Message::decode(&bytes);
+            let _ = Header::decode(&bytes);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bodies_never_panics(
+            header in header_strategy(),
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let mut buf = vec![0u8; HEADER_LEN];
+            header.encode(&mut buf).unwrap();
+            buf.extend_from_slice(&body);
+            if let Ok(m) = Message::decode(&buf) {
+                prop_assert_eq!(m.encoded_len(), buf.len());
+            }
+        }
+
+        #[test]
+        fn every_truncation_is_an_error(
+            header in header_strategy(),
+            key in proptest::collection::vec(any::<u8>(), 0..40),
+            value in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let m = Message { header, key: &key, value: &value };
+            let mut out = vec![0u8; MAX_PAYLOAD_LEN];
+            let n = m.encode(&mut out).unwrap();
+            for cut in 0..n {
+                prop_assert!(Message::decode(&out[..cut]).is_err(), "cut at {}", cut);
+            }
+        }
+    }
+}
