@@ -1,1 +1,48 @@
-fn main() {}
+//! `pegasus`: one binary for every part of the system. Each subcommand is a thin layer over a
+//! library crate (store, client, control), in `cmd/`.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// An in-network coherence directory for skewed key-value workloads (Pegasus, OSDI 2020),
+/// with an XDP switch, UDP stores and an emulated rack on one host.
+#[derive(Parser)]
+#[command(name = "pegasus", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a storage server (in-memory, versioned values over UDP).
+    Store(cmd::store::StoreArgs),
+    /// Read and write keys of a rack, or verify a rack end to end.
+    Kv(cmd::kv::KvArgs),
+    /// Run the XDP switch on a ToR's ports, or ask a running one for its state.
+    Switch(cmd::switch::SwitchArgs),
+    /// Build, use and remove an emulated rack of network namespaces on this host.
+    Lab(cmd::lab::LabArgs),
+}
+
+fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`pegasus ... | head`) as command-line tools do.
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Store(args) => cmd::store::run(args),
+        Command::Kv(args) => cmd::kv::run(args),
+        Command::Switch(args) => cmd::switch::run(args),
+        Command::Lab(args) => cmd::lab::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

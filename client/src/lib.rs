@@ -1,1 +1,14 @@
-//! placeholder
+//! The Pegasus client library.
+//!
+//! - [`cluster`]: the cluster description (a TOML file listing the rack's stores);
+//! - [`placement`]: which store is a key's *home*, by consistent hashing with virtual nodes;
+//! - [`client`]: an async client that sends GET and PUT to a key's home (the switch may steer
+//!   it elsewhere), matches replies by request id, and retries with the same request id so that
+//!   stores can deduplicate.
+
+pub mod client;
+pub mod cluster;
+pub mod placement;
+
+pub use client::{Client, ClientError, ClientOptions, ReadResult};
+pub use cluster::Cluster;

@@ -41,9 +41,27 @@ pub const fn stamp(epoch: u16, counter_before_increment: u64) -> Option<u64> {
     make(epoch, counter_before_increment + 1)
 }
 
+/// The store's write rule: a write is applied when its version is at least the stored one.
+/// An unstamped write ([`NONE`], only seen without a switch, where the home server alone
+/// orders a key's writes) is applied in arrival order. Equal versions are the same write
+/// arriving again (a replica copy), so applying it is harmless.
+#[inline(always)]
+pub const fn write_applies(stored: u64, incoming: u64) -> bool {
+    incoming == NONE || incoming >= stored
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_rule() {
+        assert!(write_applies(NONE, 5));
+        assert!(write_applies(5, 5));
+        assert!(write_applies(5, 6));
+        assert!(!write_applies(6, 5));
+        assert!(write_applies(6, NONE), "unstamped writes apply in arrival order");
+    }
 
     #[test]
     fn pack_and_unpack() {

@@ -149,8 +149,6 @@ pub enum Status {
     UnknownOp = 4,
     /// The key is longer than [`MAX_KEY_LEN`].
     KeyTooLarge = 5,
-    /// The write carried a version older than the stored one; it was not applied.
-    StaleVersion = 6,
 }
 
 impl Status {
@@ -163,7 +161,6 @@ impl Status {
             3 => Status::Malformed,
             4 => Status::UnknownOp,
             5 => Status::KeyTooLarge,
-            6 => Status::StaleVersion,
             _ => return None,
         })
     }
@@ -175,9 +172,8 @@ impl Status {
             Status::NotFound => "key not found",
             Status::ValueTooLarge => "value does not fit in one datagram",
             Status::Malformed => "malformed request",
-            Status::UnknownOp => "unknown operation",
+            Status::UnknownOp => "operation not served by this store",
             Status::KeyTooLarge => "key too long",
-            Status::StaleVersion => "write older than the stored version",
         }
     }
 }

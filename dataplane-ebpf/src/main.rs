@@ -110,9 +110,12 @@ fn process(ctx: &XdpContext) -> u32 {
         }
         PacketClass::Request { stamp, .. } => {
             count(Counter::Requests);
-            if stamp && !stamp_version(ctx, config.epoch) {
-                count(Counter::VersionExhausted);
-                return XDP_DROP;
+            if stamp {
+                if !stamp_version(ctx, config.epoch) {
+                    count(Counter::VersionExhausted);
+                    return XDP_DROP;
+                }
+                count(Counter::WritesStamped);
             }
         }
         PacketClass::Reply { .. } => count(Counter::Replies),

@@ -1,0 +1,296 @@
+//! The async client: one UDP socket, many outstanding requests, replies matched by request id.
+//!
+//! A request goes to its key's home server (the switch may steer it to another). If no reply
+//! comes within the timeout, the *same bytes* (same client id and request id) are sent again,
+//! up to `attempts` times, so that a store that already applied a write answers from its
+//! deduplication table instead of applying it twice. Client ids are random and request ids
+//! start at a random point, so a restarted client does not collide with its earlier self in a
+//! store's table.
+
+use crate::{cluster::Cluster, placement::Placement};
+use pegasus_common::{
+    hash::key_hash,
+    wire::{self, Header, Message, Op, Status},
+};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+use tokio::{net::UdpSocket, sync::oneshot, task::JoinHandle};
+
+/// Most requests one client may have outstanding (bounds the pending table).
+pub const OUTSTANDING_MAX: usize = 65_536;
+
+/// Timeouts and retries.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long to wait for a reply before sending the request again.
+    pub timeout: Duration,
+    /// How many times a request is sent in all (first try included).
+    pub attempts: u32,
+    /// The client id; random when `None`.
+    pub client_id: Option<u16>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_millis(200),
+            attempts: 5,
+            client_id: None,
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no reply after {attempts} attempts ({timeout:?} each)")]
+    Timeout { attempts: u32, timeout: Duration },
+    #[error("the store refused the request: {}", .0.describe())]
+    Refused(Status),
+    #[error("the key is longer than {} bytes", wire::MAX_KEY_LEN)]
+    KeyTooLarge,
+    #[error("the value is too large: at most {max} bytes fit in one datagram with this key")]
+    ValueTooLarge { max: usize },
+    #[error("too many outstanding requests (at most {OUTSTANDING_MAX})")]
+    TooManyOutstanding,
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A read's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadResult {
+    /// The value, or `None` if the key does not exist.
+    pub value: Option<Vec<u8>>,
+    /// Its version (0 if none).
+    pub version: u64,
+    /// The store that answered.
+    pub server_id: u8,
+    /// That store's load when it answered.
+    pub load: u16,
+}
+
+/// A write's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteResult {
+    /// The version the write was stamped with (0 when no switch stamps versions).
+    pub version: u64,
+    /// The store that applied it.
+    pub server_id: u8,
+    /// That store's load when it answered.
+    pub load: u16,
+}
+
+/// A decoded reply.
+#[derive(Debug)]
+struct Reply {
+    header: Header,
+    value: Vec<u8>,
+}
+
+type Pending = Mutex<HashMap<u32, oneshot::Sender<Reply>>>;
+
+/// A client of one rack.
+pub struct Client {
+    socket: Arc<UdpSocket>,
+    cluster: Cluster,
+    placement: Placement,
+    client_id: u16,
+    next_request_id: AtomicU32,
+    pending: Arc<Pending>,
+    options: ClientOptions,
+    receiver: JoinHandle<()>,
+}
+
+impl Client {
+    /// Opens a UDP socket (any local port) and starts the reply receiver.
+    pub async fn connect(cluster: Cluster, options: ClientOptions) -> Result<Client, ClientError> {
+        assert!(options.attempts >= 1, "a request is sent at least once");
+        let socket = Arc::new(UdpSocket::bind("0.0.0.0:0").await?);
+        let pending: Arc<Pending> = Arc::default();
+        let receiver = tokio::spawn(receive_replies(socket.clone(), pending.clone()));
+        let placement = Placement::new(cluster.servers.iter().map(|s| s.id));
+        Ok(Client {
+            socket,
+            placement,
+            cluster,
+            client_id: options.client_id.unwrap_or_else(rand::random),
+            next_request_id: AtomicU32::new(rand::random()),
+            pending,
+            options,
+            receiver,
+        })
+    }
+
+    /// This client's id.
+    pub fn client_id(&self) -> u16 {
+        self.client_id
+    }
+
+    /// The rack.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The home server id of `key`.
+    pub fn home_of(&self, key: &[u8]) -> u8 {
+        self.placement.home(key_hash(key))
+    }
+
+    /// Reads `key`.
+    pub async fn get(&self, key: &[u8]) -> Result<ReadResult, ClientError> {
+        let reply = self.request(Op::Get, key, &[]).await?;
+        match (reply.header.op(), reply.header.status()) {
+            (Some(Op::GetReply), Some(Status::Ok)) => Ok(ReadResult {
+                value: Some(reply.value),
+                version: reply.header.version,
+                server_id: reply.header.server_id,
+                load: reply.header.load,
+            }),
+            (Some(Op::GetReply), Some(Status::NotFound)) => Ok(ReadResult {
+                value: None,
+                version: reply.header.version,
+                server_id: reply.header.server_id,
+                load: reply.header.load,
+            }),
+            _ => Err(unexpected(&reply.header, "GET")),
+        }
+    }
+
+    /// Writes `value` under `key`.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<WriteResult, ClientError> {
+        let reply = self.request(Op::Put, key, value).await?;
+        match (reply.header.op(), reply.header.status()) {
+            (Some(Op::PutReply), Some(Status::Ok)) => Ok(WriteResult {
+                version: reply.header.version,
+                server_id: reply.header.server_id,
+                load: reply.header.load,
+            }),
+            _ => Err(unexpected(&reply.header, "PUT")),
+        }
+    }
+
+    async fn request(&self, op: Op, key: &[u8], value: &[u8]) -> Result<Reply, ClientError> {
+        if key.len() > wire::MAX_KEY_LEN {
+            return Err(ClientError::KeyTooLarge);
+        }
+        let max = wire::max_value_len(key.len());
+        if value.len() > max {
+            return Err(ClientError::ValueTooLarge { max });
+        }
+        let keyhash = key_hash(key);
+        let home = self.placement.home(keyhash);
+        let addr = self
+            .cluster
+            .server(home)
+            .expect("placement only names servers of the cluster")
+            .addr;
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let mut header = Header::new(op);
+        header.keyhash = keyhash;
+        header.request_id = request_id;
+        header.client_id = self.client_id;
+        header.server_id = home;
+        let message = Message { header, key, value };
+        let mut bytes = vec![0u8; message.encoded_len()];
+        message
+            .encode(&mut bytes)
+            .expect("sizes were checked above");
+
+        let (tx, mut rx) = oneshot::channel();
+        {
+            let mut pending = self.pending.lock().expect("pending table poisoned");
+            if pending.len() >= OUTSTANDING_MAX {
+                return Err(ClientError::TooManyOutstanding);
+            }
+            pending.insert(request_id, tx);
+        }
+        let _unregister = Unregister {
+            pending: &self.pending,
+            request_id,
+        };
+        for _ in 0..self.options.attempts {
+            self.send(&bytes, addr).await?;
+            if let Ok(result) = tokio::time::timeout(self.options.timeout, &mut rx).await {
+                return result.map_err(|_| ClientError::Protocol("receiver stopped".into()));
+            }
+        }
+        Err(ClientError::Timeout {
+            attempts: self.options.attempts,
+            timeout: self.options.timeout,
+        })
+    }
+
+    async fn send(&self, bytes: &[u8], addr: SocketAddr) -> Result<(), ClientError> {
+        let sent = self.socket.send_to(bytes, addr).await?;
+        debug_assert_eq!(sent, bytes.len());
+        Ok(())
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.receiver.abort();
+    }
+}
+
+/// Removes a request from the pending table however its future ends (reply, timeout, drop).
+struct Unregister<'a> {
+    pending: &'a Pending,
+    request_id: u32,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.remove(&self.request_id);
+        }
+    }
+}
+
+fn unexpected(header: &Header, what: &str) -> ClientError {
+    match header.status() {
+        Some(status) if status != Status::Ok => ClientError::Refused(status),
+        _ => ClientError::Protocol(format!(
+            "{what} answered with op {} status {}",
+            header.op_code, header.status
+        )),
+    }
+}
+
+/// Delivers each reply to the request waiting for it; late or unknown replies are dropped.
+async fn receive_replies(socket: Arc<UdpSocket>, pending: Arc<Pending>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match socket.recv_from(&mut buf).await {
+            Ok((n, _from)) => n,
+            Err(e) => {
+                tracing::debug!("client receive: {e}");
+                continue;
+            }
+        };
+        let Ok(message) = Message::decode(&buf[..n]) else {
+            tracing::debug!("client: dropped an undecodable datagram of {n} bytes");
+            continue;
+        };
+        let waiter = pending
+            .lock()
+            .expect("pending table poisoned")
+            .remove(&message.header.request_id);
+        if let Some(tx) = waiter {
+            let _ = tx.send(Reply {
+                header: message.header,
+                value: message.value.to_vec(),
+            });
+        }
+    }
+}

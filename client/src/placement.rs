@@ -1,0 +1,85 @@
+//! Home-server placement: consistent hashing with virtual nodes over the 64-bit key hash.
+//!
+//! Each server owns [`VIRTUAL_NODES`] points on a 64-bit ring, at `fmix64(id << 32 | n)`; a key
+//! belongs to the first point at or after its key hash (wrapping around). Adding or removing a
+//! server moves only the keys of its arcs.
+//!
+//! Why our own ~40 lines rather than a crate: placement must be a pure function of the key hash
+//! of `pegasus_common::hash` (the switch and the controller index keys by it), and the crates
+//! that exist hash keys with their own hasher; the `consistent_hash` crate has had no release
+//! since 2017. See docs/architecture.md.
+
+use pegasus_common::hash::fmix64;
+
+/// Points per server on the ring: enough for an imbalance of a few percent at 8-32 servers.
+pub const VIRTUAL_NODES: u32 = 160;
+
+/// The ring.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// (point, server id), sorted by point.
+    ring: Vec<(u64, u8)>,
+}
+
+impl Placement {
+    /// Builds the ring for servers `ids` (at least one).
+    pub fn new(ids: impl IntoIterator<Item = u8>) -> Placement {
+        let mut ring: Vec<(u64, u8)> = ids
+            .into_iter()
+            .flat_map(|id| {
+                (0..VIRTUAL_NODES).map(move |n| (fmix64(((id as u64) << 32) | n as u64), id))
+            })
+            .collect();
+        assert!(!ring.is_empty(), "placement needs at least one server");
+        ring.sort_unstable();
+        Placement { ring }
+    }
+
+    /// The home server of the key with hash `keyhash`.
+    pub fn home(&self, keyhash: u64) -> u8 {
+        let at = self.ring.partition_point(|&(point, _)| point < keyhash);
+        self.ring[at % self.ring.len()].1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pegasus_common::hash::key_hash;
+
+    #[test]
+    fn keys_spread_evenly_and_stably() {
+        let p = Placement::new(0..8);
+        let mut counts = [0u32; 8];
+        for i in 0..80_000 {
+            counts[p.home(key_hash(format!("user{i}").as_bytes())) as usize] += 1;
+        }
+        for c in counts {
+            assert!((7_000..13_000).contains(&c), "unbalanced placement: {counts:?}");
+        }
+        // Deterministic.
+        assert_eq!(p.home(12345), Placement::new(0..8).home(12345));
+    }
+
+    #[test]
+    fn removing_a_server_moves_only_its_keys() {
+        let all = Placement::new(0..8);
+        let fewer = Placement::new((0..8).filter(|&i| i != 3));
+        for i in 0..10_000 {
+            let h = key_hash(format!("k{i}").as_bytes());
+            let before = all.home(h);
+            if before != 3 {
+                assert_eq!(fewer.home(h), before);
+            } else {
+                assert_ne!(fewer.home(h), 3);
+            }
+        }
+    }
+
+    #[test]
+    fn wraps_around() {
+        let p = Placement::new([5]);
+        assert_eq!(p.home(u64::MAX), 5);
+        assert_eq!(p.home(0), 5);
+    }
+}

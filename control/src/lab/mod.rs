@@ -1,0 +1,577 @@
+//! An emulated rack on one Linux host.
+//!
+//! `up` builds, for a lab called NAME:
+//! - namespace `pg-NAME-tor`, the top-of-rack switch, with one port per host: `sI` towards
+//!   server I and `cJ` towards client J, IPv4 forwarding on;
+//! - namespaces `pg-NAME-sI` (a store listening on `10.1.I.2`) and `pg-NAME-cJ` (`10.2.J.2`),
+//!   each with an `eth0` whose default route is the ToR (`10.1.I.1` / `10.2.J.1`);
+//! - static neighbour entries everywhere (so that the XDP switch's FIB lookups succeed from the
+//!   first packet), TX checksum offload off on every veth (a partial checksum would reach the
+//!   receiver broken once XDP forwards the frame), GRO on the host ends (native XDP redirect
+//!   into a veth needs NAPI on the peer);
+//! - a store process per server namespace and, with the XDP dataplane, the switch process in
+//!   the ToR namespace; `cluster.toml` for clients.
+//!
+//! Everything it creates is named after NAME, so labs and parallel tests never collide, and
+//! `down` removes all of it: processes (found through the namespaces, so also after a failed
+//! `up` or a lost state file), namespaces, and the state directory.
+
+use crate::{
+    netns,
+    switch::{AttachMode, admin},
+};
+use anyhow::{Context, Result, bail, ensure};
+use pegasus_client::cluster::{Cluster, ServerEntry};
+use serde::{Deserialize, Serialize};
+use std::{
+    fs,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Most servers in a rack (the replica bitmap has 32 bits).
+pub const SERVERS_MAX: u8 = 32;
+/// Most client namespaces.
+pub const CLIENTS_MAX: u8 = 64;
+/// Longest lab name.
+pub const NAME_LEN_MAX: usize = 24;
+/// How long `up` waits for a store or the switch to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `down` waits for a process to exit after SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which dataplane forwards between the rack's ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dataplane {
+    /// The Pegasus XDP switch on every ToR port.
+    Xdp,
+    /// Plain kernel IPv4 forwarding: the no-switch baseline.
+    Kernel,
+}
+
+impl std::str::FromStr for Dataplane {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "xdp" => Ok(Dataplane::Xdp),
+            "kernel" => Ok(Dataplane::Kernel),
+            _ => bail!("unknown dataplane {s:?} (expected xdp or kernel)"),
+        }
+    }
+}
+
+/// What to build.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabSpec {
+    pub name: String,
+    pub servers: u8,
+    pub clients: u8,
+    /// Emulated service rate of every store, in requests per second.
+    pub capacity_ops: Option<u32>,
+    pub dataplane: Dataplane,
+    /// XDP attach mode (native or skb).
+    #[serde(with = "attach_mode_serde")]
+    pub mode: AttachMode,
+    /// The stores' UDP port.
+    pub port: u16,
+    /// Worker threads per store.
+    pub store_threads: usize,
+}
+
+mod attach_mode_serde {
+    use super::AttachMode;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(m: &AttachMode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match m {
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
+        })
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AttachMode, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl LabSpec {
+    fn validate(&self) -> Result<()> {
+        validate_name(&self.name)?;
+        ensure!(
+            (1..=SERVERS_MAX).contains(&self.servers),
+            "--servers must be between 1 and {SERVERS_MAX}"
+        );
+        ensure!(
+            (1..=CLIENTS_MAX).contains(&self.clients),
+            "--clients must be between 1 and {CLIENTS_MAX}"
+        );
+        ensure!(self.port != 0, "--port must not be 0");
+        ensure!(self.store_threads >= 1, "stores need at least one thread");
+        if let Some(c) = self.capacity_ops {
+            ensure!(c > 0, "--capacity-ops must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// A process the lab started.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabProcess {
+    pub role: String,
+    pub namespace: String,
+    pub pid: u32,
+    pub log: PathBuf,
+}
+
+/// What `up` built; saved as `state.json` in the lab's directory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabState {
+    pub spec: LabSpec,
+    pub namespaces: Vec<String>,
+    pub processes: Vec<LabProcess>,
+    pub cluster_file: PathBuf,
+    /// The switch's admin socket (XDP dataplane only).
+    pub admin_socket: Option<PathBuf>,
+}
+
+/// The lab's directory: `$PEGASUS_LAB_DIR/NAME`, by default `/run/pegasus/lab/NAME`.
+pub fn lab_dir(name: &str) -> PathBuf {
+    let root = std::env::var_os("PEGASUS_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/pegasus/lab"));
+    root.join(name)
+}
+
+/// The ToR namespace of lab `name`.
+pub fn tor_ns(name: &str) -> String {
+    format!("pg-{name}-tor")
+}
+
+/// The namespace of server `i`.
+pub fn server_ns(name: &str, i: u8) -> String {
+    format!("pg-{name}-s{i}")
+}
+
+/// The namespace of client `j`.
+pub fn client_ns(name: &str, j: u8) -> String {
+    format!("pg-{name}-c{j}")
+}
+
+/// The ToR port towards server `i`.
+pub fn server_port_name(i: u8) -> String {
+    format!("s{i}")
+}
+
+/// The ToR port towards client `j`.
+pub fn client_port_name(j: u8) -> String {
+    format!("c{j}")
+}
+
+/// Server `i`'s address.
+pub fn server_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, i, 2)
+}
+
+/// Client `j`'s address.
+pub fn client_ip(j: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 2, j, 2)
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    ensure!(
+        !name.is_empty()
+            && name.len() <= NAME_LEN_MAX
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+        "a lab name is 1 to {NAME_LEN_MAX} characters of a-z, 0-9 and '-' (got {name:?})"
+    );
+    Ok(())
+}
+
+/// True when `ns` is one of lab `name`'s namespaces (`tor`, `sI`, `cJ`), and no other lab's.
+fn belongs_to(name: &str, ns: &str) -> bool {
+    let Some(rest) = ns.strip_prefix(&format!("pg-{name}-")) else {
+        return false;
+    };
+    rest == "tor"
+        || rest
+            .strip_prefix('s')
+            .or_else(|| rest.strip_prefix('c'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Builds the lab and starts its processes. On any failure, everything already made is removed
+/// again before the error is returned. `exe` is the `pegasus` binary to start.
+pub fn up(spec: &LabSpec, exe: &Path) -> Result<LabState> {
+    spec.validate()?;
+    ensure!(netns::is_root(), "the lab needs root (network namespaces, XDP)");
+    let dir = lab_dir(&spec.name);
+    ensure!(
+        !dir.exists() && !netns::list()?.iter().any(|ns| belongs_to(&spec.name, ns)),
+        "lab {:?} already exists; run `pegasus lab down --name {}` first",
+        spec.name,
+        spec.name
+    );
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    match build(spec, exe, &dir) {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            if let Err(cleanup) = down(&spec.name) {
+                tracing::warn!("cleaning up after a failed lab up: {cleanup:#}");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
+    let name = &spec.name;
+    let tor = tor_ns(name);
+    let mut state = LabState {
+        spec: spec.clone(),
+        namespaces: vec![tor.clone()],
+        processes: Vec::new(),
+        cluster_file: dir.join("cluster.toml"),
+        admin_socket: None,
+    };
+    netns::add(&tor)?;
+    netns::exec_in(&tor, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+
+    let hosts = (0..spec.servers)
+        .map(|i| (server_ns(name, i), server_port_name(i), 1u8, i))
+        .chain((0..spec.clients).map(|j| (client_ns(name, j), client_port_name(j), 2u8, j)));
+    for (ns, port, kind, index) in hosts {
+        netns::add(&ns)?;
+        state.namespaces.push(ns.clone());
+        wire_host(&tor, &ns, &port, kind, index)?;
+    }
+    save(&state, dir)?;
+
+    let cluster = Cluster {
+        servers: (0..spec.servers)
+            .map(|i| ServerEntry {
+                id: i,
+                addr: SocketAddr::V4(SocketAddrV4::new(server_ip(i), spec.port)),
+            })
+            .collect(),
+    };
+    cluster.save(&state.cluster_file)?;
+
+    let mut children = Vec::new();
+    for i in 0..spec.servers {
+        let ns = server_ns(name, i);
+        let log = dir.join(format!("store-{i}.log"));
+        let listen = SocketAddrV4::new(server_ip(i), spec.port).to_string();
+        let mut args = vec![
+            "store".to_owned(),
+            "--listen".to_owned(),
+            listen,
+            "--server-id".to_owned(),
+            i.to_string(),
+            "--threads".to_owned(),
+            spec.store_threads.to_string(),
+        ];
+        if let Some(c) = spec.capacity_ops {
+            args.extend(["--capacity-ops".to_owned(), c.to_string()]);
+        }
+        let child = spawn_in(&ns, exe, &args, &log)?;
+        state.processes.push(LabProcess {
+            role: format!("store-{i}"),
+            namespace: ns,
+            pid: child.id(),
+            log: log.clone(),
+        });
+        children.push((child, log, "store listening"));
+    }
+
+    if spec.dataplane == Dataplane::Xdp {
+        let socket = dir.join("switch.sock");
+        let log = dir.join("switch.log");
+        let ports: Vec<String> = (0..spec.servers)
+            .map(server_port_name)
+            .chain((0..spec.clients).map(client_port_name))
+            .collect();
+        let args = vec![
+            "switch".to_owned(),
+            "--ports".to_owned(),
+            ports.join(","),
+            "--mode".to_owned(),
+            match spec.mode {
+                AttachMode::Native => "native",
+                AttachMode::Skb => "skb",
+            }
+            .to_owned(),
+            "--store-port".to_owned(),
+            spec.port.to_string(),
+            "--admin".to_owned(),
+            socket.display().to_string(),
+        ];
+        let child = spawn_in(&tor, exe, &args, &log)?;
+        state.processes.push(LabProcess {
+            role: "switch".to_owned(),
+            namespace: tor.clone(),
+            pid: child.id(),
+            log: log.clone(),
+        });
+        state.admin_socket = Some(socket);
+        children.push((child, log, "switch running"));
+    }
+    save(&state, dir)?;
+
+    for (mut child, log, marker) in children {
+        wait_ready(&mut child, &log, marker)?;
+    }
+    Ok(state)
+}
+
+/// Creates the veth pair between the ToR and host namespace `ns`, with addresses, routes,
+/// static neighbours and offload settings. `kind` is 1 for servers, 2 for clients.
+fn wire_host(tor: &str, ns: &str, port: &str, kind: u8, index: u8) -> Result<()> {
+    let tor_mac = format!("02:00:00:{kind:02x}:{index:02x}:01");
+    let host_mac = format!("02:00:00:{kind:02x}:{index:02x}:02");
+    let tor_ip = Ipv4Addr::new(10, kind, index, 1);
+    let host_ip = Ipv4Addr::new(10, kind, index, 2);
+    netns::ip(&[
+        "-n", tor, "link", "add", port, "address", &tor_mac, "type", "veth", "peer", "name",
+        "eth0", "address", &host_mac, "netns", ns,
+    ])?;
+    netns::ip(&["-n", tor, "addr", "add", &format!("{tor_ip}/24"), "dev", port])?;
+    netns::ip(&["-n", ns, "addr", "add", &format!("{host_ip}/24"), "dev", "eth0"])?;
+    netns::ip(&["-n", tor, "link", "set", port, "up"])?;
+    netns::ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+    netns::ip(&["-n", ns, "route", "add", "default", "via", &tor_ip.to_string()])?;
+    let (tor_ip, host_ip) = (tor_ip.to_string(), host_ip.to_string());
+    netns::ip(&[
+        "-n", tor, "neigh", "replace", &host_ip, "lladdr", &host_mac, "dev", port, "nud",
+        "permanent",
+    ])?;
+    netns::ip(&[
+        "-n", ns, "neigh", "replace", &tor_ip, "lladdr", &tor_mac, "dev", "eth0", "nud",
+        "permanent",
+    ])?;
+    netns::exec_in(tor, "ethtool", &["-K", port, "tx", "off"])?;
+    netns::exec_in(ns, "ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
+    Ok(())
+}
+
+fn spawn_in(ns: &str, exe: &Path, args: &[String], log: &Path) -> Result<Child> {
+    let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(exe)
+        .args(args)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: setsid is async-signal-safe; it detaches the process from our session so that
+    // it outlives `lab up` and a Ctrl-C in its terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .with_context(|| format!("starting {} in {ns}", exe.display()))
+}
+
+fn wait_ready(child: &mut Child, log: &Path, marker: &str) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if text.contains(marker) {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "process exited ({status}) before it was ready; its log {}:\n{}",
+                log.display(),
+                tail(&text, 20)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "not ready after {READY_TIMEOUT:?}; its log {}:\n{}",
+                log.display(),
+                tail(&text, 20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn save(state: &LabState, dir: &Path) -> Result<()> {
+    let path = dir.join("state.json");
+    fs::write(&path, serde_json::to_vec_pretty(state)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads the state of lab `name`.
+pub fn load(name: &str) -> Result<LabState> {
+    validate_name(name)?;
+    let path = lab_dir(name).join("state.json");
+    let bytes = fs::read(&path)
+        .with_context(|| format!("no lab {name:?} is up (cannot read {})", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("corrupt {}", path.display()))
+}
+
+/// What `down` removed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DownReport {
+    pub processes_stopped: usize,
+    pub namespaces_removed: Vec<String>,
+    pub dir_removed: bool,
+}
+
+/// Removes everything lab `name` made. Safe to run twice, after a failed `up`, or without a
+/// state file: processes are found through the lab's namespaces.
+pub fn down(name: &str) -> Result<DownReport> {
+    validate_name(name)?;
+    ensure!(netns::is_root(), "the lab needs root");
+    let mut report = DownReport::default();
+    let namespaces: Vec<String> = netns::list()?
+        .into_iter()
+        .filter(|ns| belongs_to(name, ns))
+        .collect();
+    let mut pids = Vec::new();
+    for ns in &namespaces {
+        for line in netns::ip(&["netns", "pids", ns])?.lines() {
+            if let Ok(pid) = line.trim().parse::<i32>() {
+                pids.push(pid);
+            }
+        }
+    }
+    report.processes_stopped = stop_processes(&pids);
+    for ns in &namespaces {
+        netns::delete(ns)?;
+        report.namespaces_removed.push(ns.clone());
+    }
+    let dir = lab_dir(name);
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        report.dir_removed = true;
+    }
+    Ok(report)
+}
+
+/// SIGTERM, then SIGKILL for whatever is still alive after [`STOP_TIMEOUT`].
+fn stop_processes(pids: &[i32]) -> usize {
+    for &pid in pids {
+        // SAFETY: kill(2) with a pid we found in the lab's namespaces.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &pid in pids.iter().filter(|&&p| alive(p)) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    pids.len()
+}
+
+/// True while `pid` runs (a zombie counts as gone).
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// A lab's processes and, for the XDP dataplane, the switch's status.
+#[derive(Clone, Debug, Serialize)]
+pub struct LabStatus {
+    pub name: String,
+    pub dataplane: Dataplane,
+    pub namespaces: Vec<String>,
+    pub processes: Vec<(String, u32, bool)>,
+    pub switch: Option<admin::Status>,
+}
+
+/// Reads the state of lab `name` and asks its switch for counters.
+pub async fn status(name: &str) -> Result<LabStatus> {
+    let state = load(name)?;
+    let present = netns::list()?;
+    let switch = match &state.admin_socket {
+        Some(path) => Some(admin::status(path).await?),
+        None => None,
+    };
+    Ok(LabStatus {
+        name: name.to_owned(),
+        dataplane: state.spec.dataplane,
+        namespaces: state
+            .namespaces
+            .iter()
+            .filter(|ns| present.contains(ns))
+            .cloned()
+            .collect(),
+        processes: state
+            .processes
+            .iter()
+            .map(|p| (p.role.clone(), p.pid, alive(p.pid as i32)))
+            .collect(),
+        switch,
+    })
+}
+
+/// Runs `command` in client namespace `client` of lab `name`, with `PEGASUS_CLUSTER` set.
+pub fn run(name: &str, client: u8, command: &[String]) -> Result<ExitStatus> {
+    let state = load(name)?;
+    ensure!(
+        client < state.spec.clients,
+        "lab {name:?} has {} client namespaces (0 to {})",
+        state.spec.clients,
+        state.spec.clients - 1
+    );
+    let (program, args) = command
+        .split_first()
+        .context("no command given (usage: pegasus lab run --name NAME -- CMD ARGS...)")?;
+    Command::new("ip")
+        .args(["netns", "exec", &client_ns(name, client)])
+        .arg(program)
+        .args(args)
+        .env("PEGASUS_CLUSTER", &state.cluster_file)
+        .status()
+        .with_context(|| format!("running {program}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_ownership_is_exact() {
+        assert!(belongs_to("a", "pg-a-tor"));
+        assert!(belongs_to("a", "pg-a-s12"));
+        assert!(belongs_to("a", "pg-a-c0"));
+        assert!(!belongs_to("a", "pg-a-b-tor"), "lab a-b is not lab a's");
+        assert!(!belongs_to("a", "pg-a-s"));
+        assert!(!belongs_to("a", "pg-a-x1"));
+        assert!(!belongs_to("a", "pg-ab-tor"));
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("rack-1").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("Rack").is_err());
+        assert!(validate_name("a b").is_err());
+        assert!(validate_name(&"x".repeat(NAME_LEN_MAX + 1)).is_err());
+    }
+}

@@ -1,0 +1,76 @@
+//! Network-namespace helpers: running `ip`/`ethtool`/`sysctl` commands, and moving the current
+//! thread into a named namespace (for tests that run the XDP program where a FIB exists).
+
+use anyhow::{Context, Result, bail};
+use std::{fs::File, os::fd::AsRawFd, process::Command};
+
+/// Runs a command to completion; an error carries its stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {program} (is it installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `ip ARGS...`.
+pub fn ip(args: &[&str]) -> Result<String> {
+    run("ip", args)
+}
+
+/// Runs a command inside namespace `ns`.
+pub fn exec_in(ns: &str, program: &str, args: &[&str]) -> Result<String> {
+    let mut full = vec!["netns", "exec", ns, program];
+    full.extend_from_slice(args);
+    ip(&full)
+}
+
+/// Names of every network namespace on the host.
+pub fn list() -> Result<Vec<String>> {
+    Ok(ip(&["netns", "list"])?
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Creates a namespace with its loopback up.
+pub fn add(ns: &str) -> Result<()> {
+    ip(&["netns", "add", ns])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+/// Deletes a namespace; a missing one is not an error.
+pub fn delete(ns: &str) -> Result<()> {
+    if list()?.iter().any(|n| n == ns) {
+        ip(&["netns", "delete", ns])?;
+    }
+    Ok(())
+}
+
+/// Moves the *calling thread* into namespace `ns` (setns(2) on /run/netns/NS). Other threads
+/// are not affected; a thread that entered a namespace should not return to a pool.
+pub fn enter_current_thread(ns: &str) -> Result<()> {
+    let path = format!("/run/netns/{ns}");
+    let file = File::open(&path).with_context(|| format!("open {path}"))?;
+    // SAFETY: setns on a valid namespace fd only changes this thread's network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        bail!("setns({path}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// True when running as root (the lab and the switch need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,150 @@
+//! `pegasus lab`: an emulated rack on this host.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use pegasus_common::wire::DEFAULT_PORT;
+use pegasus_control::{
+    lab::{self, Dataplane, LabSpec},
+    switch::AttachMode,
+};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Build a rack: a ToR namespace, one namespace per server and client, veth pairs,
+    /// addresses and routes; start a store per server and the switch on the ToR. Writes the
+    /// cluster file to /run/pegasus/lab/NAME/cluster.toml (PEGASUS_LAB_DIR moves it).
+    Up {
+        /// The lab's name (a-z, 0-9, '-'); every namespace and file it makes carries it.
+        #[arg(long)]
+        name: String,
+        /// Number of storage servers (1-32).
+        #[arg(long, default_value_t = 4)]
+        servers: u8,
+        /// Number of client namespaces (1-64).
+        #[arg(long, default_value_t = 1)]
+        clients: u8,
+        /// Give every store an emulated service rate (requests per second), so that a hot
+        /// server saturates as a real one would.
+        #[arg(long)]
+        capacity_ops: Option<u32>,
+        /// What forwards on the ToR: the XDP switch, or plain kernel forwarding (the baseline).
+        #[arg(long, default_value = "xdp")]
+        dataplane: Dataplane,
+        /// XDP attach mode on the ToR ports.
+        #[arg(long, default_value = "native")]
+        mode: AttachMode,
+        /// The stores' UDP port.
+        #[arg(long, default_value_t = DEFAULT_PORT)]
+        port: u16,
+        /// Worker threads per store (the lab shares this host's cores among all of them).
+        #[arg(long, default_value_t = 1)]
+        store_threads: usize,
+    },
+    /// Remove everything a lab made: processes, namespaces, files. Safe to repeat.
+    Down {
+        #[arg(long)]
+        name: String,
+    },
+    /// Run a command in a client namespace with PEGASUS_CLUSTER set, e.g.
+    /// `pegasus lab run --name r1 -- pegasus kv verify`.
+    Run {
+        #[arg(long)]
+        name: String,
+        /// Which client namespace.
+        #[arg(long, default_value_t = 0)]
+        client: u8,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show a lab's namespaces, processes and switch counters.
+    Status {
+        #[arg(long)]
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(args: LabArgs) -> Result<ExitCode> {
+    super::init_logging("warn");
+    match args.command {
+        LabCommand::Up {
+            name,
+            servers,
+            clients,
+            capacity_ops,
+            dataplane,
+            mode,
+            port,
+            store_threads,
+        } => {
+            let spec = LabSpec {
+                name,
+                servers,
+                clients,
+                capacity_ops,
+                dataplane,
+                mode,
+                port,
+                store_threads,
+            };
+            let exe = std::env::current_exe()?;
+            let state = lab::up(&spec, &exe)?;
+            println!(
+                "lab {} is up: {} servers, {} clients, {:?} dataplane",
+                spec.name, spec.servers, spec.clients, spec.dataplane
+            );
+            println!("cluster file: {}", state.cluster_file.display());
+            println!(
+                "try: pegasus lab run --name {} -- pegasus kv verify --keys 1000",
+                spec.name
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Down { name } => {
+            let report = lab::down(&name)?;
+            println!(
+                "lab {name} is down: {} processes stopped, {} namespaces removed",
+                report.processes_stopped,
+                report.namespaces_removed.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Run {
+            name,
+            client,
+            command,
+        } => {
+            let status = lab::run(&name, client, &command)?;
+            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+        }
+        LabCommand::Status { name, json } => {
+            let status = super::block_on(1, lab::status(&name))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("lab {} ({:?} dataplane)", status.name, status.dataplane);
+            println!("namespaces: {}", status.namespaces.join(" "));
+            for (role, pid, alive) in &status.processes {
+                println!("  {role:<10} pid {pid:<8} {}", if *alive { "running" } else { "DEAD" });
+            }
+            if let Some(s) = &status.switch {
+                println!("switch counters:");
+                for (name, value) in &s.counters.0 {
+                    println!("  {name:<18} {value:>12}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

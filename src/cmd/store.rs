@@ -1,0 +1,44 @@
+//! `pegasus store`: one storage server.
+
+use anyhow::Result;
+use clap::Args;
+use pegasus_store::{StoreConfig, server::QUEUE_MAX_DEFAULT};
+use std::{net::SocketAddr, process::ExitCode};
+
+#[derive(Args)]
+pub struct StoreArgs {
+    /// Address and UDP port to listen on.
+    #[arg(long, default_value = "0.0.0.0:7400")]
+    listen: SocketAddr,
+    /// This server's id in the rack (0-31); carried in every reply.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..32))]
+    server_id: u8,
+    /// Worker threads (and SO_REUSEPORT sockets). Default: every core.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Emulate a server that serves at most this many requests per second (a fixed service
+    /// rate); requests beyond the queue are dropped. Default: as fast as the machine allows.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    capacity_ops: Option<u32>,
+    /// With --capacity-ops: how many requests may wait before new ones are dropped.
+    #[arg(long, default_value_t = QUEUE_MAX_DEFAULT)]
+    queue_max: usize,
+}
+
+pub fn run(args: StoreArgs) -> Result<ExitCode> {
+    super::init_logging("info");
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let config = StoreConfig {
+        listen: args.listen,
+        server_id: args.server_id,
+        threads,
+        capacity_ops: args.capacity_ops,
+        queue_max: args.queue_max,
+    };
+    let store = super::block_on(threads, pegasus_store::serve(config, super::shutdown_signal()))?;
+    let stats = serde_json::to_string(&store.snapshot())?;
+    tracing::info!(stats = %stats, "store stopped");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,356 @@
+//! One datagram in, at most one reply out. Every protocol rule a store applies lives here, with
+//! no socket in sight, so the unit tests drive it directly.
+//!
+//! - GET: the value and its version, or status NotFound.
+//! - PUT: applied under the write rule, deduplicated by (client id, request id, key hash);
+//!   the reply carries the write's version.
+//! - REPLICATE: a copy of a key's version and value from another store, applied under the same
+//!   rule and acknowledged (through the switch, which learns the new replica from the ack).
+//! - A datagram that is not a Pegasus message (bad magic, truncated header) is dropped and
+//!   counted; a Pegasus request that is malformed, too large or of an unserved op gets an
+//!   Error reply saying why. Replies sent *to* a store are counted and dropped, never answered,
+//!   so two stores cannot bounce errors at each other.
+
+use crate::{
+    dedup::Dedup,
+    table::{Table, WriteOutcome},
+};
+use pegasus_common::wire::{self, DecodeError, Header, Message, Op, Status};
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// What the store counts.
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub datagrams: AtomicU64,
+    pub gets: AtomicU64,
+    pub puts: AtomicU64,
+    pub replicates: AtomicU64,
+    pub writes_applied: AtomicU64,
+    pub writes_superseded: AtomicU64,
+    pub dedup_hits: AtomicU64,
+    pub not_pegasus_dropped: AtomicU64,
+    pub stray_replies_dropped: AtomicU64,
+    pub errors_sent: AtomicU64,
+    pub overload_dropped: AtomicU64,
+}
+
+/// A copy of [`Stats`] for printing.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub datagrams: u64,
+    pub gets: u64,
+    pub puts: u64,
+    pub replicates: u64,
+    pub writes_applied: u64,
+    pub writes_superseded: u64,
+    pub dedup_hits: u64,
+    pub not_pegasus_dropped: u64,
+    pub stray_replies_dropped: u64,
+    pub errors_sent: u64,
+    pub overload_dropped: u64,
+    pub keys: usize,
+}
+
+/// A store's state: data, deduplication table, counters.
+pub struct Store {
+    pub server_id: u8,
+    pub table: Table,
+    pub dedup: Dedup,
+    pub stats: Stats,
+}
+
+impl Store {
+    /// An empty store with id `server_id`.
+    pub fn new(server_id: u8) -> Store {
+        Store {
+            server_id,
+            table: Table::new(),
+            dedup: Dedup::default(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let s = &self.stats;
+        StatsSnapshot {
+            datagrams: s.datagrams.load(Relaxed),
+            gets: s.gets.load(Relaxed),
+            puts: s.puts.load(Relaxed),
+            replicates: s.replicates.load(Relaxed),
+            writes_applied: s.writes_applied.load(Relaxed),
+            writes_superseded: s.writes_superseded.load(Relaxed),
+            dedup_hits: s.dedup_hits.load(Relaxed),
+            not_pegasus_dropped: s.not_pegasus_dropped.load(Relaxed),
+            stray_replies_dropped: s.stray_replies_dropped.load(Relaxed),
+            errors_sent: s.errors_sent.load(Relaxed),
+            overload_dropped: s.overload_dropped.load(Relaxed),
+            keys: self.table.len(),
+        }
+    }
+
+    /// Handles one datagram; writes the reply into `out` and returns its length, or `None`
+    /// when nothing is to be sent. `load` is reported in the reply. `out` must hold
+    /// [`wire::MAX_PAYLOAD_LEN`] bytes.
+    pub fn handle(&self, datagram: &[u8], load: u16, out: &mut [u8]) -> Option<usize> {
+        assert!(out.len() >= wire::MAX_PAYLOAD_LEN, "reply buffer too small");
+        self.stats.datagrams.fetch_add(1, Relaxed);
+        let header = match Header::decode(datagram) {
+            Ok(h) => h,
+            Err(_) => {
+                self.stats.not_pegasus_dropped.fetch_add(1, Relaxed);
+                return None;
+            }
+        };
+        let op = header.op();
+        if op.is_some_and(|op| !op.is_request()) {
+            self.stats.stray_replies_dropped.fetch_add(1, Relaxed);
+            return None;
+        }
+        let reply = Reply { store: self, request: &header, load, out };
+        let message = match Message::decode(datagram) {
+            Ok(m) if m.keyhash_matches() => m,
+            Ok(_) => return reply.error(Status::Malformed),
+            Err(DecodeError::TooLarge) => return reply.error(Status::ValueTooLarge),
+            Err(DecodeError::KeyTooLarge) => return reply.error(Status::KeyTooLarge),
+            Err(_) => return reply.error(Status::Malformed),
+        };
+        match op {
+            Some(Op::Get) => self.get(&message, reply),
+            Some(Op::Put) => self.put(&message, reply),
+            Some(Op::Replicate) => self.replicate(&message, reply),
+            _ => reply.error(Status::UnknownOp),
+        }
+    }
+
+    fn get(&self, m: &Message<'_>, reply: Reply<'_, '_>) -> Option<usize> {
+        self.stats.gets.fetch_add(1, Relaxed);
+        let Reply { request, load, out, .. } = reply;
+        let server_id = self.server_id;
+        let found = self.table.read(m.header.keyhash, m.key, |version, value| {
+            encode(out, request, Op::GetReply, Status::Ok, version, server_id, load, value)
+        });
+        Some(found.unwrap_or_else(|| {
+            encode(out, request, Op::GetReply, Status::NotFound, 0, server_id, load, &[])
+        }))
+    }
+
+    fn put(&self, m: &Message<'_>, reply: Reply<'_, '_>) -> Option<usize> {
+        self.stats.puts.fetch_add(1, Relaxed);
+        let h = &m.header;
+        let mut client = self.dedup.lock(h.client_id);
+        if let Some(version) = client.lookup(h.request_id, h.keyhash) {
+            self.stats.dedup_hits.fetch_add(1, Relaxed);
+            return reply.ok(Op::PutReply, version);
+        }
+        self.apply(m);
+        client.record(h.request_id, h.keyhash, h.version);
+        drop(client);
+        reply.ok(Op::PutReply, h.version)
+    }
+
+    fn replicate(&self, m: &Message<'_>, reply: Reply<'_, '_>) -> Option<usize> {
+        self.stats.replicates.fetch_add(1, Relaxed);
+        if m.header.version == pegasus_common::version::NONE {
+            return reply.error(Status::Malformed);
+        }
+        self.apply(m);
+        reply.ok(Op::ReplicateAck, m.header.version)
+    }
+
+    fn apply(&self, m: &Message<'_>) {
+        let h = &m.header;
+        match self.table.write(h.keyhash, m.key, m.value, h.version) {
+            WriteOutcome::Applied => self.stats.writes_applied.fetch_add(1, Relaxed),
+            WriteOutcome::Superseded { .. } => self.stats.writes_superseded.fetch_add(1, Relaxed),
+        };
+    }
+}
+
+/// What every reply needs from its request.
+struct Reply<'s, 'o> {
+    store: &'s Store,
+    request: &'s Header,
+    load: u16,
+    out: &'o mut [u8],
+}
+
+impl Reply<'_, '_> {
+    fn ok(self, op: Op, version: u64) -> Option<usize> {
+        Some(encode(self.out, self.request, op, Status::Ok, version, self.store.server_id, self.load, &[]))
+    }
+
+    fn error(self, status: Status) -> Option<usize> {
+        self.store.stats.errors_sent.fetch_add(1, Relaxed);
+        Some(encode(self.out, self.request, Op::Error, status, 0, self.store.server_id, self.load, &[]))
+    }
+}
+
+/// Encodes a reply: request id, client id and key hash echo the request; the body carries an
+/// empty key (the key hash identifies it) and the value, if any.
+#[allow(clippy::too_many_arguments)]
+fn encode(
+    out: &mut [u8],
+    request: &Header,
+    op: Op,
+    status: Status,
+    version: u64,
+    server_id: u8,
+    load: u16,
+    value: &[u8],
+) -> usize {
+    let mut header = Header::new(op);
+    header.keyhash = request.keyhash;
+    header.version = version;
+    header.request_id = request.request_id;
+    header.client_id = request.client_id;
+    header.server_id = server_id;
+    header.load = load;
+    header.status = status as u16;
+    Message { header, key: &[], value }
+        .encode(out)
+        .expect("a stored value always fits in a reply: it arrived in a request with its key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pegasus_common::hash::key_hash;
+    use proptest::prelude::*;
+
+    fn request(op: Op, key: &[u8], value: &[u8], version: u64, client: u16, req: u32) -> Vec<u8> {
+        let mut h = Header::new(op);
+        h.keyhash = key_hash(key);
+        h.version = version;
+        h.client_id = client;
+        h.request_id = req;
+        let m = Message { header: h, key, value };
+        let mut b = vec![0u8; m.encoded_len()];
+        m.encode(&mut b).unwrap();
+        b
+    }
+
+    fn call(store: &Store, datagram: &[u8]) -> Option<(Header, Vec<u8>)> {
+        let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
+        let n = store.handle(datagram, 3, &mut out)?;
+        let m = Message::decode(&out[..n]).unwrap();
+        Some((m.header, m.value.to_vec()))
+    }
+
+    #[test]
+    fn put_then_get() {
+        let s = Store::new(4);
+        let (h, _) = call(&s, &request(Op::Put, b"k", b"v1", 10, 1, 1)).unwrap();
+        assert_eq!((h.op(), h.status(), h.version), (Some(Op::PutReply), Some(Status::Ok), 10));
+        assert_eq!((h.server_id, h.load, h.request_id, h.client_id), (4, 3, 1, 1));
+        let (h, v) = call(&s, &request(Op::Get, b"k", b"", 0, 1, 2)).unwrap();
+        assert_eq!((h.op(), h.version, v.as_slice()), (Some(Op::GetReply), 10, &b"v1"[..]));
+        let (h, v) = call(&s, &request(Op::Get, b"missing", b"", 0, 1, 3)).unwrap();
+        assert_eq!((h.status(), v.len()), (Some(Status::NotFound), 0));
+    }
+
+    #[test]
+    fn an_older_write_is_acknowledged_but_does_not_overwrite() {
+        let s = Store::new(0);
+        call(&s, &request(Op::Put, b"k", b"new", 20, 1, 1));
+        let (h, _) = call(&s, &request(Op::Put, b"k", b"old", 10, 2, 1)).unwrap();
+        assert_eq!((h.status(), h.version), (Some(Status::Ok), 10));
+        let (h, v) = call(&s, &request(Op::Get, b"k", b"", 0, 1, 2)).unwrap();
+        assert_eq!((h.version, v.as_slice()), (20, &b"new"[..]));
+        assert_eq!(s.snapshot().writes_superseded, 1);
+    }
+
+    #[test]
+    fn a_retried_write_is_answered_not_applied_again() {
+        let s = Store::new(0);
+        let first = request(Op::Put, b"k", b"a", 5, 9, 77);
+        call(&s, &first).unwrap();
+        call(&s, &request(Op::Put, b"k", b"b", 6, 9, 78)).unwrap();
+        // The retry of request 77 arrives after 78: it must not bring "a" back.
+        let (h, _) = call(&s, &first).unwrap();
+        assert_eq!(h.version, 5);
+        let (_, v) = call(&s, &request(Op::Get, b"k", b"", 0, 9, 79)).unwrap();
+        assert_eq!(v, b"b");
+        assert_eq!(s.snapshot().dedup_hits, 1);
+        assert_eq!(s.snapshot().writes_applied, 2);
+    }
+
+    #[test]
+    fn an_unstamped_retry_is_not_applied_twice_either() {
+        let s = Store::new(0);
+        let first = request(Op::Put, b"k", b"a", 0, 9, 1);
+        call(&s, &first);
+        call(&s, &request(Op::Put, b"k", b"b", 0, 9, 2));
+        call(&s, &first);
+        let (_, v) = call(&s, &request(Op::Get, b"k", b"", 0, 9, 3)).unwrap();
+        assert_eq!(v, b"b");
+    }
+
+    #[test]
+    fn replicate_applies_and_acknowledges() {
+        let s = Store::new(2);
+        let (h, _) = call(&s, &request(Op::Replicate, b"k", b"x", 8, 0, 1)).unwrap();
+        assert_eq!((h.op(), h.version, h.server_id), (Some(Op::ReplicateAck), 8, 2));
+        let (_, v) = call(&s, &request(Op::Get, b"k", b"", 0, 0, 2)).unwrap();
+        assert_eq!(v, b"x");
+        let (h, _) = call(&s, &request(Op::Replicate, b"k", b"y", 0, 0, 3)).unwrap();
+        assert_eq!(h.status(), Some(Status::Malformed), "a replica copy must carry a version");
+    }
+
+    #[test]
+    fn bad_input_gets_a_clear_answer_or_a_counted_drop() {
+        let s = Store::new(0);
+        assert_eq!(call(&s, b"hello"), None);
+        assert_eq!(call(&s, &[]), None);
+        assert_eq!(s.snapshot().not_pegasus_dropped, 2);
+
+        // Unknown op code.
+        let mut b = request(Op::Get, b"k", b"", 0, 1, 1);
+        b[wire::offset::OP] = 200;
+        assert_eq!(call(&s, &b).unwrap().0.status(), Some(Status::UnknownOp));
+        // Known but unserved op.
+        let b = request(Op::ChainPut, b"k", b"v", 3, 1, 1);
+        assert_eq!(call(&s, &b).unwrap().0.status(), Some(Status::UnknownOp));
+        // Truncated body.
+        let b = request(Op::Put, b"key", b"value", 1, 1, 1);
+        let (h, _) = call(&s, &b[..b.len() - 1]).unwrap();
+        assert_eq!((h.op(), h.status()), (Some(Op::Error), Some(Status::Malformed)));
+        // Key hash that does not match the key.
+        let mut b = request(Op::Put, b"key", b"value", 1, 1, 1);
+        b[wire::offset::KEYHASH] ^= 1;
+        assert_eq!(call(&s, &b).unwrap().0.status(), Some(Status::Malformed));
+        // Oversize datagram (e.g. reassembled from fragments).
+        let mut big = request(Op::Put, b"k", &[0u8; 1400], 1, 1, 1);
+        big.resize(3000, 0);
+        assert_eq!(call(&s, &big).unwrap().0.status(), Some(Status::ValueTooLarge));
+        // Replies sent to a store are dropped, not answered.
+        let b = request(Op::GetReply, b"", b"", 0, 1, 1);
+        assert_eq!(call(&s, &b), None);
+        assert_eq!(s.snapshot().stray_replies_dropped, 1);
+        assert_eq!(s.table.len(), 0, "nothing malformed was stored");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_datagrams_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
+            let s = Store::new(0);
+            let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
+            let _ = s.handle(&bytes, 0, &mut out);
+        }
+
+        #[test]
+        fn arbitrary_bodies_behind_a_valid_header_never_panic(
+            op in 0u8..12, body in proptest::collection::vec(any::<u8>(), 0..400)
+        ) {
+            let s = Store::new(0);
+            let mut h = Header::new(Op::Put);
+            h.op_code = op;
+            let mut b = vec![0u8; wire::HEADER_LEN];
+            h.encode(&mut b).unwrap();
+            b.extend_from_slice(&body);
+            let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
+            let _ = s.handle(&b, 0, &mut out);
+        }
+    }
+}

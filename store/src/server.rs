@@ -1,0 +1,168 @@
+//! The UDP server: `threads` sockets bound to one address with SO_REUSEPORT (the kernel
+//! spreads clients over them, one worker task each), and, with an emulated capacity, one
+//! bounded queue drained at the service rate.
+//!
+//! Load reporting: every reply carries the store's load, the number of requests waiting (the
+//! queue length with an emulated capacity, else the requests in flight), which is what the
+//! switch's least-loaded policy compares.
+
+use crate::{capacity::ServiceRate, handler::Store};
+use anyhow::{Context, Result, ensure};
+use pegasus_common::wire;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
+    time::Instant,
+};
+use tokio::{net::UdpSocket, sync::mpsc, task::JoinSet};
+
+/// Requests that may wait for service before new ones are dropped (emulated capacity only).
+pub const QUEUE_MAX_DEFAULT: usize = 4096;
+/// Receive buffer: larger than any datagram, so an oversize one is seen whole and refused.
+const RECV_BUF_LEN: usize = 64 * 1024;
+/// Kernel socket buffer size requested for each socket.
+const SOCKET_BUF_BYTES: usize = 4 << 20;
+
+/// How to run a store.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub listen: SocketAddr,
+    pub server_id: u8,
+    /// Sockets and worker tasks.
+    pub threads: usize,
+    /// Emulated service rate in requests per second; `None` serves as fast as possible.
+    pub capacity_ops: Option<u32>,
+    /// Queue bound with an emulated capacity.
+    pub queue_max: usize,
+}
+
+/// Serves until `shutdown` completes; returns the store (for its final counters).
+pub async fn serve(config: StoreConfig, shutdown: impl Future<Output = ()>) -> Result<Arc<Store>> {
+    ensure!(config.threads >= 1, "a store needs at least one thread");
+    ensure!(config.queue_max >= 1, "the queue must hold at least one request");
+    let store = Arc::new(Store::new(config.server_id));
+    let sockets = (0..config.threads)
+        .map(|_| bind(config.listen))
+        .collect::<Result<Vec<_>>>()?;
+    let load = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    match config.capacity_ops {
+        None => {
+            for socket in sockets {
+                tasks.spawn(serve_directly(store.clone(), socket, load.clone()));
+            }
+        }
+        Some(rate) => {
+            let (tx, rx) = mpsc::channel(config.queue_max);
+            for (index, socket) in sockets.iter().enumerate() {
+                tasks.spawn(enqueue(store.clone(), socket.clone(), index, tx.clone(), load.clone()));
+            }
+            tasks.spawn(serve_at_rate(store.clone(), sockets, rx, ServiceRate::new(rate), load.clone()));
+        }
+    }
+    tracing::info!(
+        listen = %config.listen,
+        server_id = config.server_id,
+        threads = config.threads,
+        capacity_ops = ?config.capacity_ops,
+        "store listening"
+    );
+    shutdown.await;
+    tasks.abort_all();
+    Ok(store)
+}
+
+fn bind(addr: SocketAddr) -> Result<Arc<UdpSocket>> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUF_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUF_BYTES);
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    Ok(Arc::new(UdpSocket::from_std(socket.into())?))
+}
+
+fn load_u16(load: &AtomicUsize) -> u16 {
+    load.load(Relaxed).min(u16::MAX as usize) as u16
+}
+
+async fn serve_directly(store: Arc<Store>, socket: Arc<UdpSocket>, in_flight: Arc<AtomicUsize>) {
+    let mut buf = vec![0u8; RECV_BUF_LEN];
+    let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("receive: {e}");
+                continue;
+            }
+        };
+        in_flight.fetch_add(1, Relaxed);
+        if let Some(len) = store.handle(&buf[..n], load_u16(&in_flight), &mut out) {
+            send(&socket, &out[..len], from).await;
+        }
+        in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A request waiting for service: its bytes, its sender, and the socket it came in on.
+type Queued = (Vec<u8>, SocketAddr, usize);
+
+async fn enqueue(
+    store: Arc<Store>,
+    socket: Arc<UdpSocket>,
+    index: usize,
+    queue: mpsc::Sender<Queued>,
+    queued: Arc<AtomicUsize>,
+) {
+    let mut buf = vec![0u8; RECV_BUF_LEN];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("receive: {e}");
+                continue;
+            }
+        };
+        queued.fetch_add(1, Relaxed);
+        if queue.try_send((buf[..n].to_vec(), from, index)).is_err() {
+            // A saturated server drops what it cannot queue, as a real one would.
+            queued.fetch_sub(1, Relaxed);
+            store.stats.overload_dropped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+async fn serve_at_rate(
+    store: Arc<Store>,
+    sockets: Vec<Arc<UdpSocket>>,
+    mut queue: mpsc::Receiver<Queued>,
+    mut rate: ServiceRate,
+    queued: Arc<AtomicUsize>,
+) {
+    let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
+    while let Some((bytes, from, index)) = queue.recv().await {
+        let at = rate.admit(Instant::now());
+        if at > Instant::now() {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        queued.fetch_sub(1, Relaxed);
+        if let Some(len) = store.handle(&bytes, load_u16(&queued), &mut out) {
+            send(&sockets[index], &out[..len], from).await;
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, to).await {
+        tracing::debug!("send to {to}: {e}");
+    }
+}

@@ -1,0 +1,180 @@
+//! The versioned map. Keys are sharded by key hash over mutex-protected hash tables; each entry
+//! keeps key and value in one allocation, which keeps a store of a million small values under
+//! twice its raw key and value bytes (see docs/store.md for the measurement).
+
+use hashbrown::HashTable;
+use pegasus_common::version;
+use std::sync::Mutex;
+
+/// Shards: enough that threads rarely meet on one lock.
+pub const SHARDS: usize = 64;
+
+/// One key.
+struct Entry {
+    keyhash: u64,
+    version: u64,
+    key_len: u16,
+    /// The key bytes followed by the value bytes.
+    data: Box<[u8]>,
+}
+
+impl Entry {
+    fn key(&self) -> &[u8] {
+        &self.data[..self.key_len as usize]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.data[self.key_len as usize..]
+    }
+
+    fn new(keyhash: u64, version: u64, key: &[u8], value: &[u8]) -> Entry {
+        let mut data = Vec::with_capacity(key.len() + value.len());
+        data.extend_from_slice(key);
+        data.extend_from_slice(value);
+        Entry {
+            keyhash,
+            version,
+            key_len: u16::try_from(key.len()).expect("keys are at most MAX_KEY_LEN bytes"),
+            data: data.into_boxed_slice(),
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The value was stored; the key's version is now the write's (or unchanged if unstamped).
+    Applied,
+    /// A newer version was already stored: this write is ordered before it and left no trace.
+    Superseded { stored_version: u64 },
+}
+
+/// The store's data.
+pub struct Table {
+    shards: Box<[Mutex<HashTable<Entry>>]>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table::new()
+    }
+}
+
+impl Table {
+    /// An empty table.
+    pub fn new() -> Table {
+        Table {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+        }
+    }
+
+    fn shard(&self, keyhash: u64) -> std::sync::MutexGuard<'_, HashTable<Entry>> {
+        // The low bits pick the shard; hashbrown uses the high bits inside it.
+        self.shards[(keyhash as usize) % SHARDS]
+            .lock()
+            .expect("table shard poisoned")
+    }
+
+    /// Calls `f(version, value)` with the key's current value, if it exists, under the lock
+    /// (so the reply can be encoded without copying the value twice).
+    pub fn read<R>(&self, keyhash: u64, key: &[u8], f: impl FnOnce(u64, &[u8]) -> R) -> Option<R> {
+        let shard = self.shard(keyhash);
+        shard
+            .find(keyhash, |e| e.keyhash == keyhash && e.key() == key)
+            .map(|e| f(e.version, e.value()))
+    }
+
+    /// Applies a write under the write rule ([`version::write_applies`]).
+    pub fn write(&self, keyhash: u64, key: &[u8], value: &[u8], version: u64) -> WriteOutcome {
+        let mut shard = self.shard(keyhash);
+        let found = shard.find_mut(keyhash, |e| e.keyhash == keyhash && e.key() == key);
+        match found {
+            Some(entry) => {
+                if !version::write_applies(entry.version, version) {
+                    return WriteOutcome::Superseded {
+                        stored_version: entry.version,
+                    };
+                }
+                let new_version = entry.version.max(version);
+                *entry = Entry::new(keyhash, new_version, key, value);
+                WriteOutcome::Applied
+            }
+            None => {
+                shard.insert_unique(keyhash, Entry::new(keyhash, version, key, value), |e| {
+                    e.keyhash
+                });
+                WriteOutcome::Applied
+            }
+        }
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().expect("table shard poisoned").len())
+            .sum()
+    }
+
+    /// True when the table holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pegasus_common::hash::key_hash;
+
+    fn put(t: &Table, k: &str, v: &str, version: u64) -> WriteOutcome {
+        t.write(key_hash(k.as_bytes()), k.as_bytes(), v.as_bytes(), version)
+    }
+
+    fn get(t: &Table, k: &str) -> Option<(u64, String)> {
+        t.read(key_hash(k.as_bytes()), k.as_bytes(), |v, val| {
+            (v, String::from_utf8(val.to_vec()).unwrap())
+        })
+    }
+
+    #[test]
+    fn newer_or_equal_versions_apply_older_do_not() {
+        let t = Table::new();
+        assert_eq!(get(&t, "k"), None);
+        assert_eq!(put(&t, "k", "a", 5), WriteOutcome::Applied);
+        assert_eq!(get(&t, "k"), Some((5, "a".into())));
+        assert_eq!(put(&t, "k", "b", 4), WriteOutcome::Superseded { stored_version: 5 });
+        assert_eq!(get(&t, "k"), Some((5, "a".into())));
+        assert_eq!(put(&t, "k", "c", 5), WriteOutcome::Applied);
+        assert_eq!(put(&t, "k", "d", 9), WriteOutcome::Applied);
+        assert_eq!(get(&t, "k"), Some((9, "d".into())));
+    }
+
+    #[test]
+    fn unstamped_writes_apply_in_order_and_keep_the_version() {
+        let t = Table::new();
+        assert_eq!(put(&t, "k", "a", 0), WriteOutcome::Applied);
+        assert_eq!(get(&t, "k"), Some((0, "a".into())));
+        put(&t, "k", "b", 7);
+        assert_eq!(put(&t, "k", "c", 0), WriteOutcome::Applied);
+        assert_eq!(get(&t, "k"), Some((7, "c".into())));
+    }
+
+    #[test]
+    fn colliding_hashes_keep_keys_apart() {
+        let t = Table::new();
+        // Two keys forced onto the same hash: both must survive, each with its own value.
+        t.write(42, b"one", b"1", 1);
+        t.write(42, b"two", b"2", 1);
+        assert_eq!(t.read(42, b"one", |_, v| v.to_vec()), Some(b"1".to_vec()));
+        assert_eq!(t.read(42, b"two", |_, v| v.to_vec()), Some(b"2".to_vec()));
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn empty_values_and_keys_are_values_too() {
+        let t = Table::new();
+        put(&t, "", "", 1);
+        assert_eq!(get(&t, ""), Some((1, String::new())));
+    }
+}
