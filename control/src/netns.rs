@@ -74,3 +74,34 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// A namespace with a unique name that is deleted when dropped, also when a test panics.
+/// Names are `pgt-TAG-PID-N`, so parallel tests and processes never collide.
+pub struct ScopedNetns {
+    name: String,
+}
+
+impl ScopedNetns {
+    /// Creates `pgt-TAG-PID-N` with its loopback up.
+    pub fn new(tag: &str) -> Result<ScopedNetns> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("pgt-{tag}-{}-{n}", std::process::id());
+        add(&name)?;
+        Ok(ScopedNetns { name })
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for ScopedNetns {
+    fn drop(&mut self) {
+        if let Err(e) = delete(&self.name) {
+            eprintln!("warning: could not delete namespace {}: {e:#}", self.name);
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! maps (as Katran's `KatranLb` is for Katran's programs).
 
 pub mod admin;
+pub mod packet;
 
 use anyhow::{Context, Result, bail};
 use aya::{
