@@ -5,7 +5,10 @@
 fn main() -> aya_build::Result<()> {
     let root_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../dataplane-ebpf");
     println!("cargo:rerun-if-changed={root_dir}/bpf-linker-v3.sh");
-    println!("cargo:rerun-if-changed={}/../common/src", env!("CARGO_MANIFEST_DIR"));
+    println!(
+        "cargo:rerun-if-changed={}/../common/src",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let package = aya_build::Package {
         name: "pegasus-dataplane-ebpf",
         root_dir,

@@ -120,7 +120,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
         let c = Cluster {
-            servers: vec![ServerEntry { id: 3, addr: "127.0.0.1:7400".parse().unwrap() }],
+            servers: vec![ServerEntry {
+                id: 3,
+                addr: "127.0.0.1:7400".parse().unwrap(),
+            }],
         };
         c.save(&path).unwrap();
         assert_eq!(Cluster::load(&path).unwrap(), c);

@@ -55,7 +55,10 @@ mod tests {
             counts[p.home(key_hash(format!("user{i}").as_bytes())) as usize] += 1;
         }
         for c in counts {
-            assert!((7_000..13_000).contains(&c), "unbalanced placement: {counts:?}");
+            assert!(
+                (7_000..13_000).contains(&c),
+                "unbalanced placement: {counts:?}"
+            );
         }
         // Deterministic.
         assert_eq!(p.home(12345), Placement::new(0..8).home(12345));

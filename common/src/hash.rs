@@ -46,7 +46,10 @@ mod tests {
         assert_ne!(h1, h2);
         // Neighbouring keys differ in about half of the bits.
         let differing = (h1 ^ h2).count_ones();
-        assert!((16..=48).contains(&differing), "poor avalanche: {differing} bits");
+        assert!(
+            (16..=48).contains(&differing),
+            "poor avalanche: {differing} bits"
+        );
     }
 
     #[test]

@@ -173,8 +173,14 @@ mod tests {
 
     #[test]
     fn other_ports_are_not_pegasus() {
-        assert_eq!(classify(PORT, 1000, 53, prefix(Op::Put, 0)), PacketClass::NotPegasus);
-        assert_eq!(classify(0, PORT, PORT, prefix(Op::Put, 0)), PacketClass::NotPegasus);
+        assert_eq!(
+            classify(PORT, 1000, 53, prefix(Op::Put, 0)),
+            PacketClass::NotPegasus
+        );
+        assert_eq!(
+            classify(0, PORT, PORT, prefix(Op::Put, 0)),
+            PacketClass::NotPegasus
+        );
     }
 
     #[test]
@@ -182,14 +188,23 @@ mod tests {
         for op in Op::ALL {
             let c = classify(PORT, 40000, PORT, prefix(op, 0));
             if op.is_request() {
-                assert_eq!(c, PacketClass::Request { op, stamp: op == Op::Put });
+                assert_eq!(
+                    c,
+                    PacketClass::Request {
+                        op,
+                        stamp: op == Op::Put
+                    }
+                );
             } else {
                 assert_eq!(c, PacketClass::Malformed, "{op:?} sent to the store port");
             }
         }
         assert_eq!(
             classify(PORT, 40000, PORT, prefix(Op::Put, STAMPED)),
-            PacketClass::Request { op: Op::Put, stamp: false }
+            PacketClass::Request {
+                op: Op::Put,
+                stamp: false
+            }
         );
     }
 

@@ -60,7 +60,10 @@ mod tests {
         assert!(write_applies(5, 5));
         assert!(write_applies(5, 6));
         assert!(!write_applies(6, 5));
-        assert!(write_applies(6, NONE), "unstamped writes apply in arrival order");
+        assert!(
+            write_applies(6, NONE),
+            "unstamped writes apply in arrival order"
+        );
     }
 
     #[test]

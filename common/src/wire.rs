@@ -495,7 +495,10 @@ mod tests {
         let mut b = [0u8; HEADER_LEN + 4];
         Header::new(Op::Get).encode(&mut b).unwrap();
         assert!(Message::decode(&b).is_ok());
-        assert_eq!(Message::decode(&b[..HEADER_LEN + 3]), Err(DecodeError::TruncatedBody));
+        assert_eq!(
+            Message::decode(&b[..HEADER_LEN + 3]),
+            Err(DecodeError::TruncatedBody)
+        );
         let mut trailing = [0u8; HEADER_LEN + 5];
         trailing[..HEADER_LEN + 4].copy_from_slice(&b);
         assert_eq!(Message::decode(&trailing), Err(DecodeError::TrailingBytes));
@@ -510,7 +513,11 @@ mod tests {
     fn keyhash_consistency() {
         let mut h = Header::new(Op::Get);
         h.keyhash = key_hash(b"k");
-        let m = Message { header: h, key: b"k", value: b"" };
+        let m = Message {
+            header: h,
+            key: b"k",
+            value: b"",
+        };
         assert!(m.keyhash_matches());
         let bad = Message { key: b"j", ..m };
         assert!(!bad.keyhash_matches());

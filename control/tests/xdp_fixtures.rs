@@ -35,27 +35,76 @@ struct Bench {
 }
 
 fn mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn setup(tag: &str) -> Bench {
-    assert!(netns::is_root(), "the XDP fixtures need root (BPF_PROG_TEST_RUN, namespaces)");
+    assert!(
+        netns::is_root(),
+        "the XDP fixtures need root (BPF_PROG_TEST_RUN, namespaces)"
+    );
     let ns = ScopedNetns::new(tag).unwrap();
     let n = ns.name();
     for (port, port_mac, port_ip, host_ip, host_mac) in [
-        ("sv0", SERVER_PORT_MAC, "10.1.0.1/24", "10.1.0.2", SERVER_MAC),
-        ("cl0", CLIENT_PORT_MAC, "10.2.0.1/24", "10.2.0.2", CLIENT_MAC),
+        (
+            "sv0",
+            SERVER_PORT_MAC,
+            "10.1.0.1/24",
+            "10.1.0.2",
+            SERVER_MAC,
+        ),
+        (
+            "cl0",
+            CLIENT_PORT_MAC,
+            "10.2.0.1/24",
+            "10.2.0.2",
+            CLIENT_MAC,
+        ),
     ] {
         let peer = format!("{port}p");
-        netns::ip(&["-n", n, "link", "add", port, "address", &mac(port_mac), "type", "veth", "peer", "name", &peer]).unwrap();
+        netns::ip(&[
+            "-n",
+            n,
+            "link",
+            "add",
+            port,
+            "address",
+            &mac(port_mac),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+        ])
+        .unwrap();
         netns::ip(&["-n", n, "addr", "add", port_ip, "dev", port]).unwrap();
         netns::ip(&["-n", n, "link", "set", port, "up"]).unwrap();
         netns::ip(&["-n", n, "link", "set", &peer, "up"]).unwrap();
-        netns::ip(&["-n", n, "neigh", "replace", host_ip, "lladdr", &mac(host_mac), "dev", port, "nud", "permanent"]).unwrap();
+        netns::ip(&[
+            "-n",
+            n,
+            "neigh",
+            "replace",
+            host_ip,
+            "lladdr",
+            &mac(host_mac),
+            "dev",
+            port,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
     }
     netns::exec_in(n, "sysctl", &["-qw", "net.ipv4.conf.all.forwarding=1"]).unwrap();
     netns::enter_current_thread(n).unwrap();
-    let mut switch = Switch::load(SwitchSettings { store_port: PORT, epoch: EPOCH }).unwrap();
+    let mut switch = Switch::load(SwitchSettings {
+        store_port: PORT,
+        epoch: EPOCH,
+    })
+    .unwrap();
     switch.add_port("sv0").unwrap();
     switch.add_port("cl0").unwrap();
     Bench { switch, _ns: ns }
@@ -68,7 +117,11 @@ fn pegasus(op: Op, key: &[u8], value: &[u8], version: u64, flags: u8) -> Vec<u8>
     h.flags = flags;
     h.request_id = 0xabcd;
     h.client_id = 7;
-    let m = Message { header: h, key, value };
+    let m = Message {
+        header: h,
+        key,
+        value,
+    };
     let mut b = vec![0u8; m.encoded_len()];
     m.encode(&mut b).unwrap();
     b
@@ -107,7 +160,11 @@ fn check(switch: &Switch, f: &Fixture) {
     );
     assert_eq!(packet, f.output, "{}: output bytes", f.name);
     if action == action::REDIRECT {
-        assert!(packet::ipv4_checksum_ok(&packet), "{}: IPv4 checksum", f.name);
+        assert!(
+            packet::ipv4_checksum_ok(&packet),
+            "{}: IPv4 checksum",
+            f.name
+        );
     }
     // A zero UDP checksum means "none" over IPv4 and must stay so.
     if action == action::REDIRECT && packet::udp_checksum_field(&f.input) != 0 {
@@ -144,7 +201,11 @@ fn every_rule_has_its_fixture() {
     let reply = to_client(pegasus(Op::GetReply, b"", b"value", stamped(1), 0));
     let mut ttl_one = get.clone();
     ttl_one.ttl = 1;
-    let no_neighbour = UdpFrame::new(addr("10.2.0.2:40000"), addr("10.1.0.99:7400"), pegasus(Op::Get, b"k", b"", 0, 0));
+    let no_neighbour = UdpFrame::new(
+        addr("10.2.0.2:40000"),
+        addr("10.1.0.99:7400"),
+        pegasus(Op::Get, b"k", b"", 0, 0),
+    );
     let mut bad_magic = pegasus(Op::Get, b"k", b"", 0, 0);
     bad_magic[0] = 0x00;
     let mut bad_version = pegasus(Op::Put, b"k", b"v", 0, 0);
@@ -196,13 +257,34 @@ fn every_rule_has_its_fixture() {
             action: action::REDIRECT,
             output: forwarded(reply.clone(), CLIENT_PORT_MAC, CLIENT_MAC),
         },
-        unchanged("TTL 1 goes to the kernel (ICMP time exceeded)", ttl_one.build()),
-        unchanged("no neighbour entry: the kernel resolves and forwards", no_neighbour.build()),
-        unchanged("bad magic on the store port: passed, not rewritten", to_server(bad_magic).build()),
-        unchanged("unknown protocol version: passed, not rewritten", to_server(bad_version).build()),
-        unchanged("unknown op: passed, not rewritten", to_server(unknown_op).build()),
-        unchanged("truncated header: passed, not rewritten", to_server(short).build()),
-        unchanged("a request sent from the store port: passed", to_client(pegasus(Op::Put, b"k", b"v", 0, 0)).build()),
+        unchanged(
+            "TTL 1 goes to the kernel (ICMP time exceeded)",
+            ttl_one.build(),
+        ),
+        unchanged(
+            "no neighbour entry: the kernel resolves and forwards",
+            no_neighbour.build(),
+        ),
+        unchanged(
+            "bad magic on the store port: passed, not rewritten",
+            to_server(bad_magic).build(),
+        ),
+        unchanged(
+            "unknown protocol version: passed, not rewritten",
+            to_server(bad_version).build(),
+        ),
+        unchanged(
+            "unknown op: passed, not rewritten",
+            to_server(unknown_op).build(),
+        ),
+        unchanged(
+            "truncated header: passed, not rewritten",
+            to_server(short).build(),
+        ),
+        unchanged(
+            "a request sent from the store port: passed",
+            to_client(pegasus(Op::Put, b"k", b"v", 0, 0)).build(),
+        ),
         unchanged(
             "other UDP traffic: passed",
             UdpFrame::new(addr("10.2.0.2:40000"), addr("10.1.0.2:53"), b"dns".to_vec()).build(),
@@ -232,7 +314,11 @@ fn random_payloads_are_forwarded_whole_or_passed_untouched() {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(512));
     runner
         .run(
-            &(proptest::collection::vec(any::<u8>(), 0..200), any::<bool>(), 1u8..=9),
+            &(
+                proptest::collection::vec(any::<u8>(), 0..200),
+                any::<bool>(),
+                1u8..=9,
+            ),
             |(mut payload, valid_prefix, op)| {
                 if valid_prefix && payload.len() >= 4 {
                     payload[..4].copy_from_slice(&[0x50, 0x47, 1, op]);
@@ -250,7 +336,10 @@ fn random_payloads_are_forwarded_whole_or_passed_untouched() {
                         prop_assert_eq!(&out_payload[..v], &payload[..v]);
                         prop_assert_eq!(&out_payload[v + 8..], &payload[v + 8..]);
                         prop_assert!(packet::ipv4_checksum_ok(&packet));
-                        prop_assert_eq!(packet::udp_checksum_field(&packet), packet::udp_checksum(&packet));
+                        prop_assert_eq!(
+                            packet::udp_checksum_field(&packet),
+                            packet::udp_checksum(&packet)
+                        );
                     }
                     other => prop_assert!(false, "unexpected verdict {}", action::name(other)),
                 }

@@ -157,14 +157,22 @@ async fn verify(client: Arc<Client>, args: VerifyArgs) -> Result<ExitCode> {
         let limit = Arc::new(Semaphore::new(args.concurrency));
         let mut tasks = JoinSet::new();
         for i in 0..entries.len() {
-            let permit = limit.clone().acquire_owned().await.context("semaphore closed")?;
+            let permit = limit
+                .clone()
+                .acquire_owned()
+                .await
+                .context("semaphore closed")?;
             let (client, entries) = (client.clone(), entries.clone());
             tasks.spawn(async move {
                 let _permit = permit;
                 let (key, value) = &entries[i];
                 if phase_is_put {
                     Outcome::Put(
-                        client.put(key, value).await.map(|w| w.server_id).map_err(|e| e.to_string()),
+                        client
+                            .put(key, value)
+                            .await
+                            .map(|w| w.server_id)
+                            .map_err(|e| e.to_string()),
                     )
                 } else {
                     Outcome::Get(
@@ -217,5 +225,9 @@ async fn verify(client: Arc<Client>, args: VerifyArgs) -> Result<ExitCode> {
         println!("replies by server: {:?}", summary.replies_by_server);
     }
     let clean = summary.mismatches == 0 && summary.errors == 0;
-    Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -125,7 +125,9 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             command,
         } => {
             let status = lab::run(&name, client, &command)?;
-            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
         }
         LabCommand::Status { name, json } => {
             let status = super::block_on(1, lab::status(&name))?;
@@ -136,7 +138,10 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             println!("lab {} ({:?} dataplane)", status.name, status.dataplane);
             println!("namespaces: {}", status.namespaces.join(" "));
             for (role, pid, alive) in &status.processes {
-                println!("  {role:<10} pid {pid:<8} {}", if *alive { "running" } else { "DEAD" });
+                println!(
+                    "  {role:<10} pid {pid:<8} {}",
+                    if *alive { "running" } else { "DEAD" }
+                );
             }
             if let Some(s) = &status.switch {
                 println!("switch counters:");

@@ -37,7 +37,10 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
         capacity_ops: args.capacity_ops,
         queue_max: args.queue_max,
     };
-    let store = super::block_on(threads, pegasus_store::serve(config, super::shutdown_signal()))?;
+    let store = super::block_on(
+        threads,
+        pegasus_store::serve(config, super::shutdown_signal()),
+    )?;
     let stats = serde_json::to_string(&store.snapshot())?;
     tracing::info!(stats = %stats, "store stopped");
     Ok(ExitCode::SUCCESS)

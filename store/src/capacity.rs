@@ -50,7 +50,10 @@ mod tests {
         }
         // 1000 requests at 1 ms each, the first ones out of the banked burst.
         let span = last.saturating_duration_since(start);
-        assert!(span >= Duration::from_millis(990) && span <= Duration::from_millis(1000), "{span:?}");
+        assert!(
+            span >= Duration::from_millis(990) && span <= Duration::from_millis(1000),
+            "{span:?}"
+        );
     }
 
     #[test]

@@ -107,7 +107,11 @@ mod tests {
         assert_eq!(d.lock(7).lookup(100, 1), Some(55));
         assert_eq!(d.lock(7).lookup(100, 2), None, "other key");
         assert_eq!(d.lock(8).lookup(100, 1), None, "other client");
-        assert_eq!(d.lock(7 + SHARDS as u16).lookup(100, 1), None, "same shard, other client");
+        assert_eq!(
+            d.lock(7 + SHARDS as u16).lookup(100, 1),
+            None,
+            "same shard, other client"
+        );
     }
 
     #[test]

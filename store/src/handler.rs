@@ -108,7 +108,12 @@ impl Store {
             self.stats.stray_replies_dropped.fetch_add(1, Relaxed);
             return None;
         }
-        let reply = Reply { store: self, request: &header, load, out };
+        let reply = Reply {
+            store: self,
+            request: &header,
+            load,
+            out,
+        };
         let message = match Message::decode(datagram) {
             Ok(m) if m.keyhash_matches() => m,
             Ok(_) => return reply.error(Status::Malformed),
@@ -126,13 +131,33 @@ impl Store {
 
     fn get(&self, m: &Message<'_>, reply: Reply<'_, '_>) -> Option<usize> {
         self.stats.gets.fetch_add(1, Relaxed);
-        let Reply { request, load, out, .. } = reply;
+        let Reply {
+            request, load, out, ..
+        } = reply;
         let server_id = self.server_id;
         let found = self.table.read(m.header.keyhash, m.key, |version, value| {
-            encode(out, request, Op::GetReply, Status::Ok, version, server_id, load, value)
+            encode(
+                out,
+                request,
+                Op::GetReply,
+                Status::Ok,
+                version,
+                server_id,
+                load,
+                value,
+            )
         });
         Some(found.unwrap_or_else(|| {
-            encode(out, request, Op::GetReply, Status::NotFound, 0, server_id, load, &[])
+            encode(
+                out,
+                request,
+                Op::GetReply,
+                Status::NotFound,
+                0,
+                server_id,
+                load,
+                &[],
+            )
         }))
     }
 
@@ -178,12 +203,30 @@ struct Reply<'s, 'o> {
 
 impl Reply<'_, '_> {
     fn ok(self, op: Op, version: u64) -> Option<usize> {
-        Some(encode(self.out, self.request, op, Status::Ok, version, self.store.server_id, self.load, &[]))
+        Some(encode(
+            self.out,
+            self.request,
+            op,
+            Status::Ok,
+            version,
+            self.store.server_id,
+            self.load,
+            &[],
+        ))
     }
 
     fn error(self, status: Status) -> Option<usize> {
         self.store.stats.errors_sent.fetch_add(1, Relaxed);
-        Some(encode(self.out, self.request, Op::Error, status, 0, self.store.server_id, self.load, &[]))
+        Some(encode(
+            self.out,
+            self.request,
+            Op::Error,
+            status,
+            0,
+            self.store.server_id,
+            self.load,
+            &[],
+        ))
     }
 }
 
@@ -208,9 +251,13 @@ fn encode(
     header.server_id = server_id;
     header.load = load;
     header.status = status as u16;
-    Message { header, key: &[], value }
-        .encode(out)
-        .expect("a stored value always fits in a reply: it arrived in a request with its key")
+    Message {
+        header,
+        key: &[],
+        value,
+    }
+    .encode(out)
+    .expect("a stored value always fits in a reply: it arrived in a request with its key")
 }
 
 #[cfg(test)]
@@ -225,7 +272,11 @@ mod tests {
         h.version = version;
         h.client_id = client;
         h.request_id = req;
-        let m = Message { header: h, key, value };
+        let m = Message {
+            header: h,
+            key,
+            value,
+        };
         let mut b = vec![0u8; m.encoded_len()];
         m.encode(&mut b).unwrap();
         b
@@ -242,10 +293,19 @@ mod tests {
     fn put_then_get() {
         let s = Store::new(4);
         let (h, _) = call(&s, &request(Op::Put, b"k", b"v1", 10, 1, 1)).unwrap();
-        assert_eq!((h.op(), h.status(), h.version), (Some(Op::PutReply), Some(Status::Ok), 10));
-        assert_eq!((h.server_id, h.load, h.request_id, h.client_id), (4, 3, 1, 1));
+        assert_eq!(
+            (h.op(), h.status(), h.version),
+            (Some(Op::PutReply), Some(Status::Ok), 10)
+        );
+        assert_eq!(
+            (h.server_id, h.load, h.request_id, h.client_id),
+            (4, 3, 1, 1)
+        );
         let (h, v) = call(&s, &request(Op::Get, b"k", b"", 0, 1, 2)).unwrap();
-        assert_eq!((h.op(), h.version, v.as_slice()), (Some(Op::GetReply), 10, &b"v1"[..]));
+        assert_eq!(
+            (h.op(), h.version, v.as_slice()),
+            (Some(Op::GetReply), 10, &b"v1"[..])
+        );
         let (h, v) = call(&s, &request(Op::Get, b"missing", b"", 0, 1, 3)).unwrap();
         assert_eq!((h.status(), v.len()), (Some(Status::NotFound), 0));
     }
@@ -291,11 +351,18 @@ mod tests {
     fn replicate_applies_and_acknowledges() {
         let s = Store::new(2);
         let (h, _) = call(&s, &request(Op::Replicate, b"k", b"x", 8, 0, 1)).unwrap();
-        assert_eq!((h.op(), h.version, h.server_id), (Some(Op::ReplicateAck), 8, 2));
+        assert_eq!(
+            (h.op(), h.version, h.server_id),
+            (Some(Op::ReplicateAck), 8, 2)
+        );
         let (_, v) = call(&s, &request(Op::Get, b"k", b"", 0, 0, 2)).unwrap();
         assert_eq!(v, b"x");
         let (h, _) = call(&s, &request(Op::Replicate, b"k", b"y", 0, 0, 3)).unwrap();
-        assert_eq!(h.status(), Some(Status::Malformed), "a replica copy must carry a version");
+        assert_eq!(
+            h.status(),
+            Some(Status::Malformed),
+            "a replica copy must carry a version"
+        );
     }
 
     #[test]
@@ -315,7 +382,10 @@ mod tests {
         // Truncated body.
         let b = request(Op::Put, b"key", b"value", 1, 1, 1);
         let (h, _) = call(&s, &b[..b.len() - 1]).unwrap();
-        assert_eq!((h.op(), h.status()), (Some(Op::Error), Some(Status::Malformed)));
+        assert_eq!(
+            (h.op(), h.status()),
+            (Some(Op::Error), Some(Status::Malformed))
+        );
         // Key hash that does not match the key.
         let mut b = request(Op::Put, b"key", b"value", 1, 1, 1);
         b[wire::offset::KEYHASH] ^= 1;
@@ -323,7 +393,10 @@ mod tests {
         // Oversize datagram (e.g. reassembled from fragments).
         let mut big = request(Op::Put, b"k", &[0u8; 1400], 1, 1, 1);
         big.resize(3000, 0);
-        assert_eq!(call(&s, &big).unwrap().0.status(), Some(Status::ValueTooLarge));
+        assert_eq!(
+            call(&s, &big).unwrap().0.status(),
+            Some(Status::ValueTooLarge)
+        );
         // Replies sent to a store are dropped, not answered.
         let b = request(Op::GetReply, b"", b"", 0, 1, 1);
         assert_eq!(call(&s, &b), None);

@@ -44,7 +44,10 @@ pub struct StoreConfig {
 /// Serves until `shutdown` completes; returns the store (for its final counters).
 pub async fn serve(config: StoreConfig, shutdown: impl Future<Output = ()>) -> Result<Arc<Store>> {
     ensure!(config.threads >= 1, "a store needs at least one thread");
-    ensure!(config.queue_max >= 1, "the queue must hold at least one request");
+    ensure!(
+        config.queue_max >= 1,
+        "the queue must hold at least one request"
+    );
     let store = Arc::new(Store::new(config.server_id));
     let sockets = (0..config.threads)
         .map(|_| bind(config.listen))
@@ -60,9 +63,21 @@ pub async fn serve(config: StoreConfig, shutdown: impl Future<Output = ()>) -> R
         Some(rate) => {
             let (tx, rx) = mpsc::channel(config.queue_max);
             for (index, socket) in sockets.iter().enumerate() {
-                tasks.spawn(enqueue(store.clone(), socket.clone(), index, tx.clone(), load.clone()));
+                tasks.spawn(enqueue(
+                    store.clone(),
+                    socket.clone(),
+                    index,
+                    tx.clone(),
+                    load.clone(),
+                ));
             }
-            tasks.spawn(serve_at_rate(store.clone(), sockets, rx, ServiceRate::new(rate), load.clone()));
+            tasks.spawn(serve_at_rate(
+                store.clone(),
+                sockets,
+                rx,
+                ServiceRate::new(rate),
+                load.clone(),
+            ));
         }
     }
     tracing::info!(

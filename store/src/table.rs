@@ -143,7 +143,10 @@ mod tests {
         assert_eq!(get(&t, "k"), None);
         assert_eq!(put(&t, "k", "a", 5), WriteOutcome::Applied);
         assert_eq!(get(&t, "k"), Some((5, "a".into())));
-        assert_eq!(put(&t, "k", "b", 4), WriteOutcome::Superseded { stored_version: 5 });
+        assert_eq!(
+            put(&t, "k", "b", 4),
+            WriteOutcome::Superseded { stored_version: 5 }
+        );
         assert_eq!(get(&t, "k"), Some((5, "a".into())));
         assert_eq!(put(&t, "k", "c", 5), WriteOutcome::Applied);
         assert_eq!(put(&t, "k", "d", 9), WriteOutcome::Applied);

@@ -209,7 +209,10 @@ fn belongs_to(name: &str, ns: &str) -> bool {
 /// again before the error is returned. `exe` is the `pegasus` binary to start.
 pub fn up(spec: &LabSpec, exe: &Path) -> Result<LabState> {
     spec.validate()?;
-    ensure!(netns::is_root(), "the lab needs root (network namespaces, XDP)");
+    ensure!(
+        netns::is_root(),
+        "the lab needs root (network namespaces, XDP)"
+    );
     let dir = lab_dir(&spec.name);
     ensure!(
         !dir.exists() && !netns::list()?.iter().any(|ns| belongs_to(&spec.name, ns)),
@@ -340,18 +343,60 @@ fn wire_host(tor: &str, ns: &str, port: &str, kind: u8, index: u8) -> Result<()>
         "-n", tor, "link", "add", port, "address", &tor_mac, "type", "veth", "peer", "name",
         "eth0", "address", &host_mac, "netns", ns,
     ])?;
-    netns::ip(&["-n", tor, "addr", "add", &format!("{tor_ip}/24"), "dev", port])?;
-    netns::ip(&["-n", ns, "addr", "add", &format!("{host_ip}/24"), "dev", "eth0"])?;
+    netns::ip(&[
+        "-n",
+        tor,
+        "addr",
+        "add",
+        &format!("{tor_ip}/24"),
+        "dev",
+        port,
+    ])?;
+    netns::ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{host_ip}/24"),
+        "dev",
+        "eth0",
+    ])?;
     netns::ip(&["-n", tor, "link", "set", port, "up"])?;
     netns::ip(&["-n", ns, "link", "set", "eth0", "up"])?;
-    netns::ip(&["-n", ns, "route", "add", "default", "via", &tor_ip.to_string()])?;
+    netns::ip(&[
+        "-n",
+        ns,
+        "route",
+        "add",
+        "default",
+        "via",
+        &tor_ip.to_string(),
+    ])?;
     let (tor_ip, host_ip) = (tor_ip.to_string(), host_ip.to_string());
     netns::ip(&[
-        "-n", tor, "neigh", "replace", &host_ip, "lladdr", &host_mac, "dev", port, "nud",
+        "-n",
+        tor,
+        "neigh",
+        "replace",
+        &host_ip,
+        "lladdr",
+        &host_mac,
+        "dev",
+        port,
+        "nud",
         "permanent",
     ])?;
     netns::ip(&[
-        "-n", ns, "neigh", "replace", &tor_ip, "lladdr", &tor_mac, "dev", "eth0", "nud",
+        "-n",
+        ns,
+        "neigh",
+        "replace",
+        &tor_ip,
+        "lladdr",
+        &tor_mac,
+        "dev",
+        "eth0",
+        "nud",
         "permanent",
     ])?;
     netns::exec_in(tor, "ethtool", &["-K", port, "tx", "off"])?;
@@ -366,7 +411,10 @@ fn spawn_in(ns: &str, exe: &Path, args: &[String], log: &Path) -> Result<Child> 
     cmd.args(["netns", "exec", ns])
         .arg(exe)
         .args(args)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);

@@ -117,9 +117,9 @@ async fn serve_one(stream: UnixStream, handle: &SwitchHandle) -> Result<()> {
 /// Sends one request to the switch whose admin socket is `path`.
 pub async fn request(path: &Path, request: &Request) -> Result<Reply> {
     let exchange = async {
-        let stream = UnixStream::connect(path).await.with_context(|| {
-            format!("no switch answers at {} (is it running?)", path.display())
-        })?;
+        let stream = UnixStream::connect(path)
+            .await
+            .with_context(|| format!("no switch answers at {} (is it running?)", path.display()))?;
         let (read, mut write) = stream.into_split();
         let mut bytes = serde_json::to_vec(request)?;
         bytes.push(b'\n');

@@ -164,9 +164,11 @@ impl Switch {
             .program_mut(shared::PROGRAM_SWITCH)
             .context("no switch program")?
             .try_into()?;
-        let link = program.attach(interface, mode.xdp_mode()).with_context(|| {
-            format!("attaching XDP ({mode:?}) to {interface} failed; try --mode skb")
-        })?;
+        let link = program
+            .attach(interface, mode.xdp_mode())
+            .with_context(|| {
+                format!("attaching XDP ({mode:?}) to {interface} failed; try --mode skb")
+            })?;
         self.attached.push((interface.to_owned(), link));
         Ok(())
     }
@@ -193,7 +195,8 @@ impl Switch {
 
     /// The counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters> {
-        let map: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map(shared::MAP_COUNTERS)?)?;
+        let map: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.map(shared::MAP_COUNTERS)?)?;
         let mut out = BTreeMap::new();
         for c in Counter::ALL {
             let per_cpu = map.get(&(c as u32), 0)?;

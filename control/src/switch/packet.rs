@@ -119,7 +119,12 @@ mod tests {
 
     #[test]
     fn built_frames_have_valid_checksums() {
-        let f = UdpFrame::new(addr("10.2.0.2:40000"), addr("10.1.0.2:7400"), b"hello".to_vec()).build();
+        let f = UdpFrame::new(
+            addr("10.2.0.2:40000"),
+            addr("10.1.0.2:7400"),
+            b"hello".to_vec(),
+        )
+        .build();
         assert_eq!(f.len(), PAYLOAD_OFFSET + 5);
         assert!(ipv4_checksum_ok(&f));
         assert_eq!(udp_checksum_field(&f), udp_checksum(&f));

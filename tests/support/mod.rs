@@ -1,0 +1,79 @@
+//! Helpers for the end-to-end tests: run the real `pegasus` binary, and a lab that is torn
+//! down when the test ends, also when it fails.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::process::{Command, Output};
+
+/// The `pegasus` binary under test.
+pub fn pegasus() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pegasus"))
+}
+
+/// Runs `pegasus ARGS`, panicking with its output if it fails.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = pegasus().args(args).output().expect("running pegasus");
+    assert_success(&out, args);
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+pub fn assert_success(out: &Output, args: &[&str]) {
+    assert!(
+        out.status.success(),
+        "`pegasus {}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A lab rack with a unique name, brought down on drop.
+pub struct Lab {
+    pub name: String,
+}
+
+impl Lab {
+    /// `pegasus lab up --name UNIQUE EXTRA...`.
+    pub fn up(tag: &str, extra: &[&str]) -> Lab {
+        assert!(
+            pegasus_control::netns::is_root(),
+            "the end-to-end tests need root (network namespaces, XDP)"
+        );
+        let name = format!("{tag}-{}", std::process::id());
+        let lab = Lab { name };
+        let mut args = vec!["lab", "up", "--name", &lab.name];
+        args.extend_from_slice(extra);
+        run_ok(&args);
+        lab
+    }
+
+    /// `pegasus lab run --name NAME --client C -- pegasus ARGS...`, returning stdout.
+    pub fn run_pegasus(&self, client: u8, args: &[&str]) -> String {
+        let exe = env!("CARGO_BIN_EXE_pegasus");
+        let client = client.to_string();
+        let mut full = vec![
+            "lab", "run", "--name", &self.name, "--client", &client, "--", exe,
+        ];
+        full.extend_from_slice(args);
+        run_ok(&full)
+    }
+
+    /// Namespaces of this lab still present on the host.
+    pub fn namespaces_left(&self) -> Vec<String> {
+        let prefix = format!("pg-{}-", self.name);
+        pegasus_control::netns::list()
+            .unwrap()
+            .into_iter()
+            .filter(|ns| ns.starts_with(&prefix))
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = pegasus()
+            .args(["lab", "down", "--name", &self.name])
+            .output();
+    }
+}
