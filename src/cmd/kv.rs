@@ -119,6 +119,8 @@ pub struct VerifySummary {
     /// Replies per answering server id.
     pub replies_by_server: BTreeMap<u8, u32>,
     pub seconds: f64,
+    /// Completed requests (puts and gets) per second over the run.
+    pub ops_per_second: f64,
     pub seed: u64,
 }
 
@@ -151,6 +153,7 @@ async fn verify(client: Arc<Client>, args: VerifyArgs) -> Result<ExitCode> {
         errors: 0,
         replies_by_server: BTreeMap::new(),
         seconds: 0.0,
+        ops_per_second: 0.0,
         seed,
     };
     for phase_is_put in [true, false] {
@@ -209,17 +212,21 @@ async fn verify(client: Arc<Client>, args: VerifyArgs) -> Result<ExitCode> {
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();
+    let completed = summary.puts_ok + summary.gets_ok + summary.mismatches;
+    summary.ops_per_second = completed as f64 / summary.seconds.max(1e-9);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
-            "verify: {} keys, {} puts ok, {} gets ok, {} mismatches, {} errors in {:.2} s (seed {:#x})",
+            "verify: {} keys, {} puts ok, {} gets ok, {} mismatches, {} errors in {:.2} s \
+             ({:.0} requests/s; seed {:#x})",
             summary.keys,
             summary.puts_ok,
             summary.gets_ok,
             summary.mismatches,
             summary.errors,
             summary.seconds,
+            summary.ops_per_second,
             seed
         );
         println!("replies by server: {:?}", summary.replies_by_server);

@@ -15,4 +15,4 @@ pub mod handler;
 pub mod server;
 pub mod table;
 
-pub use server::{StoreConfig, serve};
+pub use server::{Server, StoreConfig, serve};

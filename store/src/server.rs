@@ -41,55 +41,99 @@ pub struct StoreConfig {
     pub queue_max: usize,
 }
 
-/// Serves until `shutdown` completes; returns the store (for its final counters).
-pub async fn serve(config: StoreConfig, shutdown: impl Future<Output = ()>) -> Result<Arc<Store>> {
-    ensure!(config.threads >= 1, "a store needs at least one thread");
-    ensure!(
-        config.queue_max >= 1,
-        "the queue must hold at least one request"
-    );
-    let store = Arc::new(Store::new(config.server_id));
-    let sockets = (0..config.threads)
-        .map(|_| bind(config.listen))
-        .collect::<Result<Vec<_>>>()?;
-    let load = Arc::new(AtomicUsize::new(0));
-    let mut tasks = JoinSet::new();
-    match config.capacity_ops {
-        None => {
-            for socket in sockets {
-                tasks.spawn(serve_directly(store.clone(), socket, load.clone()));
-            }
+/// A store whose sockets are bound, ready to [`Server::run`].
+pub struct Server {
+    config: StoreConfig,
+    store: Arc<Store>,
+    sockets: Vec<Arc<UdpSocket>>,
+    local_addr: SocketAddr,
+}
+
+impl Server {
+    /// Binds `config.threads` sockets to `config.listen` (port 0 picks a free port, shared by
+    /// all of them). Must be called inside a tokio runtime.
+    pub fn bind(config: StoreConfig) -> Result<Server> {
+        ensure!(config.threads >= 1, "a store needs at least one thread");
+        ensure!(
+            config.queue_max >= 1,
+            "the queue must hold at least one request"
+        );
+        let first = bind(config.listen)?;
+        let local_addr = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..config.threads {
+            sockets.push(bind(local_addr)?);
         }
-        Some(rate) => {
-            let (tx, rx) = mpsc::channel(config.queue_max);
-            for (index, socket) in sockets.iter().enumerate() {
-                tasks.spawn(enqueue(
+        Ok(Server {
+            store: Arc::new(Store::new(config.server_id)),
+            config,
+            sockets,
+            local_addr,
+        })
+    }
+
+    /// The address the store listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The store's state (for counters while it runs).
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// Serves until `shutdown` completes; returns the store (for its final counters).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<Arc<Store>> {
+        let Server {
+            config,
+            store,
+            sockets,
+            local_addr,
+        } = self;
+        let load = Arc::new(AtomicUsize::new(0));
+        let mut tasks = JoinSet::new();
+        match config.capacity_ops {
+            None => {
+                for socket in sockets {
+                    tasks.spawn(serve_directly(store.clone(), socket, load.clone()));
+                }
+            }
+            Some(rate) => {
+                let (tx, rx) = mpsc::channel(config.queue_max);
+                for (index, socket) in sockets.iter().enumerate() {
+                    tasks.spawn(enqueue(
+                        store.clone(),
+                        socket.clone(),
+                        index,
+                        tx.clone(),
+                        load.clone(),
+                    ));
+                }
+                tasks.spawn(serve_at_rate(
                     store.clone(),
-                    socket.clone(),
-                    index,
-                    tx.clone(),
+                    sockets,
+                    rx,
+                    ServiceRate::new(rate),
                     load.clone(),
                 ));
             }
-            tasks.spawn(serve_at_rate(
-                store.clone(),
-                sockets,
-                rx,
-                ServiceRate::new(rate),
-                load.clone(),
-            ));
         }
+        tracing::info!(
+            listen = %local_addr,
+            server_id = config.server_id,
+            threads = config.threads,
+            capacity_ops = ?config.capacity_ops,
+            "store listening"
+        );
+        shutdown.await;
+        tasks.abort_all();
+        Ok(store)
     }
-    tracing::info!(
-        listen = %config.listen,
-        server_id = config.server_id,
-        threads = config.threads,
-        capacity_ops = ?config.capacity_ops,
-        "store listening"
-    );
-    shutdown.await;
-    tasks.abort_all();
-    Ok(store)
+}
+
+/// Binds and serves until `shutdown` completes; returns the store (for its final counters).
+pub async fn serve(config: StoreConfig, shutdown: impl Future<Output = ()>) -> Result<Arc<Store>> {
+    Server::bind(config)?.run(shutdown).await
 }
 
 fn bind(addr: SocketAddr) -> Result<Arc<UdpSocket>> {
