@@ -13,6 +13,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod checksum;
+pub mod directory;
 pub mod hash;
 pub mod switch;
 pub mod version;

@@ -14,6 +14,20 @@ pub const MAP_VERSION_COUNTER: &str = "VERSION_COUNTER";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the DEVMAP_HASH of the ports the switch may redirect to (key and value: ifindex).
 pub const MAP_PORTS: &str = "PORTS";
+/// Name of the hash map keyhash -> [`DirEntry`]: the coherence directory.
+pub const MAP_DIRECTORY: &str = "DIRECTORY";
+/// Name of the hash map keyhash -> u8 of keys the controller is evicting.
+pub const MAP_EVICTING: &str = "EVICTING";
+/// Name of the single-entry array holding the [`ServerTable`].
+pub const MAP_SERVERS: &str = "SERVERS";
+/// Name of the LRU hash map (client id << 32 | request id) -> [`RetryRoute`].
+pub const MAP_RETRY_ROUTES: &str = "RETRY_ROUTES";
+/// Default directory capacity (hot keys).
+pub const DIRECTORY_CAPACITY_DEFAULT: u32 = 64;
+/// Largest directory capacity the controller accepts.
+pub const DIRECTORY_CAPACITY_MAX: u32 = 65_536;
+/// Writes remembered for pinning retries (about one second of writes at 64k writes/s).
+pub const RETRY_ROUTES_CAPACITY: u32 = 65_536;
 /// Name of the XDP program that is the switch.
 pub const PROGRAM_SWITCH: &str = "pegasus_switch";
 /// Most ports one switch drives (the DEVMAP's capacity).
@@ -27,12 +41,99 @@ pub struct SwitchConfig {
     pub store_port: u16,
     /// The epoch stamped into the high 16 bits of every version.
     pub epoch: u16,
+    /// Bitmap of the servers in the [`ServerTable`].
+    pub all_servers: u32,
+    /// [`crate::directory::Policy`] code.
+    pub policy: u8,
+    /// Copies of a hot key's write, primary included (1 = no copies).
+    pub replication: u8,
     /// Reserved, 0.
-    pub reserved: u32,
+    pub reserved: [u8; 6],
+}
+
+/// One hot key's entry in the directory. Written by user space only when the key is added;
+/// after that only the XDP program changes it, under `lock`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The newest version known to be complete.
+    pub ver_completed: u64,
+    /// Seqlock counter, odd while an update is in progress: user space takes a copy only when
+    /// two reads agree on an even value.
+    pub seq: u64,
+    /// Reads routed by the entry.
+    pub reads: u64,
+    /// Writes routed by the entry.
+    pub writes: u64,
+    /// Replica set: bit i = server i holds `ver_completed`.
+    pub rset: u32,
+    /// Spin lock word: 0 free, 1 held (compare-and-swap in the XDP program).
+    pub lock: u32,
+    /// The key's home server.
+    pub home: u8,
+    pub reserved: [u8; 7],
+}
+
+/// One server as the switch sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerSlot {
+    /// IPv4 address, network order.
+    pub ipv4: [u8; 4],
+    /// Last load the server reported.
+    pub load: u16,
+    /// 1 when the slot describes a server.
+    pub valid: u8,
+    pub reserved: u8,
+}
+
+/// Every server of the rack, by server id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerTable {
+    pub slots: [ServerSlot; crate::directory::SERVERS_MAX as usize],
+}
+
+impl Default for ServerTable {
+    fn default() -> Self {
+        ServerTable {
+            slots: [ServerSlot::default(); crate::directory::SERVERS_MAX as usize],
+        }
+    }
+}
+
+impl crate::directory::Loads for ServerTable {
+    #[inline(always)]
+    fn load(&self, id: u32) -> u16 {
+        self.slots[(id & 31) as usize].load
+    }
+}
+
+/// Where the first attempt of a write went, so that its retries go there too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetryRoute {
+    /// Destination IPv4 address, network order.
+    pub ipv4: [u8; 4],
+    /// 1 when the directory routed it (the retry carries the HOT flag again).
+    pub steered: u8,
+    pub reserved: [u8; 3],
+}
+
+/// The key of [`MAP_RETRY_ROUTES`].
+#[inline(always)]
+pub const fn retry_key(client_id: u16, request_id: u32) -> u64 {
+    ((client_id as u64) << 32) | request_id as u64
 }
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SwitchConfig {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DirEntry {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ServerTable {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for RetryRoute {}
 
 /// The switch's per-CPU counters, by index into [`MAP_COUNTERS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,11 +159,25 @@ pub enum Counter {
     FibMisses = 8,
     /// Writes not stamped because the epoch's counter is exhausted: dropped.
     VersionExhausted = 9,
+    /// Reads routed by the directory.
+    HotReads = 10,
+    /// Writes routed by the directory.
+    HotWrites = 11,
+    /// Retried writes sent where their first attempt went.
+    RetriesPinned = 12,
+    /// Replies that changed a directory entry (newer version, or a server joined).
+    DirectoryUpdates = 13,
+    /// Steered replies dropped because the directory could not vouch for them (eviction).
+    RepliesDropped = 14,
+    /// Replies dropped because the entry's lock stayed busy (the client retries).
+    LockBusy = 15,
+    /// Replicate acks consumed by the switch (their only reader).
+    ReplicateAcks = 16,
 }
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 17;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -75,6 +190,13 @@ impl Counter {
         Counter::ParseFailures,
         Counter::FibMisses,
         Counter::VersionExhausted,
+        Counter::HotReads,
+        Counter::HotWrites,
+        Counter::RetriesPinned,
+        Counter::DirectoryUpdates,
+        Counter::RepliesDropped,
+        Counter::LockBusy,
+        Counter::ReplicateAcks,
     ];
 
     /// A stable snake_case name (metric labels, JSON keys).
@@ -90,6 +212,13 @@ impl Counter {
             Counter::ParseFailures => "parse_failures",
             Counter::FibMisses => "fib_misses",
             Counter::VersionExhausted => "version_exhausted",
+            Counter::HotReads => "hot_reads",
+            Counter::HotWrites => "hot_writes",
+            Counter::RetriesPinned => "retries_pinned",
+            Counter::DirectoryUpdates => "directory_updates",
+            Counter::RepliesDropped => "replies_dropped",
+            Counter::LockBusy => "lock_busy",
+            Counter::ReplicateAcks => "replicate_acks",
         }
     }
 }

@@ -65,7 +65,8 @@ pub mod offset {
 pub mod flags {
     /// The version was stamped upstream (by the head rack of a chain): do not stamp again.
     pub const STAMPED: u8 = 0x01;
-    /// Set by the switch on a request for a key in its directory (informational).
+    /// Set by the switch on a request it routed by its directory (a hot key); echoed by the
+    /// store in the reply, so that the switch can tell a steered reply from a cold one.
     pub const HOT: u8 = 0x02;
 }
 
@@ -91,11 +92,16 @@ pub enum Op {
     ChainAck = 8,
     /// Answer to a request that could not be served; `status` says why.
     Error = 9,
+    /// Controller to store: send your version of the key to the servers in `replica_bitmap`
+    /// (as REPLICATE messages).
+    Push = 10,
+    /// Answer to a PUSH: the version pushed (status NotFound if the store has no such key).
+    PushReply = 11,
 }
 
 impl Op {
     /// Every op, for exhaustive tests.
-    pub const ALL: [Op; 9] = [
+    pub const ALL: [Op; 11] = [
         Op::Get,
         Op::Put,
         Op::GetReply,
@@ -105,6 +111,8 @@ impl Op {
         Op::ChainPut,
         Op::ChainAck,
         Op::Error,
+        Op::Push,
+        Op::PushReply,
     ];
 
     /// Decodes an op code.
@@ -119,13 +127,26 @@ impl Op {
             7 => Op::ChainPut,
             8 => Op::ChainAck,
             9 => Op::Error,
+            10 => Op::Push,
+            11 => Op::PushReply,
             _ => return None,
         })
     }
 
     /// True for messages sent *to* a store (requests); false for replies.
     pub const fn is_request(self) -> bool {
-        matches!(self, Op::Get | Op::Put | Op::Replicate | Op::ChainPut)
+        matches!(
+            self,
+            Op::Get | Op::Put | Op::Replicate | Op::ChainPut | Op::Push
+        )
+    }
+
+    /// True for replies whose version is one the sender holds: the directory learns from them.
+    pub const fn reports_version(self) -> bool {
+        matches!(
+            self,
+            Op::GetReply | Op::PutReply | Op::ReplicateAck | Op::PushReply
+        )
     }
 
     /// True for writes, which the switch stamps with a version.
@@ -207,6 +228,34 @@ pub enum EncodeError {
     /// The output buffer is too small.
     BufferTooSmall,
 }
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DecodeError::Truncated => write!(f, "shorter than the {HEADER_LEN}-byte header"),
+            DecodeError::BadMagic => write!(f, "not a Pegasus message (bad magic)"),
+            DecodeError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
+            DecodeError::TruncatedBody => write!(f, "body shorter than its length fields"),
+            DecodeError::TrailingBytes => write!(f, "bytes after the value"),
+            DecodeError::KeyTooLarge => write!(f, "key longer than {MAX_KEY_LEN} bytes"),
+            DecodeError::TooLarge => write!(f, "datagram longer than {MAX_PAYLOAD_LEN} bytes"),
+        }
+    }
+}
+
+impl core::error::Error for DecodeError {}
+
+impl core::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            EncodeError::KeyTooLarge => write!(f, "key longer than {MAX_KEY_LEN} bytes"),
+            EncodeError::TooLarge => write!(f, "message longer than {MAX_PAYLOAD_LEN} bytes"),
+            EncodeError::BufferTooSmall => write!(f, "output buffer too small"),
+        }
+    }
+}
+
+impl core::error::Error for EncodeError {}
 
 /// The fixed header, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -452,7 +501,8 @@ mod tests {
             assert_eq!(Op::from_u8(op as u8), Some(op));
         }
         assert_eq!(Op::from_u8(0), None);
-        assert_eq!(Op::from_u8(10), None);
+        assert_eq!(Op::from_u8(12), None);
+        assert!(Op::GetReply.reports_version() && !Op::Error.reports_version());
         assert!(Op::Get.is_request() && Op::Put.is_request() && !Op::GetReply.is_request());
         assert!(Op::Put.is_write() && !Op::Get.is_write() && !Op::ChainPut.is_write());
     }

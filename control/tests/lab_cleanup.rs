@@ -20,6 +20,8 @@ fn a_failed_up_leaves_nothing_behind() {
         mode: AttachMode::Native,
         port: 7400,
         store_threads: 1,
+        replication: 3,
+        directory_capacity: 64,
     };
     // `false` exits at once instead of serving: up fails after the namespaces exist.
     let err = lab::up(&spec, Path::new("/bin/false")).unwrap_err();

@@ -6,6 +6,7 @@
 //! that its FIB lookups give a known answer. Needs root (as CI runs).
 
 use pegasus_common::{
+    directory::{Policy, bit},
     hash::key_hash,
     switch::Counter,
     version,
@@ -24,11 +25,13 @@ const PORT: u16 = 7400;
 const EPOCH: u16 = 3;
 const SERVER_PORT_MAC: [u8; 6] = [0x02, 0, 0, 1, 0, 1];
 const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 1, 0, 2];
+const HOT_KEY: &[u8] = b"hot";
 const CLIENT_PORT_MAC: [u8; 6] = [0x02, 0, 0, 2, 0, 1];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 2, 0, 2];
 
-/// A namespace with ports `sv0` (towards server 10.1.0.2) and `cl0` (towards client
-/// 10.2.0.2), and the switch loaded in it. The calling thread is moved into the namespace.
+/// A namespace with ports `sv0`, `sv1`, `sv2` (towards servers 0-2 at 10.1.I.2) and `cl0`
+/// (towards the client 10.2.0.2), and the switch loaded in it, knowing the three servers. The
+/// calling thread is moved into the namespace.
 struct Bench {
     switch: Switch,
     _ns: ScopedNetns,
@@ -41,29 +44,42 @@ fn mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
-fn setup(tag: &str) -> Bench {
+fn server_port_mac(i: u8) -> [u8; 6] {
+    [0x02, 0, 0, 1, i, 1]
+}
+
+fn server_mac(i: u8) -> [u8; 6] {
+    [0x02, 0, 0, 1, i, 2]
+}
+
+fn setup(tag: &str, policy: Policy, replication: u8) -> Bench {
     assert!(
         netns::is_root(),
         "the XDP fixtures need root (BPF_PROG_TEST_RUN, namespaces)"
     );
     let ns = ScopedNetns::new(tag).unwrap();
     let n = ns.name();
-    for (port, port_mac, port_ip, host_ip, host_mac) in [
-        (
-            "sv0",
-            SERVER_PORT_MAC,
-            "10.1.0.1/24",
-            "10.1.0.2",
-            SERVER_MAC,
-        ),
-        (
-            "cl0",
-            CLIENT_PORT_MAC,
-            "10.2.0.1/24",
-            "10.2.0.2",
-            CLIENT_MAC,
-        ),
-    ] {
+    // (port name, port MAC, port address, host address, host MAC) per switch port.
+    type PortSpec = (String, [u8; 6], String, String, [u8; 6]);
+    let mut hosts: Vec<PortSpec> = (0..3u8)
+        .map(|i| {
+            (
+                format!("sv{i}"),
+                server_port_mac(i),
+                format!("10.1.{i}.1/24"),
+                format!("10.1.{i}.2"),
+                server_mac(i),
+            )
+        })
+        .collect();
+    hosts.push((
+        "cl0".into(),
+        CLIENT_PORT_MAC,
+        "10.2.0.1/24".into(),
+        "10.2.0.2".into(),
+        CLIENT_MAC,
+    ));
+    for (port, port_mac, port_ip, host_ip, host_mac) in &hosts {
         let peer = format!("{port}p");
         netns::ip(&[
             "-n",
@@ -72,7 +88,7 @@ fn setup(tag: &str) -> Bench {
             "add",
             port,
             "address",
-            &mac(port_mac),
+            &mac(*port_mac),
             "type",
             "veth",
             "peer",
@@ -90,7 +106,7 @@ fn setup(tag: &str) -> Bench {
             "replace",
             host_ip,
             "lladdr",
-            &mac(host_mac),
+            &mac(*host_mac),
             "dev",
             port,
             "nud",
@@ -100,23 +116,58 @@ fn setup(tag: &str) -> Bench {
     }
     netns::exec_in(n, "sysctl", &["-qw", "net.ipv4.conf.all.forwarding=1"]).unwrap();
     netns::enter_current_thread(n).unwrap();
-    let mut switch = Switch::load(SwitchSettings {
-        store_port: PORT,
-        epoch: EPOCH,
-    })
-    .unwrap();
-    switch.add_port("sv0").unwrap();
-    switch.add_port("cl0").unwrap();
+    let settings = SwitchSettings {
+        policy,
+        replication,
+        servers: (0..3u8)
+            .map(|i| (i, packet::ip(&format!("10.1.{i}.2"))))
+            .collect(),
+        ..SwitchSettings::forwarding_only(PORT, EPOCH)
+    };
+    let mut switch = Switch::load(&settings).unwrap();
+    for (port, ..) in &hosts {
+        switch.add_port(port).unwrap();
+    }
     Bench { switch, _ns: ns }
 }
 
 fn pegasus(op: Op, key: &[u8], value: &[u8], version: u64, flags: u8) -> Vec<u8> {
+    message(op, key, value, version, flags, 0xabcd, 0)
+}
+
+/// A reply as a store sends it: the request's key hash, an empty key, maybe a value.
+fn reply_msg(
+    op: Op,
+    key: &[u8],
+    value: &[u8],
+    version: u64,
+    flags: u8,
+    request_id: u32,
+    server_id: u8,
+) -> Vec<u8> {
+    let mut m = message(op, b"", value, version, flags, request_id, server_id);
+    m[wire::offset::KEYHASH..wire::offset::KEYHASH + 8]
+        .copy_from_slice(&key_hash(key).to_be_bytes());
+    m
+}
+
+/// A message with every header field the directory looks at.
+fn message(
+    op: Op,
+    key: &[u8],
+    value: &[u8],
+    version: u64,
+    flags: u8,
+    request_id: u32,
+    server_id: u8,
+) -> Vec<u8> {
     let mut h = Header::new(op);
     h.keyhash = key_hash(key);
     h.version = version;
     h.flags = flags;
-    h.request_id = 0xabcd;
+    h.request_id = request_id;
     h.client_id = 7;
+    h.server_id = server_id;
     let m = Message {
         header: h,
         key,
@@ -183,7 +234,7 @@ fn stamped(counter: u64) -> u64 {
 
 #[test]
 fn every_rule_has_its_fixture() {
-    let bench = setup("fx");
+    let bench = setup("fx", Policy::RoundRobin, 1);
     let unchanged = |name, frame: Vec<u8>| Fixture {
         name,
         output: frame.clone(),
@@ -310,7 +361,7 @@ fn every_rule_has_its_fixture() {
 /// (then only the version, MACs, TTL and checksums may change) or passes it untouched.
 #[test]
 fn random_payloads_are_forwarded_whole_or_passed_untouched() {
-    let bench = setup("fz");
+    let bench = setup("fz", Policy::RoundRobin, 1);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(512));
     runner
         .run(
@@ -347,4 +398,410 @@ fn random_payloads_are_forwarded_whole_or_passed_untouched() {
             },
         )
         .unwrap();
+}
+
+fn server_addr(i: u8) -> std::net::SocketAddrV4 {
+    addr(&format!("10.1.{i}.2:7400"))
+}
+
+/// A request from the client to server `i`.
+fn request_to(i: u8, payload: Vec<u8>) -> UdpFrame {
+    UdpFrame::new(addr("10.2.0.2:40000"), server_addr(i), payload)
+}
+
+/// A reply from server `i` to the client.
+fn reply_from(i: u8, payload: Vec<u8>) -> UdpFrame {
+    UdpFrame::new(server_addr(i), addr("10.2.0.2:40000"), payload)
+}
+
+/// Sets the replica bitmap of a built Pegasus payload.
+fn with_replicas(mut payload: Vec<u8>, replicas: u32) -> Vec<u8> {
+    let at = wire::offset::REPLICA_BITMAP;
+    payload[at..at + 4].copy_from_slice(&replicas.to_be_bytes());
+    payload
+}
+
+fn entry_state(switch: &Switch) -> (u64, u32) {
+    let e = switch
+        .directory_entry(key_hash(HOT_KEY))
+        .unwrap()
+        .expect("the hot key has an entry");
+    (e.ver_completed, e.rset)
+}
+
+/// The directory's rules, each as a fixture: round robin, so that choices are predictable;
+/// three servers, replication 2; the hot key's home is server 0.
+#[test]
+fn directory_rules_have_their_fixtures() {
+    let mut bench = setup("dir", Policy::RoundRobin, 2);
+    let hot = HOT_KEY;
+    let keyhash = key_hash(hot);
+    bench.switch.directory_insert(keyhash, 0).unwrap();
+    assert_eq!(
+        entry_state(&bench.switch),
+        (0, bit(0)),
+        "a new entry: home is the only replica"
+    );
+    assert!(
+        bench.switch.directory_insert(keyhash, 0).is_err(),
+        "never overwrite a live entry"
+    );
+    let hot_flag = wire::flags::HOT;
+    let get = |req| message(Op::Get, hot, b"", 0, 0, req, 0);
+
+    // 1. A read of a hot key goes to its replica set ({home}) and is marked HOT.
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "hot read to the only replica, home",
+            input: request_to(0, get(1)).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                request_to(0, message(Op::Get, hot, b"", 0, hot_flag, 1, 0)),
+                server_port_mac(0),
+                server_mac(0),
+            ),
+        },
+    );
+
+    // 2. A write reply with a newer version: the set becomes the sender.
+    let reply_50 = reply_from(1, reply_msg(Op::PutReply, HOT_KEY, b"", 50, hot_flag, 9, 1));
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "newer version: the replica set becomes the sender",
+            input: reply_50.build(),
+            action: action::REDIRECT,
+            output: forwarded(reply_50.clone(), CLIENT_PORT_MAC, CLIENT_MAC),
+        },
+    );
+    assert_eq!(entry_state(&bench.switch), (50, bit(1)));
+
+    // 3. The next read goes to server 1: destination rewritten, checksums fixed.
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "hot read steered to the new replica",
+            input: request_to(0, get(2)).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                request_to(1, message(Op::Get, hot, b"", 0, hot_flag, 2, 0)),
+                server_port_mac(1),
+                server_mac(1),
+            ),
+        },
+    );
+
+    // 4. A replicate ack of the same version: server 2 joins; the ack ends at the switch.
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "equal version: the sender joins, the ack is consumed",
+            input: UdpFrame::new(
+                server_addr(2),
+                server_addr(1),
+                reply_msg(Op::ReplicateAck, HOT_KEY, b"", 50, 0, 9, 2),
+            )
+            .build(),
+            action: action::DROP,
+            output: UdpFrame::new(
+                server_addr(2),
+                server_addr(1),
+                reply_msg(Op::ReplicateAck, HOT_KEY, b"", 50, 0, 9, 2),
+            )
+            .build(),
+        },
+    );
+    assert_eq!(entry_state(&bench.switch), (50, bit(1) | bit(2)));
+
+    // 5. A read reply of an older version changes nothing.
+    let old_read = reply_from(0, reply_msg(Op::GetReply, HOT_KEY, b"old", 49, 0, 3, 0));
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "older version: nothing changes",
+            input: old_read.build(),
+            action: action::REDIRECT,
+            output: forwarded(old_read.clone(), CLIENT_PORT_MAC, CLIENT_MAC),
+        },
+    );
+    assert_eq!(entry_state(&bench.switch), (50, bit(1) | bit(2)));
+
+    // 6. Reads alternate over the set {1, 2} (round robin over the read sequence 2, 3).
+    for (req, target) in [(4u32, 1u8), (5, 2)] {
+        check(
+            &bench.switch,
+            &Fixture {
+                name: "hot reads take turns over the replica set",
+                input: request_to(0, get(req)).build(),
+                action: action::REDIRECT,
+                output: forwarded(
+                    request_to(target, message(Op::Get, hot, b"", 0, hot_flag, req, 0)),
+                    server_port_mac(target),
+                    server_mac(target),
+                ),
+            },
+        );
+    }
+
+    // 7. A hot write: version stamped (counter 1), primary by round robin over all servers
+    //    (write sequence 0: server 0), copied to the next server (bitmap {1}).
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "hot write: primary and replica bitmap",
+            input: request_to(0, message(Op::Put, hot, b"v", 0, 0, 100, 0)).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                request_to(
+                    0,
+                    with_replicas(
+                        message(Op::Put, hot, b"v", stamped(1), hot_flag, 100, 0),
+                        bit(1),
+                    ),
+                ),
+                server_port_mac(0),
+                server_mac(0),
+            ),
+        },
+    );
+    // 8. The next write (sequence 1) goes to server 1, copied to server 2.
+    let second_write = with_replicas(
+        message(Op::Put, hot, b"w", stamped(2), hot_flag, 101, 0),
+        bit(2),
+    );
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "hot write: the next primary",
+            input: request_to(0, message(Op::Put, hot, b"w", 0, 0, 101, 0)).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                request_to(1, second_write),
+                server_port_mac(1),
+                server_mac(1),
+            ),
+        },
+    );
+    // 9. Its retry goes where the first attempt went (server 1, HOT), with a new version.
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "a retried write is pinned to its first server",
+            input: request_to(0, message(Op::Put, hot, b"w", 0, 0, 101, 0)).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                request_to(1, message(Op::Put, hot, b"w", stamped(3), hot_flag, 101, 0)),
+                server_port_mac(1),
+                server_mac(1),
+            ),
+        },
+    );
+
+    // 10. A cold key is untouched by the directory.
+    let cold = request_to(2, message(Op::Get, b"cold", b"", 0, 0, 7, 2));
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "cold read goes home untouched",
+            input: cold.build(),
+            action: action::REDIRECT,
+            output: forwarded(cold.clone(), server_port_mac(2), server_mac(2)),
+        },
+    );
+    // 11. A steered reply for a key that is not (or no longer) hot is dropped.
+    let stray = reply_from(
+        2,
+        reply_msg(Op::GetReply, HOT_KEY, b"x", 60, hot_flag, 8, 2),
+    );
+    let mut stray_hdr = stray.clone();
+    stray_hdr.payload[wire::offset::KEYHASH..wire::offset::KEYHASH + 8]
+        .copy_from_slice(&key_hash(b"cold").to_be_bytes());
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "steered reply for a cold key: dropped",
+            input: stray_hdr.build(),
+            action: action::DROP,
+            output: stray_hdr.build(),
+        },
+    );
+
+    // 12. Eviction. Writes go home (not steered); reads still follow the set while home is
+    //     behind.
+    bench.switch.set_evicting(keyhash, true).unwrap();
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "evicting: a write goes home, unsteered",
+            input: request_to(0, message(Op::Put, hot, b"h", 0, 0, 102, 0)).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                request_to(0, message(Op::Put, hot, b"h", stamped(4), 0, 102, 0)),
+                server_port_mac(0),
+                server_mac(0),
+            ),
+        },
+    );
+    let before = entry_state(&bench.switch);
+    assert_eq!(before.1 & bit(0), 0, "home is behind");
+    // Home's reply to that write: newer, the set becomes {home}: frozen on home.
+    let home_reply = reply_from(
+        0,
+        reply_msg(Op::PutReply, HOT_KEY, b"", stamped(4), 0, 102, 0),
+    );
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "evicting: home's reply brings it up to date",
+            input: home_reply.build(),
+            action: action::REDIRECT,
+            output: forwarded(home_reply.clone(), CLIENT_PORT_MAC, CLIENT_MAC),
+        },
+    );
+    assert_eq!(entry_state(&bench.switch), (stamped(4), bit(0)));
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "frozen on home: reads go home",
+            input: request_to(0, get(6)).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                request_to(0, message(Op::Get, hot, b"", 0, hot_flag, 6, 0)),
+                server_port_mac(0),
+                server_mac(0),
+            ),
+        },
+    );
+    let late = reply_from(
+        1,
+        reply_msg(Op::PutReply, HOT_KEY, b"", stamped(9), hot_flag, 101, 1),
+    );
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "frozen on home: a steered reply from another server is dropped",
+            input: late.build(),
+            action: action::DROP,
+            output: late.build(),
+        },
+    );
+    assert_eq!(
+        entry_state(&bench.switch),
+        (stamped(4), bit(0)),
+        "and changes nothing"
+    );
+
+    bench.switch.directory_remove(keyhash).unwrap();
+    assert!(bench.switch.directory_entry(keyhash).unwrap().is_none());
+    assert!(!bench.switch.is_evicting(keyhash).unwrap());
+
+    let c = bench.switch.counters().unwrap();
+    assert_eq!(c.get(Counter::HotReads), 5);
+    assert_eq!(c.get(Counter::HotWrites), 2);
+    assert_eq!(c.get(Counter::RetriesPinned), 1);
+    assert_eq!(c.get(Counter::ReplicateAcks), 1);
+    assert_eq!(c.get(Counter::RepliesDropped), 2);
+    assert_eq!(c.get(Counter::LockBusy), 0);
+    // Loads reported in replies reach the server table.
+    assert!(
+        bench
+            .switch
+            .server_loads()
+            .unwrap()
+            .iter()
+            .all(|&(_, load)| load == 0)
+    );
+}
+
+/// Least loaded: the switch learns loads from replies and sends a hot read to the least
+/// loaded member of the replica set.
+#[test]
+fn least_loaded_follows_reported_loads() {
+    let bench = setup("ll", Policy::LeastLoaded, 1);
+    let mut switch = bench.switch;
+    let keyhash = key_hash(HOT_KEY);
+    switch.directory_insert(keyhash, 0).unwrap();
+    // All three servers hold version 5, with loads 9, 2 and 7.
+    for (server, load) in [(0u8, 9u16), (1, 2), (2, 7)] {
+        let mut payload = reply_msg(Op::GetReply, HOT_KEY, b"v", 5, 0, 1, server);
+        payload[wire::offset::LOAD..wire::offset::LOAD + 2].copy_from_slice(&load.to_be_bytes());
+        switch
+            .run_on_packet(&reply_from(server, payload).build())
+            .unwrap();
+    }
+    assert_eq!(switch.server_loads().unwrap(), vec![(0, 9), (1, 2), (2, 7)]);
+    assert_eq!(entry_state(&switch), (5, bit(0) | bit(1) | bit(2)));
+    for req in 0..20 {
+        let out = switch
+            .run_on_packet(&request_to(0, message(Op::Get, HOT_KEY, b"", 0, 0, req, 0)).build())
+            .unwrap();
+        assert_eq!(out.action, action::REDIRECT);
+        assert_eq!(
+            &out.packet[packet::ETH_LEN + 16..packet::ETH_LEN + 20],
+            &[10, 1, 1, 2],
+            "server 1 is the least loaded"
+        );
+    }
+}
+
+/// The entry update is atomic on both CPUs at once: two threads, pinned to different CPUs,
+/// deliver replies of the same versions from servers 1 and 2 in lock step. After every round
+/// both must be in the replica set; a lost update (one CPU's "newer" overwriting the other's
+/// "join") would leave only one.
+#[test]
+fn concurrent_replies_on_two_cpus_never_lose_an_update() {
+    const ROUNDS: u64 = 20_000;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cpus >= 2, "the concurrency test needs two CPUs");
+    let bench = setup("cc", Policy::RoundRobin, 1);
+    let keyhash = key_hash(HOT_KEY);
+    let mut switch = bench.switch;
+    switch.directory_insert(keyhash, 0).unwrap();
+    let switch = std::sync::Arc::new(switch);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let lost = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for (cpu, server) in [(0usize, 1u8), (1, 2)] {
+            let (switch, barrier, lost) = (switch.clone(), barrier.clone(), &lost);
+            s.spawn(move || {
+                pin_to_cpu(cpu);
+                for round in 1..=ROUNDS {
+                    let reply = reply_from(
+                        server,
+                        reply_msg(Op::PutReply, HOT_KEY, b"", round, 0, round as u32, server),
+                    )
+                    .build();
+                    barrier.wait();
+                    switch.run_on_packet(&reply).unwrap();
+                    barrier.wait();
+                    if server == 1 {
+                        let (v, rset) = entry_state(&switch);
+                        if v != round || rset != bit(1) | bit(2) {
+                            lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let busy = switch.counters().unwrap().get(Counter::LockBusy);
+    assert_eq!(busy, 0, "64 attempts always got the lock on two CPUs");
+    assert_eq!(
+        lost.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "lost directory updates"
+    );
+}
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity(0) pins the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
 }

@@ -5,20 +5,27 @@
 //!    store port, is passed to the kernel untouched (`XDP_PASS`): ARP, ICMP, other traffic.
 //! 2. A packet on the store port that is not a valid Pegasus message is counted and passed
 //!    untouched, never half-rewritten.
-//! 3. A PUT gets the next version (atomic fetch-add on the global counter, epoch in the high
-//!    bits); its UDP checksum is updated incrementally.
-//! 4. The packet is forwarded by the switch itself: `bpf_fib_lookup` gives the egress port and
+//! 3. Requests: a PUT gets the next version (atomic fetch-add on the global counter, epoch in
+//!    the high bits). A GET or PUT of a key in the directory is steered: its destination
+//!    becomes the server the directory's policy picks (a member of the replica set for a read;
+//!    any server, plus copies, for a write) and it carries the HOT flag. A retried write goes
+//!    where its first attempt went.
+//! 4. Replies that carry a version update the key's directory entry (newer version: the set is
+//!    the sender; equal: the sender joins), atomically under the entry's lock; every reply
+//!    updates the sender's load. Replicate acks end here.
+//! 5. The packet is forwarded by the switch itself: `bpf_fib_lookup` gives the egress port and
 //!    the MAC addresses, the TTL is decremented, and the packet is redirected through the
-//!    `PORTS` DEVMAP. When the FIB has no answer yet (no neighbour entry), the kernel forwards
-//!    it instead (`XDP_PASS`), unmodified.
+//!    `PORTS` DEVMAP. When the FIB has no answer (no neighbour entry yet), the kernel forwards
+//!    it instead (`XDP_PASS`).
 //!
-//! The decisions are the plain functions of `pegasus_common`; this file only reads and writes
-//! packet bytes and maps. Every packet access is bounds-checked against `data_end` (the
-//! verifier insists), and nothing here can panic.
+//! Every decision is a plain function of `pegasus_common` (`switch::classify`, `version::stamp`,
+//! `directory::*`); this file only moves bytes between packets, maps and those functions.
+//! Checksums are updated incrementally for every field rewritten. Every packet access is
+//! bounds-checked against `data_end` (the verifier insists), and nothing here can panic.
 #![no_std]
 #![no_main]
 // The BPF target has no `AtomicU64::fetch_add` (no CAS in its spec), but LLVM lowers the
-// intrinsic to BPF_ATOMIC | BPF_FETCH add, which the kernel supports since 5.12.
+// intrinsics to BPF_ATOMIC instructions, which the kernel supports since 5.12 (CPU v3).
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
@@ -28,17 +35,20 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action::XDP_DROP,
         xdp_action::XDP_PASS, xdp_action::XDP_REDIRECT,
     },
-    helpers::generated::bpf_fib_lookup,
+    helpers::generated::{bpf_fib_lookup, bpf_get_prandom_u32},
     macros::{map, xdp},
-    maps::{Array, DevMapHash, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 use pegasus_common::{
     checksum,
-    switch::{self, Counter, HeaderPrefix, PacketClass, SwitchConfig},
+    directory::{self, EntryView, Policy, ReplyAdmission},
+    switch::{
+        self, Counter, DirEntry, HeaderPrefix, PacketClass, RetryRoute, ServerTable, SwitchConfig,
+    },
     version,
-    wire::{self, offset},
+    wire::{self, Op, offset},
 };
 
 #[map(name = "CONFIG")]
@@ -53,6 +63,22 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT
 #[map(name = "PORTS")]
 static PORTS: DevMapHash = DevMapHash::with_max_entries(switch::MAX_PORTS, 0);
 
+/// The coherence directory; its capacity is set by the controller at load time.
+#[map(name = "DIRECTORY")]
+static DIRECTORY: HashMap<u64, DirEntry> =
+    HashMap::with_max_entries(switch::DIRECTORY_CAPACITY_DEFAULT, 0);
+
+#[map(name = "EVICTING")]
+static EVICTING: HashMap<u64, u8> =
+    HashMap::with_max_entries(switch::DIRECTORY_CAPACITY_DEFAULT, 0);
+
+#[map(name = "SERVERS")]
+static SERVERS: Array<ServerTable> = Array::with_max_entries(1, 0);
+
+#[map(name = "RETRY_ROUTES")]
+static RETRY_ROUTES: LruHashMap<u64, RetryRoute> =
+    LruHashMap::with_max_entries(switch::RETRY_ROUTES_CAPACITY, 0);
+
 const ETH_HDR_LEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
 const IPV4_HDR_LEN: usize = 20;
@@ -61,8 +87,13 @@ const UDP_HDR_LEN: usize = 8;
 const AF_INET: u8 = 2;
 /// Offsets from the start of the frame.
 const IP_OFF: usize = ETH_HDR_LEN;
+const IP_DST_OFF: usize = IP_OFF + 16;
 const UDP_OFF: usize = IP_OFF + IPV4_HDR_LEN;
+const UDP_CHECK_OFF: usize = UDP_OFF + 6;
 const PAYLOAD_OFF: usize = UDP_OFF + UDP_HDR_LEN;
+/// Attempts to take an entry's lock before giving up on a reply (which is then dropped, and
+/// retried by its client): bounded, as the verifier and TigerBeetle both want.
+const LOCK_ATTEMPTS_MAX: u32 = 64;
 
 #[xdp]
 pub fn pegasus_switch(ctx: XdpContext) -> u32 {
@@ -82,33 +113,33 @@ fn process(ctx: &XdpContext) -> u32 {
         return XDP_PASS;
     };
     // Ethernet / IPv4 (no options, not a fragment) / UDP, or not ours.
-    let Some(eth_type) = read_be16(ctx, 12) else {
-        return XDP_PASS;
-    };
-    if eth_type != ETH_P_IPV4 {
+    if read::<[u8; 2]>(ctx, 12).map(u16::from_be_bytes) != Some(ETH_P_IPV4) {
         return XDP_PASS;
     }
-    let Some(ip) = ptr_at::<[u8; IPV4_HDR_LEN]>(ctx, IP_OFF) else {
+    let Some(ip) = read::<[u8; IPV4_HDR_LEN]>(ctx, IP_OFF) else {
         return XDP_PASS;
     };
-    // SAFETY: `ptr_at` checked that the 20 bytes lie inside the packet.
-    let ip_bytes = unsafe { *ip };
-    let fragment_bits = u16::from_be_bytes([ip_bytes[6], ip_bytes[7]]) & 0x3fff;
-    if ip_bytes[0] != 0x45 || fragment_bits != 0 || ip_bytes[9] != IPPROTO_UDP {
+    let fragment_bits = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    if ip[0] != 0x45 || fragment_bits != 0 || ip[9] != IPPROTO_UDP {
         return XDP_PASS;
     }
-    let (Some(src_port), Some(dst_port)) = (read_be16(ctx, UDP_OFF), read_be16(ctx, UDP_OFF + 2))
-    else {
+    let Some(ports) = read::<[u8; 4]>(ctx, UDP_OFF) else {
         return XDP_PASS;
     };
-    let prefix = read_header_prefix(ctx);
-    match switch::classify(config.store_port, src_port, dst_port, prefix) {
+    let src_port = u16::from_be_bytes([ports[0], ports[1]]);
+    let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    match switch::classify(
+        config.store_port,
+        src_port,
+        dst_port,
+        read_header_prefix(ctx),
+    ) {
         PacketClass::NotPegasus => return XDP_PASS,
         PacketClass::Malformed => {
             count(Counter::ParseFailures);
             return XDP_PASS;
         }
-        PacketClass::Request { stamp, .. } => {
+        PacketClass::Request { op, stamp } => {
             count(Counter::Requests);
             if stamp {
                 if !stamp_version(ctx, config.epoch) {
@@ -117,10 +148,18 @@ fn process(ctx: &XdpContext) -> u32 {
                 }
                 count(Counter::WritesStamped);
             }
+            if let Err(verdict) = route_request(ctx, config, op) {
+                return verdict;
+            }
         }
-        PacketClass::Reply { .. } => count(Counter::Replies),
+        PacketClass::Reply { op } => {
+            count(Counter::Replies);
+            if let Err(verdict) = learn_from_reply(ctx, op) {
+                return verdict;
+            }
+        }
     }
-    forward(ctx, &ip_bytes, src_port, dst_port)
+    forward(ctx, src_port, dst_port)
 }
 
 /// Stamps the next version on the PUT in `ctx` and fixes its UDP checksum. False when the
@@ -140,27 +179,275 @@ fn stamp_version(ctx: &XdpContext, epoch: u16) -> bool {
     let Some(new_version) = version::stamp(epoch, before) else {
         return false;
     };
-    let (Some(version_ptr), Some(check_ptr)) = (
-        ptr_at::<[u8; 8]>(ctx, PAYLOAD_OFF + offset::VERSION),
-        ptr_at::<[u8; 2]>(ctx, UDP_OFF + 6),
+    write_payload(ctx, offset::VERSION, new_version.to_be_bytes())
+}
+
+/// Steers a GET or PUT by the directory, and pins a retried write to its first destination.
+/// `Err(verdict)` ends the packet's processing.
+#[inline(always)]
+fn route_request(ctx: &XdpContext, config: &SwitchConfig, op: Op) -> Result<(), u32> {
+    if op != Op::Get && op != Op::Put {
+        return Ok(()); // server-to-server and controller messages go where they are addressed
+    }
+    let header = read::<[u8; wire::HEADER_LEN]>(ctx, PAYLOAD_OFF).ok_or(XDP_PASS)?;
+    let keyhash = u64::from_be_bytes(field(&header, offset::KEYHASH));
+    let entry = DIRECTORY.get_ptr_mut(keyhash);
+    let Some(servers) = SERVERS.get(0) else {
+        return Ok(());
+    };
+    let policy = Policy::from_u8(config.policy).unwrap_or(Policy::LeastLoaded);
+    // SAFETY: bpf_get_prandom_u32 has no preconditions.
+    let random = unsafe { bpf_get_prandom_u32() };
+
+    if op == Op::Put {
+        // The directory's answer is pinned by the first attempt of a write: a retry must reach
+        // the server whose deduplication table knows it (docs/directory.md, "retries").
+        let request_id = u32::from_be_bytes(field(&header, offset::REQUEST_ID));
+        let client_id = u16::from_be_bytes(field(&header, offset::CLIENT_ID));
+        let retry_key = switch::retry_key(client_id, request_id);
+        if let Some(route) = RETRY_ROUTES.get_ptr(retry_key) {
+            // SAFETY: a valid map value pointer for the duration of the program.
+            let route = unsafe { *route };
+            count(Counter::RetriesPinned);
+            if route.steered != 0 {
+                set_flags(ctx, &header, wire::flags::HOT, None)?;
+            }
+            return set_destination(ctx, route.ipv4);
+        }
+        let mut route = RetryRoute {
+            ipv4: read::<[u8; 4]>(ctx, IP_DST_OFF).ok_or(XDP_PASS)?,
+            steered: 0,
+            reserved: [0; 3],
+        };
+        if let Some(entry) = entry {
+            let evicting = EVICTING.get_ptr(keyhash).is_some();
+            // SAFETY: `entry` points to a live map value; counters tolerate racing adds.
+            let sequence = unsafe {
+                atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*entry).writes, 1)
+            };
+            // An evicting key's writes go home, so that home catches up and stays up to date.
+            if !evicting {
+                let write = directory::route_hot_write(
+                    config.all_servers,
+                    policy,
+                    servers,
+                    random,
+                    sequence as u32,
+                    config.replication as u32,
+                );
+                if let Some(write) = write {
+                    let target = servers.slots[(write.primary & 31) as usize];
+                    if target.valid != 0 {
+                        count(Counter::HotWrites);
+                        set_flags(ctx, &header, wire::flags::HOT, Some(write.replicas))?;
+                        set_destination(ctx, target.ipv4)?;
+                        route.ipv4 = target.ipv4;
+                        route.steered = 1;
+                    }
+                }
+            }
+        }
+        // Best effort: a full LRU evicts its oldest route, not this one.
+        let _ = RETRY_ROUTES.insert(retry_key, route, 0);
+        return Ok(());
+    }
+
+    // A read of a hot key goes to a member of its replica set.
+    let Some(entry) = entry else {
+        return Ok(());
+    };
+    // SAFETY: `entry` points to a live map value. `rset` is read once, as one u32: a read
+    // racing with an update sees the set before or after it, both of which hold the newest
+    // version that was complete when the read arrived.
+    let (rset, home, sequence) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*entry).rset),
+            (*entry).home,
+            atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*entry).reads, 1),
+        )
+    };
+    let view = EntryView {
+        rset,
+        home,
+        evicting: EVICTING.get_ptr(keyhash).is_some(),
+    };
+    let target = directory::route_hot_read(view, policy, servers, random, sequence as u32);
+    let slot = servers.slots[(target & 31) as usize];
+    if slot.valid == 0 {
+        return Ok(());
+    }
+    count(Counter::HotReads);
+    set_flags(ctx, &header, wire::flags::HOT, None)?;
+    set_destination(ctx, slot.ipv4)
+}
+
+/// Applies what a reply says to the directory and the server's load. `Err(verdict)` ends the
+/// packet's processing (a dropped reply, or a replicate ack, whose only reader is the switch).
+#[inline(always)]
+fn learn_from_reply(ctx: &XdpContext, op: Op) -> Result<(), u32> {
+    let header = read::<[u8; wire::HEADER_LEN]>(ctx, PAYLOAD_OFF).ok_or(XDP_PASS)?;
+    let sender = header[offset::SERVER_ID];
+    if let Some(servers) = SERVERS.get_ptr_mut(0) {
+        let load = u16::from_be_bytes(field(&header, offset::LOAD));
+        // SAFETY: a valid map value; a racing store of another load is as good as this one.
+        unsafe { (*servers).slots[(sender & 31) as usize].load = load };
+    }
+    let version = u64::from_be_bytes(field(&header, offset::VERSION));
+    let status = u16::from_be_bytes(field(&header, offset::STATUS));
+    if op.reports_version() && status == 0 && version != version::NONE {
+        let keyhash = u64::from_be_bytes(field(&header, offset::KEYHASH));
+        let steered = header[offset::FLAGS] & wire::flags::HOT != 0;
+        let entry = DIRECTORY.get_ptr_mut(keyhash);
+        let view = entry.map(|e| EntryView {
+            // SAFETY: a live map value; see route_request on reading `rset` unlocked.
+            rset: unsafe { core::ptr::read_volatile(&raw const (*e).rset) },
+            home: unsafe { (*e).home },
+            evicting: EVICTING.get_ptr(keyhash).is_some(),
+        });
+        match directory::admit_reply(view, sender, steered) {
+            ReplyAdmission::Update => {
+                if let Some(entry) = entry
+                    && !update_entry(entry, version, sender)
+                {
+                    count(Counter::LockBusy);
+                    return Err(XDP_DROP);
+                }
+            }
+            ReplyAdmission::Forward => {}
+            ReplyAdmission::Drop => {
+                count(Counter::RepliesDropped);
+                return Err(XDP_DROP);
+            }
+        }
+    }
+    if op == Op::ReplicateAck {
+        count(Counter::ReplicateAcks);
+        return Err(XDP_DROP);
+    }
+    Ok(())
+}
+
+/// The reply rule on one entry, as one atomic step: a spin lock taken by compare-and-swap on
+/// the entry's `lock` word (bounded attempts), and a seqlock counter around the change so that
+/// user space can take a consistent copy. False when the lock stayed busy.
+#[inline(always)]
+fn update_entry(entry: *mut DirEntry, version: u64, sender: u8) -> bool {
+    // SAFETY: `entry` is a live map value for the program's duration; every access to
+    // `ver_completed`, `rset` and `seq` by the program happens under `lock`.
+    unsafe {
+        let lock = &raw mut (*entry).lock;
+        let mut attempt = 0;
+        loop {
+            let (_, taken) =
+                atomic_cxchg::<u32, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                    lock, 0, 1,
+                );
+            if taken {
+                break;
+            }
+            attempt += 1;
+            if attempt >= LOCK_ATTEMPTS_MAX {
+                return false;
+            }
+        }
+        let seq = &raw mut (*entry).seq;
+        core::ptr::write_volatile(seq, core::ptr::read_volatile(seq) + 1);
+        let mut ver_completed = (*entry).ver_completed;
+        let mut rset = (*entry).rset;
+        let effect = directory::apply_reply(&mut ver_completed, &mut rset, version, sender);
+        core::ptr::write_volatile(&raw mut (*entry).ver_completed, ver_completed);
+        core::ptr::write_volatile(&raw mut (*entry).rset, rset);
+        core::ptr::write_volatile(seq, core::ptr::read_volatile(seq) + 1);
+        atomic_xchg::<u32, { AtomicOrdering::SeqCst }>(lock, 0);
+        if effect != directory::ReplyEffect::Stale {
+            count(Counter::DirectoryUpdates);
+        }
+    }
+    true
+}
+
+/// Rewrites the destination IPv4 address, updating the IPv4 and UDP (pseudo-header) checksums.
+#[inline(always)]
+fn set_destination(ctx: &XdpContext, new_ip: [u8; 4]) -> Result<(), u32> {
+    let dst = ptr_at::<[u8; 4]>(ctx, IP_DST_OFF).ok_or(XDP_PASS)?;
+    let ip_check = ptr_at::<[u8; 2]>(ctx, IP_OFF + 10).ok_or(XDP_PASS)?;
+    let udp_check = ptr_at::<[u8; 2]>(ctx, UDP_CHECK_OFF).ok_or(XDP_PASS)?;
+    // SAFETY: all three pointers were bounds-checked by `ptr_at`.
+    unsafe {
+        let old = u32::from_be_bytes(*dst);
+        let new = u32::from_be_bytes(new_ip);
+        if old == new {
+            return Ok(());
+        }
+        let ip_sum = u16::from_be_bytes(*ip_check);
+        *ip_check = checksum::replace_u32(ip_sum, old, new).to_be_bytes();
+        let udp_sum = u16::from_be_bytes(*udp_check);
+        let updated = checksum::replace_u32(udp_sum, old, new);
+        *udp_check = checksum::udp_fixup(udp_sum, updated).to_be_bytes();
+        *dst = new_ip;
+    }
+    Ok(())
+}
+
+/// Sets header flags (and, for a steered write, the replica bitmap), updating the UDP checksum.
+#[inline(always)]
+fn set_flags(
+    ctx: &XdpContext,
+    header: &[u8; wire::HEADER_LEN],
+    flags: u8,
+    replicas: Option<u32>,
+) -> Result<(), u32> {
+    // server id and flags share one 16-bit checksum word.
+    let word = [header[offset::SERVER_ID], header[offset::FLAGS] | flags];
+    if !write_payload(ctx, offset::SERVER_ID, word) {
+        return Err(XDP_PASS);
+    }
+    if let Some(bitmap) = replicas
+        && !write_payload(ctx, offset::REPLICA_BITMAP, bitmap.to_be_bytes())
+    {
+        return Err(XDP_PASS);
+    }
+    Ok(())
+}
+
+/// Writes `N` (2, 4 or 8) bytes at an even offset of the Pegasus payload and updates the UDP
+/// checksum incrementally. False if the packet is too short.
+#[inline(always)]
+fn write_payload<const N: usize>(ctx: &XdpContext, at: usize, new: [u8; N]) -> bool {
+    let (Some(field), Some(check)) = (
+        ptr_at::<[u8; N]>(ctx, PAYLOAD_OFF + at),
+        ptr_at::<[u8; 2]>(ctx, UDP_CHECK_OFF),
     ) else {
         return false;
     };
     // SAFETY: both pointers were bounds-checked by `ptr_at`.
     unsafe {
-        let old_version = u64::from_be_bytes(*version_ptr);
-        let old_check = u16::from_be_bytes(*check_ptr);
-        let new_check = checksum::replace_u64(old_check, old_version, new_version);
-        *version_ptr = new_version.to_be_bytes();
-        *check_ptr = checksum::udp_fixup(old_check, new_check).to_be_bytes();
+        let old = *field;
+        let sum = u16::from_be_bytes(*check);
+        let mut updated = sum;
+        let mut i = 0;
+        while i + 1 < N {
+            updated = checksum::replace_u16(
+                updated,
+                u16::from_be_bytes([old[i], old[i + 1]]),
+                u16::from_be_bytes([new[i], new[i + 1]]),
+            );
+            i += 2;
+        }
+        *field = new;
+        *check = checksum::udp_fixup(sum, updated).to_be_bytes();
     }
     true
 }
 
 /// Forwards the packet out of the port the kernel's FIB chooses, or passes it to the kernel
-/// unmodified when the FIB cannot say (no neighbour entry yet, TTL expiring, not a switch port).
+/// unmodified when the FIB cannot say (no neighbour entry yet, TTL expiring, not a switch port,
+/// a local destination).
 #[inline(always)]
-fn forward(ctx: &XdpContext, ip: &[u8; IPV4_HDR_LEN], src_port: u16, dst_port: u16) -> u32 {
+fn forward(ctx: &XdpContext, src_port: u16, dst_port: u16) -> u32 {
+    let Some(ip) = read::<[u8; IPV4_HDR_LEN]>(ctx, IP_OFF) else {
+        return XDP_PASS;
+    };
     let ttl = ip[8];
     if ttl <= 1 {
         return XDP_PASS; // the kernel answers with ICMP time exceeded
@@ -216,9 +503,7 @@ fn forward(ctx: &XdpContext, ip: &[u8; IPV4_HDR_LEN], src_port: u16, dst_port: u
 /// The first bytes of the Pegasus header, or `None` when the payload is shorter than a header.
 #[inline(always)]
 fn read_header_prefix(ctx: &XdpContext) -> Option<HeaderPrefix> {
-    let header = ptr_at::<[u8; wire::HEADER_LEN]>(ctx, PAYLOAD_OFF)?;
-    // SAFETY: bounds-checked by `ptr_at`.
-    let h = unsafe { &*header };
+    let h = read::<[u8; wire::HEADER_LEN]>(ctx, PAYLOAD_OFF)?;
     Some(HeaderPrefix {
         magic: u16::from_be_bytes([h[offset::MAGIC], h[offset::MAGIC + 1]]),
         proto_version: h[offset::PROTO_VERSION],
@@ -227,11 +512,23 @@ fn read_header_prefix(ctx: &XdpContext) -> Option<HeaderPrefix> {
     })
 }
 
+/// `N` bytes of the header starting at `at` (a field).
 #[inline(always)]
-fn read_be16(ctx: &XdpContext, at: usize) -> Option<u16> {
-    let p = ptr_at::<[u8; 2]>(ctx, at)?;
-    // SAFETY: bounds-checked by `ptr_at`.
-    Some(u16::from_be_bytes(unsafe { *p }))
+fn field<const N: usize>(header: &[u8; wire::HEADER_LEN], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = header[(at + i) % wire::HEADER_LEN];
+        i += 1;
+    }
+    out
+}
+
+/// A copy of the `T` at byte `at` of the packet, if all of it lies before `data_end`.
+#[inline(always)]
+fn read<T: Copy>(ctx: &XdpContext, at: usize) -> Option<T> {
+    // SAFETY: bounds-checked by `ptr_at`; packet bytes are plain data.
+    ptr_at::<T>(ctx, at).map(|p| unsafe { *p })
 }
 
 /// A pointer to a `T` at byte `at` of the packet, if all of it lies before `data_end`.

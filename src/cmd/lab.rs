@@ -46,6 +46,12 @@ enum LabCommand {
         /// Worker threads per store (the lab shares this host's cores among all of them).
         #[arg(long, default_value_t = 1)]
         store_threads: usize,
+        /// Copies of each hot key (the switch's --replication).
+        #[arg(long, default_value_t = 3)]
+        replication: u8,
+        /// Most hot keys in the switch's directory.
+        #[arg(long, default_value_t = pegasus_common::switch::DIRECTORY_CAPACITY_DEFAULT)]
+        directory_capacity: u32,
     },
     /// Remove everything a lab made: processes, namespaces, files. Safe to repeat.
     Down {
@@ -86,6 +92,8 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             mode,
             port,
             store_threads,
+            replication,
+            directory_capacity,
         } => {
             let spec = LabSpec {
                 name,
@@ -96,6 +104,8 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
                 mode,
                 port,
                 store_threads,
+                replication,
+                directory_capacity,
             };
             let exe = std::env::current_exe()?;
             let state = lab::up(&spec, &exe)?;

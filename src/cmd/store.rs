@@ -2,8 +2,9 @@
 
 use anyhow::Result;
 use clap::Args;
+use pegasus_client::Cluster;
 use pegasus_store::{StoreConfig, server::QUEUE_MAX_DEFAULT};
-use std::{net::SocketAddr, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 #[derive(Args)]
 pub struct StoreArgs {
@@ -23,6 +24,10 @@ pub struct StoreArgs {
     /// With --capacity-ops: how many requests may wait before new ones are dropped.
     #[arg(long, default_value_t = QUEUE_MAX_DEFAULT)]
     queue_max: usize,
+    /// The rack's cluster file: where to send copies of hot keys' writes (server ids and
+    /// addresses). Without it, copies the switch asks for are counted and not sent.
+    #[arg(long)]
+    cluster: Option<PathBuf>,
 }
 
 pub fn run(args: StoreArgs) -> Result<ExitCode> {
@@ -30,7 +35,16 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let peers = match &args.cluster {
+        Some(path) => Cluster::load(path)?
+            .servers
+            .iter()
+            .map(|s| (s.id, s.addr))
+            .collect(),
+        None => Vec::new(),
+    };
     let config = StoreConfig {
+        peers,
         listen: args.listen,
         server_id: args.server_id,
         threads,

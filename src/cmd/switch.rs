@@ -1,17 +1,18 @@
-//! `pegasus switch`: run the XDP switch on a ToR's ports, or query a running one.
+//! `pegasus switch`: run the XDP switch and its controller on a ToR's ports, or talk to a
+//! running one (status, hot keys).
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
-use pegasus_common::wire::DEFAULT_PORT;
-use pegasus_control::switch::{
-    AttachMode, Switch, SwitchSettings,
-    admin::{self, SwitchHandle},
+use clap::{Args, Subcommand, ValueEnum};
+use pegasus_client::Cluster;
+use pegasus_common::{directory::Policy, switch::DIRECTORY_CAPACITY_DEFAULT, wire::DEFAULT_PORT};
+use pegasus_control::{
+    controller::{Controller, HotKey},
+    switch::{
+        AttachMode, Switch, SwitchSettings,
+        admin::{self, Request},
+    },
 };
-use std::{
-    path::PathBuf,
-    process::ExitCode,
-    sync::{Arc, Mutex},
-};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -22,8 +23,29 @@ pub struct SwitchArgs {
     run: RunArgs,
 }
 
-/// Without a subcommand: load the program, attach it to --ports and run until Ctrl-C/SIGTERM,
-/// then detach.
+/// Server choice policies, as command-line values.
+#[derive(Clone, Copy, ValueEnum)]
+enum PolicyArg {
+    /// The candidate with the lowest reported load.
+    LeastLoaded,
+    /// Candidates in turn.
+    RoundRobin,
+    /// The less loaded of two random candidates.
+    TwoChoices,
+}
+
+impl From<PolicyArg> for Policy {
+    fn from(p: PolicyArg) -> Policy {
+        match p {
+            PolicyArg::LeastLoaded => Policy::LeastLoaded,
+            PolicyArg::RoundRobin => Policy::RoundRobin,
+            PolicyArg::TwoChoices => Policy::TwoChoices,
+        }
+    }
+}
+
+/// Without a subcommand: load the program, attach it to --ports and run the controller until
+/// Ctrl-C/SIGTERM, then detach.
 #[derive(Args)]
 struct RunArgs {
     /// The ToR's ports, comma-separated (e.g. s0,s1,c0). The program forwards between them.
@@ -32,27 +54,91 @@ struct RunArgs {
     /// XDP attach mode: native (driver) or skb (generic, works everywhere, slower).
     #[arg(long, default_value = "native")]
     mode: AttachMode,
+    /// The rack's cluster file (server ids and addresses). Without it the switch only forwards
+    /// and stamps versions: the directory needs to know the servers.
+    #[arg(long, env = "PEGASUS_CLUSTER")]
+    cluster: Option<PathBuf>,
     /// The stores' UDP port: only packets to or from it are Pegasus packets.
     #[arg(long, default_value_t = DEFAULT_PORT)]
     store_port: u16,
     /// The epoch stamped into the high 16 bits of every version.
     #[arg(long, default_value_t = 1)]
     epoch: u16,
-    /// Serve status and counters on this Unix socket.
+    /// How the directory picks a server for a hot key's reads and writes.
+    #[arg(long, value_enum, default_value = "least-loaded")]
+    policy: PolicyArg,
+    /// Copies of each hot key: a hot write goes to one server and is copied to this many minus
+    /// one more; a key made hot is pushed from home to this many minus one servers.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=32))]
+    replication: u8,
+    /// Most hot keys in the directory (fixed when the program is loaded).
+    #[arg(long, default_value_t = DIRECTORY_CAPACITY_DEFAULT)]
+    directory_capacity: u32,
+    /// Serve status, counters and hot-key control on this Unix socket.
     #[arg(long)]
     admin: Option<PathBuf>,
 }
 
+/// Where to find a running switch.
+#[derive(Args)]
+struct Target {
+    /// The switch's admin socket (`pegasus lab` puts it in the lab's directory).
+    #[arg(long, conflicts_with = "lab", required_unless_present = "lab")]
+    admin: Option<PathBuf>,
+    /// Or: the lab whose switch to ask.
+    #[arg(long)]
+    lab: Option<String>,
+}
+
+impl Target {
+    fn socket(&self) -> Result<PathBuf> {
+        match (&self.admin, &self.lab) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(name)) => pegasus_control::lab::load(name)?
+                .admin_socket
+                .with_context(|| format!("lab {name:?} runs no XDP switch")),
+            (None, None) => bail!("give --admin PATH or --lab NAME"),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum SwitchCommand {
-    /// Print a running switch's counters, ports, epoch and version counter.
+    /// Print a running switch's counters, ports, epoch, version counter and server loads.
     Status {
-        /// The switch's admin socket (`pegasus lab` puts it in the lab's directory).
-        #[arg(long, conflicts_with = "lab", required_unless_present = "lab")]
-        admin: Option<PathBuf>,
-        /// Or: the lab whose switch to ask.
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
         #[arg(long)]
-        lab: Option<String>,
+        json: bool,
+    },
+    /// Manage the directory of hot keys by hand.
+    Hot {
+        #[command(subcommand)]
+        command: HotCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HotCommand {
+    /// Make keys hot: install each with its home as the only replica, then replicate it.
+    Add {
+        #[command(flatten)]
+        target: Target,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Make keys cold: bring home up to date, then remove them from the directory.
+    Del {
+        #[command(flatten)]
+        target: Target,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// List the hot keys with their replica sets, versions and counters.
+    List {
+        #[command(flatten)]
+        target: Target,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -60,51 +146,98 @@ enum SwitchCommand {
 }
 
 pub fn run(args: SwitchArgs) -> Result<ExitCode> {
-    match args.command {
-        Some(SwitchCommand::Status { admin, lab, json }) => {
-            super::init_logging("warn");
-            let path = match (admin, lab) {
-                (Some(p), _) => p,
-                (None, Some(name)) => pegasus_control::lab::load(&name)?
-                    .admin_socket
-                    .with_context(|| format!("lab {name:?} runs no XDP switch"))?,
-                (None, None) => bail!("give --admin PATH or --lab NAME"),
-            };
+    let Some(command) = args.command else {
+        super::init_logging("info");
+        return serve(args.run);
+    };
+    super::init_logging("warn");
+    match command {
+        SwitchCommand::Status { target, json } => {
+            let path = target.socket()?;
             let status = super::block_on(1, async move { admin::status(&path).await })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print_status(&status);
             }
-            Ok(ExitCode::SUCCESS)
         }
-        None => {
-            super::init_logging("info");
-            serve(args.run)
+        SwitchCommand::Hot { command } => {
+            let (target, request, json) = match command {
+                HotCommand::Add { target, keys } => (target, Request::HotAdd { keys }, false),
+                HotCommand::Del { target, keys } => (target, Request::HotDel { keys }, false),
+                HotCommand::List { target, json } => (target, Request::HotList, json),
+            };
+            let path = target.socket()?;
+            let keys = super::block_on(1, async move { admin::hot(&path, &request).await })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                print_hot(&keys);
+            }
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(args: RunArgs) -> Result<ExitCode> {
-    let mut switch = Switch::load(SwitchSettings {
+    let cluster = match &args.cluster {
+        Some(path) => Cluster::load(path)?,
+        None => Cluster {
+            servers: Vec::new(),
+        },
+    };
+    let mut servers = Vec::new();
+    for s in &cluster.servers {
+        let IpAddr::V4(ip) = s.addr.ip() else {
+            bail!(
+                "server {} has an IPv6 address; the switch is IPv4 only",
+                s.id
+            );
+        };
+        if s.addr.port() != args.store_port {
+            bail!(
+                "server {} listens on port {}, not --store-port {}",
+                s.id,
+                s.addr.port(),
+                args.store_port
+            );
+        }
+        servers.push((s.id, ip));
+    }
+    let settings = SwitchSettings {
         store_port: args.store_port,
         epoch: args.epoch,
-    })?;
+        policy: args.policy.into(),
+        replication: args.replication,
+        directory_capacity: args.directory_capacity,
+        servers,
+    };
+    let mut switch = Switch::load(&settings)?;
     for port in &args.ports {
         switch.attach(port, args.mode)?;
     }
-    let handle = Arc::new(SwitchHandle {
-        switch: Mutex::new(switch),
-        store_port: args.store_port,
-        epoch: args.epoch,
-    });
+    let controller = Arc::new(Controller::new(
+        switch,
+        cluster,
+        args.replication,
+        args.store_port,
+        args.epoch,
+    ));
     let admin_path = args.admin.clone();
-    let served = handle.clone();
+    let served = controller.clone();
     super::block_on(1, async move {
         let admin_task = admin_path
             .clone()
             .map(|path| tokio::spawn(admin::serve(path, served)));
-        tracing::info!(ports = ?args.ports, mode = ?args.mode, store_port = args.store_port, epoch = args.epoch, "switch running");
+        tracing::info!(
+            ports = ?args.ports,
+            mode = ?args.mode,
+            store_port = args.store_port,
+            epoch = args.epoch,
+            servers = settings.servers.len(),
+            policy = settings.policy.name(),
+            "switch running"
+        );
         let admin_failed = async {
             match admin_task {
                 Some(task) => match task.await {
@@ -121,7 +254,7 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
         }
         Ok(())
     })?;
-    let mut switch = handle.switch.lock().expect("switch mutex poisoned");
+    let mut switch = controller.switch();
     let counters = switch.counters()?;
     tracing::info!(counters = %serde_json::to_string(&counters)?, "switch stopping");
     switch.detach_all()?;
@@ -136,8 +269,39 @@ fn print_status(s: &admin::Status) {
     println!("store port:      {}", s.store_port);
     println!("epoch:           {}", s.epoch);
     println!("version counter: {}", s.version_counter);
+    println!("hot keys:        {}", s.hot_keys);
+    if !s.server_loads.is_empty() {
+        let loads: Vec<String> = s
+            .server_loads
+            .iter()
+            .map(|(id, l)| format!("{id}:{l}"))
+            .collect();
+        println!("server loads:    {}", loads.join(" "));
+    }
     println!("counters:");
     for (name, value) in &s.counters.0 {
         println!("  {name:<18} {value:>12}");
+    }
+}
+
+fn print_hot(keys: &[HotKey]) {
+    println!(
+        "{:<24} {:>18} {:>5} {:<20} {:>16} {:>10} {:>10}",
+        "key", "keyhash", "home", "replicas", "version", "reads", "writes"
+    );
+    for k in keys {
+        let replicas: Vec<String> = k.replicas.iter().map(u8::to_string).collect();
+        let name = k.key.clone().unwrap_or_else(|| "?".into());
+        println!(
+            "{:<24} {:>#18x} {:>5} {:<20} {:>16} {:>10} {:>10}{}",
+            name,
+            k.keyhash,
+            k.home,
+            replicas.join(","),
+            k.ver_completed,
+            k.reads,
+            k.writes,
+            if k.evicting { "  (evicting)" } else { "" }
+        );
     }
 }

@@ -6,6 +6,10 @@
 //!   the reply carries the write's version.
 //! - REPLICATE: a copy of a key's version and value from another store, applied under the same
 //!   rule and acknowledged (through the switch, which learns the new replica from the ack).
+//! - A PUT that the switch steered with a replica bitmap is also copied, as REPLICATE, to the
+//!   servers of the bitmap; a PUSH from the controller sends the stored version and value to
+//!   the servers of its bitmap. The copy is returned as [`Copy`] for the server loop to send.
+//! - Replies echo the request's HOT flag, which tells the switch that it steered the request.
 //! - A datagram that is not a Pegasus message (bad magic, truncated header) is dropped and
 //!   counted; a Pegasus request that is malformed, too large or of an unserved op gets an
 //!   Error reply saying why. Replies sent *to* a store are counted and dropped, never answered,
@@ -15,7 +19,10 @@ use crate::{
     dedup::Dedup,
     table::{Table, WriteOutcome},
 };
-use pegasus_common::wire::{self, DecodeError, Header, Message, Op, Status};
+use pegasus_common::{
+    directory, version,
+    wire::{self, DecodeError, Header, Message, Op, Status},
+};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -33,6 +40,9 @@ pub struct Stats {
     pub stray_replies_dropped: AtomicU64,
     pub errors_sent: AtomicU64,
     pub overload_dropped: AtomicU64,
+    pub pushes: AtomicU64,
+    pub copies_sent: AtomicU64,
+    pub copies_unroutable: AtomicU64,
 }
 
 /// A copy of [`Stats`] for printing.
@@ -49,6 +59,9 @@ pub struct StatsSnapshot {
     pub stray_replies_dropped: u64,
     pub errors_sent: u64,
     pub overload_dropped: u64,
+    pub pushes: u64,
+    pub copies_sent: u64,
+    pub copies_unroutable: u64,
     pub keys: usize,
 }
 
@@ -86,15 +99,39 @@ impl Store {
             stray_replies_dropped: s.stray_replies_dropped.load(Relaxed),
             errors_sent: s.errors_sent.load(Relaxed),
             overload_dropped: s.overload_dropped.load(Relaxed),
+            pushes: s.pushes.load(Relaxed),
+            copies_sent: s.copies_sent.load(Relaxed),
+            copies_unroutable: s.copies_unroutable.load(Relaxed),
             keys: self.table.len(),
         }
     }
 
     /// Handles one datagram; writes the reply into `out` and returns its length, or `None`
     /// when nothing is to be sent. `load` is reported in the reply. `out` must hold
-    /// [`wire::MAX_PAYLOAD_LEN`] bytes.
-    pub fn handle(&self, datagram: &[u8], load: u16, out: &mut [u8]) -> Option<usize> {
+    /// [`wire::MAX_PAYLOAD_LEN`] bytes. A copy to send to other servers, if any, is written to
+    /// `copy` (also [`wire::MAX_PAYLOAD_LEN`] bytes) and described by the second result.
+    pub fn handle(
+        &self,
+        datagram: &[u8],
+        load: u16,
+        out: &mut [u8],
+        copy: &mut [u8],
+    ) -> (Option<usize>, Option<Copy>) {
         assert!(out.len() >= wire::MAX_PAYLOAD_LEN, "reply buffer too small");
+        assert!(copy.len() >= wire::MAX_PAYLOAD_LEN, "copy buffer too small");
+        let mut pending_copy = None;
+        let reply = self.dispatch(datagram, load, out, copy, &mut pending_copy);
+        (reply, pending_copy)
+    }
+
+    fn dispatch(
+        &self,
+        datagram: &[u8],
+        load: u16,
+        out: &mut [u8],
+        copy: &mut [u8],
+        pending_copy: &mut Option<Copy>,
+    ) -> Option<usize> {
         self.stats.datagrams.fetch_add(1, Relaxed);
         let header = match Header::decode(datagram) {
             Ok(h) => h,
@@ -123,9 +160,76 @@ impl Store {
         };
         match op {
             Some(Op::Get) => self.get(&message, reply),
-            Some(Op::Put) => self.put(&message, reply),
+            Some(Op::Put) => {
+                let targets = message.header.replica_bitmap & !directory::bit(self.server_id);
+                if targets != 0 && message.header.version != version::NONE {
+                    *pending_copy = Some(Copy {
+                        len: encode_replicate(
+                            copy,
+                            &message.header,
+                            self.server_id,
+                            message.key,
+                            message.value,
+                        ),
+                        targets,
+                    });
+                }
+                self.put(&message, reply)
+            }
             Some(Op::Replicate) => self.replicate(&message, reply),
+            Some(Op::Push) => self.push(&message, reply, copy, pending_copy),
             _ => reply.error(Status::UnknownOp),
+        }
+    }
+
+    fn push(
+        &self,
+        m: &Message<'_>,
+        reply: Reply<'_, '_>,
+        copy: &mut [u8],
+        pending_copy: &mut Option<Copy>,
+    ) -> Option<usize> {
+        self.stats.pushes.fetch_add(1, Relaxed);
+        let targets = m.header.replica_bitmap & !directory::bit(self.server_id);
+        let h = &m.header;
+        let server_id = self.server_id;
+        let pushed = self.table.read(h.keyhash, m.key, |version, value| {
+            (version != version::NONE).then(|| {
+                let mut copy_header = *h;
+                copy_header.version = version;
+                (
+                    version,
+                    encode_replicate(copy, &copy_header, server_id, m.key, value),
+                )
+            })
+        });
+        match pushed {
+            Some(Some((version, len))) => {
+                if targets != 0 {
+                    *pending_copy = Some(Copy { len, targets });
+                }
+                reply.ok(Op::PushReply, version)
+            }
+            // Unstamped values (no switch) cannot be ordered against copies: nothing to push.
+            Some(None) => reply.ok(Op::PushReply, version::NONE),
+            None => {
+                let Reply {
+                    store,
+                    request,
+                    load,
+                    out,
+                } = reply;
+                Some(encode(
+                    out,
+                    request,
+                    Op::PushReply,
+                    Status::NotFound,
+                    0,
+                    store.server_id,
+                    load,
+                    &[],
+                ))
+            }
         }
     }
 
@@ -193,6 +297,33 @@ impl Store {
     }
 }
 
+/// A message to send to several servers: `len` bytes of the copy buffer, to every server in
+/// the `targets` bitmap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Copy {
+    pub len: usize,
+    pub targets: u32,
+}
+
+/// Encodes the REPLICATE that copies a write (or a pushed value) to other servers.
+fn encode_replicate(
+    out: &mut [u8],
+    from: &Header,
+    server_id: u8,
+    key: &[u8],
+    value: &[u8],
+) -> usize {
+    let mut header = Header::new(Op::Replicate);
+    header.keyhash = from.keyhash;
+    header.version = from.version;
+    header.request_id = from.request_id;
+    header.client_id = from.client_id;
+    header.server_id = server_id;
+    Message { header, key, value }
+        .encode(out)
+        .expect("a copy is no larger than the request it copies")
+}
+
 /// What every reply needs from its request.
 struct Reply<'s, 'o> {
     store: &'s Store,
@@ -251,6 +382,7 @@ fn encode(
     header.server_id = server_id;
     header.load = load;
     header.status = status as u16;
+    header.flags = request.flags & wire::flags::HOT;
     Message {
         header,
         key: &[],
@@ -283,10 +415,25 @@ mod tests {
     }
 
     fn call(store: &Store, datagram: &[u8]) -> Option<(Header, Vec<u8>)> {
+        call_with_copy(store, datagram).0
+    }
+
+    /// A decoded reply (header, value) and a decoded copy with its targets.
+    type Handled = (Option<(Header, Vec<u8>)>, Option<(Message<'static>, u32)>);
+
+    fn call_with_copy(store: &Store, datagram: &[u8]) -> Handled {
         let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
-        let n = store.handle(datagram, 3, &mut out)?;
-        let m = Message::decode(&out[..n]).unwrap();
-        Some((m.header, m.value.to_vec()))
+        let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
+        let (reply, pending) = store.handle(datagram, 3, &mut out, &mut copy);
+        let reply = reply.map(|n| {
+            let m = Message::decode(&out[..n]).unwrap();
+            (m.header, m.value.to_vec())
+        });
+        let copy = pending.map(|c| {
+            let bytes: &'static [u8] = Box::leak(copy[..c.len].to_vec().into_boxed_slice());
+            (Message::decode(bytes).unwrap(), c.targets)
+        });
+        (reply, copy)
     }
 
     #[test]
@@ -404,12 +551,66 @@ mod tests {
         assert_eq!(s.table.len(), 0, "nothing malformed was stored");
     }
 
+    #[test]
+    fn a_steered_write_is_copied_to_its_replicas_and_flags_are_echoed() {
+        let s = Store::new(2);
+        let mut b = request(Op::Put, b"k", b"v", 9, 1, 5);
+        b[wire::offset::FLAGS] = wire::flags::HOT;
+        b[wire::offset::REPLICA_BITMAP..wire::offset::REPLICA_BITMAP + 4].copy_from_slice(
+            &(directory::bit(2) | directory::bit(3) | directory::bit(7)).to_be_bytes(),
+        );
+        // The keyhash covers the key only, so rewriting flags and bitmap keeps it valid.
+        let (reply, copy) = call_with_copy(&s, &b);
+        let (h, _) = reply.unwrap();
+        assert_eq!(h.flags, wire::flags::HOT, "HOT is echoed");
+        let (m, targets) = copy.unwrap();
+        assert_eq!(
+            targets,
+            directory::bit(3) | directory::bit(7),
+            "never to itself"
+        );
+        assert_eq!(
+            (m.header.op(), m.header.version, m.key, m.value),
+            (Some(Op::Replicate), 9, &b"k"[..], &b"v"[..])
+        );
+        assert_eq!(m.header.server_id, 2);
+        // Unstamped writes (no switch) are not copied.
+        let mut unstamped = request(Op::Put, b"k", b"v", 0, 1, 6);
+        unstamped[wire::offset::REPLICA_BITMAP + 3] = 0x08;
+        assert!(call_with_copy(&s, &unstamped).1.is_none());
+    }
+
+    #[test]
+    fn push_sends_the_stored_version() {
+        let s = Store::new(0);
+        call(&s, &request(Op::Put, b"k", b"stored", 42, 1, 1));
+        let mut push = request(Op::Push, b"k", b"", 0, 0xffff, 7);
+        push[wire::offset::REPLICA_BITMAP + 3] = 0b0110;
+        let (reply, copy) = call_with_copy(&s, &push);
+        let (h, _) = reply.unwrap();
+        assert_eq!(
+            (h.op(), h.status(), h.version),
+            (Some(Op::PushReply), Some(Status::Ok), 42)
+        );
+        let (m, targets) = copy.unwrap();
+        assert_eq!(
+            (targets, m.header.version, m.value),
+            (0b0110, 42, &b"stored"[..])
+        );
+        // A key the store does not have.
+        let mut missing = request(Op::Push, b"nope", b"", 0, 0xffff, 8);
+        missing[wire::offset::REPLICA_BITMAP + 3] = 0b0110;
+        let (reply, copy) = call_with_copy(&s, &missing);
+        assert_eq!(reply.unwrap().0.status(), Some(Status::NotFound));
+        assert!(copy.is_none());
+    }
+
     proptest! {
         #[test]
         fn arbitrary_datagrams_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
             let s = Store::new(0);
-            let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
-            let _ = s.handle(&bytes, 0, &mut out);
+            let (mut out, mut copy) = (vec![0u8; wire::MAX_PAYLOAD_LEN], vec![0u8; wire::MAX_PAYLOAD_LEN]);
+            let _ = s.handle(&bytes, 0, &mut out, &mut copy);
         }
 
         #[test]
@@ -422,8 +623,8 @@ mod tests {
             let mut b = vec![0u8; wire::HEADER_LEN];
             h.encode(&mut b).unwrap();
             b.extend_from_slice(&body);
-            let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
-            let _ = s.handle(&b, 0, &mut out);
+            let (mut out, mut copy) = (vec![0u8; wire::MAX_PAYLOAD_LEN], vec![0u8; wire::MAX_PAYLOAD_LEN]);
+            let _ = s.handle(&b, 0, &mut out, &mut copy);
         }
     }
 }

@@ -6,7 +6,10 @@
 //! queue length with an emulated capacity, else the requests in flight), which is what the
 //! switch's least-loaded policy compares.
 
-use crate::{capacity::ServiceRate, handler::Store};
+use crate::{
+    capacity::ServiceRate,
+    handler::{Copy, Store},
+};
 use anyhow::{Context, Result, ensure};
 use pegasus_common::wire;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -39,11 +42,28 @@ pub struct StoreConfig {
     pub capacity_ops: Option<u32>,
     /// Queue bound with an emulated capacity.
     pub queue_max: usize,
+    /// The other servers of the rack (id, address), for copies of hot keys' writes.
+    pub peers: Vec<(u8, SocketAddr)>,
+}
+
+/// Server id -> address, for sending copies.
+#[derive(Clone, Debug, Default)]
+struct Peers([Option<SocketAddr>; 32]);
+
+impl Peers {
+    fn new(list: &[(u8, SocketAddr)]) -> Peers {
+        let mut peers = Peers::default();
+        for &(id, addr) in list {
+            peers.0[(id & 31) as usize] = Some(addr);
+        }
+        peers
+    }
 }
 
 /// A store whose sockets are bound, ready to [`Server::run`].
 pub struct Server {
     config: StoreConfig,
+    peers: Arc<Peers>,
     store: Arc<Store>,
     sockets: Vec<Arc<UdpSocket>>,
     local_addr: SocketAddr,
@@ -64,8 +84,12 @@ impl Server {
         for _ in 1..config.threads {
             sockets.push(bind(local_addr)?);
         }
+        for &(id, _) in &config.peers {
+            ensure!(id < 32, "peer server id {id} out of range");
+        }
         Ok(Server {
             store: Arc::new(Store::new(config.server_id)),
+            peers: Arc::new(Peers::new(&config.peers)),
             config,
             sockets,
             local_addr,
@@ -86,6 +110,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<Arc<Store>> {
         let Server {
             config,
+            peers,
             store,
             sockets,
             local_addr,
@@ -95,7 +120,12 @@ impl Server {
         match config.capacity_ops {
             None => {
                 for socket in sockets {
-                    tasks.spawn(serve_directly(store.clone(), socket, load.clone()));
+                    tasks.spawn(serve_directly(
+                        store.clone(),
+                        peers.clone(),
+                        socket,
+                        load.clone(),
+                    ));
                 }
             }
             Some(rate) => {
@@ -111,6 +141,7 @@ impl Server {
                 }
                 tasks.spawn(serve_at_rate(
                     store.clone(),
+                    peers.clone(),
                     sockets,
                     rx,
                     ServiceRate::new(rate),
@@ -153,9 +184,15 @@ fn load_u16(load: &AtomicUsize) -> u16 {
     load.load(Relaxed).min(u16::MAX as usize) as u16
 }
 
-async fn serve_directly(store: Arc<Store>, socket: Arc<UdpSocket>, in_flight: Arc<AtomicUsize>) {
+async fn serve_directly(
+    store: Arc<Store>,
+    peers: Arc<Peers>,
+    socket: Arc<UdpSocket>,
+    in_flight: Arc<AtomicUsize>,
+) {
     let mut buf = vec![0u8; RECV_BUF_LEN];
     let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
+    let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
             Ok(x) => x,
@@ -165,8 +202,12 @@ async fn serve_directly(store: Arc<Store>, socket: Arc<UdpSocket>, in_flight: Ar
             }
         };
         in_flight.fetch_add(1, Relaxed);
-        if let Some(len) = store.handle(&buf[..n], load_u16(&in_flight), &mut out) {
+        let (reply, pending) = store.handle(&buf[..n], load_u16(&in_flight), &mut out, &mut copy);
+        if let Some(len) = reply {
             send(&socket, &out[..len], from).await;
+        }
+        if let Some(c) = pending {
+            send_copies(&store, &peers, &socket, &copy, c).await;
         }
         in_flight.fetch_sub(1, Relaxed);
     }
@@ -202,20 +243,44 @@ async fn enqueue(
 
 async fn serve_at_rate(
     store: Arc<Store>,
+    peers: Arc<Peers>,
     sockets: Vec<Arc<UdpSocket>>,
     mut queue: mpsc::Receiver<Queued>,
     mut rate: ServiceRate,
     queued: Arc<AtomicUsize>,
 ) {
     let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
+    let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
     while let Some((bytes, from, index)) = queue.recv().await {
         let at = rate.admit(Instant::now());
         if at > Instant::now() {
             tokio::time::sleep_until(at.into()).await;
         }
         queued.fetch_sub(1, Relaxed);
-        if let Some(len) = store.handle(&bytes, load_u16(&queued), &mut out) {
+        let (reply, pending) = store.handle(&bytes, load_u16(&queued), &mut out, &mut copy);
+        if let Some(len) = reply {
             send(&sockets[index], &out[..len], from).await;
+        }
+        if let Some(c) = pending {
+            send_copies(&store, &peers, &sockets[index], &copy, c).await;
+        }
+    }
+}
+
+/// Sends a copy to every target server whose address is known.
+async fn send_copies(store: &Store, peers: &Peers, socket: &UdpSocket, copy: &[u8], c: Copy) {
+    for id in 0..32u8 {
+        if c.targets & (1 << id) == 0 {
+            continue;
+        }
+        match peers.0[id as usize] {
+            Some(addr) => {
+                store.stats.copies_sent.fetch_add(1, Relaxed);
+                send(socket, &copy[..c.len], addr).await;
+            }
+            None => {
+                store.stats.copies_unroutable.fetch_add(1, Relaxed);
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ async fn start(threads: usize, capacity_ops: Option<u32>, queue_max: usize) -> R
         threads,
         capacity_ops,
         queue_max,
+        peers: Vec::new(),
     })
     .unwrap();
     let (addr, store) = (server.local_addr(), server.store());

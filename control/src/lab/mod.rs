@@ -80,6 +80,10 @@ pub struct LabSpec {
     pub port: u16,
     /// Worker threads per store.
     pub store_threads: usize,
+    /// Copies of each hot key (the switch's --replication).
+    pub replication: u8,
+    /// Most hot keys in the switch's directory.
+    pub directory_capacity: u32,
 }
 
 mod attach_mode_serde {
@@ -278,6 +282,8 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             i.to_string(),
             "--threads".to_owned(),
             spec.store_threads.to_string(),
+            "--cluster".to_owned(),
+            state.cluster_file.display().to_string(),
         ];
         if let Some(c) = spec.capacity_ops {
             args.extend(["--capacity-ops".to_owned(), c.to_string()]);
@@ -313,6 +319,12 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             spec.port.to_string(),
             "--admin".to_owned(),
             socket.display().to_string(),
+            "--cluster".to_owned(),
+            state.cluster_file.display().to_string(),
+            "--replication".to_owned(),
+            spec.replication.to_string(),
+            "--directory-capacity".to_owned(),
+            spec.directory_capacity.to_string(),
         ];
         let child = spawn_in(&tor, exe, &args, &log)?;
         state.processes.push(LabProcess {

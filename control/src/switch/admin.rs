@@ -3,12 +3,13 @@
 //! `ip netns exec` remounts /sys, hiding bpffs, while the file system is shared by every
 //! namespace: the lab and `pegasus switch status` reach the switch from anywhere.
 
-use super::{Counters, Switch};
+use super::Counters;
+use crate::controller::{Controller, HotKey};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 use tokio::{
@@ -19,14 +20,20 @@ use tokio::{
 /// Longest request line accepted, in bytes.
 const REQUEST_LEN_MAX: usize = 64 * 1024;
 /// How long a client waits for the switch.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A request to the switch.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
-    /// Counters, ports, epoch and version counter.
+    /// Counters, ports, epoch, version counter and server loads.
     Status,
+    /// Make keys hot.
+    HotAdd { keys: Vec<String> },
+    /// Make keys cold again (safely: home is brought up to date first).
+    HotDel { keys: Vec<String> },
+    /// The hot keys with their replica sets.
+    HotList,
 }
 
 /// The switch's state as the admin socket reports it.
@@ -37,6 +44,10 @@ pub struct Status {
     pub epoch: u16,
     pub version_counter: u64,
     pub counters: Counters,
+    /// Last load each server reported: (server id, load).
+    pub server_loads: Vec<(u8, u16)>,
+    /// Keys in the directory.
+    pub hot_keys: usize,
 }
 
 /// A reply: the result or an error message.
@@ -44,31 +55,52 @@ pub struct Status {
 #[serde(rename_all = "snake_case")]
 pub enum Reply {
     Status(Status),
+    Hot(Vec<HotKey>),
     Error(String),
 }
 
-/// What the server needs to answer requests.
-pub struct SwitchHandle {
-    pub switch: Mutex<Switch>,
-    pub store_port: u16,
-    pub epoch: u16,
-}
-
-impl SwitchHandle {
+impl Controller {
     fn status(&self) -> Result<Status> {
-        let switch = self.switch.lock().expect("switch mutex poisoned");
+        let switch = self.switch();
         Ok(Status {
             ports: switch.ports().map(str::to_owned).collect(),
-            store_port: self.store_port,
-            epoch: self.epoch,
+            store_port: self.store_port(),
+            epoch: self.epoch(),
             version_counter: switch.version_counter()?,
             counters: switch.counters()?,
+            server_loads: switch.server_loads()?,
+            hot_keys: switch.directory_list()?.len(),
         })
     }
 
-    fn answer(&self, request: &Request) -> Reply {
+    async fn answer(&self, request: &Request) -> Reply {
         let result = match request {
             Request::Status => self.status().map(Reply::Status),
+            Request::HotAdd { keys } => {
+                let mut added = Vec::with_capacity(keys.len());
+                let mut outcome = Ok(());
+                for key in keys {
+                    match self.add(key.as_bytes()).await {
+                        Ok(hot) => added.push(hot),
+                        Err(e) => {
+                            outcome = Err(e.context(format!("adding {key}")));
+                            break;
+                        }
+                    }
+                }
+                outcome.map(|()| Reply::Hot(added))
+            }
+            Request::HotDel { keys } => {
+                let mut outcome = Ok(());
+                for key in keys {
+                    if let Err(e) = self.evict(key.as_bytes()).await {
+                        outcome = Err(e.context(format!("evicting {key}")));
+                        break;
+                    }
+                }
+                outcome.and_then(|()| self.list()).map(Reply::Hot)
+            }
+            Request::HotList => self.list().map(Reply::Hot),
         };
         result.unwrap_or_else(|e| Reply::Error(format!("{e:#}")))
     }
@@ -76,7 +108,7 @@ impl SwitchHandle {
 
 /// Serves the admin socket at `path` until the task is dropped. A stale socket file from a
 /// dead switch is replaced; a live one is an error (two switches would fight over the ports).
-pub async fn serve(path: PathBuf, handle: Arc<SwitchHandle>) -> Result<()> {
+pub async fn serve(path: PathBuf, handle: Arc<Controller>) -> Result<()> {
     let listener = bind(&path).await?;
     loop {
         let (stream, _) = listener.accept().await?;
@@ -99,13 +131,13 @@ async fn bind(path: &Path) -> Result<UnixListener> {
     UnixListener::bind(path).with_context(|| format!("binding admin socket {}", path.display()))
 }
 
-async fn serve_one(stream: UnixStream, handle: &SwitchHandle) -> Result<()> {
+async fn serve_one(stream: UnixStream, handle: &Controller) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(REQUEST_LEN_MAX as u64);
     reader.read_line(&mut line).await?;
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => handle.answer(&request),
+        Ok(request) => handle.answer(&request).await,
         Err(e) => Reply::Error(format!("bad request: {e}")),
     };
     let mut bytes = serde_json::to_vec(&reply)?;
@@ -133,10 +165,20 @@ pub async fn request(path: &Path, request: &Request) -> Result<Reply> {
         .context("the switch did not answer in time")?
 }
 
+/// Sends a request that answers with hot keys.
+pub async fn hot(path: &Path, request: &Request) -> Result<Vec<HotKey>> {
+    match self::request(path, request).await? {
+        Reply::Hot(keys) => Ok(keys),
+        Reply::Error(e) => bail!("switch: {e}"),
+        Reply::Status(_) => bail!("unexpected reply from the switch"),
+    }
+}
+
 /// Fetches the switch's status.
 pub async fn status(path: &Path) -> Result<Status> {
     match request(path, &Request::Status).await? {
         Reply::Status(s) => Ok(s),
         Reply::Error(e) => bail!("switch: {e}"),
+        Reply::Hot(_) => bail!("unexpected reply from the switch"),
     }
 }

@@ -4,15 +4,21 @@
 pub mod admin;
 pub mod packet;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use aya::{
-    Ebpf,
-    maps::{Array, DevMapHash, MapData, PerCpuArray},
+    Ebpf, EbpfLoader,
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use pegasus_common::switch::{self as shared, Counter, SwitchConfig};
+use pegasus_common::{
+    directory::{Policy, SERVERS_MAX, bit},
+    switch::{self as shared, Counter, DirEntry, ServerSlot, ServerTable, SwitchConfig},
+};
 use serde::Serialize;
-use std::{collections::BTreeMap, ffi::CString};
+use std::{collections::BTreeMap, ffi::CString, net::Ipv4Addr};
+
+/// `bpf_map_update_elem` flag: fail if the key exists (linux/bpf.h).
+const BPF_NOEXIST: u64 = 1;
 
 /// The XDP object built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pegasus-dataplane"));
@@ -47,12 +53,51 @@ impl std::str::FromStr for AttachMode {
 }
 
 /// Settings the program needs before it sees its first packet.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SwitchSettings {
     /// The stores' UDP port.
     pub store_port: u16,
     /// The epoch stamped into versions (bumped on every restart by the controller).
     pub epoch: u16,
+    /// How the directory picks a server for a hot key.
+    pub policy: Policy,
+    /// Copies of a hot key's write, primary included.
+    pub replication: u8,
+    /// Most hot keys the directory holds.
+    pub directory_capacity: u32,
+    /// The rack's servers: id and IPv4 address.
+    pub servers: Vec<(u8, Ipv4Addr)>,
+}
+
+impl SwitchSettings {
+    /// Settings for a switch with no servers known (forwarding and version stamping only).
+    pub fn forwarding_only(store_port: u16, epoch: u16) -> SwitchSettings {
+        SwitchSettings {
+            store_port,
+            epoch,
+            policy: Policy::LeastLoaded,
+            replication: 1,
+            directory_capacity: shared::DIRECTORY_CAPACITY_DEFAULT,
+            servers: Vec::new(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        ensure!(self.store_port != 0, "the store port must not be 0");
+        ensure!(
+            (1..=shared::DIRECTORY_CAPACITY_MAX).contains(&self.directory_capacity),
+            "the directory capacity must be between 1 and {}",
+            shared::DIRECTORY_CAPACITY_MAX
+        );
+        ensure!(
+            (1..=SERVERS_MAX).contains(&(self.replication as u32)),
+            "the replication factor must be between 1 and {SERVERS_MAX}"
+        );
+        for (id, _) in &self.servers {
+            ensure!((*id as u32) < SERVERS_MAX, "server id {id} out of range");
+        }
+        Ok(())
+    }
 }
 
 /// Sum over CPUs of every switch counter, by name.
@@ -103,14 +148,17 @@ pub struct Switch {
 }
 
 impl Switch {
-    /// Loads the program into the kernel and writes its configuration. Nothing is attached yet.
-    pub fn load(settings: SwitchSettings) -> Result<Switch> {
-        if settings.store_port == 0 {
-            bail!("the store port must not be 0");
-        }
-        let mut ebpf = Ebpf::load(OBJECT).context(
-            "loading the XDP object into the kernel failed (are you root, with a kernel >= 5.12?)",
-        )?;
+    /// Loads the program into the kernel and writes its configuration and server table.
+    /// Nothing is attached yet.
+    pub fn load(settings: &SwitchSettings) -> Result<Switch> {
+        settings.validate()?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(shared::MAP_DIRECTORY, settings.directory_capacity)
+            .map_max_entries(shared::MAP_EVICTING, settings.directory_capacity)
+            .load(OBJECT)
+            .context(
+                "loading the XDP object into the kernel failed (are you root, with a kernel >= 5.12?)",
+            )?;
         let program: &mut Xdp = ebpf
             .program_mut(shared::PROGRAM_SWITCH)
             .context("the object has no switch program")?
@@ -122,15 +170,137 @@ impl Switch {
             ebpf,
             attached: Vec::new(),
         };
+        let mut table = ServerTable::default();
+        let mut all_servers = 0u32;
+        for &(id, ip) in &settings.servers {
+            table.slots[id as usize] = ServerSlot {
+                ipv4: ip.octets(),
+                load: 0,
+                valid: 1,
+                reserved: 0,
+            };
+            all_servers |= bit(id);
+        }
+        let mut servers: Array<&mut MapData, ServerTable> =
+            Array::try_from(switch.map_mut(shared::MAP_SERVERS)?)?;
+        servers.set(0, table, 0)?;
         let config = SwitchConfig {
             store_port: settings.store_port,
             epoch: settings.epoch,
-            reserved: 0,
+            all_servers,
+            policy: settings.policy as u8,
+            replication: settings.replication,
+            reserved: [0; 6],
         };
         let mut config_map: Array<&mut MapData, SwitchConfig> =
             Array::try_from(switch.map_mut(shared::MAP_CONFIG)?)?;
         config_map.set(0, config, 0)?;
         Ok(switch)
+    }
+
+    /// Puts a key in the directory with `home` as its only replica. The entry is written only
+    /// here: afterwards only the XDP program changes it (under its lock).
+    pub fn directory_insert(&mut self, keyhash: u64, home: u8) -> Result<()> {
+        ensure!(
+            (home as u32) < SERVERS_MAX,
+            "home server {home} out of range"
+        );
+        let entry = DirEntry {
+            rset: bit(home),
+            home,
+            ..DirEntry::default()
+        };
+        let mut dir: HashMap<&mut MapData, u64, DirEntry> =
+            HashMap::try_from(self.map_mut(shared::MAP_DIRECTORY)?)?;
+        // BPF_NOEXIST: never overwrite a live entry (the program may be updating it).
+        dir.insert(keyhash, entry, BPF_NOEXIST)
+            .map_err(|e| match e {
+                MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                    anyhow::anyhow!("the directory is full")
+                }
+                MapError::SyscallError(ref s)
+                    if s.io_error.raw_os_error() == Some(libc::EEXIST) =>
+                {
+                    anyhow::anyhow!("the key is already in the directory")
+                }
+                other => other.into(),
+            })?;
+        Ok(())
+    }
+
+    /// Removes a key from the directory (and its evicting mark). Only safe once its home holds
+    /// the newest version: see `controller::Controller::evict`.
+    pub fn directory_remove(&mut self, keyhash: u64) -> Result<()> {
+        let mut dir: HashMap<&mut MapData, u64, DirEntry> =
+            HashMap::try_from(self.map_mut(shared::MAP_DIRECTORY)?)?;
+        ignore_missing(dir.remove(&keyhash))?;
+        self.set_evicting(keyhash, false)
+    }
+
+    /// Marks a key as being evicted (its writes go home), or clears the mark.
+    pub fn set_evicting(&mut self, keyhash: u64, evicting: bool) -> Result<()> {
+        let mut marks: HashMap<&mut MapData, u64, u8> =
+            HashMap::try_from(self.map_mut(shared::MAP_EVICTING)?)?;
+        if evicting {
+            marks.insert(keyhash, 1, 0)?;
+        } else {
+            ignore_missing(marks.remove(&keyhash))?;
+        }
+        Ok(())
+    }
+
+    /// True when the key is marked as being evicted.
+    pub fn is_evicting(&self, keyhash: u64) -> Result<bool> {
+        let marks: HashMap<&MapData, u64, u8> = HashMap::try_from(self.map(shared::MAP_EVICTING)?)?;
+        Ok(ignore_missing(marks.get(&keyhash, 0).map(Some))?.is_some())
+    }
+
+    /// A consistent copy of a key's entry: the program may be updating it, so copies are taken
+    /// until two agree on an even seqlock counter (bounded attempts).
+    pub fn directory_entry(&self, keyhash: u64) -> Result<Option<DirEntry>> {
+        const ATTEMPTS_MAX: usize = 1000;
+        let dir: HashMap<&MapData, u64, DirEntry> =
+            HashMap::try_from(self.map(shared::MAP_DIRECTORY)?)?;
+        for _ in 0..ATTEMPTS_MAX {
+            let Some(first) = ignore_missing(dir.get(&keyhash, 0).map(Some))? else {
+                return Ok(None);
+            };
+            let Some(second) = ignore_missing(dir.get(&keyhash, 0).map(Some))? else {
+                return Ok(None);
+            };
+            if first.seq % 2 == 0
+                && first.seq == second.seq
+                && (first.ver_completed, first.rset) == (second.ver_completed, second.rset)
+            {
+                return Ok(Some(second));
+            }
+            std::thread::yield_now();
+        }
+        bail!("the directory entry of {keyhash:#x} kept changing; try again")
+    }
+
+    /// Every key in the directory with a consistent copy of its entry.
+    pub fn directory_list(&self) -> Result<Vec<(u64, DirEntry)>> {
+        let dir: HashMap<&MapData, u64, DirEntry> =
+            HashMap::try_from(self.map(shared::MAP_DIRECTORY)?)?;
+        let keys: Vec<u64> = dir.keys().collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(e) = self.directory_entry(k)? {
+                out.push((k, e));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The load each server last reported, by server id.
+    pub fn server_loads(&self) -> Result<Vec<(u8, u16)>> {
+        let table: Array<&MapData, ServerTable> = Array::try_from(self.map(shared::MAP_SERVERS)?)?;
+        let t = table.get(&0, 0)?;
+        Ok((0..SERVERS_MAX as u8)
+            .filter(|&i| t.slots[i as usize].valid != 0)
+            .map(|i| (i, t.slots[i as usize].load))
+            .collect())
     }
 
     fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
@@ -257,6 +427,15 @@ impl Drop for Switch {
         if let Err(e) = self.detach_all() {
             tracing::warn!("detaching the switch program: {e:#}");
         }
+    }
+}
+
+/// A missing key is not an error for removals and lookups.
+fn ignore_missing<T: Default>(r: Result<T, MapError>) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(MapError::KeyNotFound) | Err(MapError::ElementNotFound) => Ok(T::default()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,0 +1,500 @@
+//! The coherence directory's rules: plain functions over plain values, called by the XDP
+//! program on its map values, by the controller, and by the tests.
+//!
+//! They follow the authors' TLA+ specification (see docs/directory.md for the line-by-line
+//! correspondence):
+//! - every write gets the next version ([`crate::version::stamp`]);
+//! - a write to a hot key goes to one server chosen by a [`Policy`], with a bitmap of further
+//!   servers it is copied to ([`route_hot_write`]); a cold write goes home;
+//! - a read of a hot key goes to a member of the replica set ([`route_hot_read`]);
+//! - every reply carrying a version for a hot key (write reply, *read* reply, replicate ack)
+//!   updates the entry ([`apply_reply`]): newer version, the set becomes the sender; equal, the
+//!   sender joins; older, nothing;
+//! - eviction is safe ([`admit_reply`], [`EntryView::reads_home_only`]): see the docs.
+
+/// Most servers in a rack: replica sets are 32-bit bitmaps.
+pub const SERVERS_MAX: u32 = 32;
+
+/// The bit of server `id` in a bitmap.
+#[inline(always)]
+pub const fn bit(id: u8) -> u32 {
+    1u32 << (id as u32 & 31)
+}
+
+/// How the switch picks one server among candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Policy {
+    /// The candidate with the lowest reported load; ties broken from a random start.
+    LeastLoaded = 0,
+    /// Candidates in turn (by a sequence number).
+    RoundRobin = 1,
+    /// Power of two random choices: two random candidates, the less loaded one.
+    TwoChoices = 2,
+}
+
+impl Policy {
+    /// Decodes a policy code (from the switch's configuration map).
+    pub const fn from_u8(code: u8) -> Option<Policy> {
+        match code {
+            0 => Some(Policy::LeastLoaded),
+            1 => Some(Policy::RoundRobin),
+            2 => Some(Policy::TwoChoices),
+            _ => None,
+        }
+    }
+
+    /// A stable name (command-line values, docs).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Policy::LeastLoaded => "least-loaded",
+            Policy::RoundRobin => "round-robin",
+            Policy::TwoChoices => "two-choices",
+        }
+    }
+}
+
+/// The last load each server reported.
+pub trait Loads {
+    /// Load of server `id` (0..32).
+    fn load(&self, id: u32) -> u16;
+}
+
+impl Loads for [u16; SERVERS_MAX as usize] {
+    fn load(&self, id: u32) -> u16 {
+        self[(id & 31) as usize]
+    }
+}
+
+/// The `n`-th set bit of `bits` (counting from bit 0), if `bits` has more than `n` set bits.
+///
+/// Loop-free (a binary search on population counts, five steps): in the XDP program a
+/// 32-step loop unrolls into a chain of branches whose paths the verifier would explore one
+/// by one.
+#[inline(always)]
+pub fn nth_set_bit(bits: u32, n: u32) -> Option<u8> {
+    if n >= bits.count_ones() {
+        return None;
+    }
+    let (mut rest, mut n, mut pos) = (bits, n, 0u32);
+    for width in [16u32, 8, 4, 2, 1] {
+        let low = rest & ((1u32 << width) - 1);
+        let in_low = low.count_ones();
+        if n >= in_low {
+            n -= in_low;
+            rest >>= width;
+            pos += width;
+        } else {
+            rest = low;
+        }
+    }
+    Some(pos as u8)
+}
+
+/// Picks one of `candidates` by `policy`. `random` is a fresh random number, `sequence` a
+/// per-key counter (round robin). `None` only when `candidates` is empty.
+#[inline(always)]
+pub fn choose(
+    policy: Policy,
+    candidates: u32,
+    loads: &impl Loads,
+    random: u32,
+    sequence: u32,
+) -> Option<u8> {
+    let count = candidates.count_ones();
+    if count == 0 {
+        return None;
+    }
+    match policy {
+        Policy::LeastLoaded => {
+            // Plain integers, not an Option: LLVM may read an Option's payload while it is
+            // None, which the BPF verifier rejects as a read of an uninitialised register.
+            let start = random % SERVERS_MAX;
+            let (mut best_id, mut best_load) = (SERVERS_MAX, u32::MAX);
+            let mut step = 0u32;
+            while step < SERVERS_MAX {
+                let id = (start + step) % SERVERS_MAX;
+                if candidates & (1 << id) != 0 {
+                    let load = loads.load(id) as u32;
+                    if load < best_load {
+                        best_id = id;
+                        best_load = load;
+                    }
+                }
+                step += 1;
+            }
+            (best_id < SERVERS_MAX).then_some(best_id as u8)
+        }
+        Policy::RoundRobin => nth_set_bit(candidates, sequence % count),
+        Policy::TwoChoices => {
+            let a = nth_set_bit(candidates, random % count)?;
+            let b = nth_set_bit(candidates, (random >> 16) % count)?;
+            if loads.load(b as u32) < loads.load(a as u32) {
+                Some(b)
+            } else {
+                Some(a)
+            }
+        }
+    }
+}
+
+/// Up to `count` members of `candidates` that follow `after` cyclically (never `after`).
+/// Loop-free: rotate so that the server after `after` is bit 0, keep the lowest `count` set
+/// bits, rotate back.
+#[inline(always)]
+pub fn successors(candidates: u32, after: u8, count: u32) -> u32 {
+    let shift = (after as u32 + 1) % SERVERS_MAX;
+    let rotated = (candidates & !bit(after)).rotate_right(shift);
+    let kept = match count
+        .checked_sub(1)
+        .and_then(|last| nth_set_bit(rotated, last))
+    {
+        // Bits up to and including the count-th set bit.
+        Some(last_pos) => rotated & (u32::MAX >> (31 - last_pos as u32)),
+        None if count == 0 => 0,
+        None => rotated, // fewer candidates than asked for: all of them
+    };
+    kept.rotate_left(shift)
+}
+
+/// Where a write to a hot key goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteRoute {
+    /// The server that applies it and answers the client.
+    pub primary: u8,
+    /// Servers the primary copies it to (REPLICATE); their acks add them to the replica set.
+    pub replicas: u32,
+}
+
+/// Routes a write to a hot key: the primary by `policy` among all servers, and the
+/// `replication - 1` servers that follow it as copies. `None` when there is no server.
+#[inline(always)]
+pub fn route_hot_write(
+    all_servers: u32,
+    policy: Policy,
+    loads: &impl Loads,
+    random: u32,
+    sequence: u32,
+    replication: u32,
+) -> Option<WriteRoute> {
+    let primary = choose(policy, all_servers, loads, random, sequence)?;
+    let copies = replication.saturating_sub(1);
+    Some(WriteRoute {
+        primary,
+        replicas: successors(all_servers, primary, copies),
+    })
+}
+
+/// Routes a read of a hot key: a member of the replica set by `policy`, or home when the entry
+/// says so ([`EntryView::reads_home_only`]) or the set is empty.
+#[inline(always)]
+pub fn route_hot_read(
+    entry: EntryView,
+    policy: Policy,
+    loads: &impl Loads,
+    random: u32,
+    sequence: u32,
+) -> u8 {
+    if entry.reads_home_only() {
+        return entry.home;
+    }
+    choose(policy, entry.rset, loads, random, sequence).unwrap_or(entry.home)
+}
+
+/// What the reply rule did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyEffect {
+    /// A newer version completed: the replica set is now just the sender.
+    Newer,
+    /// The sender holds the completed version: it joined the replica set.
+    Joined,
+    /// An older version: nothing changed.
+    Stale,
+}
+
+/// The reply rule, applied to an entry's (completed version, replica set) as one step (the
+/// caller holds the entry's lock).
+#[inline(always)]
+pub fn apply_reply(
+    ver_completed: &mut u64,
+    rset: &mut u32,
+    version: u64,
+    sender: u8,
+) -> ReplyEffect {
+    if version > *ver_completed {
+        *ver_completed = version;
+        *rset = bit(sender);
+        ReplyEffect::Newer
+    } else if version == *ver_completed {
+        *rset |= bit(sender);
+        ReplyEffect::Joined
+    } else {
+        ReplyEffect::Stale
+    }
+}
+
+/// The parts of a directory entry the routing and admission rules look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryView {
+    pub rset: u32,
+    pub home: u8,
+    /// The controller is evicting the key.
+    pub evicting: bool,
+}
+
+impl EntryView {
+    /// Once an evicting key's home holds the completed version, the entry is frozen on home:
+    /// reads go home and only home's replies may change the entry, so home stays up to date
+    /// until the controller removes the entry.
+    #[inline(always)]
+    pub const fn reads_home_only(&self) -> bool {
+        self.evicting && self.rset & bit(self.home) != 0
+    }
+}
+
+/// What the switch does with a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyAdmission {
+    /// Apply the reply rule, then forward.
+    Update,
+    /// Forward without touching the directory.
+    Forward,
+    /// Drop: forwarding it could let a client see a version that later reads would not.
+    /// The client retries (a write's retry is answered from the server's table).
+    Drop,
+}
+
+/// Decides what to do with a reply that carries a version. `entry` is the key's directory
+/// entry, if any; `steered` says the request was routed by the directory (the HOT flag, echoed
+/// by the server).
+///
+/// A steered reply for a key no longer in the directory, or from another server than home once
+/// an evicting entry is frozen on home, may carry a version home does not have: it is dropped.
+#[inline(always)]
+pub fn admit_reply(entry: Option<EntryView>, sender: u8, steered: bool) -> ReplyAdmission {
+    match entry {
+        None if steered => ReplyAdmission::Drop,
+        None => ReplyAdmission::Forward,
+        Some(e) if e.reads_home_only() && sender != e.home => {
+            if steered {
+                ReplyAdmission::Drop
+            } else {
+                ReplyAdmission::Forward
+            }
+        }
+        Some(_) => ReplyAdmission::Update,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL8: u32 = 0xff;
+
+    fn loads(pairs: &[(usize, u16)]) -> [u16; 32] {
+        let mut l = [0u16; 32];
+        for &(i, v) in pairs {
+            l[i] = v;
+        }
+        l
+    }
+
+    #[test]
+    fn reply_rule_newer_equal_older() {
+        let (mut v, mut r) = (10u64, bit(1) | bit(2));
+        assert_eq!(apply_reply(&mut v, &mut r, 10, 3), ReplyEffect::Joined);
+        assert_eq!((v, r), (10, bit(1) | bit(2) | bit(3)));
+        assert_eq!(apply_reply(&mut v, &mut r, 9, 4), ReplyEffect::Stale);
+        assert_eq!((v, r), (10, bit(1) | bit(2) | bit(3)));
+        assert_eq!(apply_reply(&mut v, &mut r, 11, 4), ReplyEffect::Newer);
+        assert_eq!((v, r), (11, bit(4)));
+        assert_eq!(apply_reply(&mut v, &mut r, 11, 4), ReplyEffect::Joined);
+        assert_eq!(r, bit(4));
+    }
+
+    #[test]
+    fn reply_rule_exhaustively_on_small_values() {
+        // Every (completed, set, version, sender) in a small domain: the rule's postcondition.
+        for vc in 0..4u64 {
+            for set in 0..16u32 {
+                for version in 0..5u64 {
+                    for sender in 0..4u8 {
+                        let (mut v, mut r) = (vc, set);
+                        let effect = apply_reply(&mut v, &mut r, version, sender);
+                        assert_eq!(v, vc.max(version));
+                        match effect {
+                            ReplyEffect::Newer => assert!(version > vc && r == bit(sender)),
+                            ReplyEffect::Joined => {
+                                assert!(version == vc && r == set | bit(sender))
+                            }
+                            ReplyEffect::Stale => assert!(version < vc && r == set),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nth_set_bit_and_successors() {
+        assert_eq!(nth_set_bit(0b1010_0100, 0), Some(2));
+        assert_eq!(nth_set_bit(0b1010_0100, 2), Some(7));
+        assert_eq!(nth_set_bit(0b1010_0100, 3), None);
+        assert_eq!(nth_set_bit(0, 0), None);
+        assert_eq!(nth_set_bit(1 << 31, 0), Some(31));
+        assert_eq!(successors(ALL8, 6, 3), bit(7) | bit(0) | bit(1));
+        assert_eq!(successors(ALL8, 2, 0), 0);
+        assert_eq!(successors(bit(2), 2, 3), 0, "never the primary itself");
+        assert_eq!(
+            successors(ALL8, 0, 20).count_ones(),
+            7,
+            "at most every other server"
+        );
+    }
+
+    #[test]
+    fn least_loaded_picks_the_minimum_and_spreads_ties() {
+        let l = loads(&[(0, 5), (1, 3), (2, 9), (3, 3)]);
+        for random in 0..64 {
+            let pick = choose(Policy::LeastLoaded, 0b1111, &l, random, 0).unwrap();
+            assert!(pick == 1 || pick == 3, "{pick}");
+        }
+        // All idle: the random start spreads choices over every candidate.
+        let idle = [0u16; 32];
+        let mut seen = 0u32;
+        for random in 0..32 {
+            seen |= bit(choose(Policy::LeastLoaded, ALL8, &idle, random, 0).unwrap());
+        }
+        assert_eq!(seen, ALL8);
+        // Never outside the candidates.
+        assert_eq!(choose(Policy::LeastLoaded, bit(9), &idle, 3, 0), Some(9));
+        assert_eq!(choose(Policy::LeastLoaded, 0, &idle, 3, 0), None);
+    }
+
+    #[test]
+    fn round_robin_cycles_through_candidates() {
+        let idle = [0u16; 32];
+        let set = bit(1) | bit(4) | bit(6);
+        let picks: [u8; 6] =
+            core::array::from_fn(|s| choose(Policy::RoundRobin, set, &idle, 0, s as u32).unwrap());
+        assert_eq!(picks, [1, 4, 6, 1, 4, 6]);
+    }
+
+    #[test]
+    fn two_choices_takes_the_lighter_of_two() {
+        let l = loads(&[(0, 100), (1, 1)]);
+        // random picks candidate 0 first (low half) and 1 second (high half).
+        assert_eq!(choose(Policy::TwoChoices, 0b11, &l, 1 << 16, 0), Some(1));
+        assert_eq!(choose(Policy::TwoChoices, 0b11, &l, 1, 0), Some(1));
+        assert_eq!(
+            choose(Policy::TwoChoices, 0b11, &l, 0, 0),
+            Some(0),
+            "same pick twice"
+        );
+        for random in 0..1000u32 {
+            let pick = choose(
+                Policy::TwoChoices,
+                0b1110,
+                &l,
+                random.wrapping_mul(2_654_435_761),
+                0,
+            )
+            .unwrap();
+            assert!((1..4).contains(&pick));
+        }
+    }
+
+    #[test]
+    fn policies_round_trip_their_codes() {
+        for p in [Policy::LeastLoaded, Policy::RoundRobin, Policy::TwoChoices] {
+            assert_eq!(Policy::from_u8(p as u8), Some(p));
+        }
+        assert_eq!(Policy::from_u8(3), None);
+    }
+
+    #[test]
+    fn hot_writes_get_a_primary_and_its_copies() {
+        let l = loads(&[(0, 9), (1, 9), (2, 0), (3, 9)]);
+        let r = route_hot_write(0b1111, Policy::LeastLoaded, &l, 0, 0, 3).unwrap();
+        assert_eq!(
+            r,
+            WriteRoute {
+                primary: 2,
+                replicas: bit(3) | bit(0)
+            }
+        );
+        let single = route_hot_write(0b1111, Policy::LeastLoaded, &l, 0, 0, 1).unwrap();
+        assert_eq!(single.replicas, 0);
+        assert_eq!(route_hot_write(0, Policy::LeastLoaded, &l, 0, 0, 3), None);
+    }
+
+    #[test]
+    fn hot_reads_go_to_the_replica_set_or_home() {
+        let l = loads(&[(1, 7), (5, 2)]);
+        let e = EntryView {
+            rset: bit(1) | bit(5),
+            home: 0,
+            evicting: false,
+        };
+        assert_eq!(route_hot_read(e, Policy::LeastLoaded, &l, 0, 0), 5);
+        let empty = EntryView { rset: 0, ..e };
+        assert_eq!(route_hot_read(empty, Policy::LeastLoaded, &l, 0, 0), 0);
+        // Evicting, but home not up to date yet: reads still follow the set.
+        let evicting = EntryView {
+            evicting: true,
+            ..e
+        };
+        assert_eq!(route_hot_read(evicting, Policy::LeastLoaded, &l, 0, 0), 5);
+        // Frozen on home: reads go home.
+        let frozen = EntryView {
+            rset: bit(0) | bit(5),
+            evicting: true,
+            home: 0,
+        };
+        assert_eq!(route_hot_read(frozen, Policy::LeastLoaded, &l, 0, 0), 0);
+    }
+
+    #[test]
+    fn reply_admission() {
+        use ReplyAdmission::*;
+        let e = EntryView {
+            rset: bit(3),
+            home: 0,
+            evicting: false,
+        };
+        assert_eq!(admit_reply(Some(e), 3, true), Update);
+        assert_eq!(admit_reply(Some(e), 7, false), Update);
+        assert_eq!(
+            admit_reply(None, 3, false),
+            Forward,
+            "cold keys are not the directory's business"
+        );
+        assert_eq!(
+            admit_reply(None, 3, true),
+            Drop,
+            "a steered reply after eviction"
+        );
+        let evicting = EntryView {
+            evicting: true,
+            ..e
+        };
+        assert_eq!(
+            admit_reply(Some(evicting), 3, true),
+            Update,
+            "not frozen yet"
+        );
+        let frozen = EntryView {
+            rset: bit(0),
+            evicting: true,
+            home: 0,
+        };
+        assert_eq!(
+            admit_reply(Some(frozen), 0, true),
+            Update,
+            "home's replies still count"
+        );
+        assert_eq!(admit_reply(Some(frozen), 3, true), Drop);
+        assert_eq!(admit_reply(Some(frozen), 3, false), Forward);
+    }
+}

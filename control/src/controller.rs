@@ -1,0 +1,270 @@
+//! The rack controller: owns the loaded switch and carries out changes to its directory.
+//!
+//! - **Adding** a key installs its entry with the home server as the only replica, then asks
+//!   home to PUSH its (version, value) to the servers that follow it; their REPLICATE_ACKs,
+//!   seen by the switch, add them to the replica set.
+//! - **Evicting** a key marks it (its writes now go home), then makes sure home holds the
+//!   completed version, asking a replica to PUSH it home when it does not; once home is in the
+//!   replica set the entry is frozen on home (see `pegasus_common::directory`), and the entry
+//!   is removed. A key whose home cannot be brought up to date stays hot: never unsafe.
+
+use crate::switch::Switch;
+use anyhow::{Context, Result, bail, ensure};
+use pegasus_client::{Cluster, placement::Placement};
+use pegasus_common::{
+    directory::{SERVERS_MAX, bit, nth_set_bit, successors},
+    hash::key_hash,
+    wire::{self, Header, Message, Op, Status},
+};
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+use tokio::net::UdpSocket;
+
+/// The client id the controller's own messages carry.
+pub const CONTROLLER_CLIENT_ID: u16 = 0xffff;
+/// How long the controller waits for a PUSH_REPLY.
+const PUSH_TIMEOUT: Duration = Duration::from_millis(200);
+/// PUSH attempts before giving up.
+const PUSH_ATTEMPTS: u32 = 3;
+/// How often an eviction looks at the entry again.
+const EVICT_POLL: Duration = Duration::from_millis(5);
+/// Rounds before an eviction gives up (the key then stays hot).
+const EVICT_ROUNDS_MAX: u32 = 400;
+
+/// A hot key as `switch hot list` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HotKey {
+    /// The key, when the controller added it (keys are known to the switch by hash only).
+    pub key: Option<String>,
+    pub keyhash: u64,
+    pub home: u8,
+    pub replicas: Vec<u8>,
+    pub ver_completed: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub evicting: bool,
+}
+
+/// The controller of one rack's switch.
+pub struct Controller {
+    switch: Mutex<Switch>,
+    cluster: Cluster,
+    placement: Placement,
+    replication: u8,
+    store_port: u16,
+    epoch: u16,
+    /// Keys added through this controller, by hash.
+    keys: Mutex<HashMap<u64, Vec<u8>>>,
+    /// One control exchange at a time.
+    socket: tokio::sync::Mutex<Option<UdpSocket>>,
+    next_request_id: std::sync::atomic::AtomicU32,
+}
+
+impl Controller {
+    /// A controller for a loaded switch serving `cluster`.
+    pub fn new(
+        switch: Switch,
+        cluster: Cluster,
+        replication: u8,
+        store_port: u16,
+        epoch: u16,
+    ) -> Controller {
+        let placement = Placement::new(cluster.servers.iter().map(|s| s.id));
+        Controller {
+            switch: Mutex::new(switch),
+            placement,
+            cluster,
+            replication,
+            store_port,
+            epoch,
+            keys: Mutex::default(),
+            socket: tokio::sync::Mutex::new(None),
+            next_request_id: std::sync::atomic::AtomicU32::new(1),
+        }
+    }
+
+    /// The switch (briefly: never hold it across an await).
+    pub fn switch(&self) -> MutexGuard<'_, Switch> {
+        self.switch.lock().expect("switch mutex poisoned")
+    }
+
+    /// The stores' port.
+    pub fn store_port(&self) -> u16 {
+        self.store_port
+    }
+
+    /// The epoch the switch stamps.
+    pub fn epoch(&self) -> u16 {
+        self.epoch
+    }
+
+    fn all_servers(&self) -> u32 {
+        self.cluster
+            .servers
+            .iter()
+            .fold(0, |acc, s| acc | bit(s.id))
+    }
+
+    /// Makes `key` hot: installs its entry, then replicates it from home.
+    pub async fn add(&self, key: &[u8]) -> Result<HotKey> {
+        let keyhash = key_hash(key);
+        let home = self.placement.home(keyhash);
+        self.switch().directory_insert(keyhash, home)?;
+        self.keys
+            .lock()
+            .expect("keys mutex poisoned")
+            .insert(keyhash, key.to_vec());
+        let targets = successors(self.all_servers(), home, self.replication as u32 - 1);
+        if targets != 0 {
+            // Best effort: without copies the key is still served correctly, by home alone.
+            if let Err(e) = self.push(home, key, targets).await {
+                tracing::warn!(key = %String::from_utf8_lossy(key), "replicating a new hot key: {e:#}");
+            }
+        }
+        self.describe(keyhash)?
+            .context("the entry vanished right after it was added")
+    }
+
+    /// Makes `key` cold again, safely (see the module docs).
+    pub async fn evict(&self, key: &[u8]) -> Result<()> {
+        let keyhash = key_hash(key);
+        let Some(entry) = self.switch().directory_entry(keyhash)? else {
+            bail!("{} is not in the directory", String::from_utf8_lossy(key));
+        };
+        let home = entry.home;
+        self.switch().set_evicting(keyhash, true)?;
+        for _ in 0..EVICT_ROUNDS_MAX {
+            let Some(entry) = self.switch().directory_entry(keyhash)? else {
+                return Ok(());
+            };
+            if entry.rset & bit(home) != 0 {
+                // Frozen on home: only home's replies change it from now on.
+                self.switch().directory_remove(keyhash)?;
+                self.keys
+                    .lock()
+                    .expect("keys mutex poisoned")
+                    .remove(&keyhash);
+                return Ok(());
+            }
+            if let Some(source) = nth_set_bit(entry.rset, 0)
+                && let Err(e) = self.push(source, key, bit(home)).await
+            {
+                tracing::debug!("write-back push from server {source}: {e:#}");
+            }
+            tokio::time::sleep(EVICT_POLL).await;
+        }
+        self.switch().set_evicting(keyhash, false)?;
+        bail!(
+            "could not bring home (server {home}) up to date; {} stays hot",
+            String::from_utf8_lossy(key)
+        )
+    }
+
+    /// Every hot key.
+    pub fn list(&self) -> Result<Vec<HotKey>> {
+        let entries = self.switch().directory_list()?;
+        entries
+            .into_iter()
+            .map(|(k, _)| self.describe(k))
+            .filter_map(Result::transpose)
+            .collect()
+    }
+
+    fn describe(&self, keyhash: u64) -> Result<Option<HotKey>> {
+        let switch = self.switch();
+        let Some(e) = switch.directory_entry(keyhash)? else {
+            return Ok(None);
+        };
+        let evicting = switch.is_evicting(keyhash)?;
+        let key = self
+            .keys
+            .lock()
+            .expect("keys mutex poisoned")
+            .get(&keyhash)
+            .map(|k| String::from_utf8_lossy(k).into_owned());
+        Ok(Some(HotKey {
+            key,
+            keyhash,
+            home: e.home,
+            replicas: (0..SERVERS_MAX as u8)
+                .filter(|&i| e.rset & bit(i) != 0)
+                .collect(),
+            ver_completed: e.ver_completed,
+            reads: e.reads,
+            writes: e.writes,
+            evicting,
+        }))
+    }
+
+    /// Asks server `source` to send its version of `key` to the servers in `targets`, and
+    /// waits for its answer. Returns the version pushed (None if it does not hold the key).
+    pub async fn push(&self, source: u8, key: &[u8], targets: u32) -> Result<Option<u64>> {
+        let addr = self
+            .cluster
+            .server(source)
+            .with_context(|| format!("no server {source} in the cluster"))?
+            .addr;
+        let request_id = self
+            .next_request_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut header = Header::new(Op::Push);
+        header.keyhash = key_hash(key);
+        header.request_id = request_id;
+        header.client_id = CONTROLLER_CLIENT_ID;
+        header.server_id = source;
+        header.replica_bitmap = targets;
+        let message = Message {
+            header,
+            key,
+            value: &[],
+        };
+        let mut bytes = vec![0u8; message.encoded_len()];
+        message.encode(&mut bytes).context("encoding a PUSH")?;
+        let mut socket = self.socket.lock().await;
+        if socket.is_none() {
+            *socket = Some(UdpSocket::bind("0.0.0.0:0").await?);
+        }
+        let socket = socket.as_ref().expect("bound above");
+        for _ in 0..PUSH_ATTEMPTS {
+            socket.send_to(&bytes, addr).await?;
+            if let Ok(reply) =
+                tokio::time::timeout(PUSH_TIMEOUT, receive(socket, addr, request_id)).await
+            {
+                let h = reply?;
+                return match (h.op(), h.status()) {
+                    (Some(Op::PushReply), Some(Status::Ok)) => Ok(Some(h.version)),
+                    (Some(Op::PushReply), Some(Status::NotFound)) => Ok(None),
+                    _ => bail!(
+                        "server {source} refused the PUSH (op {}, status {})",
+                        h.op_code,
+                        h.status
+                    ),
+                };
+            }
+        }
+        bail!("server {source} did not answer a PUSH after {PUSH_ATTEMPTS} attempts")
+    }
+}
+
+/// The next reply to `request_id` from `from` (other datagrams are stale answers: skipped).
+async fn receive(socket: &UdpSocket, from: SocketAddr, request_id: u32) -> Result<Header> {
+    let mut buf = vec![0u8; wire::MAX_PAYLOAD_LEN + 1];
+    loop {
+        let (n, peer) = socket.recv_from(&mut buf).await?;
+        let Ok(m) = Message::decode(&buf[..n]) else {
+            continue;
+        };
+        if peer.ip() == from.ip() && m.header.request_id == request_id {
+            ensure!(
+                m.header.client_id == CONTROLLER_CLIENT_ID,
+                "reply for another client"
+            );
+            return Ok(m.header);
+        }
+    }
+}
