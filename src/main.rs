@@ -23,6 +23,9 @@ enum Command {
     Kv(cmd::kv::KvArgs),
     /// Run the XDP switch on a ToR's ports, or ask a running one for its state.
     Switch(cmd::switch::SwitchArgs),
+    /// Record concurrent client histories against a rack and check them for
+    /// linearizability.
+    History(cmd::history::HistoryArgs),
     /// Build, use and remove an emulated rack of network namespaces on this host.
     Lab(cmd::lab::LabArgs),
 }
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Kv(args) => cmd::kv::run(args),
         Command::Switch(args) => cmd::switch::run(args),
         Command::Lab(args) => cmd::lab::run(args),
+        Command::History(args) => cmd::history::run(args),
     };
     match result {
         Ok(code) => code,

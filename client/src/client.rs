@@ -82,7 +82,9 @@ pub struct ReadResult {
 /// A write's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteResult {
-    /// The version the write was stamped with (0 when no switch stamps versions).
+    /// The version the store held for the key after the write: the write's own (stamped by
+    /// the switch), or a newer one that had already superseded it; 0 when no switch stamps
+    /// versions.
     pub version: u64,
     /// The store that applied it.
     pub server_id: u8,

@@ -10,6 +10,10 @@
 //! - every reply carrying a version for a hot key (write reply, *read* reply, replicate ack)
 //!   updates the entry ([`apply_reply`]): newer version, the set becomes the sender; equal, the
 //!   sender joins; older, nothing;
+//! - a new entry starts *installing*: the switch knows nothing of the versions clients saw
+//!   while the key was cold, so until home's first reply (which carries home's version, at
+//!   least all of those) the entry listens to home only and writes go home
+//!   ([`EntryView::writes_go_home`], [`admit_reply`]);
 //! - eviction is safe ([`admit_reply`], [`EntryView::reads_home_only`]): see the docs.
 
 /// Most servers in a rack: replica sets are 32-bit bitmaps.
@@ -240,9 +244,26 @@ pub struct EntryView {
     pub home: u8,
     /// The controller is evicting the key.
     pub evicting: bool,
+    /// Just added: no reply from home has been applied yet.
+    pub installing: bool,
 }
 
 impl EntryView {
+    /// Writes go home, not where the policy says: while installing (a write elsewhere would
+    /// be invisible to reads, which go home), and while evicting (so that home catches up).
+    #[inline(always)]
+    pub const fn writes_go_home(&self) -> bool {
+        self.evicting || self.installing
+    }
+
+    /// Only home's replies may change the entry: while installing (another server's reply
+    /// may carry a version older than what clients already saw from home), and once an
+    /// evicting entry is frozen on home.
+    #[inline(always)]
+    pub const fn listens_to_home_only(&self) -> bool {
+        self.installing || self.reads_home_only()
+    }
+
     /// Once an evicting key's home holds the completed version, the entry is frozen on home:
     /// reads go home and only home's replies may change the entry, so home stays up to date
     /// until the controller removes the entry.
@@ -268,14 +289,14 @@ pub enum ReplyAdmission {
 /// entry, if any; `steered` says the request was routed by the directory (the HOT flag, echoed
 /// by the server).
 ///
-/// A steered reply for a key no longer in the directory, or from another server than home once
-/// an evicting entry is frozen on home, may carry a version home does not have: it is dropped.
+/// A steered reply for a key no longer in the directory, or from another server than home while
+/// the entry listens to home only, may carry a version home does not have: it is dropped.
 #[inline(always)]
 pub fn admit_reply(entry: Option<EntryView>, sender: u8, steered: bool) -> ReplyAdmission {
     match entry {
         None if steered => ReplyAdmission::Drop,
         None => ReplyAdmission::Forward,
-        Some(e) if e.reads_home_only() && sender != e.home => {
+        Some(e) if e.listens_to_home_only() && sender != e.home => {
             if steered {
                 ReplyAdmission::Drop
             } else {
@@ -436,6 +457,7 @@ mod tests {
             rset: bit(1) | bit(5),
             home: 0,
             evicting: false,
+            installing: false,
         };
         assert_eq!(route_hot_read(e, Policy::LeastLoaded, &l, 0, 0), 5);
         let empty = EntryView { rset: 0, ..e };
@@ -451,6 +473,7 @@ mod tests {
             rset: bit(0) | bit(5),
             evicting: true,
             home: 0,
+            installing: false,
         };
         assert_eq!(route_hot_read(frozen, Policy::LeastLoaded, &l, 0, 0), 0);
     }
@@ -462,6 +485,7 @@ mod tests {
             rset: bit(3),
             home: 0,
             evicting: false,
+            installing: false,
         };
         assert_eq!(admit_reply(Some(e), 3, true), Update);
         assert_eq!(admit_reply(Some(e), 7, false), Update);
@@ -488,6 +512,7 @@ mod tests {
             rset: bit(0),
             evicting: true,
             home: 0,
+            installing: false,
         };
         assert_eq!(
             admit_reply(Some(frozen), 0, true),
@@ -496,5 +521,53 @@ mod tests {
         );
         assert_eq!(admit_reply(Some(frozen), 3, true), Drop);
         assert_eq!(admit_reply(Some(frozen), 3, false), Forward);
+        // A new entry: home's first reply is applied, nobody else's.
+        let installing = EntryView {
+            rset: bit(0),
+            home: 0,
+            evicting: false,
+            installing: true,
+        };
+        assert_eq!(admit_reply(Some(installing), 0, false), Update);
+        assert_eq!(admit_reply(Some(installing), 0, true), Update);
+        assert_eq!(
+            admit_reply(Some(installing), 3, true),
+            Drop,
+            "e.g. a write retry pinned to a replica of the key's previous hot period"
+        );
+        assert_eq!(admit_reply(Some(installing), 3, false), Forward);
+    }
+
+    #[test]
+    fn writes_go_home_while_installing_or_evicting() {
+        let e = EntryView {
+            rset: bit(2),
+            home: 0,
+            evicting: false,
+            installing: false,
+        };
+        assert!(!e.writes_go_home());
+        assert!(
+            EntryView {
+                evicting: true,
+                ..e
+            }
+            .writes_go_home()
+        );
+        assert!(
+            EntryView {
+                installing: true,
+                ..e
+            }
+            .writes_go_home()
+        );
+        assert!(!e.listens_to_home_only());
+        assert!(
+            EntryView {
+                installing: true,
+                ..e
+            }
+            .listens_to_home_only()
+        );
     }
 }

@@ -71,7 +71,10 @@ pub struct DirEntry {
     pub lock: u32,
     /// The key's home server.
     pub home: u8,
-    pub reserved: [u8; 7],
+    /// 1 from insertion until the program applies a reply from home (see
+    /// [`crate::directory::EntryView::installing`]); then 0 for good.
+    pub installing: u8,
+    pub reserved: [u8; 6],
 }
 
 /// One server as the switch sees it.

@@ -1,8 +1,10 @@
 //! The rack controller: owns the loaded switch and carries out changes to its directory.
 //!
-//! - **Adding** a key installs its entry with the home server as the only replica, then asks
-//!   home to PUSH its (version, value) to the servers that follow it; their REPLICATE_ACKs,
-//!   seen by the switch, add them to the replica set.
+//! - **Adding** a key installs its entry with the home server as the only replica, *installing*
+//!   (it listens to home only until home's first reply: see `pegasus_common::directory`);
+//!   reads the key from home, so that the reply, crossing the switch, ends the installing
+//!   state; then asks home to PUSH its (version, value) to the servers that follow it, whose
+//!   REPLICATE_ACKs, seen by the switch, add them to the replica set.
 //! - **Evicting** a key marks it (its writes now go home), then makes sure home holds the
 //!   completed version, asking a replica to PUSH it home when it does not; once home is in the
 //!   replica set the entry is frozen on home (see `pegasus_common::directory`), and the entry
@@ -27,10 +29,10 @@ use tokio::net::UdpSocket;
 
 /// The client id the controller's own messages carry.
 pub const CONTROLLER_CLIENT_ID: u16 = 0xffff;
-/// How long the controller waits for a PUSH_REPLY.
-const PUSH_TIMEOUT: Duration = Duration::from_millis(200);
-/// PUSH attempts before giving up.
-const PUSH_ATTEMPTS: u32 = 3;
+/// How long the controller waits for a server's answer (PUSH, GET).
+const CONTROL_TIMEOUT: Duration = Duration::from_millis(200);
+/// Attempts of one control request before giving up.
+const CONTROL_ATTEMPTS: u32 = 3;
 /// How often an eviction looks at the entry again.
 const EVICT_POLL: Duration = Duration::from_millis(5);
 /// Rounds before an eviction gives up (the key then stays hot).
@@ -48,6 +50,9 @@ pub struct HotKey {
     pub reads: u64,
     pub writes: u64,
     pub evicting: bool,
+    /// No reply from home seen yet: home serves the key alone.
+    #[serde(default)]
+    pub installing: bool,
 }
 
 /// The controller of one rack's switch.
@@ -119,6 +124,11 @@ impl Controller {
             .lock()
             .expect("keys mutex poisoned")
             .insert(keyhash, key.to_vec());
+        // Home's reply carries its version into the entry (best effort: any client's read of the
+        // key, which goes home while the entry is installing, does the same).
+        if let Err(e) = self.exchange(home, Op::Get, key, 0).await {
+            tracing::warn!(key = %String::from_utf8_lossy(key), "reading a new hot key from home: {e:#}");
+        }
         let targets = successors(self.all_servers(), home, self.replication as u32 - 1);
         if targets != 0 {
             // Best effort: without copies the key is still served correctly, by home alone.
@@ -198,25 +208,41 @@ impl Controller {
             reads: e.reads,
             writes: e.writes,
             evicting,
+            installing: e.installing != 0,
         }))
     }
 
     /// Asks server `source` to send its version of `key` to the servers in `targets`, and
     /// waits for its answer. Returns the version pushed (None if it does not hold the key).
     pub async fn push(&self, source: u8, key: &[u8], targets: u32) -> Result<Option<u64>> {
+        let h = self.exchange(source, Op::Push, key, targets).await?;
+        match (h.op(), h.status()) {
+            (Some(Op::PushReply), Some(Status::Ok)) => Ok(Some(h.version)),
+            (Some(Op::PushReply), Some(Status::NotFound)) => Ok(None),
+            _ => bail!(
+                "server {source} refused the PUSH (op {}, status {})",
+                h.op_code,
+                h.status
+            ),
+        }
+    }
+
+    /// Sends `op` for `key` (with a replica bitmap `targets`) to server `server` and returns
+    /// its reply's header. Retries a few times; one exchange at a time.
+    async fn exchange(&self, server: u8, op: Op, key: &[u8], targets: u32) -> Result<Header> {
         let addr = self
             .cluster
-            .server(source)
-            .with_context(|| format!("no server {source} in the cluster"))?
+            .server(server)
+            .with_context(|| format!("no server {server} in the cluster"))?
             .addr;
         let request_id = self
             .next_request_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut header = Header::new(Op::Push);
+        let mut header = Header::new(op);
         header.keyhash = key_hash(key);
         header.request_id = request_id;
         header.client_id = CONTROLLER_CLIENT_ID;
-        header.server_id = source;
+        header.server_id = server;
         header.replica_bitmap = targets;
         let message = Message {
             header,
@@ -224,30 +250,23 @@ impl Controller {
             value: &[],
         };
         let mut bytes = vec![0u8; message.encoded_len()];
-        message.encode(&mut bytes).context("encoding a PUSH")?;
+        message
+            .encode(&mut bytes)
+            .context("encoding a control request")?;
         let mut socket = self.socket.lock().await;
         if socket.is_none() {
             *socket = Some(UdpSocket::bind("0.0.0.0:0").await?);
         }
         let socket = socket.as_ref().expect("bound above");
-        for _ in 0..PUSH_ATTEMPTS {
+        for _ in 0..CONTROL_ATTEMPTS {
             socket.send_to(&bytes, addr).await?;
             if let Ok(reply) =
-                tokio::time::timeout(PUSH_TIMEOUT, receive(socket, addr, request_id)).await
+                tokio::time::timeout(CONTROL_TIMEOUT, receive(socket, addr, request_id)).await
             {
-                let h = reply?;
-                return match (h.op(), h.status()) {
-                    (Some(Op::PushReply), Some(Status::Ok)) => Ok(Some(h.version)),
-                    (Some(Op::PushReply), Some(Status::NotFound)) => Ok(None),
-                    _ => bail!(
-                        "server {source} refused the PUSH (op {}, status {})",
-                        h.op_code,
-                        h.status
-                    ),
-                };
+                return reply;
             }
         }
-        bail!("server {source} did not answer a PUSH after {PUSH_ATTEMPTS} attempts")
+        bail!("server {server} did not answer after {CONTROL_ATTEMPTS} attempts")
     }
 }
 

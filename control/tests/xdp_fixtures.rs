@@ -421,6 +421,18 @@ fn with_replicas(mut payload: Vec<u8>, replicas: u32) -> Vec<u8> {
     payload
 }
 
+/// Runs a read reply of `version` from home (server 0) through the program: it ends the new
+/// entry's installing state.
+fn confirm_from_home(switch: &Switch, version: u64) {
+    let reply = reply_from(0, reply_msg(Op::GetReply, HOT_KEY, b"v", version, 0, 1, 0));
+    assert_eq!(
+        switch.run_on_packet(&reply.build()).unwrap().action,
+        action::REDIRECT
+    );
+    let e = switch.directory_entry(key_hash(HOT_KEY)).unwrap().unwrap();
+    assert_eq!(e.installing, 0, "home's reply ends the installing state");
+}
+
 fn entry_state(switch: &Switch) -> (u64, u32) {
     let e = switch
         .directory_entry(key_hash(HOT_KEY))
@@ -442,6 +454,15 @@ fn directory_rules_have_their_fixtures() {
         (0, bit(0)),
         "a new entry: home is the only replica"
     );
+    assert_eq!(
+        bench
+            .switch
+            .directory_entry(keyhash)
+            .unwrap()
+            .unwrap()
+            .installing,
+        1
+    );
     assert!(
         bench.switch.directory_insert(keyhash, 0).is_err(),
         "never overwrite a live entry"
@@ -462,6 +483,48 @@ fn directory_rules_have_their_fixtures() {
                 server_mac(0),
             ),
         },
+    );
+
+    // 1b. Installing: a steered reply from another server (e.g. a write retry pinned to a
+    //     replica of an earlier hot period) may carry a version older than what clients saw
+    //     from home: dropped, the entry unchanged.
+    let stale = reply_from(
+        1,
+        reply_msg(Op::GetReply, HOT_KEY, b"s", 30, hot_flag, 1, 1),
+    );
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "installing: a steered reply from another server is dropped",
+            input: stale.build(),
+            action: action::DROP,
+            output: stale.build(),
+        },
+    );
+    assert_eq!(entry_state(&bench.switch), (0, bit(0)));
+    // 1c. Home's reply is applied and ends the installing state.
+    let from_home = reply_from(
+        0,
+        reply_msg(Op::GetReply, HOT_KEY, b"h", 20, hot_flag, 1, 0),
+    );
+    check(
+        &bench.switch,
+        &Fixture {
+            name: "installing: home's reply is applied",
+            input: from_home.build(),
+            action: action::REDIRECT,
+            output: forwarded(from_home.clone(), CLIENT_PORT_MAC, CLIENT_MAC),
+        },
+    );
+    assert_eq!(entry_state(&bench.switch), (20, bit(0)));
+    assert_eq!(
+        bench
+            .switch
+            .directory_entry(keyhash)
+            .unwrap()
+            .unwrap()
+            .installing,
+        0
     );
 
     // 2. A write reply with a newer version: the set becomes the sender.
@@ -701,7 +764,7 @@ fn directory_rules_have_their_fixtures() {
     assert_eq!(c.get(Counter::HotWrites), 2);
     assert_eq!(c.get(Counter::RetriesPinned), 1);
     assert_eq!(c.get(Counter::ReplicateAcks), 1);
-    assert_eq!(c.get(Counter::RepliesDropped), 2);
+    assert_eq!(c.get(Counter::RepliesDropped), 3);
     assert_eq!(c.get(Counter::LockBusy), 0);
     // Loads reported in replies reach the server table.
     assert!(
@@ -712,6 +775,62 @@ fn directory_rules_have_their_fixtures() {
             .iter()
             .all(|&(_, load)| load == 0)
     );
+}
+
+/// A new entry listens to home only until home answers: writes go home unsteered (reads go
+/// to the replica set, which is {home}); home's reply then lets the policy steer writes.
+#[test]
+fn installing_entries_send_writes_home_until_home_answers() {
+    let bench = setup("in", Policy::RoundRobin, 2);
+    let mut switch = bench.switch;
+    switch.directory_insert(key_hash(HOT_KEY), 1).unwrap();
+    let put = |req| request_to(1, message(Op::Put, HOT_KEY, b"v", 0, 0, req, 0));
+    // Installing: home (server 1), unstamped flags, no replica bitmap.
+    check(
+        &switch,
+        &Fixture {
+            name: "installing: a write goes home, unsteered",
+            input: put(1).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                request_to(1, message(Op::Put, HOT_KEY, b"v", stamped(1), 0, 1, 0)),
+                server_port_mac(1),
+                server_mac(1),
+            ),
+        },
+    );
+    // Home answers that write: the entry is confirmed at its version.
+    let home_reply = reply_from(
+        1,
+        reply_msg(Op::PutReply, HOT_KEY, b"", stamped(1), 0, 1, 1),
+    );
+    assert_eq!(
+        switch.run_on_packet(&home_reply.build()).unwrap().action,
+        action::REDIRECT
+    );
+    assert_eq!(entry_state(&switch), (stamped(1), bit(1)));
+    // Now writes are steered: round robin over all servers at write sequence 1: server 1,
+    // copied to server 2.
+    check(
+        &switch,
+        &Fixture {
+            name: "confirmed: writes are steered",
+            input: put(2).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                request_to(
+                    1,
+                    with_replicas(
+                        message(Op::Put, HOT_KEY, b"v", stamped(2), wire::flags::HOT, 2, 0),
+                        bit(2),
+                    ),
+                ),
+                server_port_mac(1),
+                server_mac(1),
+            ),
+        },
+    );
+    assert_eq!(switch.counters().unwrap().get(Counter::HotWrites), 1);
 }
 
 /// Least loaded: the switch learns loads from replies and sends a hot read to the least
@@ -758,6 +877,7 @@ fn concurrent_replies_on_two_cpus_never_lose_an_update() {
     let keyhash = key_hash(HOT_KEY);
     let mut switch = bench.switch;
     switch.directory_insert(keyhash, 0).unwrap();
+    confirm_from_home(&switch, 1);
     let switch = std::sync::Arc::new(switch);
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
     let lost = std::sync::atomic::AtomicU64::new(0);
@@ -766,7 +886,7 @@ fn concurrent_replies_on_two_cpus_never_lose_an_update() {
             let (switch, barrier, lost) = (switch.clone(), barrier.clone(), &lost);
             s.spawn(move || {
                 pin_to_cpu(cpu);
-                for round in 1..=ROUNDS {
+                for round in 2..=ROUNDS {
                     let reply = reply_from(
                         server,
                         reply_msg(Op::PutReply, HOT_KEY, b"", round, 0, round as u32, server),

@@ -220,13 +220,13 @@ fn route_request(ctx: &XdpContext, config: &SwitchConfig, op: Op) -> Result<(), 
             reserved: [0; 3],
         };
         if let Some(entry) = entry {
-            let evicting = EVICTING.get_ptr(keyhash).is_some();
+            let view = entry_view(entry, keyhash);
             // SAFETY: `entry` points to a live map value; counters tolerate racing adds.
             let sequence = unsafe {
                 atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*entry).writes, 1)
             };
-            // An evicting key's writes go home, so that home catches up and stays up to date.
-            if !evicting {
+            // An installing or evicting key's writes go home (see `writes_go_home`).
+            if !view.writes_go_home() {
                 let write = directory::route_hot_write(
                     config.all_servers,
                     policy,
@@ -256,21 +256,10 @@ fn route_request(ctx: &XdpContext, config: &SwitchConfig, op: Op) -> Result<(), 
     let Some(entry) = entry else {
         return Ok(());
     };
-    // SAFETY: `entry` points to a live map value. `rset` is read once, as one u32: a read
-    // racing with an update sees the set before or after it, both of which hold the newest
-    // version that was complete when the read arrived.
-    let (rset, home, sequence) = unsafe {
-        (
-            core::ptr::read_volatile(&raw const (*entry).rset),
-            (*entry).home,
-            atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*entry).reads, 1),
-        )
-    };
-    let view = EntryView {
-        rset,
-        home,
-        evicting: EVICTING.get_ptr(keyhash).is_some(),
-    };
+    let view = entry_view(entry, keyhash);
+    // SAFETY: `entry` points to a live map value; counters tolerate racing adds.
+    let sequence =
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*entry).reads, 1) };
     let target = directory::route_hot_read(view, policy, servers, random, sequence as u32);
     let slot = servers.slots[(target & 31) as usize];
     if slot.valid == 0 {
@@ -298,12 +287,7 @@ fn learn_from_reply(ctx: &XdpContext, op: Op) -> Result<(), u32> {
         let keyhash = u64::from_be_bytes(field(&header, offset::KEYHASH));
         let steered = header[offset::FLAGS] & wire::flags::HOT != 0;
         let entry = DIRECTORY.get_ptr_mut(keyhash);
-        let view = entry.map(|e| EntryView {
-            // SAFETY: a live map value; see route_request on reading `rset` unlocked.
-            rset: unsafe { core::ptr::read_volatile(&raw const (*e).rset) },
-            home: unsafe { (*e).home },
-            evicting: EVICTING.get_ptr(keyhash).is_some(),
-        });
+        let view = entry.map(|e| entry_view(e, keyhash));
         match directory::admit_reply(view, sender, steered) {
             ReplyAdmission::Update => {
                 if let Some(entry) = entry
@@ -325,6 +309,23 @@ fn learn_from_reply(ctx: &XdpContext, op: Op) -> Result<(), u32> {
         return Err(XDP_DROP);
     }
     Ok(())
+}
+
+/// What the routing and admission rules see of an entry, read without its lock. `rset` is
+/// read once, as one u32: a read racing with an update sees the set before or after it, both
+/// of which hold the newest version that was complete when the request arrived. `installing`
+/// only ever goes from 1 to 0.
+#[inline(always)]
+fn entry_view(entry: *mut DirEntry, keyhash: u64) -> EntryView {
+    // SAFETY: `entry` points to a live map value for the program's duration.
+    unsafe {
+        EntryView {
+            rset: core::ptr::read_volatile(&raw const (*entry).rset),
+            home: (*entry).home,
+            evicting: EVICTING.get_ptr(keyhash).is_some(),
+            installing: core::ptr::read_volatile(&raw const (*entry).installing) != 0,
+        }
+    }
 }
 
 /// The reply rule on one entry, as one atomic step: a spin lock taken by compare-and-swap on
@@ -357,6 +358,10 @@ fn update_entry(entry: *mut DirEntry, version: u64, sender: u8) -> bool {
         let effect = directory::apply_reply(&mut ver_completed, &mut rset, version, sender);
         core::ptr::write_volatile(&raw mut (*entry).ver_completed, ver_completed);
         core::ptr::write_volatile(&raw mut (*entry).rset, rset);
+        if sender == (*entry).home {
+            // Home's version is at least every version clients saw while the key was cold.
+            core::ptr::write_volatile(&raw mut (*entry).installing, 0);
+        }
         core::ptr::write_volatile(seq, core::ptr::read_volatile(seq) + 1);
         atomic_xchg::<u32, { AtomicOrdering::SeqCst }>(lock, 0);
         if effect != directory::ReplyEffect::Stale {

@@ -1,5 +1,6 @@
 //! The subcommands, one file each.
 
+pub mod history;
 pub mod kv;
 pub mod lab;
 pub mod store;

@@ -2,8 +2,10 @@
 //! no socket in sight, so the unit tests drive it directly.
 //!
 //! - GET: the value and its version, or status NotFound.
-//! - PUT: applied under the write rule, deduplicated by (client id, request id, key hash);
-//!   the reply carries the write's version.
+//! - PUT: applied under the write rule, deduplicated by (client id, request id, key hash).
+//! - Every reply carries the version the store *holds* for the key once the request is handled
+//!   (for a PUT: its own version, or a newer one it was superseded by): the switch's reply
+//!   rule relies on it (a reply never claims a version older than what the server serves).
 //! - REPLICATE: a copy of a key's version and value from another store, applied under the same
 //!   rule and acknowledged (through the switch, which learns the new replica from the ack).
 //! - A PUT that the switch steered with a replica bitmap is also copied, as REPLICATE, to the
@@ -160,22 +162,7 @@ impl Store {
         };
         match op {
             Some(Op::Get) => self.get(&message, reply),
-            Some(Op::Put) => {
-                let targets = message.header.replica_bitmap & !directory::bit(self.server_id);
-                if targets != 0 && message.header.version != version::NONE {
-                    *pending_copy = Some(Copy {
-                        len: encode_replicate(
-                            copy,
-                            &message.header,
-                            self.server_id,
-                            message.key,
-                            message.value,
-                        ),
-                        targets,
-                    });
-                }
-                self.put(&message, reply)
-            }
+            Some(Op::Put) => self.put(&message, reply, copy, pending_copy),
             Some(Op::Replicate) => self.replicate(&message, reply),
             Some(Op::Push) => self.push(&message, reply, copy, pending_copy),
             _ => reply.error(Status::UnknownOp),
@@ -265,18 +252,36 @@ impl Store {
         }))
     }
 
-    fn put(&self, m: &Message<'_>, reply: Reply<'_, '_>) -> Option<usize> {
+    /// Applies a PUT once, and copies it to the replicas its bitmap names. A retry (same client
+    /// and request id) is answered from the deduplication table and *not* copied again: the
+    /// switch stamped the retry with a fresh version, and copying the old value under it would
+    /// bring the value back after newer writes.
+    fn put(
+        &self,
+        m: &Message<'_>,
+        reply: Reply<'_, '_>,
+        copy: &mut [u8],
+        pending_copy: &mut Option<Copy>,
+    ) -> Option<usize> {
         self.stats.puts.fetch_add(1, Relaxed);
         let h = &m.header;
         let mut client = self.dedup.lock(h.client_id);
         if let Some(version) = client.lookup(h.request_id, h.keyhash) {
             self.stats.dedup_hits.fetch_add(1, Relaxed);
-            return reply.ok(Op::PutReply, version);
+            let held = self.table.read(h.keyhash, m.key, |held, _| held);
+            return reply.ok(Op::PutReply, held.unwrap_or(version).max(version));
         }
-        self.apply(m);
+        let held = self.apply(m);
         client.record(h.request_id, h.keyhash, h.version);
         drop(client);
-        reply.ok(Op::PutReply, h.version)
+        let targets = h.replica_bitmap & !directory::bit(self.server_id);
+        if targets != 0 && h.version != version::NONE {
+            *pending_copy = Some(Copy {
+                len: encode_replicate(copy, h, self.server_id, m.key, m.value),
+                targets,
+            });
+        }
+        reply.ok(Op::PutReply, held)
     }
 
     fn replicate(&self, m: &Message<'_>, reply: Reply<'_, '_>) -> Option<usize> {
@@ -284,16 +289,23 @@ impl Store {
         if m.header.version == pegasus_common::version::NONE {
             return reply.error(Status::Malformed);
         }
-        self.apply(m);
-        reply.ok(Op::ReplicateAck, m.header.version)
+        let held = self.apply(m);
+        reply.ok(Op::ReplicateAck, held)
     }
 
-    fn apply(&self, m: &Message<'_>) {
+    /// Writes under the write rule; returns the version the store now holds for the key.
+    fn apply(&self, m: &Message<'_>) -> u64 {
         let h = &m.header;
         match self.table.write(h.keyhash, m.key, m.value, h.version) {
-            WriteOutcome::Applied => self.stats.writes_applied.fetch_add(1, Relaxed),
-            WriteOutcome::Superseded { .. } => self.stats.writes_superseded.fetch_add(1, Relaxed),
-        };
+            WriteOutcome::Applied { stored_version } => {
+                self.stats.writes_applied.fetch_add(1, Relaxed);
+                stored_version
+            }
+            WriteOutcome::Superseded { stored_version } => {
+                self.stats.writes_superseded.fetch_add(1, Relaxed);
+                stored_version
+            }
+        }
     }
 }
 
@@ -462,7 +474,9 @@ mod tests {
         let s = Store::new(0);
         call(&s, &request(Op::Put, b"k", b"new", 20, 1, 1));
         let (h, _) = call(&s, &request(Op::Put, b"k", b"old", 10, 2, 1)).unwrap();
-        assert_eq!((h.status(), h.version), (Some(Status::Ok), 10));
+        // Acknowledged with the version the store holds: the switch must not believe that
+        // this server serves version 10.
+        assert_eq!((h.status(), h.version), (Some(Status::Ok), 20));
         let (h, v) = call(&s, &request(Op::Get, b"k", b"", 0, 1, 2)).unwrap();
         assert_eq!((h.version, v.as_slice()), (20, &b"new"[..]));
         assert_eq!(s.snapshot().writes_superseded, 1);
@@ -476,7 +490,7 @@ mod tests {
         call(&s, &request(Op::Put, b"k", b"b", 6, 9, 78)).unwrap();
         // The retry of request 77 arrives after 78: it must not bring "a" back.
         let (h, _) = call(&s, &first).unwrap();
-        assert_eq!(h.version, 5);
+        assert_eq!(h.version, 6, "the version held");
         let (_, v) = call(&s, &request(Op::Get, b"k", b"", 0, 9, 79)).unwrap();
         assert_eq!(v, b"b");
         assert_eq!(s.snapshot().dedup_hits, 1);
@@ -504,6 +518,9 @@ mod tests {
         );
         let (_, v) = call(&s, &request(Op::Get, b"k", b"", 0, 0, 2)).unwrap();
         assert_eq!(v, b"x");
+        // An older copy is acknowledged with the newer version held, not its own.
+        let (h, _) = call(&s, &request(Op::Replicate, b"k", b"w", 7, 0, 4)).unwrap();
+        assert_eq!(h.version, 8);
         let (h, _) = call(&s, &request(Op::Replicate, b"k", b"y", 0, 0, 3)).unwrap();
         assert_eq!(
             h.status(),
@@ -578,6 +595,27 @@ mod tests {
         let mut unstamped = request(Op::Put, b"k", b"v", 0, 1, 6);
         unstamped[wire::offset::REPLICA_BITMAP + 3] = 0x08;
         assert!(call_with_copy(&s, &unstamped).1.is_none());
+    }
+
+    #[test]
+    fn a_retried_steered_write_is_answered_once_and_never_copied_again() {
+        // The switch stamps every attempt: the retry of request 5 carries version 12, not 9.
+        // Copying it would install the old value at version 12 on the replicas, over any
+        // write stamped 10 or 11 meanwhile (this broke linearizability in the lab test).
+        let s = Store::new(2);
+        let steered = |version: u64| {
+            let mut b = request(Op::Put, b"k", b"old", version, 1, 5);
+            b[wire::offset::REPLICA_BITMAP..wire::offset::REPLICA_BITMAP + 4]
+                .copy_from_slice(&directory::bit(3).to_be_bytes());
+            b
+        };
+        let (first, copy) = call_with_copy(&s, &steered(9));
+        assert_eq!(first.unwrap().0.version, 9);
+        assert_eq!(copy.unwrap().0.header.version, 9);
+        let (retry, copy) = call_with_copy(&s, &steered(12));
+        assert_eq!(retry.unwrap().0.version, 9, "answered from the table");
+        assert!(copy.is_none(), "a retry is not copied");
+        assert_eq!(s.snapshot().dedup_hits, 1);
     }
 
     #[test]

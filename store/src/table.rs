@@ -43,8 +43,9 @@ impl Entry {
 /// What a write did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
-    /// The value was stored; the key's version is now the write's (or unchanged if unstamped).
-    Applied,
+    /// The value was stored; the key's version is now `stored_version`: the write's, or the
+    /// key's earlier version if the write is unstamped.
+    Applied { stored_version: u64 },
     /// A newer version was already stored: this write is ordered before it and left no trace.
     Superseded { stored_version: u64 },
 }
@@ -97,13 +98,17 @@ impl Table {
                 }
                 let new_version = entry.version.max(version);
                 *entry = Entry::new(keyhash, new_version, key, value);
-                WriteOutcome::Applied
+                WriteOutcome::Applied {
+                    stored_version: new_version,
+                }
             }
             None => {
                 shard.insert_unique(keyhash, Entry::new(keyhash, version, key, value), |e| {
                     e.keyhash
                 });
-                WriteOutcome::Applied
+                WriteOutcome::Applied {
+                    stored_version: version,
+                }
             }
         }
     }
@@ -137,29 +142,33 @@ mod tests {
         })
     }
 
+    fn applied(stored_version: u64) -> WriteOutcome {
+        WriteOutcome::Applied { stored_version }
+    }
+
     #[test]
     fn newer_or_equal_versions_apply_older_do_not() {
         let t = Table::new();
         assert_eq!(get(&t, "k"), None);
-        assert_eq!(put(&t, "k", "a", 5), WriteOutcome::Applied);
+        assert_eq!(put(&t, "k", "a", 5), applied(5));
         assert_eq!(get(&t, "k"), Some((5, "a".into())));
         assert_eq!(
             put(&t, "k", "b", 4),
             WriteOutcome::Superseded { stored_version: 5 }
         );
         assert_eq!(get(&t, "k"), Some((5, "a".into())));
-        assert_eq!(put(&t, "k", "c", 5), WriteOutcome::Applied);
-        assert_eq!(put(&t, "k", "d", 9), WriteOutcome::Applied);
+        assert_eq!(put(&t, "k", "c", 5), applied(5));
+        assert_eq!(put(&t, "k", "d", 9), applied(9));
         assert_eq!(get(&t, "k"), Some((9, "d".into())));
     }
 
     #[test]
     fn unstamped_writes_apply_in_order_and_keep_the_version() {
         let t = Table::new();
-        assert_eq!(put(&t, "k", "a", 0), WriteOutcome::Applied);
+        assert_eq!(put(&t, "k", "a", 0), applied(0));
         assert_eq!(get(&t, "k"), Some((0, "a".into())));
         put(&t, "k", "b", 7);
-        assert_eq!(put(&t, "k", "c", 0), WriteOutcome::Applied);
+        assert_eq!(put(&t, "k", "c", 0), applied(7));
         assert_eq!(get(&t, "k"), Some((7, "c".into())));
     }
 

@@ -208,6 +208,7 @@ impl Switch {
         let entry = DirEntry {
             rset: bit(home),
             home,
+            installing: 1,
             ..DirEntry::default()
         };
         let mut dir: HashMap<&mut MapData, u64, DirEntry> =

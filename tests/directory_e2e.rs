@@ -1,0 +1,200 @@
+//! End to end: the coherence directory in a lab rack. Clients record histories of concurrent
+//! reads and writes while hot keys are added and removed; the histories must be linearizable
+//! and hot keys must really be served by several servers. Needs root, as CI runs.
+
+mod support;
+
+use serde_json::Value;
+use std::{path::PathBuf, thread, time::Duration};
+use support::{Lab, pegasus, run_ok};
+
+const CLIENTS: u8 = 4;
+const HOT: usize = 4;
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A scratch directory removed at the end of the test, also when it fails.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("pegasus-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("kept for inspection: {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[test]
+fn histories_stay_linearizable_while_hot_keys_come_and_go() {
+    let lab = Lab::up(
+        "e2edir",
+        &["--servers", "6", "--clients", &CLIENTS.to_string()],
+    );
+    let scratch = Scratch::new("e2edir");
+    let prefix = format!("lin{}", std::process::id());
+    let hot: Vec<String> = (0..HOT).map(|i| format!("{prefix}-hot-{i}")).collect();
+    let files: Vec<String> = (0..CLIENTS)
+        .map(|j| {
+            scratch
+                .0
+                .join(format!("client{j}.jsonl"))
+                .display()
+                .to_string()
+        })
+        .collect();
+
+    let hot_cmd = |verb: &str, keys: &[&String]| {
+        let mut args = vec!["switch", "hot", verb, "--lab", &lab.name];
+        args.extend(keys.iter().map(|k| k.as_str()));
+        run_ok(&args);
+    };
+    let summaries: Vec<Value> = thread::scope(|s| {
+        let recorders: Vec<_> = (0..CLIENTS)
+            .map(|j| {
+                let (lab, file, prefix) = (&lab, &files[j as usize], &prefix);
+                s.spawn(move || {
+                    json(&lab.run_pegasus(
+                        j,
+                        &[
+                            "history",
+                            "record",
+                            "--out",
+                            file,
+                            "--prefix",
+                            prefix,
+                            "--hot",
+                            "4",
+                            "--cold",
+                            "100",
+                            "--seconds",
+                            "5",
+                            "--workers",
+                            "4",
+                            "--json",
+                        ],
+                    ))
+                })
+            })
+            .collect();
+        // While they run: all four keys become hot, then keys leave and come back, so that
+        // reads and writes cross every transition (cold -> hot, hot -> cold, and again).
+        let pause = |ms| thread::sleep(Duration::from_millis(ms));
+        pause(500);
+        hot_cmd("add", &hot.iter().collect::<Vec<_>>());
+        pause(1500);
+        hot_cmd("del", &[&hot[0], &hot[1]]);
+        pause(600);
+        hot_cmd("add", &[&hot[0]]);
+        pause(600);
+        hot_cmd("del", &[&hot[2]]);
+        hot_cmd("add", &[&hot[1]]);
+        pause(600);
+        hot_cmd("del", &[&hot[0], &hot[3]]);
+        recorders.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for s in &summaries {
+        assert!(
+            s["operations"].as_u64().unwrap() >= 1000,
+            "a recorder barely ran: {s}"
+        );
+    }
+
+    let mut args = vec!["history", "check", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let out = pegasus().args(&args).output().unwrap();
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "not linearizable: {}",
+        serde_json::to_string_pretty(&report).unwrap()
+    );
+    assert_eq!(report["keys"], HOT as u64 + 100, "{report}");
+    let per_key = report["per_key"].as_array().unwrap();
+    let widest = per_key
+        .iter()
+        .filter(|k| hot.contains(&k["key"].as_str().unwrap().to_string()))
+        .map(|k| k["read_servers"].as_array().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(
+        widest >= 3,
+        "no hot key was read from 3 or more servers: {report}"
+    );
+    // Cold keys are only ever read at home.
+    for k in per_key {
+        if k["key"].as_str().unwrap().contains("-cold-") {
+            assert!(k["read_servers"].as_array().unwrap().len() <= 1, "{k}");
+        }
+    }
+
+    // The switch steered requests and learned from replies; the directory ends as left.
+    let status = json(&run_ok(&["switch", "status", "--lab", &lab.name, "--json"]));
+    let counter = |name: &str| status["counters"][name].as_u64().unwrap();
+    assert!(counter("hot_reads") > 1000, "{status}");
+    assert!(counter("hot_writes") > 1000, "{status}");
+    assert!(counter("directory_updates") > 1000, "{status}");
+    assert!(counter("replicate_acks") > 0, "{status}");
+    let listed = json(&run_ok(&[
+        "switch", "hot", "list", "--lab", &lab.name, "--json",
+    ]));
+    let mut left: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key"].as_str().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec![hot[1].as_str()], "{listed}");
+}
+
+#[test]
+fn the_checker_rejects_a_stale_read_from_the_command_line() {
+    let scratch = Scratch::new("stale");
+    let file = scratch.0.join("stale.jsonl");
+    // Write 1 completes, write 2 completes, then a read returns 1.
+    let lines = [
+        r#"{"client":"a","key":"x","kind":"write","value":"1","call_ns":0,"return_ns":10}"#,
+        r#"{"client":"b","key":"x","kind":"write","value":"2","call_ns":20,"return_ns":30}"#,
+        r#"{"client":"c","key":"x","kind":"read","value":"1","call_ns":40,"return_ns":50}"#,
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = pegasus()
+        .args(["history", "check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("NOT linearizable"), "{text}");
+    assert!(text.contains(r#"read "x" Some("1") by c"#), "{text}");
+
+    // Without the stale read it passes.
+    std::fs::write(&file, lines[..2].join("\n")).unwrap();
+    let out = pegasus()
+        .args(["history", "check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Garbage is an error that names the line.
+    std::fs::write(&file, "{}\n").unwrap();
+    let out = pegasus()
+        .args(["history", "check", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 1"),
+        "{out:?}"
+    );
+}
