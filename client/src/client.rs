@@ -1,9 +1,9 @@
 //! The async client: one UDP socket, many outstanding requests, replies matched by request id.
 //!
 //! A request goes to its key's home server (the switch may steer it to another). If no reply
-//! comes within the timeout, the *same bytes* (same client id and request id) are sent again,
-//! up to `attempts` times, so that a store that already applied a write answers from its
-//! deduplication table instead of applying it twice. Client ids are random and request ids
+//! comes within the timeout, the same bytes (same client id and request id, the RETRY flag set)
+//! are sent again, up to `attempts` times, so that a store that already applied a write answers
+//! from its deduplication table instead of applying it twice. Client ids are random and request ids
 //! start at a random point, so a restarted client does not collide with its earlier self in a
 //! store's table.
 
@@ -220,7 +220,11 @@ impl Client {
             pending: &self.pending,
             request_id,
         };
-        for _ in 0..self.options.attempts {
+        for attempt in 0..self.options.attempts {
+            if attempt == 1 {
+                // Same request id, marked as a retry for the switch (and nothing else).
+                bytes[wire::offset::FLAGS] |= wire::flags::RETRY;
+            }
             self.send(&bytes, addr).await?;
             if let Ok(result) = tokio::time::timeout(self.options.timeout, &mut rx).await {
                 return result.map_err(|_| ClientError::Protocol("receiver stopped".into()));

@@ -68,6 +68,9 @@ pub mod flags {
     /// Set by the switch on a request it routed by its directory (a hot key); echoed by the
     /// store in the reply, so that the switch can tell a steered reply from a cold one.
     pub const HOT: u8 = 0x02;
+    /// Set by the client on every attempt of a request after the first: the switch looks up
+    /// where a write's first attempt went only for retries.
+    pub const RETRY: u8 = 0x04;
 }
 
 /// Message types.

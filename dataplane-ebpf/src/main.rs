@@ -33,11 +33,11 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action::XDP_DROP,
-        xdp_action::XDP_PASS, xdp_action::XDP_REDIRECT,
+        xdp_action::XDP_PASS, xdp_action::XDP_REDIRECT, xdp_action::XDP_TX,
     },
     helpers::generated::{bpf_fib_lookup, bpf_get_prandom_u32},
     macros::{map, xdp},
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, PerCpuArray},
     programs::XdpContext,
 };
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
@@ -45,7 +45,7 @@ use pegasus_common::{
     checksum,
     directory::{self, EntryView, Policy, ReplyAdmission},
     switch::{
-        self, Counter, DirEntry, HeaderPrefix, PacketClass, RetryRoute, ServerTable, SwitchConfig,
+        self, Counter, DirEntry, FibEntry, HeaderPrefix, PacketClass, ServerTable, SwitchConfig,
     },
     version,
     wire::{self, Op, offset},
@@ -75,9 +75,16 @@ static EVICTING: HashMap<u64, u8> =
 #[map(name = "SERVERS")]
 static SERVERS: Array<ServerTable> = Array::with_max_entries(1, 0);
 
+/// Per CPU, so that a slot is never written by two CPUs at once (no torn entries, no lock).
+#[map(name = "FIB_CACHE")]
+static FIB_CACHE: PerCpuArray<FibEntry> = PerCpuArray::with_max_entries(switch::FIB_CACHE_SLOTS, 0);
+
+#[map(name = "FIB_GENERATION")]
+static FIB_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+/// Words of `switch::RetryRoute`: an array, not an LRU hash, because remembering a route is
+/// then one store instead of a node allocation (the hot write path's largest cost).
 #[map(name = "RETRY_ROUTES")]
-static RETRY_ROUTES: LruHashMap<u64, RetryRoute> =
-    LruHashMap::with_max_entries(switch::RETRY_ROUTES_CAPACITY, 0);
+static RETRY_ROUTES: Array<u64> = Array::with_max_entries(switch::RETRY_ROUTES_CAPACITY, 0);
 
 const ETH_HDR_LEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -105,6 +112,42 @@ pub fn pegasus_switch(ctx: XdpContext) -> u32 {
         _ => Counter::VerdictPass,
     });
     verdict
+}
+
+/// The yardstick of `pegasus switch bench`, not a part of the switch: the least an XDP
+/// program that answers UDP must do. Parses Ethernet, IPv4 (no options) and UDP, swaps the
+/// MAC addresses, IPv4 addresses and UDP ports (no checksum changes: a swap keeps both sums)
+/// and sends the frame back out of its port. Everything else is passed.
+#[xdp]
+pub fn baseline_reflect(ctx: XdpContext) -> u32 {
+    if read::<[u8; 2]>(&ctx, 12).map(u16::from_be_bytes) != Some(ETH_P_IPV4) {
+        return XDP_PASS;
+    }
+    let Some(ip) = read::<[u8; IPV4_HDR_LEN]>(&ctx, IP_OFF) else {
+        return XDP_PASS;
+    };
+    if ip[0] != 0x45 || ip[9] != IPPROTO_UDP {
+        return XDP_PASS;
+    }
+    let (Some(eth), Some(addrs), Some(ports)) = (
+        ptr_at::<[u8; 12]>(&ctx, 0),
+        ptr_at::<[u8; 8]>(&ctx, IP_OFF + 12),
+        ptr_at::<[u8; 4]>(&ctx, UDP_OFF),
+    ) else {
+        return XDP_PASS;
+    };
+    // SAFETY: the three pointers were bounds-checked by `ptr_at`.
+    unsafe {
+        let e = *eth;
+        *eth = [
+            e[6], e[7], e[8], e[9], e[10], e[11], e[0], e[1], e[2], e[3], e[4], e[5],
+        ];
+        let a = *addrs;
+        *addrs = [a[4], a[5], a[6], a[7], a[0], a[1], a[2], a[3]];
+        let p = *ports;
+        *ports = [p[2], p[3], p[0], p[1]];
+    }
+    XDP_TX
 }
 
 #[inline(always)]
@@ -192,6 +235,9 @@ fn route_request(ctx: &XdpContext, config: &SwitchConfig, op: Op) -> Result<(), 
     let header = read::<[u8; wire::HEADER_LEN]>(ctx, PAYLOAD_OFF).ok_or(XDP_PASS)?;
     let keyhash = u64::from_be_bytes(field(&header, offset::KEYHASH));
     let entry = DIRECTORY.get_ptr_mut(keyhash);
+    if op == Op::Get && entry.is_none() {
+        return Ok(()); // a cold read goes home: the common case, kept short
+    }
     let Some(servers) = SERVERS.get(0) else {
         return Ok(());
     };
@@ -201,24 +247,23 @@ fn route_request(ctx: &XdpContext, config: &SwitchConfig, op: Op) -> Result<(), 
 
     if op == Op::Put {
         // The directory's answer is pinned by the first attempt of a write: a retry must reach
-        // the server whose deduplication table knows it (docs/directory.md, "retries").
+        // the server whose deduplication table knows it (docs/directory.md, "retries"). Only
+        // steered first attempts are remembered; a retry with no route goes where it is
+        // addressed (home), where its first attempt went too.
         let request_id = u32::from_be_bytes(field(&header, offset::REQUEST_ID));
         let client_id = u16::from_be_bytes(field(&header, offset::CLIENT_ID));
-        let retry_key = switch::retry_key(client_id, request_id);
-        if let Some(route) = RETRY_ROUTES.get_ptr(retry_key) {
-            // SAFETY: a valid map value pointer for the duration of the program.
-            let route = unsafe { *route };
+        let route = switch::retry_route(client_id, request_id);
+        let slot = RETRY_ROUTES.get_ptr_mut(route.slot).ok_or(XDP_PASS)?;
+        if header[offset::FLAGS] & wire::flags::RETRY != 0 {
+            // SAFETY: a valid, aligned map value; one 64-bit load.
+            let word = unsafe { core::ptr::read_volatile(slot) };
+            let Some(destination) = route.destination(word) else {
+                return Ok(());
+            };
             count(Counter::RetriesPinned);
-            if route.steered != 0 {
-                set_flags(ctx, &header, wire::flags::HOT, None)?;
-            }
-            return set_destination(ctx, route.ipv4);
+            set_flags(ctx, &header, wire::flags::HOT, None)?;
+            return set_destination(ctx, destination);
         }
-        let mut route = RetryRoute {
-            ipv4: read::<[u8; 4]>(ctx, IP_DST_OFF).ok_or(XDP_PASS)?,
-            steered: 0,
-            reserved: [0; 3],
-        };
         if let Some(entry) = entry {
             let view = entry_view(entry, keyhash);
             // SAFETY: `entry` points to a live map value; counters tolerate racing adds.
@@ -241,14 +286,12 @@ fn route_request(ctx: &XdpContext, config: &SwitchConfig, op: Op) -> Result<(), 
                         count(Counter::HotWrites);
                         set_flags(ctx, &header, wire::flags::HOT, Some(write.replicas))?;
                         set_destination(ctx, target.ipv4)?;
-                        route.ipv4 = target.ipv4;
-                        route.steered = 1;
+                        // SAFETY: a valid, aligned map value; one 64-bit store.
+                        unsafe { core::ptr::write_volatile(slot, route.word(target.ipv4)) };
                     }
                 }
             }
         }
-        // Best effort: a full LRU evicts its oldest route, not this one.
-        let _ = RETRY_ROUTES.insert(retry_key, route, 0);
         return Ok(());
     }
 
@@ -457,6 +500,68 @@ fn forward(ctx: &XdpContext, src_port: u16, dst_port: u16) -> u32 {
     if ttl <= 1 {
         return XDP_PASS; // the kernel answers with ICMP time exceeded
     }
+    let dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    // Generation 0 never matches: slots start empty, and a cache without its generation
+    // (not written yet) is never used.
+    let generation = FIB_GENERATION.get(0).copied().unwrap_or(0).max(1);
+    let Some(slot) = FIB_CACHE.get_ptr_mut(switch::fib_slot(dst)) else {
+        return XDP_PASS;
+    };
+    // SAFETY: a valid per-CPU map value pointer; only this CPU touches it.
+    let cached = unsafe { *slot };
+    let route = if cached.ipv4 == dst && cached.generation == generation {
+        cached
+    } else {
+        match fib_lookup(ctx, &ip, src_port, dst_port, dst, generation) {
+            Some(route) => {
+                // SAFETY: as above.
+                unsafe { *slot = route };
+                route
+            }
+            None => {
+                count(Counter::FibMisses);
+                return XDP_PASS;
+            }
+        }
+    };
+    let (Some(eth), Some(ttl_word), Some(ip_check)) = (
+        ptr_at::<[u8; 12]>(ctx, 0),
+        ptr_at::<[u8; 2]>(ctx, IP_OFF + 8),
+        ptr_at::<[u8; 2]>(ctx, IP_OFF + 10),
+    ) else {
+        return XDP_PASS;
+    };
+    // SAFETY: all three pointers were bounds-checked by `ptr_at`.
+    unsafe {
+        let old_word = u16::from_be_bytes(*ttl_word);
+        let new_word = old_word - 0x0100; // TTL is the high byte; checked > 1 above
+        let check = checksum::replace_u16(u16::from_be_bytes(*ip_check), old_word, new_word);
+        *ttl_word = new_word.to_be_bytes();
+        *ip_check = check.to_be_bytes();
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&route.dmac);
+        macs[6..].copy_from_slice(&route.smac);
+        *eth = macs;
+    }
+    match PORTS.redirect(route.ifindex, XDP_PASS as u64) {
+        Ok(action) | Err(action) => action,
+    }
+}
+
+/// Asks the kernel's FIB where `ip`'s packet goes. `None` when it cannot say (no route, no
+/// neighbour entry yet) or the egress is not a switch port: the kernel then forwards it.
+/// Destination-based: the decision is cached per destination address (`FIB_CACHE`), which
+/// holds for a ToR's routes (no source or port policy).
+#[inline(always)]
+fn fib_lookup(
+    ctx: &XdpContext,
+    ip: &[u8; IPV4_HDR_LEN],
+    src_port: u16,
+    dst_port: u16,
+    dst: u32,
+    generation: u32,
+) -> Option<FibEntry> {
+    count(Counter::FibLookups);
     // SAFETY: an all-zero bpf_fib_lookup is a valid value of this plain C struct.
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
@@ -478,31 +583,16 @@ fn forward(ctx: &XdpContext, src_port: u16, dst_port: u16) -> u32 {
         )
     };
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 || PORTS.get(fib.ifindex).is_none() {
-        count(Counter::FibMisses);
-        return XDP_PASS;
+        return None;
     }
-    let (Some(eth), Some(ttl_word), Some(ip_check)) = (
-        ptr_at::<[u8; 12]>(ctx, 0),
-        ptr_at::<[u8; 2]>(ctx, IP_OFF + 8),
-        ptr_at::<[u8; 2]>(ctx, IP_OFF + 10),
-    ) else {
-        return XDP_PASS;
-    };
-    // SAFETY: all three pointers were bounds-checked by `ptr_at`.
-    unsafe {
-        let old_word = u16::from_be_bytes(*ttl_word);
-        let new_word = old_word - 0x0100; // TTL is the high byte; checked > 1 above
-        let check = checksum::replace_u16(u16::from_be_bytes(*ip_check), old_word, new_word);
-        *ttl_word = new_word.to_be_bytes();
-        *ip_check = check.to_be_bytes();
-        let mut macs = [0u8; 12];
-        macs[..6].copy_from_slice(&fib.dmac);
-        macs[6..].copy_from_slice(&fib.smac);
-        *eth = macs;
-    }
-    match PORTS.redirect(fib.ifindex, XDP_PASS as u64) {
-        Ok(action) | Err(action) => action,
-    }
+    Some(FibEntry {
+        ipv4: dst,
+        generation,
+        ifindex: fib.ifindex,
+        dmac: fib.dmac,
+        smac: fib.smac,
+        reserved: [0; 4],
+    })
 }
 
 /// The first bytes of the Pegasus header, or `None` when the payload is shorter than a header.

@@ -2,7 +2,9 @@
 //! maps (as Katran's `KatranLb` is for Katran's programs).
 
 pub mod admin;
+pub mod bench;
 pub mod packet;
+pub mod testbed;
 
 use anyhow::{Context, Result, bail, ensure};
 use aya::{
@@ -377,6 +379,18 @@ impl Switch {
     }
 
     /// The global version counter (the counter part of the last stamped version).
+    /// Starts a new generation of the forwarding cache: every cached decision is asked of the
+    /// FIB again, so route and neighbour changes take effect. The running switch calls it
+    /// every `FIB_GENERATION_PERIOD_MS`.
+    pub fn bump_fib_generation(&mut self) -> Result<u32> {
+        let mut map: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(shared::MAP_FIB_GENERATION)?)?;
+        // 0 and 1 are the same generation to the program (an unset map reads 0).
+        let next = map.get(&0, 0)?.wrapping_add(1).max(2);
+        map.set(0, next, 0)?;
+        Ok(next)
+    }
+
     pub fn version_counter(&self) -> Result<u64> {
         let map: Array<&MapData, u64> = Array::try_from(self.map(shared::MAP_VERSION_COUNTER)?)?;
         Ok(map.get(&0, 0)?)
@@ -393,13 +407,39 @@ impl Switch {
     /// Runs the program `repeat` times on the same packet; returns the last verdict and the
     /// kernel's mean time per run in nanoseconds.
     pub fn run_repeated(&self, packet: &[u8], repeat: u32) -> Result<(PacketVerdict, f64)> {
+        self.test_run(shared::PROGRAM_SWITCH, packet, repeat)
+    }
+
+    /// Loads the minimal program the benchmark compares the switch with (parse, swap
+    /// addresses, XDP_TX; `shared::PROGRAM_BASELINE`). Never attached.
+    pub fn load_baseline(&mut self) -> Result<()> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(shared::PROGRAM_BASELINE)
+            .context("the object has no baseline program")?
+            .try_into()?;
+        program
+            .load()
+            .context("the kernel's verifier rejected the baseline program")
+    }
+
+    /// As [`Self::run_repeated`], for the baseline program ([`Self::load_baseline`] first).
+    pub fn run_baseline_repeated(
+        &self,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(PacketVerdict, f64)> {
+        self.test_run(shared::PROGRAM_BASELINE, packet, repeat)
+    }
+
+    fn test_run(&self, name: &str, packet: &[u8], repeat: u32) -> Result<(PacketVerdict, f64)> {
         if repeat == 0 {
             bail!("repeat must be at least 1");
         }
         let program: &Xdp = self
             .ebpf
-            .program(shared::PROGRAM_SWITCH)
-            .context("no switch program")?
+            .program(name)
+            .with_context(|| format!("no program {name}"))?
             .try_into()?;
         // Room for the packet to grow (it never does today) and the kernel's headroom rules.
         let mut out = vec![0u8; packet.len() + 256];

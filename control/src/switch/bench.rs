@@ -1,0 +1,264 @@
+//! The per-packet cost of the switch program, path by path, through `BPF_PROG_TEST_RUN`, each
+//! next to the minimal program (parse Ethernet/IPv4/UDP, swap addresses, XDP_TX) measured in
+//! the same round: the ratio is what to read, since absolute times depend on the machine and
+//! on who else uses it.
+
+use super::{
+    PacketVerdict, Switch, SwitchSettings, action,
+    testbed::{self, Testbed},
+};
+use anyhow::{Context, Result, ensure};
+use pegasus_common::{
+    directory::{Policy, bit},
+    hash::key_hash,
+    wire::{self, Header, Message, Op},
+};
+use serde::Serialize;
+
+const PORT: u16 = wire::DEFAULT_PORT;
+const EPOCH: u16 = 1;
+const SERVERS: u8 = 4;
+const HOT_KEY: &[u8] = b"bench-hot-key";
+/// The hot key's home in the benchmark (the switch does not compute placements: the entry
+/// says so, and hot requests are addressed there).
+const HOT_HOME: u8 = 0;
+const COLD_KEY: &[u8] = b"bench-cold-key";
+/// The hot key's completed version in the benchmark.
+const HOT_VERSION: u64 = 1_000;
+/// Runs of one packet per test-run call. The kernel runs the program on the *same* buffer
+/// each time, so changes accumulate: with a TTL of 255, 250 runs all see a forwardable packet.
+pub const BATCH: u32 = 250;
+const TTL: u8 = 255;
+/// Limits on the options (one run stays under a few minutes).
+pub const PACKETS_MAX: u32 = 10_000_000;
+pub const ROUNDS_MAX: u32 = 1_000;
+
+/// How much to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    /// Packets per measurement of a path (in test-run calls of [`BATCH`] runs each).
+    pub packets: u32,
+    /// Measurements of each path and of the baseline, interleaved; the report gives medians.
+    pub rounds: u32,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            packets: 100_000,
+            rounds: 7,
+        }
+    }
+}
+
+/// One path's cost.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathCost {
+    pub path: &'static str,
+    pub what: &'static str,
+    /// Median nanoseconds per packet over the rounds.
+    pub ns_per_packet: f64,
+    /// Median nanoseconds per packet of the baseline, measured the same way in the same
+    /// rounds.
+    pub baseline_ns_per_packet: f64,
+    /// Median over rounds of (this path / baseline of the same round).
+    pub ratio: f64,
+    /// The target for the ratio, and whether the median meets it.
+    pub target_ratio: f64,
+    pub meets_target: bool,
+}
+
+/// The benchmark's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub packets: u32,
+    pub rounds: u32,
+    pub paths: Vec<PathCost>,
+}
+
+/// Runs the benchmark in a testbed namespace (which the calling thread enters: run it on a
+/// thread of its own). Needs root.
+pub fn run(options: BenchOptions) -> Result<BenchReport> {
+    ensure!(
+        (BATCH..=PACKETS_MAX).contains(&options.packets),
+        "packets must be in {BATCH}..={PACKETS_MAX}"
+    );
+    ensure!(
+        (1..=ROUNDS_MAX).contains(&options.rounds),
+        "rounds must be in 1..={ROUNDS_MAX}"
+    );
+    let settings = SwitchSettings {
+        policy: Policy::LeastLoaded,
+        replication: 3,
+        ..SwitchSettings::forwarding_only(PORT, EPOCH)
+    };
+    let mut bed = Testbed::new("bench", SERVERS, settings)?;
+    bed.switch.load_baseline()?;
+    let switch = &mut bed.switch;
+    make_hot(switch)?;
+
+    let request = |key, op, request_id, flags| {
+        let mut payload = message(op, key, request_id, 0);
+        payload[wire::offset::FLAGS] = flags;
+        let mut frame = testbed::request_to(HOT_HOME, PORT, payload);
+        frame.ttl = TTL;
+        frame.build()
+    };
+    let cold_get = request(COLD_KEY, Op::Get, 1, 0);
+    let cold_put = request(COLD_KEY, Op::Put, 2, 0);
+    let hot_get = request(HOT_KEY, Op::Get, 3, 0);
+    // Every run of the same first attempt is steered afresh and remembers its route again.
+    let hot_put = request(HOT_KEY, Op::Put, 4, 0);
+    let hot_put_retry = request(HOT_KEY, Op::Put, 4, wire::flags::RETRY);
+    let mut reply = message(Op::PutReply, b"", 5, HOT_VERSION);
+    set_keyhash(&mut reply, HOT_KEY);
+    reply[wire::offset::SERVER_ID] = 1;
+    let mut reply_update = testbed::reply_from(1, PORT, reply);
+    reply_update.ttl = TTL;
+    let reply_update = reply_update.build();
+
+    // (path, what it does, frame, target ratio)
+    let paths: [(&'static str, &'static str, &[u8], f64); 6] = [
+        (
+            "cold_forward",
+            "GET of a cold key: parse, directory miss, forwarding cache, redirect",
+            &cold_get,
+            1.3,
+        ),
+        (
+            "cold_write",
+            "PUT of a cold key: also stamps a version",
+            &cold_put,
+            1.3,
+        ),
+        (
+            "hot_read",
+            "GET of a hot key: directory, replica choice, address rewrite",
+            &hot_get,
+            1.5,
+        ),
+        (
+            "hot_write",
+            "PUT of a hot key: stamp, policy, replica bitmap, route remembered for retries",
+            &hot_put,
+            1.5,
+        ),
+        (
+            "hot_write_retry",
+            "retried PUT of a hot key: stamp, pinned to its first server",
+            &hot_put_retry,
+            1.5,
+        ),
+        (
+            "reply_update",
+            "PUT_REPLY of a hot key: admission, locked update of the entry, redirect",
+            &reply_update,
+            1.5,
+        ),
+    ];
+    // The retry needs its first attempt's route.
+    switch.run_on_packet(&hot_put)?;
+    let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); paths.len()];
+    let batches = options.packets / BATCH;
+    for _ in 0..options.rounds {
+        for (i, &(path, _, frame, _)) in paths.iter().enumerate() {
+            let (mut path_total, mut base_total) = (0.0, 0.0);
+            for _ in 0..batches {
+                let (base, base_ns) = switch.run_baseline_repeated(frame, BATCH)?;
+                ensure!(
+                    base.action == action::TX,
+                    "the baseline program did not reflect the packet"
+                );
+                let (verdict, ns) = switch.run_repeated(frame, BATCH)?;
+                ensure!(
+                    verdict.action == action::REDIRECT,
+                    "{path}: the switch did not forward the packet ({})",
+                    action::name(verdict.action)
+                );
+                path_total += ns;
+                base_total += base_ns;
+            }
+            let n = batches as f64;
+            samples[i].push((path_total / n, base_total / n));
+        }
+    }
+    Ok(BenchReport {
+        packets: options.packets,
+        rounds: options.rounds,
+        paths: paths
+            .iter()
+            .zip(&samples)
+            .map(|(&(path, what, _, target), samples)| summarize(path, what, target, samples))
+            .collect(),
+    })
+}
+
+fn summarize(
+    path: &'static str,
+    what: &'static str,
+    target_ratio: f64,
+    samples: &[(f64, f64)],
+) -> PathCost {
+    let ratio = median(samples.iter().map(|(p, b)| p / b).collect());
+    PathCost {
+        path,
+        what,
+        ns_per_packet: median(samples.iter().map(|s| s.0).collect()),
+        baseline_ns_per_packet: median(samples.iter().map(|s| s.1).collect()),
+        ratio,
+        target_ratio,
+        meets_target: ratio <= target_ratio,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    assert!(!v.is_empty(), "at least one round");
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Installs the hot key with home 0 and brings servers 1 and 2 into its replica set, through
+/// the program itself (replies of version [`HOT_VERSION`]).
+fn make_hot(switch: &mut Switch) -> Result<()> {
+    let keyhash = key_hash(HOT_KEY);
+    switch.directory_insert(keyhash, HOT_HOME)?;
+    for server in [0u8, 1, 2] {
+        let mut reply = message(Op::GetReply, b"", 1, HOT_VERSION);
+        set_keyhash(&mut reply, HOT_KEY);
+        reply[wire::offset::SERVER_ID] = server;
+        let PacketVerdict { action, .. } =
+            switch.run_on_packet(&testbed::reply_from(server, PORT, reply).build())?;
+        ensure!(
+            action == action::REDIRECT,
+            "the set-up reply was not forwarded"
+        );
+    }
+    let entry = switch
+        .directory_entry(keyhash)?
+        .context("the hot key's entry vanished")?;
+    ensure!(
+        entry.rset == bit(0) | bit(1) | bit(2) && entry.ver_completed == HOT_VERSION,
+        "the hot key's entry is not as set up: {entry:?}"
+    );
+    Ok(())
+}
+
+/// A Pegasus message for `key` from client 7 with `request_id` and `version`.
+fn message(op: Op, key: &[u8], request_id: u32, version: u64) -> Vec<u8> {
+    let mut header = Header::new(op);
+    header.keyhash = key_hash(key);
+    header.request_id = request_id;
+    header.client_id = 7;
+    header.version = version;
+    let value: &[u8] = if op == Op::Put { b"value" } else { b"" };
+    let m = Message { header, key, value };
+    let mut bytes = vec![0u8; m.encoded_len()];
+    m.encode(&mut bytes).expect("a small message fits");
+    bytes
+}
+
+/// Replies carry an empty key: their key hash names the key.
+fn set_keyhash(payload: &mut [u8], key: &[u8]) {
+    payload[wire::offset::KEYHASH..wire::offset::KEYHASH + 8]
+        .copy_from_slice(&key_hash(key).to_be_bytes());
+}
