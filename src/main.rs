@@ -23,6 +23,8 @@ enum Command {
     Kv(cmd::kv::KvArgs),
     /// Run the XDP switch on a ToR's ports, or ask a running one for its state.
     Switch(cmd::switch::SwitchArgs),
+    /// Fill a rack with keys, then drive it with uniform or Zipf-skewed reads and writes.
+    Workload(cmd::workload::WorkloadArgs),
     /// Record concurrent client histories against a rack and check them for
     /// linearizability.
     History(cmd::history::HistoryArgs),
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Switch(args) => cmd::switch::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::History(args) => cmd::history::run(args),
+        Command::Workload(args) => cmd::workload::run(args),
     };
     match result {
         Ok(code) => code,

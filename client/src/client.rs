@@ -62,6 +62,14 @@ pub enum ClientError {
     TooManyOutstanding,
     #[error("unexpected reply: {0}")]
     Protocol(String),
+    #[error(
+        "the last retry would leave {0:?} after the first attempt; the switch pins retries \
+         for {window:?} (fewer attempts or a shorter timeout)",
+        window = std::time::Duration::from_nanos(pegasus_common::switch::RETRY_WINDOW_NS)
+    )]
+    RetryWindow(Duration),
+    #[error("a request must be sent at least once (attempts >= 1)")]
+    NoAttempts,
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -116,7 +124,13 @@ pub struct Client {
 impl Client {
     /// Opens a UDP socket (any local port) and starts the reply receiver.
     pub async fn connect(cluster: Cluster, options: ClientOptions) -> Result<Client, ClientError> {
-        assert!(options.attempts >= 1, "a request is sent at least once");
+        if options.attempts == 0 {
+            return Err(ClientError::NoAttempts);
+        }
+        let last_retry = options.timeout * (options.attempts - 1);
+        if last_retry.as_nanos() >= pegasus_common::switch::RETRY_WINDOW_NS as u128 {
+            return Err(ClientError::RetryWindow(last_retry));
+        }
         let socket = Arc::new(UdpSocket::bind("0.0.0.0:0").await?);
         let pending: Arc<Pending> = Arc::default();
         let receiver = tokio::spawn(receive_replies(socket.clone(), pending.clone()));
@@ -298,5 +312,44 @@ async fn receive_replies(socket: Arc<UdpSocket>, pending: Arc<Pending>) {
                 value: message.value.to_vec(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        Cluster {
+            servers: vec![crate::cluster::ServerEntry {
+                id: 0,
+                addr: "127.0.0.1:7400".parse().unwrap(),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn options_whose_retries_outlast_the_switch_window_are_refused() {
+        let too_long = ClientOptions {
+            timeout: Duration::from_millis(500),
+            attempts: 6,
+            client_id: None,
+        };
+        let err = Client::connect(cluster(), too_long).await.err().unwrap();
+        assert!(matches!(err, ClientError::RetryWindow(d) if d == Duration::from_millis(2500)));
+        assert!(err.to_string().contains("pins retries"), "{err}");
+        let none = ClientOptions {
+            attempts: 0,
+            ..ClientOptions::default()
+        };
+        assert!(matches!(
+            Client::connect(cluster(), none).await.err().unwrap(),
+            ClientError::NoAttempts
+        ));
+        assert!(
+            Client::connect(cluster(), ClientOptions::default())
+                .await
+                .is_ok()
+        );
     }
 }

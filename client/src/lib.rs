@@ -4,11 +4,13 @@
 //! - [`placement`]: which store is a key's *home*, by consistent hashing with virtual nodes;
 //! - [`client`]: an async client that sends GET and PUT to a key's home (the switch may steer
 //!   it elsewhere), matches replies by request id, and retries with the same request id so that
-//!   stores can deduplicate.
+//!   stores can deduplicate;
+//! - [`workload`]: which key a workload touches next (uniform or Zipf).
 
 pub mod client;
 pub mod cluster;
 pub mod placement;
+pub mod workload;
 
 pub use client::{Client, ClientError, ClientOptions, ReadResult};
 pub use cluster::Cluster;

@@ -151,13 +151,41 @@ pub struct FibEntry {
     pub reserved: [u8; 4],
 }
 
+/// How long after its first attempt a client may still retry a write: the switch's retry rule
+/// ([`RetryRoute::decide`]) is sound for retries within it. The client library refuses
+/// options whose retries could outlast it.
+pub const RETRY_WINDOW_NS: u64 = 2_000_000_000;
+
+/// One slot of [`MAP_RETRY_ROUTES`]: the route word ([`RetryRoute::word`]) and when it was
+/// written (`bpf_ktime_get_ns`). The program writes the time first, then the word, each with
+/// one store; two CPUs writing one slot at once leave a word of one and a time of the other,
+/// and both times are "now".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetrySlot {
+    pub word: u64,
+    pub written_ns: u64,
+}
+
+/// What the switch does with a retried write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Its first attempt was steered there: send it there, HOT.
+    Pinned([u8; 4]),
+    /// Its first attempt was not steered (or never reached the switch): send it where it is
+    /// addressed, home.
+    Home,
+    /// Its route may have been overwritten: sending it anywhere but the first server could
+    /// apply it twice, so drop it (the client's write then times out: it may or may not have
+    /// happened, and the history stays linearizable).
+    Drop,
+}
+
 /// Where a steered write's first attempt went, remembered so that its retries go there too:
 /// the slot of [`MAP_RETRY_ROUTES`] for (client id, request id), and the word stored there,
 /// a 32-bit tag of the request in the high half and the destination IPv4 address (as read,
-/// network order) in the low half. One word, written with one 64-bit store: two CPUs never
-/// leave a slot half one route and half another. A slot holds one route: a later write whose
-/// route lands in the same slot replaces it (then the retry goes home, as a retry of a cold
-/// write does).
+/// network order) in the low half. A slot holds one route: a later write whose route lands in
+/// the same slot replaces it, which [`RetryRoute::decide`] accounts for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryRoute {
     pub slot: u32,
@@ -192,10 +220,29 @@ impl RetryRoute {
             None
         }
     }
+
+    /// The retry rule. The slot holds this request's route: pinned. It holds another route
+    /// written within the retry window: this request's route, if it had one, may have been
+    /// overwritten by it: drop. It is empty, or its route is older than the window: had this
+    /// request's first attempt (within the window) been steered, its route would have been
+    /// written after that one and would be there (or a newer one): home.
+    #[inline(always)]
+    pub const fn decide(self, slot: RetrySlot, now_ns: u64) -> RetryDecision {
+        if let Some(destination) = self.destination(slot.word) {
+            return RetryDecision::Pinned(destination);
+        }
+        if slot.word != 0 && now_ns.saturating_sub(slot.written_ns) < RETRY_WINDOW_NS {
+            RetryDecision::Drop
+        } else {
+            RetryDecision::Home
+        }
+    }
 }
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SwitchConfig {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for RetrySlot {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for DirEntry {}
 #[cfg(feature = "user")]
@@ -243,11 +290,13 @@ pub enum Counter {
     ReplicateAcks = 16,
     /// Forwarding decisions asked of the kernel's FIB (cache misses and expiries).
     FibLookups = 17,
+    /// Retried writes dropped because their route may have been overwritten.
+    RetriesDropped = 18,
 }
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -268,6 +317,7 @@ impl Counter {
         Counter::LockBusy,
         Counter::ReplicateAcks,
         Counter::FibLookups,
+        Counter::RetriesDropped,
     ];
 
     /// A stable snake_case name (metric labels, JSON keys).
@@ -291,6 +341,7 @@ impl Counter {
             Counter::LockBusy => "lock_busy",
             Counter::ReplicateAcks => "replicate_acks",
             Counter::FibLookups => "fib_lookups",
+            Counter::RetriesDropped => "retries_dropped",
         }
     }
 }
@@ -377,6 +428,32 @@ mod tests {
         let slots: std::collections::HashSet<u32> =
             (0..10_000).map(|id| retry_route(3, id).slot).collect();
         assert!(slots.len() > 9_000, "{}", slots.len());
+    }
+
+    #[test]
+    fn the_retry_rule() {
+        let me = retry_route(7, 1);
+        let other = retry_route(7, 2);
+        let now = 10 * RETRY_WINDOW_NS;
+        let at = |word, written_ns| RetrySlot { word, written_ns };
+        let mine = me.word([10, 1, 3, 2]);
+        assert_eq!(
+            me.decide(at(mine, 0), now),
+            RetryDecision::Pinned([10, 1, 3, 2]),
+            "its own route, however old"
+        );
+        assert_eq!(me.decide(RetrySlot::default(), now), RetryDecision::Home);
+        let theirs = other.word([10, 1, 4, 2]);
+        assert_eq!(
+            me.decide(at(theirs, now - 1), now),
+            RetryDecision::Drop,
+            "a fresh route of another request may have replaced it"
+        );
+        assert_eq!(
+            me.decide(at(theirs, now - RETRY_WINDOW_NS), now),
+            RetryDecision::Home,
+            "a route older than the window cannot have replaced a route of this retry's window"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use pegasus_common::{
     directory::{Policy, bit},
     hash::key_hash,
-    switch::Counter,
+    switch::{self, Counter},
     version,
     wire::{self, Header, Message, Op},
 };
@@ -587,6 +587,20 @@ fn directory_rules_have_their_fixtures() {
         },
     );
 
+    // 9c. A retry whose slot holds another request's fresh route: its own route may have been
+    //     overwritten, so it cannot be sent anywhere safely: dropped.
+    let pinned_slot = switch::retry_route(7, 101).slot;
+    let colliding = (1_000u32..)
+        .find(|&id| switch::retry_route(7, id).slot == pinned_slot)
+        .unwrap();
+    let unroutable = request_to(0, message(Op::Put, hot, b"y", 0, retry, colliding, 0));
+    let PacketVerdict { action, .. } = bench.switch.run_on_packet(&unroutable.build()).unwrap();
+    assert_eq!(
+        action::name(action),
+        "XDP_DROP",
+        "a retry whose route may be lost"
+    );
+
     // 10. A cold key is untouched by the directory.
     let cold = request_to(2, message(Op::Get, b"cold", b"", 0, 0, 7, 2));
     check(
@@ -626,7 +640,7 @@ fn directory_rules_have_their_fixtures() {
             input: request_to(0, message(Op::Put, hot, b"h", 0, 0, 102, 0)).build(),
             action: action::REDIRECT,
             output: forwarded(
-                request_to(0, message(Op::Put, hot, b"h", stamped(5), 0, 102, 0)),
+                request_to(0, message(Op::Put, hot, b"h", stamped(6), 0, 102, 0)),
                 server_port_mac(0),
                 server_mac(0),
             ),
@@ -637,7 +651,7 @@ fn directory_rules_have_their_fixtures() {
     // Home's reply to that write: newer, the set becomes {home}: frozen on home.
     let home_reply = reply_from(
         0,
-        reply_msg(Op::PutReply, HOT_KEY, b"", stamped(5), 0, 102, 0),
+        reply_msg(Op::PutReply, HOT_KEY, b"", stamped(6), 0, 102, 0),
     );
     check(
         &bench.switch,
@@ -648,7 +662,7 @@ fn directory_rules_have_their_fixtures() {
             output: forwarded(home_reply.clone(), CLIENT_PORT_MAC, CLIENT_MAC),
         },
     );
-    assert_eq!(entry_state(&bench.switch), (stamped(5), bit(0)));
+    assert_eq!(entry_state(&bench.switch), (stamped(6), bit(0)));
     check(
         &bench.switch,
         &Fixture {
@@ -677,7 +691,7 @@ fn directory_rules_have_their_fixtures() {
     );
     assert_eq!(
         entry_state(&bench.switch),
-        (stamped(5), bit(0)),
+        (stamped(6), bit(0)),
         "and changes nothing"
     );
 

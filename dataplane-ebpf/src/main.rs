@@ -35,7 +35,7 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action::XDP_DROP,
         xdp_action::XDP_PASS, xdp_action::XDP_REDIRECT, xdp_action::XDP_TX,
     },
-    helpers::generated::{bpf_fib_lookup, bpf_get_prandom_u32},
+    helpers::generated::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns},
     macros::{map, xdp},
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
     programs::XdpContext,
@@ -45,7 +45,8 @@ use pegasus_common::{
     checksum,
     directory::{self, EntryView, Policy, ReplyAdmission},
     switch::{
-        self, Counter, DirEntry, FibEntry, HeaderPrefix, PacketClass, ServerTable, SwitchConfig,
+        self, Counter, DirEntry, FibEntry, HeaderPrefix, PacketClass, RetryDecision, RetrySlot,
+        ServerTable, SwitchConfig,
     },
     version,
     wire::{self, Op, offset},
@@ -84,7 +85,7 @@ static FIB_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 /// Words of `switch::RetryRoute`: an array, not an LRU hash, because remembering a route is
 /// then one store instead of a node allocation (the hot write path's largest cost).
 #[map(name = "RETRY_ROUTES")]
-static RETRY_ROUTES: Array<u64> = Array::with_max_entries(switch::RETRY_ROUTES_CAPACITY, 0);
+static RETRY_ROUTES: Array<RetrySlot> = Array::with_max_entries(switch::RETRY_ROUTES_CAPACITY, 0);
 
 const ETH_HDR_LEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -255,14 +256,27 @@ fn route_request(ctx: &XdpContext, config: &SwitchConfig, op: Op) -> Result<(), 
         let route = switch::retry_route(client_id, request_id);
         let slot = RETRY_ROUTES.get_ptr_mut(route.slot).ok_or(XDP_PASS)?;
         if header[offset::FLAGS] & wire::flags::RETRY != 0 {
-            // SAFETY: a valid, aligned map value; one 64-bit load.
-            let word = unsafe { core::ptr::read_volatile(slot) };
-            let Some(destination) = route.destination(word) else {
-                return Ok(());
+            // SAFETY: a valid, aligned map value; one 64-bit load per field.
+            let seen = unsafe {
+                RetrySlot {
+                    word: core::ptr::read_volatile(&raw const (*slot).word),
+                    written_ns: core::ptr::read_volatile(&raw const (*slot).written_ns),
+                }
             };
-            count(Counter::RetriesPinned);
-            set_flags(ctx, &header, wire::flags::HOT, None)?;
-            return set_destination(ctx, destination);
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
+            let now = unsafe { bpf_ktime_get_ns() };
+            return match route.decide(seen, now) {
+                RetryDecision::Pinned(destination) => {
+                    count(Counter::RetriesPinned);
+                    set_flags(ctx, &header, wire::flags::HOT, None)?;
+                    set_destination(ctx, destination)
+                }
+                RetryDecision::Home => Ok(()),
+                RetryDecision::Drop => {
+                    count(Counter::RetriesDropped);
+                    Err(XDP_DROP)
+                }
+            };
         }
         if let Some(entry) = entry {
             let view = entry_view(entry, keyhash);
@@ -286,8 +300,18 @@ fn route_request(ctx: &XdpContext, config: &SwitchConfig, op: Op) -> Result<(), 
                         count(Counter::HotWrites);
                         set_flags(ctx, &header, wire::flags::HOT, Some(write.replicas))?;
                         set_destination(ctx, target.ipv4)?;
-                        // SAFETY: a valid, aligned map value; one 64-bit store.
-                        unsafe { core::ptr::write_volatile(slot, route.word(target.ipv4)) };
+                        // SAFETY: a valid, aligned map value; one 64-bit store per field,
+                        // the time first (see `RetrySlot`).
+                        unsafe {
+                            core::ptr::write_volatile(
+                                &raw mut (*slot).written_ns,
+                                bpf_ktime_get_ns(),
+                            );
+                            core::ptr::write_volatile(
+                                &raw mut (*slot).word,
+                                route.word(target.ipv4),
+                            );
+                        }
                     }
                 }
             }

@@ -5,6 +5,7 @@ pub mod kv;
 pub mod lab;
 pub mod store;
 pub mod switch;
+pub mod workload;
 
 use anyhow::Result;
 use std::future::Future;

@@ -17,6 +17,8 @@
 //!   Error reply saying why. Replies sent *to* a store are counted and dropped, never answered,
 //!   so two stores cannot bounce errors at each other.
 
+use std::time::Instant;
+
 use crate::{
     dedup::Dedup,
     table::{Table, WriteOutcome},
@@ -38,6 +40,8 @@ pub struct Stats {
     pub writes_applied: AtomicU64,
     pub writes_superseded: AtomicU64,
     pub dedup_hits: AtomicU64,
+    /// Writes forgotten by the deduplication table before their retention was over.
+    pub dedup_evicted_early: AtomicU64,
     pub not_pegasus_dropped: AtomicU64,
     pub stray_replies_dropped: AtomicU64,
     pub errors_sent: AtomicU64,
@@ -57,6 +61,7 @@ pub struct StatsSnapshot {
     pub writes_applied: u64,
     pub writes_superseded: u64,
     pub dedup_hits: u64,
+    pub dedup_evicted_early: u64,
     pub not_pegasus_dropped: u64,
     pub stray_replies_dropped: u64,
     pub errors_sent: u64,
@@ -97,6 +102,7 @@ impl Store {
             writes_applied: s.writes_applied.load(Relaxed),
             writes_superseded: s.writes_superseded.load(Relaxed),
             dedup_hits: s.dedup_hits.load(Relaxed),
+            dedup_evicted_early: s.dedup_evicted_early.load(Relaxed),
             not_pegasus_dropped: s.not_pegasus_dropped.load(Relaxed),
             stray_replies_dropped: s.stray_replies_dropped.load(Relaxed),
             errors_sent: s.errors_sent.load(Relaxed),
@@ -272,7 +278,10 @@ impl Store {
             return reply.ok(Op::PutReply, held.unwrap_or(version).max(version));
         }
         let held = self.apply(m);
-        client.record(h.request_id, h.keyhash, h.version);
+        let early = client.record(h.request_id, h.keyhash, h.version, Instant::now());
+        if early > 0 {
+            self.stats.dedup_evicted_early.fetch_add(early, Relaxed);
+        }
         drop(client);
         let targets = h.replica_bitmap & !directory::bit(self.server_id);
         if targets != 0 && h.version != version::NONE {
