@@ -411,8 +411,11 @@ impl Switch {
     }
 
     /// Loads the minimal program the benchmark compares the switch with (parse, swap
-    /// addresses, XDP_TX; `shared::PROGRAM_BASELINE`). Never attached.
-    pub fn load_baseline(&mut self) -> Result<()> {
+    /// addresses, XDP_TX; `shared::PROGRAM_BASELINE`) and attaches it (native mode) to
+    /// `interface` until the switch is dropped. Attached, it stays in the kernel's XDP
+    /// dispatcher: a test run of a program that is not there adds and removes it, waiting for
+    /// an RCU grace period each time (milliseconds per call).
+    pub fn load_baseline(&mut self, interface: &str) -> Result<()> {
         let program: &mut Xdp = self
             .ebpf
             .program_mut(shared::PROGRAM_BASELINE)
@@ -420,7 +423,11 @@ impl Switch {
             .try_into()?;
         program
             .load()
-            .context("the kernel's verifier rejected the baseline program")
+            .context("the kernel's verifier rejected the baseline program")?;
+        program
+            .attach(interface, AttachMode::Native.xdp_mode())
+            .with_context(|| format!("attaching the baseline program to {interface}"))?;
+        Ok(())
     }
 
     /// As [`Self::run_repeated`], for the baseline program ([`Self::load_baseline`] first).
