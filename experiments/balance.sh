@@ -4,18 +4,21 @@
 # with the 16 most popular keys in the directory. Prints, for each, the replies per server,
 # the busiest server over the mean, throughput and latency, as JSON lines.
 # Usage (root): experiments/balance.sh [zipf exponent] [capacity ops/s per store] [seconds]
+#               [replication: servers each hot key is pushed to]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 zipf=${1:-1.2}
 capacity=${2:-2000}
 seconds=${3:-10}
+replication=${4:-3}
 keys=100000
 hot=16
 cargo build --release --locked -q
 P=$PWD/target/release/pegasus
 name=bal-$$
 trap '"$P" lab down --name "$name" >/dev/null 2>&1 || true' EXIT
-"$P" lab up --name "$name" --servers 8 --clients 1 --capacity-ops "$capacity" >/dev/null
+"$P" lab up --name "$name" --servers 8 --clients 1 --capacity-ops "$capacity" \
+  --replication "$replication" >/dev/null
 run() { "$P" lab run --name "$name" -- "$P" workload --concurrency 64 --json "$@"; }
 run load --keys "$keys" > /dev/null
 summarize() {
@@ -23,9 +26,10 @@ summarize() {
 import json, sys
 s = json.load(sys.stdin)
 print(json.dumps({"directory": sys.argv[1], "zipf": float(sys.argv[2]), "capacity_ops": int(sys.argv[3]),
+                  "replication": int(sys.argv[4]),
                   "max_over_mean": round(s["max_over_mean"], 3), "ops_per_second": round(s["ops_per_second"]),
                   "p50_us": s["latency_us"]["p50"], "p99_us": s["latency_us"]["p99"], "errors": s["errors"],
-                  "per_server": s["per_server"]}))' "$1" "$zipf" "$capacity"
+                  "per_server": s["per_server"]}))' "$1" "$zipf" "$capacity" "$replication"
 }
 run run --keys "$keys" --zipf "$zipf" --read-share 1 --seconds "$seconds" | summarize none
 keys_to_add=()
