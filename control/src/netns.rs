@@ -75,6 +75,23 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Deletes `pgt-TAG-PID-N` namespaces whose process PID no longer runs.
+fn remove_orphans() -> Result<()> {
+    for ns in list()? {
+        let pid = ns
+            .strip_prefix("pgt-")
+            .and_then(|rest| rest.rsplit('-').nth(1))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            tracing::info!(namespace = %ns, "removing a test namespace left by process {pid}");
+            delete(&ns)?;
+        }
+    }
+    Ok(())
+}
+
 /// A namespace with a unique name that is deleted when dropped, also when a test panics.
 /// Names are `pgt-TAG-PID-N`, so parallel tests and processes never collide.
 pub struct ScopedNetns {
@@ -82,10 +99,12 @@ pub struct ScopedNetns {
 }
 
 impl ScopedNetns {
-    /// Creates `pgt-TAG-PID-N` with its loopback up.
+    /// Creates `pgt-TAG-PID-N` with its loopback up. First removes any `pgt-*` namespace
+    /// whose process is gone (killed before it could clean up).
     pub fn new(tag: &str) -> Result<ScopedNetns> {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
+        remove_orphans()?;
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("pgt-{tag}-{}-{n}", std::process::id());
         add(&name)?;
