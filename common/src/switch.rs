@@ -48,6 +48,9 @@ pub const FIB_GENERATION_PERIOD_MS: u64 = 1_000;
 pub const fn fib_slot(ipv4: u32) -> u32 {
     ipv4.wrapping_mul(0x9e37_79b1) >> 24 & (FIB_CACHE_SLOTS - 1)
 }
+/// Name of the fault-injection program (random loss) and its map (loss in millionths).
+pub const PROGRAM_FAULT_LOSS: &str = "fault_loss";
+pub const MAP_FAULT_LOSS: &str = "FAULT_LOSS";
 /// Name of the XDP program that is the switch.
 pub const PROGRAM_SWITCH: &str = "pegasus_switch";
 /// Name of the minimal XDP program (parse, swap, XDP_TX) that `pegasus switch bench` measures

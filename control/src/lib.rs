@@ -13,6 +13,7 @@
 //! - [`netns`]: the small helpers over `ip` and `setns(2)` that the lab and tests use.
 
 pub mod controller;
+pub mod fault;
 pub mod lab;
 pub mod netns;
 pub mod switch;

@@ -115,6 +115,23 @@ pub fn pegasus_switch(ctx: XdpContext) -> u32 {
     verdict
 }
 
+/// Share of packets `fault_loss` drops, in millionths (set by `control::fault`).
+#[map(name = "FAULT_LOSS")]
+static FAULT_LOSS: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Fault injection for tests, not a part of the switch: attached to the interfaces of servers
+/// and clients, drops a random share of the packets they receive.
+#[xdp]
+pub fn fault_loss(_ctx: XdpContext) -> u32 {
+    let per_million = FAULT_LOSS.get(0).copied().unwrap_or(0);
+    // SAFETY: bpf_get_prandom_u32 has no preconditions.
+    if unsafe { bpf_get_prandom_u32() } % 1_000_000 < per_million {
+        XDP_DROP
+    } else {
+        XDP_PASS
+    }
+}
+
 /// The yardstick of `pegasus switch bench`, not a part of the switch: the least an XDP
 /// program that answers UDP must do. Parses Ethernet, IPv4 (no options) and UDP, swaps the
 /// MAC addresses, IPv4 addresses and UDP ports (no checksum changes: a swap keeps both sums)

@@ -23,7 +23,8 @@ use std::{collections::BTreeMap, ffi::CString, net::Ipv4Addr};
 const BPF_NOEXIST: u64 = 1;
 
 /// The XDP object built by `build.rs`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pegasus-dataplane"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pegasus-dataplane"));
 
 /// How the program is attached to a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
