@@ -113,18 +113,21 @@ pub fn choose(
         Policy::LeastLoaded => {
             // Plain integers, not an Option: LLVM may read an Option's payload while it is
             // None, which the BPF verifier rejects as a read of an uninitialised register.
+            // Candidates in turn from a random start, visiting set bits only (a replica set
+            // has a few): bit k of `rest` is server (start + k) % 32.
             let start = random % SERVERS_MAX;
+            let mut rest = candidates.rotate_right(start);
             let (mut best_id, mut best_load) = (SERVERS_MAX, u32::MAX);
             let mut step = 0u32;
-            while step < SERVERS_MAX {
-                let id = (start + step) % SERVERS_MAX;
-                if candidates & (1 << id) != 0 {
-                    let load = loads.load(id) as u32;
-                    if load < best_load {
-                        best_id = id;
-                        best_load = load;
-                    }
+            while step < SERVERS_MAX && rest != 0 {
+                let lowest = rest & rest.wrapping_neg();
+                let id = ((lowest - 1).count_ones() + start) % SERVERS_MAX;
+                let load = loads.load(id) as u32;
+                if load < best_load {
+                    best_id = id;
+                    best_load = load;
                 }
+                rest &= rest - 1;
                 step += 1;
             }
             (best_id < SERVERS_MAX).then_some(best_id as u8)

@@ -18,6 +18,11 @@ pub const MAP_PORTS: &str = "PORTS";
 pub const MAP_DIRECTORY: &str = "DIRECTORY";
 /// Name of the hash map keyhash -> u8 of keys the controller is evicting.
 pub const MAP_EVICTING: &str = "EVICTING";
+/// Name of the single-entry array holding how many keys are marked in [`MAP_EVICTING`]: while
+/// it is 0 (nearly always) the program skips that hash lookup. The controller raises it before
+/// marking a key and lowers it after unmarking one, so a packet that skips the lookup sees
+/// the directory as it was just before the mark or just after the unmark.
+pub const MAP_EVICTIONS: &str = "EVICTIONS";
 /// Name of the single-entry array holding the [`ServerTable`].
 pub const MAP_SERVERS: &str = "SERVERS";
 /// Name of the array of retry routes: one 64-bit word per slot, direct-mapped by client and

@@ -69,6 +69,9 @@ static PORTS: DevMapHash = DevMapHash::with_max_entries(switch::MAX_PORTS, 0);
 static DIRECTORY: HashMap<u64, DirEntry> =
     HashMap::with_max_entries(switch::DIRECTORY_CAPACITY_DEFAULT, 0);
 
+#[map(name = "EVICTIONS")]
+static EVICTIONS: Array<u32> = Array::with_max_entries(1, 0);
+
 #[map(name = "EVICTING")]
 static EVICTING: HashMap<u64, u8> =
     HashMap::with_max_entries(switch::DIRECTORY_CAPACITY_DEFAULT, 0);
@@ -406,7 +409,8 @@ fn entry_view(entry: *mut DirEntry, keyhash: u64) -> EntryView {
         EntryView {
             rset: core::ptr::read_volatile(&raw const (*entry).rset),
             home: (*entry).home,
-            evicting: EVICTING.get_ptr(keyhash).is_some(),
+            evicting: EVICTIONS.get(0).is_some_and(|&n| n != 0)
+                && EVICTING.get_ptr(keyhash).is_some(),
             installing: core::ptr::read_volatile(&raw const (*entry).installing) != 0,
         }
     }

@@ -243,13 +243,39 @@ impl Switch {
 
     /// Marks a key as being evicted (its writes go home), or clears the mark.
     pub fn set_evicting(&mut self, keyhash: u64, evicting: bool) -> Result<()> {
-        let mut marks: HashMap<&mut MapData, u64, u8> =
-            HashMap::try_from(self.map_mut(shared::MAP_EVICTING)?)?;
-        if evicting {
+        let marked = self.is_evicting(keyhash)?;
+        if evicting && !marked {
+            // The count first: the program must not skip the lookup of a marked key.
+            let count = self.evicting_count()? + 1;
+            self.set_evictions(count)?;
+            let mut marks: HashMap<&mut MapData, u64, u8> =
+                HashMap::try_from(self.map_mut(shared::MAP_EVICTING)?)?;
             marks.insert(keyhash, 1, 0)?;
-        } else {
+        } else if !evicting && marked {
+            let mut marks: HashMap<&mut MapData, u64, u8> =
+                HashMap::try_from(self.map_mut(shared::MAP_EVICTING)?)?;
             ignore_missing(marks.remove(&keyhash))?;
+            let count = self.evicting_count()?;
+            self.set_evictions(count)?;
         }
+        Ok(())
+    }
+
+    /// Keys marked in `EVICTING`.
+    fn evicting_count(&self) -> Result<u32> {
+        let marks: HashMap<&MapData, u64, u8> = HashMap::try_from(self.map(shared::MAP_EVICTING)?)?;
+        let mut count = 0u32;
+        for key in marks.keys() {
+            key?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn set_evictions(&mut self, count: u32) -> Result<()> {
+        let mut map: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(shared::MAP_EVICTIONS)?)?;
+        map.set(0, count, 0)?;
         Ok(())
     }
 
