@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, Subcommand};
-use pegasus_client::{Client, ClientOptions, Cluster};
+use pegasus_client::Client;
 use pegasus_linearizability::{
     Record, RecordKind, check_records, history::KeyVerdict, parse_lines,
 };
@@ -63,15 +63,8 @@ struct RecordArgs {
     /// Concurrent workers, each running one operation at a time.
     #[arg(long, default_value_t = 4)]
     workers: u32,
-    /// The cluster file (default: the file named by PEGASUS_CLUSTER).
-    #[arg(long)]
-    cluster: Option<PathBuf>,
-    /// How long to wait for a reply before retrying, in milliseconds.
-    #[arg(long, default_value_t = 200)]
-    timeout_ms: u64,
-    /// How many times a request is sent before giving up.
-    #[arg(long, default_value_t = 5)]
-    attempts: u32,
+    #[command(flatten)]
+    client: super::ClientArgs,
     /// Seed of the key and operation choices (default: random).
     #[arg(long)]
     seed: Option<u64>,
@@ -132,13 +125,8 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
         (1..=WORKERS_MAX).contains(&args.workers),
         "--workers must be in 1..={WORKERS_MAX}"
     );
-    ensure!(args.attempts >= 1, "--attempts must be at least 1");
-    let cluster = Cluster::locate(args.cluster.as_deref())?;
-    let options = ClientOptions {
-        timeout: Duration::from_millis(args.timeout_ms),
-        attempts: args.attempts,
-        client_id: None,
-    };
+    let cluster = args.client.cluster()?;
+    let options = args.client.options();
     let mut out = std::fs::File::create(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let seed = args.seed.unwrap_or_else(rand::random);

@@ -2,26 +2,16 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use pegasus_client::{Client, ClientOptions, Cluster};
+use pegasus_client::Client;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
-use std::{
-    collections::BTreeMap, path::PathBuf, process::ExitCode, sync::Arc, time::Duration,
-    time::Instant,
-};
+use std::{collections::BTreeMap, process::ExitCode, sync::Arc, time::Instant};
 use tokio::{sync::Semaphore, task::JoinSet};
 
 #[derive(Args)]
 pub struct KvArgs {
-    /// The cluster file (default: the file named by PEGASUS_CLUSTER).
-    #[arg(long, global = true)]
-    cluster: Option<PathBuf>,
-    /// How long to wait for a reply before retrying, in milliseconds.
-    #[arg(long, global = true, default_value_t = 200)]
-    timeout_ms: u64,
-    /// How many times a request is sent before giving up (retries reuse the request id).
-    #[arg(long, global = true, default_value_t = 5)]
-    attempts: u32,
+    #[command(flatten)]
+    client: super::ClientArgs,
     #[command(subcommand)]
     command: KvCommand,
 }
@@ -66,15 +56,8 @@ struct VerifyArgs {
 
 pub fn run(args: KvArgs) -> Result<ExitCode> {
     super::init_logging("warn");
-    let cluster = Cluster::locate(args.cluster.as_deref())?;
-    let options = ClientOptions {
-        timeout: Duration::from_millis(args.timeout_ms),
-        attempts: args.attempts,
-        client_id: None,
-    };
-    if args.attempts == 0 {
-        bail!("--attempts must be at least 1");
-    }
+    let cluster = args.client.cluster()?;
+    let options = args.client.options();
     super::block_on(2, async move {
         let client = Client::connect(cluster, options).await?;
         match args.command {

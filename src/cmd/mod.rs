@@ -8,7 +8,40 @@ pub mod switch;
 pub mod workload;
 
 use anyhow::Result;
-use std::future::Future;
+use pegasus_client::{ClientOptions, Cluster};
+use std::{future::Future, path::PathBuf, time::Duration};
+
+/// How a command reaches a rack: the cluster file and the client's timeouts (every command
+/// that runs a client takes these).
+#[derive(clap::Args)]
+pub struct ClientArgs {
+    /// The cluster file (default: the file named by PEGASUS_CLUSTER).
+    #[arg(long, global = true)]
+    pub cluster: Option<PathBuf>,
+    /// How long to wait for a reply before retrying, in milliseconds.
+    #[arg(long, global = true, default_value_t = 200)]
+    pub timeout_ms: u64,
+    /// How many times a request is sent before giving up (retries reuse the request id; the
+    /// last must leave within the switch's 2 s retry window).
+    #[arg(long, global = true, default_value_t = 5)]
+    pub attempts: u32,
+}
+
+impl ClientArgs {
+    /// The rack's cluster file.
+    pub fn cluster(&self) -> Result<Cluster> {
+        Cluster::locate(self.cluster.as_deref())
+    }
+
+    /// The client's options (checked by `Client::connect`).
+    pub fn options(&self) -> ClientOptions {
+        ClientOptions {
+            timeout: Duration::from_millis(self.timeout_ms),
+            attempts: self.attempts,
+            client_id: None,
+        }
+    }
+}
 
 /// Logs go to stderr as structured `tracing` lines; `RUST_LOG` overrides `default_level`.
 pub fn init_logging(default_level: &str) {

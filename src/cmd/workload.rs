@@ -6,14 +6,13 @@ use anyhow::{Result, ensure};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pegasus_client::{
-    Client, ClientOptions, Cluster,
+    Client,
     workload::{KeyChooser, Popularity, key_name},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
     process::ExitCode,
     sync::{
         Arc,
@@ -25,15 +24,8 @@ use tokio::task::JoinSet;
 
 #[derive(Args)]
 pub struct WorkloadArgs {
-    /// The cluster file (default: the file named by PEGASUS_CLUSTER).
-    #[arg(long, global = true)]
-    cluster: Option<PathBuf>,
-    /// How long to wait for a reply before retrying, in milliseconds.
-    #[arg(long, global = true, default_value_t = 200)]
-    timeout_ms: u64,
-    /// How many times a request is sent before giving up.
-    #[arg(long, global = true, default_value_t = 5)]
-    attempts: u32,
+    #[command(flatten)]
+    client: super::ClientArgs,
     /// Requests in flight at once (closed loop: each worker waits for its reply).
     #[arg(long, global = true, default_value_t = 32)]
     concurrency: u32,
@@ -85,17 +77,12 @@ const SECONDS_MAX: f64 = 3600.0;
 
 pub fn run(args: WorkloadArgs) -> Result<ExitCode> {
     super::init_logging("warn");
-    ensure!(args.attempts >= 1, "--attempts must be at least 1");
     ensure!(
         (1..=CONCURRENCY_MAX).contains(&args.concurrency),
         "--concurrency must be in 1..={CONCURRENCY_MAX}"
     );
-    let cluster = Cluster::locate(args.cluster.as_deref())?;
-    let options = ClientOptions {
-        timeout: Duration::from_millis(args.timeout_ms),
-        attempts: args.attempts,
-        client_id: None,
-    };
+    let cluster = args.client.cluster()?;
+    let options = args.client.options();
     let (concurrency, json) = (args.concurrency, args.json);
     let summary = super::block_on(2, async move {
         let client = Arc::new(Client::connect(cluster, options).await?);
