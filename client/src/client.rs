@@ -217,10 +217,7 @@ impl Client {
         header.client_id = self.client_id;
         header.server_id = home;
         let message = Message { header, key, value };
-        let mut bytes = vec![0u8; message.encoded_len()];
-        message
-            .encode(&mut bytes)
-            .expect("sizes were checked above");
+        let mut bytes = message.to_vec().expect("sizes were checked above");
 
         let (tx, mut rx) = oneshot::channel();
         {

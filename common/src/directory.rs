@@ -240,6 +240,14 @@ pub fn apply_reply(
     }
 }
 
+/// Whether an entry is still installing once a reply from `sender` has been applied to it:
+/// home's reply ends the installing state, since home's version is at least every version
+/// clients saw while the key was cold. (Called under the entry's lock, with [`apply_reply`].)
+#[inline(always)]
+pub const fn still_installing(installing: bool, sender: u8, home: u8) -> bool {
+    installing && sender != home
+}
+
 /// The parts of a directory entry the routing and admission rules look at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryView {
@@ -539,6 +547,13 @@ mod tests {
             "e.g. a write retry pinned to a replica of the key's previous hot period"
         );
         assert_eq!(admit_reply(Some(installing), 3, false), Forward);
+    }
+
+    #[test]
+    fn only_homes_reply_ends_the_installing_state() {
+        assert!(still_installing(true, 3, 0));
+        assert!(!still_installing(true, 0, 0));
+        assert!(!still_installing(false, 3, 0), "never starts again");
     }
 
     #[test]

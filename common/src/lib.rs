@@ -12,6 +12,9 @@
 //! `bpfel-unknown-none`) and user space run literally the same code.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(feature = "user")]
+extern crate alloc;
+
 pub mod checksum;
 pub mod directory;
 pub mod hash;

@@ -108,6 +108,18 @@ pub struct DirEntry {
     pub reserved: [u8; 6],
 }
 
+impl DirEntry {
+    /// What the directory's rules see of this entry (a consistent copy, in user space).
+    pub const fn view(&self, evicting: bool) -> crate::directory::EntryView {
+        crate::directory::EntryView {
+            rset: self.rset,
+            home: self.home,
+            evicting,
+            installing: self.installing != 0,
+        }
+    }
+}
+
 /// One server as the switch sees it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -379,6 +379,14 @@ impl<'a> Message<'a> {
         Ok(Message { header, key, value })
     }
 
+    /// The encoded message in a buffer of its own (user space).
+    #[cfg(feature = "user")]
+    pub fn to_vec(&self) -> Result<alloc::vec::Vec<u8>, EncodeError> {
+        let mut bytes = alloc::vec![0u8; self.encoded_len()];
+        self.encode(&mut bytes)?;
+        Ok(bytes)
+    }
+
     /// Encodes into `out`, returning the number of bytes written.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
         if self.key.len() > MAX_KEY_LEN {

@@ -152,7 +152,7 @@ impl Controller {
             let Some(entry) = self.switch().directory_entry(keyhash)? else {
                 return Ok(());
             };
-            if entry.rset & bit(home) != 0 {
+            if entry.view(true).reads_home_only() {
                 // Frozen on home: only home's replies change it from now on.
                 self.switch().directory_remove(keyhash)?;
                 self.keys
@@ -249,10 +249,7 @@ impl Controller {
             key,
             value: &[],
         };
-        let mut bytes = vec![0u8; message.encoded_len()];
-        message
-            .encode(&mut bytes)
-            .context("encoding a control request")?;
+        let bytes = message.to_vec().context("encoding a control request")?;
         let mut socket = self.socket.lock().await;
         if socket.is_none() {
             *socket = Some(UdpSocket::bind("0.0.0.0:0").await?);

@@ -79,9 +79,7 @@ fn message(
         key,
         value,
     };
-    let mut b = vec![0u8; m.encoded_len()];
-    m.encode(&mut b).unwrap();
-    b
+    m.to_vec().unwrap()
 }
 
 fn to_server(payload: Vec<u8>) -> UdpFrame {

@@ -192,18 +192,17 @@ fn process(ctx: &XdpContext) -> u32 {
     };
     let src_port = u16::from_be_bytes([ports[0], ports[1]]);
     let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
-    match switch::classify(
+    // The header is read once, here; what follows works on this copy (only the version field,
+    // which nothing reads after stamping, goes stale).
+    let header = read::<[u8; wire::HEADER_LEN]>(ctx, PAYLOAD_OFF);
+    let class = switch::classify(
         config.store_port,
         src_port,
         dst_port,
-        read_header_prefix(ctx),
-    ) {
-        PacketClass::NotPegasus => return XDP_PASS,
-        PacketClass::Malformed => {
-            count(Counter::ParseFailures);
-            return XDP_PASS;
-        }
-        PacketClass::Request { op, stamp } => {
+        header.as_ref().map(header_prefix),
+    );
+    match (class, header) {
+        (PacketClass::Request { op, stamp }, Some(header)) => {
             count(Counter::Requests);
             if stamp {
                 if !stamp_version(ctx, config.epoch) {
@@ -212,16 +211,22 @@ fn process(ctx: &XdpContext) -> u32 {
                 }
                 count(Counter::WritesStamped);
             }
-            if let Err(verdict) = route_request(ctx, config, op) {
+            if let Err(verdict) = route_request(ctx, config, op, &header) {
                 return verdict;
             }
         }
-        PacketClass::Reply { op } => {
+        (PacketClass::Reply { op }, Some(header)) => {
             count(Counter::Replies);
-            if let Err(verdict) = learn_from_reply(ctx, op) {
+            if let Err(verdict) = learn_from_reply(op, &header) {
                 return verdict;
             }
         }
+        (PacketClass::Malformed, _) => {
+            count(Counter::ParseFailures);
+            return XDP_PASS;
+        }
+        // Not ours (classification says Malformed whenever the header is missing).
+        _ => return XDP_PASS,
     }
     forward(ctx, src_port, dst_port)
 }
@@ -249,101 +254,72 @@ fn stamp_version(ctx: &XdpContext, epoch: u16) -> bool {
 /// Steers a GET or PUT by the directory, and pins a retried write to its first destination.
 /// `Err(verdict)` ends the packet's processing.
 #[inline(always)]
-fn route_request(ctx: &XdpContext, config: &SwitchConfig, op: Op) -> Result<(), u32> {
+fn route_request(
+    ctx: &XdpContext,
+    config: &SwitchConfig,
+    op: Op,
+    header: &[u8; wire::HEADER_LEN],
+) -> Result<(), u32> {
     if op != Op::Get && op != Op::Put {
         return Ok(()); // server-to-server and controller messages go where they are addressed
     }
-    let header = read::<[u8; wire::HEADER_LEN]>(ctx, PAYLOAD_OFF).ok_or(XDP_PASS)?;
-    let keyhash = u64::from_be_bytes(field(&header, offset::KEYHASH));
-    let entry = DIRECTORY.get_ptr_mut(keyhash);
-    if op == Op::Get && entry.is_none() {
-        return Ok(()); // a cold read goes home: the common case, kept short
+    // The directory's answer is pinned by the first attempt of a write: a retry must reach
+    // the server whose deduplication table knows it (docs/directory.md, "retries").
+    if op == Op::Put && header[offset::FLAGS] & wire::flags::RETRY != 0 {
+        return route_retry(ctx, header);
     }
+    let keyhash = u64::from_be_bytes(field(header, offset::KEYHASH));
+    let Some(entry) = DIRECTORY.get_ptr_mut(keyhash) else {
+        return Ok(()); // a cold key goes home: the common case, kept short
+    };
     let Some(servers) = SERVERS.get(0) else {
         return Ok(());
     };
+    let view = entry_view(entry, keyhash);
     let policy = Policy::from_u8(config.policy).unwrap_or(Policy::LeastLoaded);
     // SAFETY: bpf_get_prandom_u32 has no preconditions.
     let random = unsafe { bpf_get_prandom_u32() };
 
     if op == Op::Put {
-        // The directory's answer is pinned by the first attempt of a write: a retry must reach
-        // the server whose deduplication table knows it (docs/directory.md, "retries"). Only
-        // steered first attempts are remembered; a retry with no route goes where it is
-        // addressed (home), where its first attempt went too.
-        let request_id = u32::from_be_bytes(field(&header, offset::REQUEST_ID));
-        let client_id = u16::from_be_bytes(field(&header, offset::CLIENT_ID));
-        let route = switch::retry_route(client_id, request_id);
-        let slot = RETRY_ROUTES.get_ptr_mut(route.slot).ok_or(XDP_PASS)?;
-        if header[offset::FLAGS] & wire::flags::RETRY != 0 {
-            // SAFETY: a valid, aligned map value; one 64-bit load per field.
-            let seen = unsafe {
-                RetrySlot {
-                    word: core::ptr::read_volatile(&raw const (*slot).word),
-                    written_ns: core::ptr::read_volatile(&raw const (*slot).written_ns),
-                }
-            };
-            // SAFETY: bpf_ktime_get_ns has no preconditions.
-            let now = unsafe { bpf_ktime_get_ns() };
-            return match route.decide(seen, now) {
-                RetryDecision::Pinned(destination) => {
-                    count(Counter::RetriesPinned);
-                    set_flags(ctx, &header, wire::flags::HOT, None)?;
-                    set_destination(ctx, destination)
-                }
-                RetryDecision::Home => Ok(()),
-                RetryDecision::Drop => {
-                    count(Counter::RetriesDropped);
-                    Err(XDP_DROP)
-                }
-            };
+        // SAFETY: `entry` points to a live map value; counters tolerate racing adds.
+        let sequence = unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*entry).writes, 1)
+        };
+        // An installing or evicting key's writes go home (see `writes_go_home`).
+        if view.writes_go_home() {
+            return Ok(());
         }
-        if let Some(entry) = entry {
-            let view = entry_view(entry, keyhash);
-            // SAFETY: `entry` points to a live map value; counters tolerate racing adds.
-            let sequence = unsafe {
-                atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*entry).writes, 1)
-            };
-            // An installing or evicting key's writes go home (see `writes_go_home`).
-            if !view.writes_go_home() {
-                let write = directory::route_hot_write(
-                    config.all_servers,
-                    policy,
-                    servers,
-                    random,
-                    sequence as u32,
-                    config.replication as u32,
-                );
-                if let Some(write) = write {
-                    let target = servers.slots[(write.primary & 31) as usize];
-                    if target.valid != 0 {
-                        count(Counter::HotWrites);
-                        set_flags(ctx, &header, wire::flags::HOT, Some(write.replicas))?;
-                        set_destination(ctx, target.ipv4)?;
-                        // SAFETY: a valid, aligned map value; one 64-bit store per field,
-                        // the time first (see `RetrySlot`).
-                        unsafe {
-                            core::ptr::write_volatile(
-                                &raw mut (*slot).written_ns,
-                                bpf_ktime_get_ns(),
-                            );
-                            core::ptr::write_volatile(
-                                &raw mut (*slot).word,
-                                route.word(target.ipv4),
-                            );
-                        }
-                    }
-                }
-            }
+        let Some(write) = directory::route_hot_write(
+            config.all_servers,
+            policy,
+            servers,
+            random,
+            sequence as u32,
+            config.replication as u32,
+        ) else {
+            return Ok(());
+        };
+        let target = servers.slots[(write.primary & 31) as usize];
+        if target.valid == 0 {
+            return Ok(());
+        }
+        count(Counter::HotWrites);
+        set_flags(ctx, header, wire::flags::HOT, Some(write.replicas))?;
+        set_destination(ctx, target.ipv4)?;
+        // Only steered first attempts are remembered: a retry with no route goes where it is
+        // addressed (home), where its first attempt went too.
+        let route = retry_route_of(header);
+        let slot = RETRY_ROUTES.get_ptr_mut(route.slot).ok_or(XDP_PASS)?;
+        // SAFETY: a valid, aligned map value; one 64-bit store per field, the time first (see
+        // `RetrySlot`).
+        unsafe {
+            core::ptr::write_volatile(&raw mut (*slot).written_ns, bpf_ktime_get_ns());
+            core::ptr::write_volatile(&raw mut (*slot).word, route.word(target.ipv4));
         }
         return Ok(());
     }
 
     // A read of a hot key goes to a member of its replica set.
-    let Some(entry) = entry else {
-        return Ok(());
-    };
-    let view = entry_view(entry, keyhash);
     // SAFETY: `entry` points to a live map value; counters tolerate racing adds.
     let sequence =
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*entry).reads, 1) };
@@ -353,25 +329,62 @@ fn route_request(ctx: &XdpContext, config: &SwitchConfig, op: Op) -> Result<(), 
         return Ok(());
     }
     count(Counter::HotReads);
-    set_flags(ctx, &header, wire::flags::HOT, None)?;
+    set_flags(ctx, header, wire::flags::HOT, None)?;
     set_destination(ctx, slot.ipv4)
+}
+
+/// A retried write: pinned where its first attempt went, home, or dropped, by the retry rule
+/// ([`switch::RetryRoute::decide`]).
+#[inline(always)]
+fn route_retry(ctx: &XdpContext, header: &[u8; wire::HEADER_LEN]) -> Result<(), u32> {
+    let route = retry_route_of(header);
+    let slot = RETRY_ROUTES.get_ptr(route.slot).ok_or(XDP_PASS)?;
+    // SAFETY: a valid, aligned map value; one 64-bit load per field.
+    let seen = unsafe {
+        RetrySlot {
+            word: core::ptr::read_volatile(&raw const (*slot).word),
+            written_ns: core::ptr::read_volatile(&raw const (*slot).written_ns),
+        }
+    };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match route.decide(seen, now) {
+        RetryDecision::Pinned(destination) => {
+            count(Counter::RetriesPinned);
+            set_flags(ctx, header, wire::flags::HOT, None)?;
+            set_destination(ctx, destination)
+        }
+        RetryDecision::Home => Ok(()),
+        RetryDecision::Drop => {
+            count(Counter::RetriesDropped);
+            Err(XDP_DROP)
+        }
+    }
+}
+
+/// The retry route slot and tag of the request in `header`.
+#[inline(always)]
+fn retry_route_of(header: &[u8; wire::HEADER_LEN]) -> switch::RetryRoute {
+    switch::retry_route(
+        u16::from_be_bytes(field(header, offset::CLIENT_ID)),
+        u32::from_be_bytes(field(header, offset::REQUEST_ID)),
+    )
 }
 
 /// Applies what a reply says to the directory and the server's load. `Err(verdict)` ends the
 /// packet's processing (a dropped reply, or a replicate ack, whose only reader is the switch).
 #[inline(always)]
-fn learn_from_reply(ctx: &XdpContext, op: Op) -> Result<(), u32> {
-    let header = read::<[u8; wire::HEADER_LEN]>(ctx, PAYLOAD_OFF).ok_or(XDP_PASS)?;
+fn learn_from_reply(op: Op, header: &[u8; wire::HEADER_LEN]) -> Result<(), u32> {
     let sender = header[offset::SERVER_ID];
     if let Some(servers) = SERVERS.get_ptr_mut(0) {
-        let load = u16::from_be_bytes(field(&header, offset::LOAD));
+        let load = u16::from_be_bytes(field(header, offset::LOAD));
         // SAFETY: a valid map value; a racing store of another load is as good as this one.
         unsafe { (*servers).slots[(sender & 31) as usize].load = load };
     }
-    let version = u64::from_be_bytes(field(&header, offset::VERSION));
-    let status = u16::from_be_bytes(field(&header, offset::STATUS));
+    let version = u64::from_be_bytes(field(header, offset::VERSION));
+    let status = u16::from_be_bytes(field(header, offset::STATUS));
     if op.reports_version() && status == 0 && version != version::NONE {
-        let keyhash = u64::from_be_bytes(field(&header, offset::KEYHASH));
+        let keyhash = u64::from_be_bytes(field(header, offset::KEYHASH));
         let steered = header[offset::FLAGS] & wire::flags::HOT != 0;
         let entry = DIRECTORY.get_ptr_mut(keyhash);
         let view = entry.map(|e| entry_view(e, keyhash));
@@ -446,10 +459,9 @@ fn update_entry(entry: *mut DirEntry, version: u64, sender: u8) -> bool {
         let effect = directory::apply_reply(&mut ver_completed, &mut rset, version, sender);
         core::ptr::write_volatile(&raw mut (*entry).ver_completed, ver_completed);
         core::ptr::write_volatile(&raw mut (*entry).rset, rset);
-        if sender == (*entry).home {
-            // Home's version is at least every version clients saw while the key was cold.
-            core::ptr::write_volatile(&raw mut (*entry).installing, 0);
-        }
+        let installing = core::ptr::read_volatile(&raw const (*entry).installing) != 0;
+        let installing = directory::still_installing(installing, sender, (*entry).home);
+        core::ptr::write_volatile(&raw mut (*entry).installing, installing as u8);
         core::ptr::write_volatile(seq, core::ptr::read_volatile(seq) + 1);
         atomic_xchg::<u32, { AtomicOrdering::SeqCst }>(lock, 0);
         if effect != directory::ReplyEffect::Stale {
@@ -640,16 +652,15 @@ fn fib_lookup(
     })
 }
 
-/// The first bytes of the Pegasus header, or `None` when the payload is shorter than a header.
+/// The fields of the Pegasus header that classification looks at.
 #[inline(always)]
-fn read_header_prefix(ctx: &XdpContext) -> Option<HeaderPrefix> {
-    let h = read::<[u8; wire::HEADER_LEN]>(ctx, PAYLOAD_OFF)?;
-    Some(HeaderPrefix {
+fn header_prefix(h: &[u8; wire::HEADER_LEN]) -> HeaderPrefix {
+    HeaderPrefix {
         magic: u16::from_be_bytes([h[offset::MAGIC], h[offset::MAGIC + 1]]),
         proto_version: h[offset::PROTO_VERSION],
         op_code: h[offset::OP],
         flags: h[offset::FLAGS],
-    })
+    }
 }
 
 /// `N` bytes of the header starting at `at` (a field).

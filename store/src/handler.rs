@@ -430,9 +430,7 @@ mod tests {
             key,
             value,
         };
-        let mut b = vec![0u8; m.encoded_len()];
-        m.encode(&mut b).unwrap();
-        b
+        m.to_vec().unwrap()
     }
 
     fn call(store: &Store, datagram: &[u8]) -> Option<(Header, Vec<u8>)> {

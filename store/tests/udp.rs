@@ -117,9 +117,7 @@ fn put_bytes(key: &[u8], value: &[u8], version: u64, request_id: u32) -> Vec<u8>
         key,
         value,
     };
-    let mut b = vec![0u8; m.encoded_len()];
-    m.encode(&mut b).unwrap();
-    b
+    m.to_vec().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

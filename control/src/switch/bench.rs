@@ -260,9 +260,7 @@ fn message(op: Op, key: &[u8], request_id: u32, version: u64) -> Vec<u8> {
     header.version = version;
     let value: &[u8] = if op == Op::Put { b"value" } else { b"" };
     let m = Message { header, key, value };
-    let mut bytes = vec![0u8; m.encoded_len()];
-    m.encode(&mut bytes).expect("a small message fits");
-    bytes
+    m.to_vec().expect("a small message fits")
 }
 
 /// Replies carry an empty key: their key hash names the key.
