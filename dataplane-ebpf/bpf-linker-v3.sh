@@ -5,4 +5,4 @@ for a in "$@"; do
   if [ "${prev:-}" = "--cpu" ] && [ "$a" = "generic" ]; then a=v3; fi
   args+=("$a"); prev=$a
 done
-exec bpf-linker "${args[@]}"
+exec bpf-linker --cpu-features=+allows-misaligned-mem-access "${args[@]}"

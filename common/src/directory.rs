@@ -29,7 +29,8 @@ pub const fn bit(id: u8) -> u32 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Policy {
-    /// The candidate with the lowest reported load; ties broken from a random start.
+    /// The candidate with the lowest reported load; ties go to the candidates in turn (by a
+    /// sequence number), so an idle rack is used evenly.
     LeastLoaded = 0,
     /// Candidates in turn (by a sequence number).
     RoundRobin = 1,
@@ -38,6 +39,12 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// Whether [`choose`] reads its `random` argument under this policy (the switch asks the
+    /// kernel for a random number only then).
+    pub const fn needs_random(self) -> bool {
+        matches!(self, Policy::TwoChoices)
+    }
+
     /// Decodes a policy code (from the switch's configuration map).
     pub const fn from_u8(code: u8) -> Option<Policy> {
         match code {
@@ -72,31 +79,41 @@ impl Loads for [u16; SERVERS_MAX as usize] {
 
 /// The `n`-th set bit of `bits` (counting from bit 0), if `bits` has more than `n` set bits.
 ///
-/// Loop-free (a binary search on population counts, five steps): in the XDP program a
-/// 32-step loop unrolls into a chain of branches whose paths the verifier would explore one
-/// by one.
+/// Clears the lowest set bit `n` times, then takes the lowest: as many short steps as the
+/// rank asked for (a replica set has a few members), and neither a population count nor a
+/// count of trailing zeros, which BPF lacks and LLVM expands into long sequences.
 #[inline(always)]
 pub fn nth_set_bit(bits: u32, n: u32) -> Option<u8> {
-    if n >= bits.count_ones() {
-        return None;
-    }
-    let (mut rest, mut n, mut pos) = (bits, n, 0u32);
-    for width in [16u32, 8, 4, 2, 1] {
-        let low = rest & ((1u32 << width) - 1);
-        let in_low = low.count_ones();
-        if n >= in_low {
-            n -= in_low;
-            rest >>= width;
-            pos += width;
-        } else {
-            rest = low;
+    let mut rest = bits;
+    // A constant trip count, so that the BPF verifier sees the bound (a loop bounded only by
+    // `rest` running out of bits would look unbounded to it).
+    for step in 0..SERVERS_MAX {
+        if step >= n || rest == 0 {
+            break;
         }
+        rest &= rest - 1;
     }
-    Some(pos as u8)
+    (rest != 0).then(|| lowest_bit_index(rest))
 }
 
-/// Picks one of `candidates` by `policy`. `random` is a fresh random number, `sequence` a
-/// per-key counter (round robin). `None` only when `candidates` is empty.
+/// The index of the lowest set bit of `bits` (0 when `bits` is 0). Branch-free, five
+/// independent mask tests on the isolated bit, instead of LLVM's expansion of
+/// `trailing_zeros` for BPF (a population count).
+#[inline(always)]
+pub fn lowest_bit_index(bits: u32) -> u8 {
+    let lowest = (bits & bits.wrapping_neg()) as u64;
+    // (x + 0xffff_ffff) >> 32 is 1 for a non-zero 32-bit x, 0 for zero (no branch, no setcc).
+    let set = |mask: u64| ((lowest & mask) + 0xffff_ffff) >> 32;
+    (set(0xffff_0000) << 4
+        | set(0xff00_ff00) << 3
+        | set(0xf0f0_f0f0) << 2
+        | set(0xcccc_cccc) << 1
+        | set(0xaaaa_aaaa)) as u8
+}
+
+/// Picks one of `candidates` by `policy`. `random` is a fresh random number (read by
+/// [`Policy::TwoChoices`] only: see [`Policy::needs_random`]), `sequence` a per-key counter.
+/// `None` only when `candidates` is empty.
 #[inline(always)]
 pub fn choose(
     policy: Policy,
@@ -111,17 +128,17 @@ pub fn choose(
     }
     match policy {
         Policy::LeastLoaded => {
-            // Plain integers, not an Option: LLVM may read an Option's payload while it is
-            // None, which the BPF verifier rejects as a read of an uninitialised register.
-            // Candidates in turn from a random start, visiting set bits only (a replica set
-            // has a few): bit k of `rest` is server (start + k) % 32.
-            let start = random % SERVERS_MAX;
+            // Candidates in turn from the sequence's candidate (so that ties go round),
+            // visiting set bits only (a replica set has a few): bit k of `rest` is server
+            // (start + k) % 32. Plain integers, not an Option: LLVM may read an Option's
+            // payload while it is None, which the BPF verifier rejects as a read of an
+            // uninitialised register.
+            let start = nth_set_bit(candidates, sequence % count)? as u32;
             let mut rest = candidates.rotate_right(start);
             let (mut best_id, mut best_load) = (SERVERS_MAX, u32::MAX);
             let mut step = 0u32;
             while step < SERVERS_MAX && rest != 0 {
-                let lowest = rest & rest.wrapping_neg();
-                let id = ((lowest - 1).count_ones() + start) % SERVERS_MAX;
+                let id = (lowest_bit_index(rest) as u32 + start) % SERVERS_MAX;
                 let load = loads.load(id) as u32;
                 if load < best_load {
                     best_id = id;
@@ -369,6 +386,41 @@ mod tests {
     }
 
     #[test]
+    fn lowest_bit_index_agrees_with_trailing_zeros() {
+        assert_eq!(lowest_bit_index(0), 0);
+        for i in 0..32 {
+            assert_eq!(lowest_bit_index(1 << i) as u32, i);
+            assert_eq!(lowest_bit_index(u32::MAX << i) as u32, i);
+        }
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            assert_eq!(lowest_bit_index(x) as u32, x.trailing_zeros());
+        }
+    }
+
+    #[test]
+    fn nth_set_bit_agrees_with_a_scan() {
+        let mut x = 0x2545_f491u32;
+        for _ in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let bits = x & (x >> 7); // sparser sets too
+            let set: std::vec::Vec<u8> = (0..32).filter(|&i| bits & (1 << i) != 0).collect();
+            for n in 0..34 {
+                assert_eq!(
+                    nth_set_bit(bits, n),
+                    set.get(n as usize).copied(),
+                    "{bits:#x} {n}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn nth_set_bit_and_successors() {
         assert_eq!(nth_set_bit(0b1010_0100, 0), Some(2));
         assert_eq!(nth_set_bit(0b1010_0100, 2), Some(7));
@@ -388,17 +440,35 @@ mod tests {
     #[test]
     fn least_loaded_picks_the_minimum_and_spreads_ties() {
         let l = loads(&[(0, 5), (1, 3), (2, 9), (3, 3)]);
-        for random in 0..64 {
-            let pick = choose(Policy::LeastLoaded, 0b1111, &l, random, 0).unwrap();
+        let mut picks = [0u32; 4];
+        for sequence in 0..64 {
+            let pick = choose(Policy::LeastLoaded, 0b1111, &l, 0, sequence).unwrap();
             assert!(pick == 1 || pick == 3, "{pick}");
+            picks[pick as usize] += 1;
         }
-        // All idle: the random start spreads choices over every candidate.
+        assert_eq!(picks[1], picks[3], "ties alternate");
+        // All idle: consecutive sequence numbers use every candidate equally, wherever the
+        // candidates lie among the 32 server ids.
         let idle = [0u16; 32];
-        let mut seen = 0u32;
-        for random in 0..32 {
-            seen |= bit(choose(Policy::LeastLoaded, ALL8, &idle, random, 0).unwrap());
+        for set in [ALL8, bit(3) | bit(17) | bit(30), 0xffff_0000] {
+            let mut uses = [0u32; 32];
+            let count = set.count_ones();
+            for sequence in 0..count * 5 {
+                uses[choose(Policy::LeastLoaded, set, &idle, 0, sequence).unwrap() as usize] += 1;
+            }
+            for id in 0..32u8 {
+                let expected = if set & bit(id) != 0 { 5 } else { 0 };
+                assert_eq!(uses[id as usize], expected, "server {id} of {set:#x}");
+            }
         }
-        assert_eq!(seen, ALL8);
+        let set = bit(2) | bit(5) | bit(9);
+        let picks: [u8; 6] =
+            core::array::from_fn(|s| choose(Policy::LeastLoaded, set, &idle, 0, s as u32).unwrap());
+        assert_eq!(
+            picks,
+            [2, 5, 9, 2, 5, 9],
+            "in turn from the sequence's candidate"
+        );
         // Never outside the candidates.
         assert_eq!(choose(Policy::LeastLoaded, bit(9), &idle, 3, 0), Some(9));
         assert_eq!(choose(Policy::LeastLoaded, 0, &idle, 3, 0), None);

@@ -8,7 +8,7 @@
 use pegasus_common::{
     directory::{Policy, bit},
     hash::key_hash,
-    switch::{self, Counter},
+    switch::{self, Counter, hot_filter_slot},
     version,
     wire::{self, Header, Message, Op},
 };
@@ -800,6 +800,49 @@ fn least_loaded_follows_reported_loads() {
             "server 1 is the least loaded"
         );
     }
+}
+
+/// The hot filter counts keys per slot: removing one of two hot keys that share a slot must
+/// not make the other look cold (its reads would then go home, past its newer replicas).
+#[test]
+fn hot_keys_sharing_a_filter_slot_stay_hot() {
+    let bench = setup("hf", Policy::RoundRobin, 1);
+    let mut switch = bench.switch;
+    let keyhash = key_hash(HOT_KEY);
+    let neighbour = (0u32..)
+        .map(|i| format!("k{i}").into_bytes())
+        .find(|k| {
+            let h = key_hash(k);
+            h != keyhash && hot_filter_slot(h) == hot_filter_slot(keyhash)
+        })
+        .unwrap();
+    let flags_of_read = |switch: &Switch| {
+        let out = switch
+            .run_on_packet(&request_to(0, message(Op::Get, HOT_KEY, b"", 0, 0, 1, 0)).build())
+            .unwrap();
+        out.packet[packet::ETH_LEN + 28 + wire::offset::FLAGS]
+    };
+    assert_eq!(flags_of_read(&switch), 0, "cold before insertion");
+    switch.directory_insert(key_hash(&neighbour), 1).unwrap();
+    assert_eq!(
+        flags_of_read(&switch),
+        0,
+        "a slot neighbour does not make it hot"
+    );
+    switch.directory_insert(keyhash, 0).unwrap();
+    confirm_from_home(&switch, 7);
+    assert_eq!(flags_of_read(&switch), wire::flags::HOT);
+    switch.directory_remove(key_hash(&neighbour)).unwrap();
+    assert_eq!(
+        flags_of_read(&switch),
+        wire::flags::HOT,
+        "still hot after its slot neighbour left"
+    );
+    switch.directory_remove(keyhash).unwrap();
+    assert_eq!(flags_of_read(&switch), 0, "cold again");
+    switch.directory_remove(keyhash).unwrap(); // removing twice is harmless
+    switch.directory_insert(keyhash, 0).unwrap();
+    assert_eq!(flags_of_read(&switch), wire::flags::HOT, "and hot again");
 }
 
 /// The entry update is atomic on both CPUs at once: two threads, pinned to different CPUs,

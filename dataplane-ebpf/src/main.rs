@@ -35,7 +35,7 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action::XDP_DROP,
         xdp_action::XDP_PASS, xdp_action::XDP_REDIRECT, xdp_action::XDP_TX,
     },
-    helpers::generated::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::generated::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
     macros::{map, xdp},
     maps::{Array, DevMapHash, HashMap, PerCpuArray},
     programs::XdpContext,
@@ -45,8 +45,8 @@ use pegasus_common::{
     checksum,
     directory::{self, EntryView, Policy, ReplyAdmission},
     switch::{
-        self, Counter, DirEntry, FibEntry, HeaderPrefix, PacketClass, RetryDecision, RetrySlot,
-        ServerTable, SwitchConfig,
+        self, Counter, CounterBlock, DirEntry, FibEntry, HeaderPrefix, PacketClass, RetryDecision,
+        RetrySlot, ServerTable, SwitchConfig,
     },
     version,
     wire::{self, Op, offset},
@@ -59,7 +59,7 @@ static CONFIG: Array<SwitchConfig> = Array::with_max_entries(1, 0);
 static VERSION_COUNTER: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map(name = "COUNTERS")]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+static COUNTERS: PerCpuArray<CounterBlock> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "PORTS")]
 static PORTS: DevMapHash = DevMapHash::with_max_entries(switch::MAX_PORTS, 0);
@@ -68,6 +68,9 @@ static PORTS: DevMapHash = DevMapHash::with_max_entries(switch::MAX_PORTS, 0);
 #[map(name = "DIRECTORY")]
 static DIRECTORY: HashMap<u64, DirEntry> =
     HashMap::with_max_entries(switch::DIRECTORY_CAPACITY_DEFAULT, 0);
+
+#[map(name = "HOT_FILTER")]
+static HOT_FILTER: Array<u8> = Array::with_max_entries(switch::HOT_FILTER_SLOTS, 0);
 
 #[map(name = "EVICTIONS")]
 static EVICTIONS: Array<u32> = Array::with_max_entries(1, 0);
@@ -98,19 +101,33 @@ const UDP_HDR_LEN: usize = 8;
 const AF_INET: u8 = 2;
 /// Offsets from the start of the frame.
 const IP_OFF: usize = ETH_HDR_LEN;
-const IP_DST_OFF: usize = IP_OFF + 16;
 const UDP_OFF: usize = IP_OFF + IPV4_HDR_LEN;
-const UDP_CHECK_OFF: usize = UDP_OFF + 6;
 const PAYLOAD_OFF: usize = UDP_OFF + UDP_HDR_LEN;
+/// Offsets within the IPv4 header.
+mod ipv4 {
+    pub const TOS: usize = 1;
+    pub const TOT_LEN: usize = 2;
+    pub const FRAG: usize = 6;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECK: usize = 10;
+    pub const SRC: usize = 12;
+    pub const DST: usize = 16;
+}
+/// Offset of the checksum within the UDP header.
+const UDP_CHECK: usize = 6;
 /// Attempts to take an entry's lock before giving up on a reply (which is then dropped, and
 /// retried by its client): bounded, as the verifier and TigerBeetle both want.
 const LOCK_ATTEMPTS_MAX: u32 = 64;
 
 #[xdp]
 pub fn pegasus_switch(ctx: XdpContext) -> u32 {
-    count(Counter::Packets);
-    let verdict = process(&ctx);
-    count(match verdict {
+    let Some(tally) = COUNTERS.get_ptr_mut(0).map(Tally) else {
+        return XDP_PASS;
+    };
+    tally.add(Counter::Packets);
+    let verdict = process(&ctx, tally);
+    tally.add(match verdict {
         XDP_REDIRECT => Counter::VerdictRedirect,
         XDP_DROP => Counter::VerdictDrop,
         _ => Counter::VerdictPass,
@@ -141,100 +158,113 @@ pub fn fault_loss(_ctx: XdpContext) -> u32 {
 /// and sends the frame back out of its port. Everything else is passed.
 #[xdp]
 pub fn baseline_reflect(ctx: XdpContext) -> u32 {
-    if read::<[u8; 2]>(&ctx, 12).map(u16::from_be_bytes) != Some(ETH_P_IPV4) {
-        return XDP_PASS;
-    }
-    let Some(ip) = read::<[u8; IPV4_HDR_LEN]>(&ctx, IP_OFF) else {
-        return XDP_PASS;
-    };
-    if ip[0] != 0x45 || ip[9] != IPPROTO_UDP {
-        return XDP_PASS;
-    }
-    let (Some(eth), Some(addrs), Some(ports)) = (
-        ptr_at::<[u8; 12]>(&ctx, 0),
-        ptr_at::<[u8; 8]>(&ctx, IP_OFF + 12),
-        ptr_at::<[u8; 4]>(&ctx, UDP_OFF),
-    ) else {
-        return XDP_PASS;
-    };
-    // SAFETY: the three pointers were bounds-checked by `ptr_at`.
-    unsafe {
-        let e = *eth;
-        *eth = [
-            e[6], e[7], e[8], e[9], e[10], e[11], e[0], e[1], e[2], e[3], e[4], e[5],
-        ];
-        let a = *addrs;
-        *addrs = [a[4], a[5], a[6], a[7], a[0], a[1], a[2], a[3]];
-        let p = *ports;
-        *ports = [p[2], p[3], p[0], p[1]];
-    }
-    XDP_TX
+    reflect(&ctx)
 }
 
 #[inline(always)]
-fn process(ctx: &XdpContext) -> u32 {
+fn reflect(ctx: &XdpContext) -> u32 {
+    let Some(frame) = Bytes::<{ PAYLOAD_OFF }>::at(ctx, 0) else {
+        return XDP_PASS;
+    };
+    if frame.u16(12) != ETH_P_IPV4
+        || frame.u8(IP_OFF) != 0x45
+        || frame.u8(IP_OFF + ipv4::PROTOCOL) != IPPROTO_UDP
+    {
+        return XDP_PASS;
+    }
+    let (dst_mac, src_mac) = (frame.u48(0), frame.u48(6));
+    frame.set_u48(0, src_mac);
+    frame.set_u48(6, dst_mac);
+    let (src_ip, dst_ip) = (frame.u32(IP_OFF + ipv4::SRC), frame.u32(IP_OFF + ipv4::DST));
+    frame.set_u32(IP_OFF + ipv4::SRC, dst_ip);
+    frame.set_u32(IP_OFF + ipv4::DST, src_ip);
+    let (src_port, dst_port) = (frame.u16(UDP_OFF), frame.u16(UDP_OFF + 2));
+    frame.set_u16(UDP_OFF, dst_port);
+    frame.set_u16(UDP_OFF + 2, src_port);
+    XDP_TX
+}
+
+/// The port `baseline_forward` sends to (set by the benchmark).
+#[map(name = "BASELINE_PORT")]
+static BASELINE_PORT: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The second yardstick of `pegasus switch bench`: `baseline_reflect`, but the frame leaves
+/// through the `PORTS` DEVMAP like every packet the switch forwards.
+#[xdp]
+pub fn baseline_forward(ctx: XdpContext) -> u32 {
+    if reflect(&ctx) != XDP_TX {
+        return XDP_PASS;
+    }
+    let port = BASELINE_PORT.get(0).copied().unwrap_or(0);
+    match PORTS.redirect(port, XDP_PASS as u64) {
+        Ok(action) | Err(action) => action,
+    }
+}
+
+/// The Ethernet, IPv4 and UDP headers of a frame.
+type Headers = Bytes<{ PAYLOAD_OFF }>;
+/// The Pegasus header.
+type Header = Bytes<{ wire::HEADER_LEN }>;
+
+#[inline(always)]
+fn process(ctx: &XdpContext, tally: Tally) -> u32 {
     let Some(config) = CONFIG.get(0) else {
         return XDP_PASS;
     };
     // Ethernet / IPv4 (no options, not a fragment) / UDP, or not ours.
-    if read::<[u8; 2]>(ctx, 12).map(u16::from_be_bytes) != Some(ETH_P_IPV4) {
-        return XDP_PASS;
-    }
-    let Some(ip) = read::<[u8; IPV4_HDR_LEN]>(ctx, IP_OFF) else {
+    let Some(frame) = Headers::at(ctx, 0) else {
         return XDP_PASS;
     };
-    let fragment_bits = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-    if ip[0] != 0x45 || fragment_bits != 0 || ip[9] != IPPROTO_UDP {
+    if frame.u16(12) != ETH_P_IPV4
+        || frame.u8(IP_OFF) != 0x45
+        || frame.u16(IP_OFF + ipv4::FRAG) & 0x3fff != 0
+        || frame.u8(IP_OFF + ipv4::PROTOCOL) != IPPROTO_UDP
+    {
         return XDP_PASS;
     }
-    let Some(ports) = read::<[u8; 4]>(ctx, UDP_OFF) else {
-        return XDP_PASS;
-    };
-    let src_port = u16::from_be_bytes([ports[0], ports[1]]);
-    let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
-    // The header is read once, here; what follows works on this copy (only the version field,
-    // which nothing reads after stamping, goes stale).
-    let header = read::<[u8; wire::HEADER_LEN]>(ctx, PAYLOAD_OFF);
+    let src_port = frame.u16(UDP_OFF);
+    let dst_port = frame.u16(UDP_OFF + 2);
+    let header = Header::at(ctx, PAYLOAD_OFF);
     let class = switch::classify(
         config.store_port,
         src_port,
         dst_port,
-        header.as_ref().map(header_prefix),
+        header.map(header_prefix),
     );
     match (class, header) {
         (PacketClass::Request { op, stamp }, Some(header)) => {
-            count(Counter::Requests);
+            tally.add(Counter::Requests);
             if stamp {
-                if !stamp_version(ctx, config.epoch) {
-                    count(Counter::VersionExhausted);
+                if !stamp_version(frame, header, config.epoch) {
+                    tally.add(Counter::VersionExhausted);
                     return XDP_DROP;
                 }
-                count(Counter::WritesStamped);
+                tally.add(Counter::WritesStamped);
             }
-            if let Err(verdict) = route_request(ctx, config, op, &header) {
+            if let Err(verdict) = route_request(frame, header, config, op, tally) {
                 return verdict;
             }
         }
         (PacketClass::Reply { op }, Some(header)) => {
-            count(Counter::Replies);
-            if let Err(verdict) = learn_from_reply(op, &header) {
+            tally.add(Counter::Replies);
+            if let Err(verdict) = learn_from_reply(op, header, tally) {
                 return verdict;
             }
         }
         (PacketClass::Malformed, _) => {
-            count(Counter::ParseFailures);
+            tally.add(Counter::ParseFailures);
             return XDP_PASS;
         }
         // Not ours (classification says Malformed whenever the header is missing).
         _ => return XDP_PASS,
     }
-    forward(ctx, src_port, dst_port)
+    forward(ctx, frame, tally)
 }
 
-/// Stamps the next version on the PUT in `ctx` and fixes its UDP checksum. False when the
-/// epoch's counter is exhausted (the write must not go out unstamped).
+/// Stamps the next version on the PUT and fixes its UDP checksum. False when the epoch's
+/// counter is exhausted (the write must not go out unstamped).
 #[inline(always)]
-fn stamp_version(ctx: &XdpContext, epoch: u16) -> bool {
+fn stamp_version(frame: Headers, header: Header, epoch: u16) -> bool {
     let Some(counter) = VERSION_COUNTER.get_ptr_mut(0) else {
         return false;
     };
@@ -248,28 +278,35 @@ fn stamp_version(ctx: &XdpContext, epoch: u16) -> bool {
     let Some(new_version) = version::stamp(epoch, before) else {
         return false;
     };
-    write_payload(ctx, offset::VERSION, new_version.to_be_bytes())
+    let old_version = header.u64(offset::VERSION);
+    header.set_u64(offset::VERSION, new_version);
+    fix_udp_checksum(frame, |sum| {
+        checksum::replace_u64(sum, old_version, new_version)
+    });
+    true
 }
 
 /// Steers a GET or PUT by the directory, and pins a retried write to its first destination.
 /// `Err(verdict)` ends the packet's processing.
 #[inline(always)]
 fn route_request(
-    ctx: &XdpContext,
+    frame: Headers,
+    header: Header,
     config: &SwitchConfig,
     op: Op,
-    header: &[u8; wire::HEADER_LEN],
+    tally: Tally,
 ) -> Result<(), u32> {
     if op != Op::Get && op != Op::Put {
         return Ok(()); // server-to-server and controller messages go where they are addressed
     }
+    let flags = header.u8(offset::FLAGS);
     // The directory's answer is pinned by the first attempt of a write: a retry must reach
     // the server whose deduplication table knows it (docs/directory.md, "retries").
-    if op == Op::Put && header[offset::FLAGS] & wire::flags::RETRY != 0 {
-        return route_retry(ctx, header);
+    if op == Op::Put && flags & wire::flags::RETRY != 0 {
+        return route_retry(frame, header, tally);
     }
-    let keyhash = u64::from_be_bytes(field(header, offset::KEYHASH));
-    let Some(entry) = DIRECTORY.get_ptr_mut(keyhash) else {
+    let keyhash = header.u64(offset::KEYHASH);
+    let Some(entry) = directory_lookup(keyhash) else {
         return Ok(()); // a cold key goes home: the common case, kept short
     };
     let Some(servers) = SERVERS.get(0) else {
@@ -277,14 +314,16 @@ fn route_request(
     };
     let view = entry_view(entry, keyhash);
     let policy = Policy::from_u8(config.policy).unwrap_or(Policy::LeastLoaded);
-    // SAFETY: bpf_get_prandom_u32 has no preconditions.
-    let random = unsafe { bpf_get_prandom_u32() };
+    let random = if policy.needs_random() {
+        // SAFETY: bpf_get_prandom_u32 has no preconditions.
+        unsafe { bpf_get_prandom_u32() }
+    } else {
+        0
+    };
 
     if op == Op::Put {
-        // SAFETY: `entry` points to a live map value; counters tolerate racing adds.
-        let sequence = unsafe {
-            atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*entry).writes, 1)
-        };
+        let sequence = // SAFETY: `entry` points to a live map value.
+        bump(unsafe { &raw mut (*entry).writes });
         // An installing or evicting key's writes go home (see `writes_go_home`).
         if view.writes_go_home() {
             return Ok(());
@@ -303,40 +342,66 @@ fn route_request(
         if target.valid == 0 {
             return Ok(());
         }
-        count(Counter::HotWrites);
-        set_flags(ctx, header, wire::flags::HOT, Some(write.replicas))?;
-        set_destination(ctx, target.ipv4)?;
+        tally.add(Counter::HotWrites);
+        let target_ip = u32::from_be_bytes(target.ipv4);
+        steer(frame, header, flags, Some(write.replicas), target_ip);
         // Only steered first attempts are remembered: a retry with no route goes where it is
         // addressed (home), where its first attempt went too.
         let route = retry_route_of(header);
         let slot = RETRY_ROUTES.get_ptr_mut(route.slot).ok_or(XDP_PASS)?;
         // SAFETY: a valid, aligned map value; one 64-bit store per field, the time first (see
-        // `RetrySlot`).
+        // `RetrySlot`). bpf_ktime_get_coarse_ns has no preconditions.
         unsafe {
-            core::ptr::write_volatile(&raw mut (*slot).written_ns, bpf_ktime_get_ns());
+            core::ptr::write_volatile(&raw mut (*slot).written_ns, bpf_ktime_get_coarse_ns());
             core::ptr::write_volatile(&raw mut (*slot).word, route.word(target.ipv4));
         }
         return Ok(());
     }
 
     // A read of a hot key goes to a member of its replica set.
-    // SAFETY: `entry` points to a live map value; counters tolerate racing adds.
-    let sequence =
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*entry).reads, 1) };
+    let sequence = // SAFETY: `entry` points to a live map value.
+        bump(unsafe { &raw mut (*entry).reads });
     let target = directory::route_hot_read(view, policy, servers, random, sequence as u32);
     let slot = servers.slots[(target & 31) as usize];
     if slot.valid == 0 {
         return Ok(());
     }
-    count(Counter::HotReads);
-    set_flags(ctx, header, wire::flags::HOT, None)?;
-    set_destination(ctx, slot.ipv4)
+    tally.add(Counter::HotReads);
+    steer(frame, header, flags, None, u32::from_be_bytes(slot.ipv4));
+    Ok(())
+}
+
+/// Adds one to an entry's read or write counter and returns the count before. Not atomic, on
+/// purpose: a locked add on every hot request would make each CPU take the entry's cache line
+/// exclusively (and cost ~10 ns). Two CPUs racing may lose an increment; the counters are
+/// statistics for the controller, and the sequence for round robin only needs to advance.
+#[inline(always)]
+fn bump(counter: *mut u64) -> u64 {
+    // SAFETY: `counter` is a field of a live map value; a racing plain store is benign here.
+    unsafe {
+        let before = core::ptr::read_volatile(counter);
+        core::ptr::write_volatile(counter, before + 1);
+        before
+    }
+}
+
+/// The directory entry of `keyhash`, if it has one. The hot filter answers for nearly every
+/// cold key with an array lookup; only keys whose filter slot is taken pay the hash lookup.
+#[inline(always)]
+fn directory_lookup(keyhash: u64) -> Option<*mut DirEntry> {
+    if HOT_FILTER
+        .get(switch::hot_filter_slot(keyhash))
+        .is_none_or(|&count| count == 0)
+    {
+        return None;
+    }
+    DIRECTORY.get_ptr_mut(keyhash)
 }
 
 /// A retried write: pinned where its first attempt went, home, or dropped, by the retry rule
 /// ([`switch::RetryRoute::decide`]).
 #[inline(always)]
-fn route_retry(ctx: &XdpContext, header: &[u8; wire::HEADER_LEN]) -> Result<(), u32> {
+fn route_retry(frame: Headers, header: Header, tally: Tally) -> Result<(), u32> {
     let route = retry_route_of(header);
     let slot = RETRY_ROUTES.get_ptr(route.slot).ok_or(XDP_PASS)?;
     // SAFETY: a valid, aligned map value; one 64-bit load per field.
@@ -346,17 +411,19 @@ fn route_retry(ctx: &XdpContext, header: &[u8; wire::HEADER_LEN]) -> Result<(), 
             written_ns: core::ptr::read_volatile(&raw const (*slot).written_ns),
         }
     };
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The clock the route was stamped with (coarse: a tick's precision, for a 2 s window).
+    // SAFETY: bpf_ktime_get_coarse_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     match route.decide(seen, now) {
         RetryDecision::Pinned(destination) => {
-            count(Counter::RetriesPinned);
-            set_flags(ctx, header, wire::flags::HOT, None)?;
-            set_destination(ctx, destination)
+            tally.add(Counter::RetriesPinned);
+            let flags = header.u8(offset::FLAGS);
+            steer(frame, header, flags, None, u32::from_be_bytes(destination));
+            Ok(())
         }
         RetryDecision::Home => Ok(()),
         RetryDecision::Drop => {
-            count(Counter::RetriesDropped);
+            tally.add(Counter::RetriesDropped);
             Err(XDP_DROP)
         }
     }
@@ -364,48 +431,47 @@ fn route_retry(ctx: &XdpContext, header: &[u8; wire::HEADER_LEN]) -> Result<(), 
 
 /// The retry route slot and tag of the request in `header`.
 #[inline(always)]
-fn retry_route_of(header: &[u8; wire::HEADER_LEN]) -> switch::RetryRoute {
+fn retry_route_of(header: Header) -> switch::RetryRoute {
     switch::retry_route(
-        u16::from_be_bytes(field(header, offset::CLIENT_ID)),
-        u32::from_be_bytes(field(header, offset::REQUEST_ID)),
+        header.u16(offset::CLIENT_ID),
+        header.u32(offset::REQUEST_ID),
     )
 }
 
 /// Applies what a reply says to the directory and the server's load. `Err(verdict)` ends the
 /// packet's processing (a dropped reply, or a replicate ack, whose only reader is the switch).
 #[inline(always)]
-fn learn_from_reply(op: Op, header: &[u8; wire::HEADER_LEN]) -> Result<(), u32> {
-    let sender = header[offset::SERVER_ID];
+fn learn_from_reply(op: Op, header: Header, tally: Tally) -> Result<(), u32> {
+    let sender = header.u8(offset::SERVER_ID);
     if let Some(servers) = SERVERS.get_ptr_mut(0) {
-        let load = u16::from_be_bytes(field(header, offset::LOAD));
         // SAFETY: a valid map value; a racing store of another load is as good as this one.
-        unsafe { (*servers).slots[(sender & 31) as usize].load = load };
+        unsafe { (*servers).slots[(sender & 31) as usize].load = header.u16(offset::LOAD) };
     }
-    let version = u64::from_be_bytes(field(header, offset::VERSION));
-    let status = u16::from_be_bytes(field(header, offset::STATUS));
+    let version = header.u64(offset::VERSION);
+    let status = header.u16(offset::STATUS);
     if op.reports_version() && status == 0 && version != version::NONE {
-        let keyhash = u64::from_be_bytes(field(header, offset::KEYHASH));
-        let steered = header[offset::FLAGS] & wire::flags::HOT != 0;
-        let entry = DIRECTORY.get_ptr_mut(keyhash);
+        let keyhash = header.u64(offset::KEYHASH);
+        let steered = header.u8(offset::FLAGS) & wire::flags::HOT != 0;
+        let entry = directory_lookup(keyhash);
         let view = entry.map(|e| entry_view(e, keyhash));
         match directory::admit_reply(view, sender, steered) {
             ReplyAdmission::Update => {
                 if let Some(entry) = entry
-                    && !update_entry(entry, version, sender)
+                    && !update_entry(entry, version, sender, tally)
                 {
-                    count(Counter::LockBusy);
+                    tally.add(Counter::LockBusy);
                     return Err(XDP_DROP);
                 }
             }
             ReplyAdmission::Forward => {}
             ReplyAdmission::Drop => {
-                count(Counter::RepliesDropped);
+                tally.add(Counter::RepliesDropped);
                 return Err(XDP_DROP);
             }
         }
     }
     if op == Op::ReplicateAck {
-        count(Counter::ReplicateAcks);
+        tally.add(Counter::ReplicateAcks);
         return Err(XDP_DROP);
     }
     Ok(())
@@ -433,7 +499,7 @@ fn entry_view(entry: *mut DirEntry, keyhash: u64) -> EntryView {
 /// the entry's `lock` word (bounded attempts), and a seqlock counter around the change so that
 /// user space can take a consistent copy. False when the lock stayed busy.
 #[inline(always)]
-fn update_entry(entry: *mut DirEntry, version: u64, sender: u8) -> bool {
+fn update_entry(entry: *mut DirEntry, version: u64, sender: u8, tally: Tally) -> bool {
     // SAFETY: `entry` is a live map value for the program's duration; every access to
     // `ver_completed`, `rset` and `seq` by the program happens under `lock`.
     unsafe {
@@ -465,171 +531,120 @@ fn update_entry(entry: *mut DirEntry, version: u64, sender: u8) -> bool {
         core::ptr::write_volatile(seq, core::ptr::read_volatile(seq) + 1);
         atomic_xchg::<u32, { AtomicOrdering::SeqCst }>(lock, 0);
         if effect != directory::ReplyEffect::Stale {
-            count(Counter::DirectoryUpdates);
+            tally.add(Counter::DirectoryUpdates);
         }
     }
     true
 }
 
-/// Rewrites the destination IPv4 address, updating the IPv4 and UDP (pseudo-header) checksums.
+/// Steers a request to `new_ip` (a server's address): sets the HOT flag (and, for a write,
+/// the replica bitmap) and rewrites the destination address, with the IPv4 checksum and one
+/// incremental update of the UDP checksum for all three fields.
 #[inline(always)]
-fn set_destination(ctx: &XdpContext, new_ip: [u8; 4]) -> Result<(), u32> {
-    let dst = ptr_at::<[u8; 4]>(ctx, IP_DST_OFF).ok_or(XDP_PASS)?;
-    let ip_check = ptr_at::<[u8; 2]>(ctx, IP_OFF + 10).ok_or(XDP_PASS)?;
-    let udp_check = ptr_at::<[u8; 2]>(ctx, UDP_CHECK_OFF).ok_or(XDP_PASS)?;
-    // SAFETY: all three pointers were bounds-checked by `ptr_at`.
-    unsafe {
-        let old = u32::from_be_bytes(*dst);
-        let new = u32::from_be_bytes(new_ip);
-        if old == new {
-            return Ok(());
-        }
-        let ip_sum = u16::from_be_bytes(*ip_check);
-        *ip_check = checksum::replace_u32(ip_sum, old, new).to_be_bytes();
-        let udp_sum = u16::from_be_bytes(*udp_check);
-        let updated = checksum::replace_u32(udp_sum, old, new);
-        *udp_check = checksum::udp_fixup(udp_sum, updated).to_be_bytes();
-        *dst = new_ip;
+fn steer(frame: Headers, header: Header, flags: u8, replicas: Option<u32>, new_ip: u32) {
+    // The server id and flags share one 16-bit checksum word.
+    let old_word = header.u16(offset::SERVER_ID);
+    let new_word = old_word | (flags | wire::flags::HOT) as u16;
+    header.set_u16(offset::SERVER_ID, new_word);
+    let mut udp_sum = frame.u16(UDP_OFF + UDP_CHECK);
+    let original_udp_sum = udp_sum;
+    udp_sum = checksum::replace_u16(udp_sum, old_word, new_word);
+    if let Some(bitmap) = replicas {
+        let old_bitmap = header.u32(offset::REPLICA_BITMAP);
+        header.set_u32(offset::REPLICA_BITMAP, bitmap);
+        udp_sum = checksum::replace_u32(udp_sum, old_bitmap, bitmap);
     }
-    Ok(())
+    let old_ip = frame.u32(IP_OFF + ipv4::DST);
+    if old_ip != new_ip {
+        frame.set_u32(IP_OFF + ipv4::DST, new_ip);
+        let ip_sum = frame.u16(IP_OFF + ipv4::CHECK);
+        frame.set_u16(
+            IP_OFF + ipv4::CHECK,
+            checksum::replace_u32(ip_sum, old_ip, new_ip),
+        );
+        udp_sum = checksum::replace_u32(udp_sum, old_ip, new_ip);
+    }
+    frame.set_u16(
+        UDP_OFF + UDP_CHECK,
+        checksum::udp_fixup(original_udp_sum, udp_sum),
+    );
 }
 
-/// Sets header flags (and, for a steered write, the replica bitmap), updating the UDP checksum.
+/// Applies `update` to the UDP checksum (an incremental update of the one's complement sum),
+/// keeping "no checksum" (0) as it is.
 #[inline(always)]
-fn set_flags(
-    ctx: &XdpContext,
-    header: &[u8; wire::HEADER_LEN],
-    flags: u8,
-    replicas: Option<u32>,
-) -> Result<(), u32> {
-    // server id and flags share one 16-bit checksum word.
-    let word = [header[offset::SERVER_ID], header[offset::FLAGS] | flags];
-    if !write_payload(ctx, offset::SERVER_ID, word) {
-        return Err(XDP_PASS);
-    }
-    if let Some(bitmap) = replicas
-        && !write_payload(ctx, offset::REPLICA_BITMAP, bitmap.to_be_bytes())
-    {
-        return Err(XDP_PASS);
-    }
-    Ok(())
-}
-
-/// Writes `N` (2, 4 or 8) bytes at an even offset of the Pegasus payload and updates the UDP
-/// checksum incrementally. False if the packet is too short.
-#[inline(always)]
-fn write_payload<const N: usize>(ctx: &XdpContext, at: usize, new: [u8; N]) -> bool {
-    let (Some(field), Some(check)) = (
-        ptr_at::<[u8; N]>(ctx, PAYLOAD_OFF + at),
-        ptr_at::<[u8; 2]>(ctx, UDP_CHECK_OFF),
-    ) else {
-        return false;
-    };
-    // SAFETY: both pointers were bounds-checked by `ptr_at`.
-    unsafe {
-        let old = *field;
-        let sum = u16::from_be_bytes(*check);
-        let mut updated = sum;
-        let mut i = 0;
-        while i + 1 < N {
-            updated = checksum::replace_u16(
-                updated,
-                u16::from_be_bytes([old[i], old[i + 1]]),
-                u16::from_be_bytes([new[i], new[i + 1]]),
-            );
-            i += 2;
-        }
-        *field = new;
-        *check = checksum::udp_fixup(sum, updated).to_be_bytes();
-    }
-    true
+fn fix_udp_checksum(frame: Headers, update: impl FnOnce(u16) -> u16) {
+    let sum = frame.u16(UDP_OFF + UDP_CHECK);
+    frame.set_u16(UDP_OFF + UDP_CHECK, checksum::udp_fixup(sum, update(sum)));
 }
 
 /// Forwards the packet out of the port the kernel's FIB chooses, or passes it to the kernel
 /// unmodified when the FIB cannot say (no neighbour entry yet, TTL expiring, not a switch port,
 /// a local destination).
 #[inline(always)]
-fn forward(ctx: &XdpContext, src_port: u16, dst_port: u16) -> u32 {
-    let Some(ip) = read::<[u8; IPV4_HDR_LEN]>(ctx, IP_OFF) else {
-        return XDP_PASS;
-    };
-    let ttl = ip[8];
+fn forward(ctx: &XdpContext, frame: Headers, tally: Tally) -> u32 {
+    let ttl = frame.u8(IP_OFF + ipv4::TTL);
     if ttl <= 1 {
         return XDP_PASS; // the kernel answers with ICMP time exceeded
     }
-    let dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let dst = frame.u32(IP_OFF + ipv4::DST);
     // Generation 0 never matches: slots start empty, and a cache without its generation
     // (not written yet) is never used.
     let generation = FIB_GENERATION.get(0).copied().unwrap_or(0).max(1);
-    let Some(slot) = FIB_CACHE.get_ptr_mut(switch::fib_slot(dst)) else {
+    let Some(slot) = FIB_CACHE.get_ptr_mut(switch::fib_slot(dst.to_be())) else {
         return XDP_PASS;
     };
     // SAFETY: a valid per-CPU map value pointer; only this CPU touches it.
     let cached = unsafe { *slot };
-    let route = if cached.ipv4 == dst && cached.generation == generation {
+    let route = if cached.ipv4 == dst.to_be() && cached.generation == generation {
         cached
     } else {
-        match fib_lookup(ctx, &ip, src_port, dst_port, dst, generation) {
+        tally.add(Counter::FibLookups);
+        match fib_lookup(ctx, frame, dst, generation) {
             Some(route) => {
                 // SAFETY: as above.
                 unsafe { *slot = route };
                 route
             }
             None => {
-                count(Counter::FibMisses);
+                tally.add(Counter::FibMisses);
                 return XDP_PASS;
             }
         }
     };
-    let (Some(eth), Some(ttl_word), Some(ip_check)) = (
-        ptr_at::<[u8; 12]>(ctx, 0),
-        ptr_at::<[u8; 2]>(ctx, IP_OFF + 8),
-        ptr_at::<[u8; 2]>(ctx, IP_OFF + 10),
-    ) else {
-        return XDP_PASS;
-    };
-    // SAFETY: all three pointers were bounds-checked by `ptr_at`.
-    unsafe {
-        let old_word = u16::from_be_bytes(*ttl_word);
-        let new_word = old_word - 0x0100; // TTL is the high byte; checked > 1 above
-        let check = checksum::replace_u16(u16::from_be_bytes(*ip_check), old_word, new_word);
-        *ttl_word = new_word.to_be_bytes();
-        *ip_check = check.to_be_bytes();
-        let mut macs = [0u8; 12];
-        macs[..6].copy_from_slice(&route.dmac);
-        macs[6..].copy_from_slice(&route.smac);
-        *eth = macs;
-    }
+    // TTL is the high byte of its 16-bit word (checked > 1 above).
+    let old_word = frame.u16(IP_OFF + ipv4::TTL);
+    let new_word = old_word - 0x0100;
+    frame.set_u16(IP_OFF + ipv4::TTL, new_word);
+    let ip_sum = frame.u16(IP_OFF + ipv4::CHECK);
+    frame.set_u16(
+        IP_OFF + ipv4::CHECK,
+        checksum::replace_u16(ip_sum, old_word, new_word),
+    );
+    frame.set_bytes(0, route.dmac);
+    frame.set_bytes(6, route.smac);
     match PORTS.redirect(route.ifindex, XDP_PASS as u64) {
         Ok(action) | Err(action) => action,
     }
 }
 
-/// Asks the kernel's FIB where `ip`'s packet goes. `None` when it cannot say (no route, no
-/// neighbour entry yet) or the egress is not a switch port: the kernel then forwards it.
+/// Asks the kernel's FIB where the packet to `dst` goes. `None` when it cannot say (no route,
+/// no neighbour entry yet) or the egress is not a switch port: the kernel then forwards it.
 /// Destination-based: the decision is cached per destination address (`FIB_CACHE`), which
 /// holds for a ToR's routes (no source or port policy).
 #[inline(always)]
-fn fib_lookup(
-    ctx: &XdpContext,
-    ip: &[u8; IPV4_HDR_LEN],
-    src_port: u16,
-    dst_port: u16,
-    dst: u32,
-    generation: u32,
-) -> Option<FibEntry> {
-    count(Counter::FibLookups);
+fn fib_lookup(ctx: &XdpContext, frame: Headers, dst: u32, generation: u32) -> Option<FibEntry> {
     // SAFETY: an all-zero bpf_fib_lookup is a valid value of this plain C struct.
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = IPPROTO_UDP;
-    fib.sport = src_port.to_be();
-    fib.dport = dst_port.to_be();
-    fib.__bindgen_anon_1.tot_len = u16::from_be_bytes([ip[2], ip[3]]);
+    fib.sport = frame.u16(UDP_OFF).to_be();
+    fib.dport = frame.u16(UDP_OFF + 2).to_be();
+    fib.__bindgen_anon_1.tot_len = frame.u16(IP_OFF + ipv4::TOT_LEN);
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    fib.__bindgen_anon_2.tos = ip[1];
-    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    fib.__bindgen_anon_2.tos = frame.u8(IP_OFF + ipv4::TOS);
+    fib.__bindgen_anon_3.ipv4_src = frame.u32(IP_OFF + ipv4::SRC).to_be();
+    fib.__bindgen_anon_4.ipv4_dst = dst.to_be();
     // SAFETY: the helper reads and writes only `fib`, whose size we pass.
     let rc = unsafe {
         bpf_fib_lookup(
@@ -643,7 +658,7 @@ fn fib_lookup(
         return None;
     }
     Some(FibEntry {
-        ipv4: dst,
+        ipv4: dst.to_be(),
         generation,
         ifindex: fib.ifindex,
         dmac: fib.dmac,
@@ -654,50 +669,101 @@ fn fib_lookup(
 
 /// The fields of the Pegasus header that classification looks at.
 #[inline(always)]
-fn header_prefix(h: &[u8; wire::HEADER_LEN]) -> HeaderPrefix {
+fn header_prefix(h: Header) -> HeaderPrefix {
     HeaderPrefix {
-        magic: u16::from_be_bytes([h[offset::MAGIC], h[offset::MAGIC + 1]]),
-        proto_version: h[offset::PROTO_VERSION],
-        op_code: h[offset::OP],
-        flags: h[offset::FLAGS],
+        magic: h.u16(offset::MAGIC),
+        proto_version: h.u8(offset::PROTO_VERSION),
+        op_code: h.u8(offset::OP),
+        flags: h.u8(offset::FLAGS),
     }
 }
 
-/// `N` bytes of the header starting at `at` (a field).
-#[inline(always)]
-fn field<const N: usize>(header: &[u8; wire::HEADER_LEN], at: usize) -> [u8; N] {
-    let mut out = [0u8; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = header[(at + i) % wire::HEADER_LEN];
-        i += 1;
+/// `LEN` bytes of the packet, bounds-checked once against `data_end` (as the verifier
+/// insists): every access after that is a single load or store at a constant offset. Fields
+/// are big-endian and may be unaligned (the eBPF build allows misaligned access, which the
+/// kernel permits for packet data on the architectures that handle it).
+#[derive(Clone, Copy)]
+struct Bytes<const LEN: usize>(*mut u8);
+
+impl<const LEN: usize> Bytes<LEN> {
+    /// The `LEN` bytes at byte `at` of the packet, if all of them lie before `data_end`.
+    #[inline(always)]
+    fn at(ctx: &XdpContext, at: usize) -> Option<Self> {
+        let start = ctx.data();
+        if start + at + LEN > ctx.data_end() {
+            return None;
+        }
+        Some(Bytes((start + at) as *mut u8))
     }
-    out
-}
 
-/// A copy of the `T` at byte `at` of the packet, if all of it lies before `data_end`.
-#[inline(always)]
-fn read<T: Copy>(ctx: &XdpContext, at: usize) -> Option<T> {
-    // SAFETY: bounds-checked by `ptr_at`; packet bytes are plain data.
-    ptr_at::<T>(ctx, at).map(|p| unsafe { *p })
-}
-
-/// A pointer to a `T` at byte `at` of the packet, if all of it lies before `data_end`.
-#[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, at: usize) -> Option<*mut T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + at + core::mem::size_of::<T>() > end {
-        return None;
+    #[inline(always)]
+    fn load<T: Copy>(self, at: usize) -> T {
+        assert!(at + core::mem::size_of::<T>() <= LEN);
+        // SAFETY: within the LEN bounds-checked bytes (asserted; the offsets are constants).
+        unsafe { core::ptr::read_unaligned(self.0.add(at) as *const T) }
     }
-    Some((start + at) as *mut T)
+
+    #[inline(always)]
+    fn store<T: Copy>(self, at: usize, value: T) {
+        assert!(at + core::mem::size_of::<T>() <= LEN);
+        // SAFETY: as in `load`.
+        unsafe { core::ptr::write_unaligned(self.0.add(at) as *mut T, value) }
+    }
+
+    #[inline(always)]
+    fn u8(self, at: usize) -> u8 {
+        self.load(at)
+    }
+    #[inline(always)]
+    fn u16(self, at: usize) -> u16 {
+        u16::from_be(self.load(at))
+    }
+    #[inline(always)]
+    fn u32(self, at: usize) -> u32 {
+        u32::from_be(self.load(at))
+    }
+    #[inline(always)]
+    fn u64(self, at: usize) -> u64 {
+        u64::from_be(self.load(at))
+    }
+    /// A MAC address, as the low 48 bits (big-endian).
+    #[inline(always)]
+    fn u48(self, at: usize) -> u64 {
+        (self.u16(at) as u64) << 32 | self.u32(at + 2) as u64
+    }
+    #[inline(always)]
+    fn set_u16(self, at: usize, value: u16) {
+        self.store(at, value.to_be())
+    }
+    #[inline(always)]
+    fn set_u32(self, at: usize, value: u32) {
+        self.store(at, value.to_be())
+    }
+    #[inline(always)]
+    fn set_u64(self, at: usize, value: u64) {
+        self.store(at, value.to_be())
+    }
+    #[inline(always)]
+    fn set_u48(self, at: usize, value: u64) {
+        self.set_u16(at, (value >> 32) as u16);
+        self.set_u32(at + 2, value as u32);
+    }
+    #[inline(always)]
+    fn set_bytes<const N: usize>(self, at: usize, value: [u8; N]) {
+        self.store(at, value)
+    }
 }
 
-#[inline(always)]
-fn count(counter: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: per-CPU slot: no other CPU writes it, and XDP does not preempt itself.
-        unsafe { *slot += 1 };
+/// This CPU's counters, looked up once per packet.
+#[derive(Clone, Copy)]
+struct Tally(*mut CounterBlock);
+
+impl Tally {
+    #[inline(always)]
+    fn add(self, counter: Counter) {
+        // SAFETY: a per-CPU map value: no other CPU writes it, and XDP does not preempt
+        // itself. The index is in range by construction of `Counter`.
+        unsafe { (*self.0).values[counter as usize] += 1 };
     }
 }
 

@@ -4,7 +4,7 @@
 //! on who else uses it.
 
 use super::{
-    PacketVerdict, Switch, SwitchSettings, action,
+    PacketVerdict, Switch, SwitchSettings, Yardstick, action,
     testbed::{self, Testbed},
 };
 use anyhow::{Context, Result, ensure};
@@ -63,6 +63,10 @@ pub struct PathCost {
     pub baseline_ns_per_packet: f64,
     /// Median over rounds of (this path / baseline of the same round).
     pub ratio: f64,
+    /// Median nanoseconds per packet of the forwarding yardstick (the baseline, then a
+    /// redirect through the DEVMAP), and the median ratio of the path to it.
+    pub forwarder_ns_per_packet: f64,
+    pub forwarder_ratio: f64,
     /// The target for the ratio, and whether the median meets it.
     pub target_ratio: f64,
     pub meets_target: bool,
@@ -96,7 +100,11 @@ pub fn run(options: BenchOptions) -> Result<BenchReport> {
     // Both programs attached (to ports that carry no traffic), so that test runs do not wait
     // for the XDP dispatcher to change (see `Switch::load_baseline`).
     bed.switch.attach("sv0", super::AttachMode::Native)?;
-    bed.switch.load_baseline("cl0p")?;
+    bed.switch
+        .load_yardstick(Yardstick::Reflect, "cl0p", None)?;
+    let to = super::ifindex("sv0")?;
+    bed.switch
+        .load_yardstick(Yardstick::Forward, "sv1p", Some(to))?;
     let switch = &mut bed.switch;
     make_hot(switch)?;
 
@@ -161,20 +169,26 @@ pub fn run(options: BenchOptions) -> Result<BenchReport> {
     ];
     // The retry needs its first attempt's route.
     switch.run_on_packet(&hot_put)?;
-    let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); paths.len()];
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); paths.len()];
     let batches = options.packets / BATCH;
     for _ in 0..options.rounds {
         for (i, &(path, _, frame, _)) in paths.iter().enumerate() {
             // The baseline's batches, then the path's: the kernel's XDP dispatcher waits for an
             // RCU grace period each time the test-run program changes, so alternate rarely.
-            let mut base_total = 0.0;
-            for _ in 0..batches {
-                let (base, base_ns) = switch.run_baseline_repeated(frame, BATCH)?;
-                ensure!(
-                    base.action == action::TX,
-                    "the baseline program did not reflect the packet"
-                );
-                base_total += base_ns;
+            let mut yardstick_totals = [0.0; 2];
+            for (yardstick, expected, slot) in [
+                (Yardstick::Reflect, action::TX, 0usize),
+                (Yardstick::Forward, action::REDIRECT, 1),
+            ] {
+                for _ in 0..batches {
+                    let (verdict, ns) = switch.run_yardstick_repeated(yardstick, frame, BATCH)?;
+                    ensure!(
+                        verdict.action == expected,
+                        "{yardstick:?}: unexpected verdict {}",
+                        action::name(verdict.action)
+                    );
+                    yardstick_totals[slot] += ns;
+                }
             }
             let mut path_total = 0.0;
             for _ in 0..batches {
@@ -187,7 +201,11 @@ pub fn run(options: BenchOptions) -> Result<BenchReport> {
                 path_total += ns;
             }
             let n = batches as f64;
-            samples[i].push((path_total / n, base_total / n));
+            samples[i].push(Sample {
+                path: path_total / n,
+                reflect: yardstick_totals[0] / n,
+                forward: yardstick_totals[1] / n,
+            });
         }
     }
     Ok(BenchReport {
@@ -201,19 +219,30 @@ pub fn run(options: BenchOptions) -> Result<BenchReport> {
     })
 }
 
+/// One round's nanoseconds per packet of a path and of the two yardsticks.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    path: f64,
+    reflect: f64,
+    forward: f64,
+}
+
 fn summarize(
     path: &'static str,
     what: &'static str,
     target_ratio: f64,
-    samples: &[(f64, f64)],
+    samples: &[Sample],
 ) -> PathCost {
-    let ratio = median(samples.iter().map(|(p, b)| p / b).collect());
+    let med = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+    let ratio = med(&|s| s.path / s.reflect);
     PathCost {
         path,
         what,
-        ns_per_packet: median(samples.iter().map(|s| s.0).collect()),
-        baseline_ns_per_packet: median(samples.iter().map(|s| s.1).collect()),
+        ns_per_packet: med(&|s| s.path),
+        baseline_ns_per_packet: med(&|s| s.reflect),
         ratio,
+        forwarder_ns_per_packet: med(&|s| s.forward),
+        forwarder_ratio: med(&|s| s.path / s.forward),
         target_ratio,
         meets_target: ratio <= target_ratio,
     }

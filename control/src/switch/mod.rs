@@ -14,7 +14,9 @@ use aya::{
 };
 use pegasus_common::{
     directory::{Policy, SERVERS_MAX, bit},
-    switch::{self as shared, Counter, DirEntry, ServerSlot, ServerTable, SwitchConfig},
+    switch::{
+        self as shared, Counter, CounterBlock, DirEntry, ServerSlot, ServerTable, SwitchConfig,
+    },
 };
 use serde::Serialize;
 use std::{collections::BTreeMap, ffi::CString, net::Ipv4Addr};
@@ -214,21 +216,24 @@ impl Switch {
             installing: 1,
             ..DirEntry::default()
         };
+        // The filter first: from now on the program looks the key up.
+        self.adjust_hot_filter(keyhash, true)?;
         let mut dir: HashMap<&mut MapData, u64, DirEntry> =
             HashMap::try_from(self.map_mut(shared::MAP_DIRECTORY)?)?;
         // BPF_NOEXIST: never overwrite a live entry (the program may be updating it).
-        dir.insert(keyhash, entry, BPF_NOEXIST)
-            .map_err(|e| match e {
-                MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
-                    anyhow::anyhow!("the directory is full")
-                }
-                MapError::SyscallError(ref s)
-                    if s.io_error.raw_os_error() == Some(libc::EEXIST) =>
-                {
-                    anyhow::anyhow!("the key is already in the directory")
-                }
-                other => other.into(),
-            })?;
+        let inserted = dir.insert(keyhash, entry, BPF_NOEXIST);
+        if inserted.is_err() {
+            self.adjust_hot_filter(keyhash, false)?;
+        }
+        inserted.map_err(|e| match e {
+            MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
+                anyhow::anyhow!("the directory is full")
+            }
+            MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                anyhow::anyhow!("the key is already in the directory")
+            }
+            other => other.into(),
+        })?;
         Ok(())
     }
 
@@ -237,8 +242,33 @@ impl Switch {
     pub fn directory_remove(&mut self, keyhash: u64) -> Result<()> {
         let mut dir: HashMap<&mut MapData, u64, DirEntry> =
             HashMap::try_from(self.map_mut(shared::MAP_DIRECTORY)?)?;
-        ignore_missing(dir.remove(&keyhash))?;
+        if removed(dir.remove(&keyhash))? {
+            // After the removal: the program looks the key up until it is gone.
+            self.adjust_hot_filter(keyhash, false)?;
+        }
         self.set_evicting(keyhash, false)
+    }
+
+    /// Counts a directory key in (or out of) its hot filter slot (see
+    /// [`shared::MAP_HOT_FILTER`]). Only the control plane writes the filter, one key at a
+    /// time.
+    fn adjust_hot_filter(&mut self, keyhash: u64, add: bool) -> Result<()> {
+        let mut filter: Array<&mut MapData, u8> =
+            Array::try_from(self.map_mut(shared::MAP_HOT_FILTER)?)?;
+        let slot = shared::hot_filter_slot(keyhash);
+        let count = filter.get(&slot, 0)?;
+        let count = if add {
+            ensure!(
+                count < shared::HOT_FILTER_SLOT_MAX,
+                "hot filter slot {slot} already counts {count} keys; choose another key"
+            );
+            count + 1
+        } else {
+            assert!(count > 0, "hot filter slot {slot} would go negative");
+            count - 1
+        };
+        filter.set(slot, count, 0)?;
+        Ok(())
     }
 
     /// Marks a key as being evicted (its writes go home), or clears the mark.
@@ -254,7 +284,7 @@ impl Switch {
         } else if !evicting && marked {
             let mut marks: HashMap<&mut MapData, u64, u8> =
                 HashMap::try_from(self.map_mut(shared::MAP_EVICTING)?)?;
-            ignore_missing(marks.remove(&keyhash))?;
+            removed(marks.remove(&keyhash))?;
             let count = self.evicting_count()?;
             self.set_evictions(count)?;
         }
@@ -395,12 +425,13 @@ impl Switch {
 
     /// The counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters> {
-        let map: PerCpuArray<&MapData, u64> =
+        let map: PerCpuArray<&MapData, CounterBlock> =
             PerCpuArray::try_from(self.map(shared::MAP_COUNTERS)?)?;
+        let per_cpu = map.get(&0, 0)?;
         let mut out = BTreeMap::new();
         for c in Counter::ALL {
-            let per_cpu = map.get(&(c as u32), 0)?;
-            out.insert(c.name().to_owned(), per_cpu.iter().sum());
+            let total = per_cpu.iter().map(|block| block.values[c as usize]).sum();
+            out.insert(c.name().to_owned(), total);
         }
         Ok(Counters(out))
     }
@@ -437,33 +468,45 @@ impl Switch {
         self.test_run(shared::PROGRAM_SWITCH, packet, repeat)
     }
 
-    /// Loads the minimal program the benchmark compares the switch with (parse, swap
-    /// addresses, XDP_TX; `shared::PROGRAM_BASELINE`) and attaches it (native mode) to
-    /// `interface` until the switch is dropped. Attached, it stays in the kernel's XDP
-    /// dispatcher: a test run of a program that is not there adds and removes it, waiting for
-    /// an RCU grace period each time (milliseconds per call).
-    pub fn load_baseline(&mut self, interface: &str) -> Result<()> {
+    /// Loads one of the minimal programs the benchmark compares the switch with
+    /// ([`Yardstick`]) and attaches it (native mode) to `interface` until the switch is
+    /// dropped. Attached, it stays in the kernel's XDP dispatcher: a test run of a program
+    /// that is not there adds and removes it, waiting for an RCU grace period each time
+    /// (milliseconds per call). [`Yardstick::Forward`] redirects to the port `to` (which must
+    /// be one of the switch's ports for the redirect to happen).
+    pub fn load_yardstick(
+        &mut self,
+        yardstick: Yardstick,
+        interface: &str,
+        to: Option<u32>,
+    ) -> Result<()> {
+        if let Some(port) = to {
+            let mut map: Array<&mut MapData, u32> =
+                Array::try_from(self.map_mut(shared::MAP_BASELINE_PORT)?)?;
+            map.set(0, port, 0)?;
+        }
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(shared::PROGRAM_BASELINE)
-            .context("the object has no baseline program")?
+            .program_mut(yardstick.program())
+            .with_context(|| format!("the object has no program {}", yardstick.program()))?
             .try_into()?;
         program
             .load()
-            .context("the kernel's verifier rejected the baseline program")?;
+            .with_context(|| format!("the kernel's verifier rejected {}", yardstick.program()))?;
         program
             .attach(interface, AttachMode::Native.xdp_mode())
-            .with_context(|| format!("attaching the baseline program to {interface}"))?;
+            .with_context(|| format!("attaching {} to {interface}", yardstick.program()))?;
         Ok(())
     }
 
-    /// As [`Self::run_repeated`], for the baseline program ([`Self::load_baseline`] first).
-    pub fn run_baseline_repeated(
+    /// As [`Self::run_repeated`], for a yardstick ([`Self::load_yardstick`] first).
+    pub fn run_yardstick_repeated(
         &self,
+        yardstick: Yardstick,
         packet: &[u8],
         repeat: u32,
     ) -> Result<(PacketVerdict, f64)> {
-        self.test_run(shared::PROGRAM_BASELINE, packet, repeat)
+        self.test_run(yardstick.program(), packet, repeat)
     }
 
     fn test_run(&self, name: &str, packet: &[u8], repeat: u32) -> Result<(PacketVerdict, f64)> {
@@ -506,6 +549,36 @@ impl Drop for Switch {
 }
 
 /// A missing key is not an error for removals and lookups.
+/// The minimal XDP programs `pegasus switch bench` measures the switch against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Yardstick {
+    /// Parse Ethernet/IPv4/UDP, swap the addresses, `XDP_TX` (the yardstick).
+    Reflect,
+    /// The same, then redirect through the `PORTS` DEVMAP: the least any XDP switch does.
+    Forward,
+}
+
+impl Yardstick {
+    fn program(self) -> &'static str {
+        match self {
+            Yardstick::Reflect => shared::PROGRAM_BASELINE,
+            Yardstick::Forward => shared::PROGRAM_BASELINE_FORWARD,
+        }
+    }
+}
+
+/// Whether a map delete removed something (a missing key is not an error).
+fn removed(r: Result<(), MapError>) -> Result<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(MapError::SyscallError(ref s)) if s.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(MapError::KeyNotFound) | Err(MapError::ElementNotFound) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn ignore_missing<T: Default>(r: Result<T, MapError>) -> Result<T> {
     match r {
         Ok(v) => Ok(v),
