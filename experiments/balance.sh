@@ -17,7 +17,8 @@ cargo build --release --locked -q
 P=$PWD/target/release/pegasus
 name=bal-$$
 trap '"$P" lab down --name "$name" >/dev/null 2>&1 || true' EXIT
-"$P" lab up --name "$name" --servers 8 --clients 1 --capacity-ops "$capacity" \
+# --hot-keys 0: the directory is set by hand below (no detection).
+"$P" lab up --name "$name" --hot-keys 0 --servers 8 --clients 1 --capacity-ops "$capacity" \
   --replication "$replication" >/dev/null
 run() { "$P" lab run --name "$name" -- "$P" workload --concurrency 64 --json "$@"; }
 run load --keys "$keys" > /dev/null

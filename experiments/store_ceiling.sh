@@ -12,7 +12,7 @@ cargo build --release --locked -q
 P=$PWD/target/release/pegasus
 name=ceil-$$
 trap '"$P" lab down --name "$name" >/dev/null 2>&1 || true' EXIT
-"$P" lab up --name "$name" --servers 1 --clients 2 --dataplane "$dataplane" --store-threads 1 >/dev/null
+"$P" lab up --name "$name" --servers 1 --clients 2 --dataplane "$dataplane" --store-threads 1 --hot-keys 0 >/dev/null
 store_pid=$(ip netns pids "pg-$name-s0")
 taskset -apc 1 "$store_pid" >/dev/null
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$store_pid/stat"; }

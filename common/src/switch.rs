@@ -88,6 +88,39 @@ pub const PROGRAM_BASELINE: &str = "baseline_reflect";
 pub const PROGRAM_BASELINE_FORWARD: &str = "baseline_forward";
 /// Name of the single-entry array holding the ifindex `baseline_forward` redirects to.
 pub const MAP_BASELINE_PORT: &str = "BASELINE_PORT";
+/// Name of the ring buffer of [`Sample`]s: the requests the switch samples for the
+/// controller's hot-key detection.
+pub const MAP_SAMPLES: &str = "SAMPLES";
+/// Bytes of the samples ring buffer: 4,096 samples of 272 bytes (a power of two of pages, as
+/// the kernel wants).
+pub const SAMPLES_RING_BYTES: u32 = 1 << 20;
+/// Name of the per-CPU countdown (`u32`) to the next sampled request.
+pub const MAP_SAMPLER: &str = "SAMPLER";
+/// Default sampling period (one request in this many), and the largest accepted.
+pub const SAMPLE_PERIOD_DEFAULT: u16 = 16;
+pub const SAMPLE_PERIOD_MAX: u16 = 1 << 14;
+
+/// A sampled request, as the XDP program writes it into [`MAP_SAMPLES`]: the key's hash and
+/// the key itself (the controller needs it to ask servers to push the value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub keyhash: u64,
+    /// Bytes of `key` that are the key (at most [`wire::MAX_KEY_LEN`]).
+    pub key_len: u16,
+    /// [`Op`] code (GET or PUT).
+    pub op: u8,
+    pub reserved: [u8; 5],
+    pub key: [u8; wire::MAX_KEY_LEN],
+}
+
+impl Sample {
+    /// The sampled key, if the record is well formed.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.get(..self.key_len as usize)
+    }
+}
+
 /// Most ports one switch drives (the DEVMAP's capacity).
 pub const MAX_PORTS: u32 = 64;
 
@@ -105,8 +138,11 @@ pub struct SwitchConfig {
     pub policy: u8,
     /// Copies of a hot key's write, primary included (1 = no copies).
     pub replication: u8,
+    /// One GET or PUT in this many is sampled into [`MAP_SAMPLES`] (per CPU, in turn);
+    /// 0 = no sampling.
+    pub sample_period: u16,
     /// Reserved, 0.
-    pub reserved: [u8; 6],
+    pub reserved: [u8; 4],
 }
 
 /// One hot key's entry in the directory. Written by user space only when the key is added;
@@ -339,6 +375,10 @@ pub enum Counter {
     FibLookups = 17,
     /// Retried writes dropped because their route may have been overwritten.
     RetriesDropped = 18,
+    /// Requests sampled into the samples ring buffer.
+    Samples = 19,
+    /// Samples lost because the ring buffer was full (the controller reads too slowly).
+    SamplesLost = 20,
 }
 
 /// One CPU's counters, the value of [`MAP_COUNTERS`].
@@ -350,10 +390,12 @@ pub struct CounterBlock {
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CounterBlock {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Sample {}
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 21;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -375,6 +417,8 @@ impl Counter {
         Counter::ReplicateAcks,
         Counter::FibLookups,
         Counter::RetriesDropped,
+        Counter::Samples,
+        Counter::SamplesLost,
     ];
 
     /// A stable snake_case name (metric labels, JSON keys).
@@ -399,6 +443,8 @@ impl Counter {
             Counter::ReplicateAcks => "replicate_acks",
             Counter::FibLookups => "fib_lookups",
             Counter::RetriesDropped => "retries_dropped",
+            Counter::Samples => "samples",
+            Counter::SamplesLost => "samples_lost",
         }
     }
 }

@@ -9,8 +9,15 @@
 //!   completed version, asking a replica to PUSH it home when it does not; once home is in the
 //!   replica set the entry is frozen on home (see `pegasus_common::directory`), and the entry
 //!   is removed. A key whose home cannot be brought up to date stays hot: never unsafe.
+//! - **Detecting** hot keys ([`Controller::detect_hot_keys`]): every statistics epoch, the
+//!   switch's samples feed a top-k (`crate::hotkeys`), whose decision is carried out: adds
+//!   first while the directory has room (a new hot key helps at once), then evictions, then
+//!   the adds that needed their room.
 
-use crate::switch::Switch;
+use crate::{
+    hotkeys::{COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_per_epoch, decide},
+    switch::{SampleReader, Switch},
+};
 use anyhow::{Context, Result, bail, ensure};
 use pegasus_client::{Cluster, placement::Placement};
 use pegasus_common::{
@@ -22,7 +29,10 @@ use serde::{Deserialize, Serialize};
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 use tokio::net::UdpSocket;
@@ -68,6 +78,29 @@ pub struct Controller {
     /// One control exchange at a time.
     socket: tokio::sync::Mutex<Option<UdpSocket>>,
     next_request_id: std::sync::atomic::AtomicU32,
+    stats: DetectionStats,
+}
+
+/// What hot-key detection has done so far.
+#[derive(Debug, Default)]
+pub struct DetectionStats {
+    /// Samples read from the switch.
+    pub samples: AtomicU64,
+    /// Statistics epochs completed.
+    pub epochs: AtomicU64,
+    /// Keys made hot, and made cold, by detection (not by hand).
+    pub adds: AtomicU64,
+    pub evicts: AtomicU64,
+    /// Adds and evictions that failed (the key stays as it was; retried in a later epoch).
+    pub failures: AtomicU64,
+}
+
+/// How hot keys are detected.
+#[derive(Clone, Copy, Debug)]
+pub struct Detection {
+    pub rules: HotSetRules,
+    /// Length of a statistics epoch.
+    pub epoch: Duration,
 }
 
 impl Controller {
@@ -90,6 +123,94 @@ impl Controller {
             keys: Mutex::default(),
             socket: tokio::sync::Mutex::new(None),
             next_request_id: std::sync::atomic::AtomicU32::new(1),
+            stats: DetectionStats::default(),
+        }
+    }
+
+    /// What hot-key detection has done.
+    pub fn detection_stats(&self) -> &DetectionStats {
+        &self.stats
+    }
+
+    /// Keeps the directory to the hottest keys, from the switch's samples, until an error
+    /// (see the module docs). `detection.rules.hot_keys` must fit the directory.
+    pub async fn detect_hot_keys(
+        self: Arc<Self>,
+        mut samples: SampleReader,
+        detection: Detection,
+    ) -> anyhow::Error {
+        let rules = detection.rules;
+        let capacity = self.switch().directory_capacity() as usize;
+        assert!(rules.hot_keys <= capacity, "more hot keys than directory slots");
+        let mut top = TopK::new((rules.hot_keys * COUNTERS_PER_HOT_KEY).max(COUNTERS_MIN));
+        let decay = decay_per_epoch();
+        let mut tick = tokio::time::interval(detection.epoch);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let read = samples.drain(|s| {
+                if let Some(key) = s.key() {
+                    top.observe(s.keyhash, key);
+                }
+            });
+            self.stats.samples.fetch_add(read as u64, Ordering::Relaxed);
+            let hot: Vec<u64> = match self.switch().directory_list() {
+                Ok(entries) => entries.into_iter().map(|(h, _)| h).collect(),
+                Err(e) => return e.context("reading the directory"),
+            };
+            let changes = decide(&rules, &top.ranking(), &hot);
+            let room = capacity.saturating_sub(hot.len());
+            let (now, later) = changes.add.split_at(changes.add.len().min(room));
+            for &keyhash in now {
+                self.detected_add(&top, keyhash).await;
+            }
+            for keyhash in changes.evict {
+                self.detected_evict(keyhash).await;
+            }
+            for &keyhash in later {
+                self.detected_add(&top, keyhash).await;
+            }
+            top.decay(decay);
+            self.stats.epochs.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn detected_add(&self, top: &TopK, keyhash: u64) {
+        let Some(key) = top.key(keyhash) else {
+            return;
+        };
+        match self.add(key).await {
+            Ok(hot) => {
+                self.stats.adds.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(key = %String::from_utf8_lossy(key), replicas = ?hot.replicas, "hot key added");
+            }
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = %String::from_utf8_lossy(key), "adding a hot key: {e:#}");
+            }
+        }
+    }
+
+    async fn detected_evict(&self, keyhash: u64) {
+        let key = self
+            .keys
+            .lock()
+            .expect("keys mutex poisoned")
+            .get(&keyhash)
+            .cloned();
+        let Some(key) = key else {
+            tracing::warn!(keyhash, "a hot key this controller did not add: left alone");
+            return;
+        };
+        match self.evict(&key).await {
+            Ok(()) => {
+                self.stats.evicts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(key = %String::from_utf8_lossy(&key), "hot key evicted");
+            }
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = %String::from_utf8_lossy(&key), "evicting a hot key: {e:#}");
+            }
         }
     }
 

@@ -14,6 +14,7 @@
 
 pub mod controller;
 pub mod fault;
+pub mod hotkeys;
 pub mod lab;
 pub mod netns;
 pub mod switch;

@@ -22,6 +22,9 @@ fn a_failed_up_leaves_nothing_behind() {
         store_threads: 1,
         replication: 3,
         directory_capacity: 64,
+        hot_keys: 0,
+        epoch_ms: 20,
+        sample_rate: 16,
     };
     // `false` exits at once instead of serving: up fails after the namespaces exist.
     let err = lab::up(&spec, Path::new("/bin/false")).unwrap_err();

@@ -802,6 +802,74 @@ fn least_loaded_follows_reported_loads() {
     }
 }
 
+/// One first attempt of a GET or PUT in `sample_period` reaches the samples ring buffer, with
+/// its key; retries, replies and other ops are never sampled.
+#[test]
+fn requests_are_sampled_with_their_keys() {
+    let settings = SwitchSettings {
+        sample_period: 3,
+        ..SwitchSettings::forwarding_only(PORT, EPOCH)
+    };
+    let mut bench = Testbed::new("smp", 3, settings).unwrap();
+    let mut reader = bench.switch.take_samples().unwrap();
+    assert!(bench.switch.take_samples().is_err(), "one reader");
+    let run = |payload: Vec<u8>| {
+        bench
+            .switch
+            .run_on_packet(&request_to(0, payload).build())
+            .unwrap();
+    };
+    let long_key = vec![b'k'; wire::MAX_KEY_LEN];
+    for i in 0..9u32 {
+        let key = if i == 8 {
+            long_key.clone()
+        } else {
+            format!("key{i}").into_bytes()
+        };
+        let op = if i % 2 == 0 { Op::Get } else { Op::Put };
+        run(message(op, &key, b"v", 0, 0, i, 0));
+        // Never sampled: retries, replies.
+        run(message(Op::Put, &key, b"v", 0, wire::flags::RETRY, i, 0));
+        bench
+            .switch
+            .run_on_packet(&to_client(reply_msg(Op::GetReply, &key, b"v", 5, 0, i, 0)).build())
+            .unwrap();
+    }
+    let mut samples = Vec::new();
+    assert_eq!(reader.drain(|s| samples.push(*s)), 3);
+    let seen: Vec<(Vec<u8>, u64, u8)> = samples
+        .iter()
+        .map(|s| (s.key().unwrap().to_vec(), s.keyhash, s.op))
+        .collect();
+    // The countdown starts at 0: the 1st, 4th and 7th first attempts are sampled.
+    let expected: Vec<(Vec<u8>, u64, u8)> = [0u32, 3, 6]
+        .iter()
+        .map(|&i| {
+            let key = format!("key{i}").into_bytes();
+            let op = if i % 2 == 0 { Op::Get } else { Op::Put };
+            (key.clone(), key_hash(&key), op as u8)
+        })
+        .collect();
+    assert_eq!(seen, expected);
+    let counters = bench.switch.counters().unwrap();
+    assert_eq!(counters.get(Counter::Samples), 3);
+    assert_eq!(counters.get(Counter::SamplesLost), 0);
+    // The longest key fits whole.
+    let settings = SwitchSettings {
+        sample_period: 1,
+        ..SwitchSettings::forwarding_only(PORT, EPOCH)
+    };
+    let mut bench = Testbed::new("smq", 3, settings).unwrap();
+    let mut reader = bench.switch.take_samples().unwrap();
+    bench
+        .switch
+        .run_on_packet(&request_to(0, message(Op::Get, &long_key, b"", 0, 0, 1, 0)).build())
+        .unwrap();
+    let mut keys = Vec::new();
+    reader.drain(|s| keys.push(s.key().unwrap().to_vec()));
+    assert_eq!(keys, vec![long_key]);
+}
+
 /// The hot filter counts keys per slot: removing one of two hot keys that share a slot must
 /// not make the other look cold (its reads would then go home, past its newer replicas).
 #[test]

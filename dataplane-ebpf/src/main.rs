@@ -35,9 +35,11 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action::XDP_DROP,
         xdp_action::XDP_PASS, xdp_action::XDP_REDIRECT, xdp_action::XDP_TX,
     },
-    helpers::generated::{bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    helpers::generated::{
+        bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes,
+    },
     macros::{map, xdp},
-    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
@@ -46,7 +48,7 @@ use pegasus_common::{
     directory::{self, EntryView, Policy, ReplyAdmission},
     switch::{
         self, Counter, CounterBlock, DirEntry, FibEntry, HeaderPrefix, PacketClass, RetryDecision,
-        RetrySlot, ServerTable, SwitchConfig,
+        RetrySlot, Sample, ServerTable, SwitchConfig,
     },
     version,
     wire::{self, Op, offset},
@@ -68,6 +70,14 @@ static PORTS: DevMapHash = DevMapHash::with_max_entries(switch::MAX_PORTS, 0);
 #[map(name = "DIRECTORY")]
 static DIRECTORY: HashMap<u64, DirEntry> =
     HashMap::with_max_entries(switch::DIRECTORY_CAPACITY_DEFAULT, 0);
+
+/// Sampled requests for the controller's hot-key detection.
+#[map(name = "SAMPLES")]
+static SAMPLES: RingBuf = RingBuf::with_byte_size(switch::SAMPLES_RING_BYTES, 0);
+
+/// Per CPU: requests left until the next sample.
+#[map(name = "SAMPLER")]
+static SAMPLER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "HOT_FILTER")]
 static HOT_FILTER: Array<u8> = Array::with_max_entries(switch::HOT_FILTER_SLOTS, 0);
@@ -241,7 +251,7 @@ fn process(ctx: &XdpContext, tally: Tally) -> u32 {
                 }
                 tally.add(Counter::WritesStamped);
             }
-            if let Err(verdict) = route_request(frame, header, config, op, tally) {
+            if let Err(verdict) = route_request(ctx, frame, header, config, op, tally) {
                 return verdict;
             }
         }
@@ -290,6 +300,7 @@ fn stamp_version(frame: Headers, header: Header, epoch: u16) -> bool {
 /// `Err(verdict)` ends the packet's processing.
 #[inline(always)]
 fn route_request(
+    ctx: &XdpContext,
     frame: Headers,
     header: Header,
     config: &SwitchConfig,
@@ -306,6 +317,7 @@ fn route_request(
         return route_retry(frame, header, tally);
     }
     let keyhash = header.u64(offset::KEYHASH);
+    sample(ctx, config.sample_period, op, keyhash, tally);
     let Some(entry) = directory_lookup(keyhash) else {
         return Ok(()); // a cold key goes home: the common case, kept short
     };
@@ -369,6 +381,62 @@ fn route_request(
     tally.add(Counter::HotReads);
     steer(frame, header, flags, None, u32::from_be_bytes(slot.ipv4));
     Ok(())
+}
+
+/// Every `period`-th first attempt of a GET or PUT on this CPU goes to the controller: its key
+/// hash and key, into the `SAMPLES` ring buffer.
+#[inline(always)]
+fn sample(ctx: &XdpContext, period: u16, op: Op, keyhash: u64, tally: Tally) {
+    if period == 0 {
+        return;
+    }
+    let Some(countdown) = SAMPLER.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a per-CPU map value: only this CPU touches it.
+    unsafe {
+        if *countdown > 1 {
+            *countdown -= 1;
+            return;
+        }
+        *countdown = period as u32;
+    }
+    const KEY_LEN_OFF: usize = PAYLOAD_OFF + wire::HEADER_LEN;
+    let Some(key_len) = Bytes::<2>::at(ctx, KEY_LEN_OFF).map(|b| b.u16(0) as usize) else {
+        return;
+    };
+    if key_len == 0 || key_len > wire::MAX_KEY_LEN {
+        return;
+    }
+    let Some(mut entry) = SAMPLES.reserve::<Sample>(0) else {
+        tally.add(Counter::SamplesLost);
+        return;
+    };
+    // The same length, in a form whose range the verifier can see (1..=256: LLVM folds the
+    // two checks above into one unsigned comparison, which it cannot follow).
+    const _: () = assert!(wire::MAX_KEY_LEN == 256);
+    let copy_len = ((key_len as u32 - 1) & 0xff) + 1;
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` is the reserved ring buffer record, sized for a Sample; the key copy
+    // is bounded by its `key` array (1..=MAX_KEY_LEN bytes, checked above).
+    let copied = unsafe {
+        (*record).keyhash = keyhash;
+        (*record).key_len = key_len as u16;
+        (*record).op = op as u8;
+        (*record).reserved = [0; 5];
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            (KEY_LEN_OFF + 2) as u32,
+            (*record).key.as_mut_ptr() as *mut _,
+            copy_len,
+        )
+    };
+    if copied == 0 {
+        entry.submit(0);
+        tally.add(Counter::Samples);
+    } else {
+        entry.discard(0); // a datagram shorter than its key length says
+    }
 }
 
 /// Adds one to an entry's read or write counter and returns the count before. Not atomic, on

@@ -52,6 +52,16 @@ enum LabCommand {
         /// Most hot keys in the switch's directory.
         #[arg(long, default_value_t = pegasus_common::switch::DIRECTORY_CAPACITY_DEFAULT)]
         directory_capacity: u32,
+        /// Hot keys the switch's controller finds and keeps by itself (the switch's
+        /// --hot-keys); 0 leaves the directory to `switch hot add|del`.
+        #[arg(long, default_value_t = 16)]
+        hot_keys: u32,
+        /// The switch's --epoch-ms (statistics epoch).
+        #[arg(long, default_value_t = 20)]
+        epoch_ms: u64,
+        /// The switch's --sample-rate (one request in N sampled).
+        #[arg(long, default_value_t = pegasus_common::switch::SAMPLE_PERIOD_DEFAULT)]
+        sample_rate: u16,
     },
     /// Remove everything a lab made: processes, namespaces, files. Safe to repeat.
     Down {
@@ -94,6 +104,9 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             store_threads,
             replication,
             directory_capacity,
+            hot_keys,
+            epoch_ms,
+            sample_rate,
         } => {
             let spec = LabSpec {
                 name,
@@ -106,6 +119,9 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
                 store_threads,
                 replication,
                 directory_capacity,
+                hot_keys,
+                epoch_ms,
+                sample_rate,
             };
             let exe = std::env::current_exe()?;
             let state = lab::up(&spec, &exe)?;

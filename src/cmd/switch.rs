@@ -6,11 +6,15 @@ use clap::{Args, Subcommand, ValueEnum};
 use pegasus_client::Cluster;
 use pegasus_common::{
     directory::Policy,
-    switch::{DIRECTORY_CAPACITY_DEFAULT, FIB_GENERATION_PERIOD_MS},
+    switch::{
+        DIRECTORY_CAPACITY_DEFAULT, FIB_GENERATION_PERIOD_MS, SAMPLE_PERIOD_DEFAULT,
+        SAMPLE_PERIOD_MAX,
+    },
     wire::DEFAULT_PORT,
 };
 use pegasus_control::{
-    controller::{Controller, HotKey},
+    controller::{Controller, Detection, HotKey},
+    hotkeys::{HotSetRules, ONE_SAMPLE},
     switch::{
         AttachMode, Switch, SwitchSettings,
         admin::{self, Request},
@@ -27,6 +31,10 @@ pub struct SwitchArgs {
     #[command(flatten)]
     run: RunArgs,
 }
+
+/// Fewest (decayed) samples a key needs before detection makes it hot: one or two samples
+/// are noise.
+const HOT_KEY_MIN_SAMPLES: u64 = 3;
 
 /// Server choice policies, as command-line values.
 #[derive(Clone, Copy, ValueEnum)]
@@ -79,6 +87,19 @@ struct RunArgs {
     /// Most hot keys in the directory (fixed when the program is loaded).
     #[arg(long, default_value_t = DIRECTORY_CAPACITY_DEFAULT)]
     directory_capacity: u32,
+    /// Hot keys the controller keeps in the directory, found from sampled requests (the most
+    /// requested ones, with hysteresis). 0: none; only `switch hot add|del` changes the
+    /// directory. At most --directory-capacity.
+    #[arg(long, default_value_t = 16)]
+    hot_keys: u32,
+    /// Length of a statistics epoch: the controller reads the samples, updates its top-k and
+    /// changes the directory this often; counts halve every epoch.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    epoch_ms: u64,
+    /// Sample one GET or PUT in this many for hot-key detection (0: no sampling).
+    #[arg(long, default_value_t = SAMPLE_PERIOD_DEFAULT,
+          value_parser = clap::value_parser!(u16).range(0..=SAMPLE_PERIOD_MAX as i64))]
+    sample_rate: u16,
     /// Serve status, counters and hot-key control on this Unix socket.
     #[arg(long)]
     admin: Option<PathBuf>,
@@ -274,9 +295,28 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
         policy: args.policy.into(),
         replication: args.replication,
         directory_capacity: args.directory_capacity,
+        sample_period: args.sample_rate,
         servers,
     };
+    let detecting = args.hot_keys > 0 && !settings.servers.is_empty();
+    if detecting {
+        if args.hot_keys > args.directory_capacity {
+            bail!(
+                "--hot-keys {} exceeds --directory-capacity {}",
+                args.hot_keys,
+                args.directory_capacity
+            );
+        }
+        if args.sample_rate == 0 {
+            bail!("--hot-keys needs sampling: give --sample-rate N > 0, or --hot-keys 0");
+        }
+    }
     let mut switch = Switch::load(&settings)?;
+    let samples = if detecting {
+        Some(switch.take_samples()?)
+    } else {
+        None
+    };
     for port in &args.ports {
         switch.attach(port, args.mode)?;
     }
@@ -290,6 +330,14 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
     let admin_path = args.admin.clone();
     let served = controller.clone();
     let refreshed = controller.clone();
+    let detector = controller.clone();
+    let detection = Detection {
+        rules: HotSetRules {
+            hot_keys: args.hot_keys as usize,
+            min_count: HOT_KEY_MIN_SAMPLES * ONE_SAMPLE,
+        },
+        epoch: std::time::Duration::from_millis(args.epoch_ms),
+    };
     super::block_on(1, async move {
         let admin_task = admin_path
             .clone()
@@ -324,8 +372,23 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
                 }
             }
         };
+        let detect = async move {
+            match samples {
+                Some(samples) => detector.detect_hot_keys(samples, detection).await,
+                None => std::future::pending().await,
+            }
+        };
+        if detecting {
+            tracing::info!(
+                hot_keys = args.hot_keys,
+                epoch_ms = args.epoch_ms,
+                sample_rate = args.sample_rate,
+                "hot-key detection on"
+            );
+        }
         tokio::select! {
             _ = super::shutdown_signal() => {}
+            e = detect => return Err(e.context("hot-key detection")),
             e = admin_failed => return Err(e),
             e = fib_refresh => return Err(e.context("renewing the forwarding cache")),
         }

@@ -84,6 +84,19 @@ pub struct LabSpec {
     pub replication: u8,
     /// Most hot keys in the switch's directory.
     pub directory_capacity: u32,
+    /// Hot keys the switch's controller detects and keeps (0: by hand only).
+    #[serde(default)]
+    pub hot_keys: u32,
+    /// The switch's statistics epoch, in milliseconds.
+    #[serde(default = "default_epoch_ms")]
+    pub epoch_ms: u64,
+    /// The switch samples one request in this many.
+    #[serde(default)]
+    pub sample_rate: u16,
+}
+
+fn default_epoch_ms() -> u64 {
+    20
 }
 
 mod attach_mode_serde {
@@ -325,6 +338,12 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             spec.replication.to_string(),
             "--directory-capacity".to_owned(),
             spec.directory_capacity.to_string(),
+            "--hot-keys".to_owned(),
+            spec.hot_keys.to_string(),
+            "--epoch-ms".to_owned(),
+            spec.epoch_ms.to_string(),
+            "--sample-rate".to_owned(),
+            spec.sample_rate.to_string(),
         ];
         let child = spawn_in(&tor, exe, &args, &log)?;
         state.processes.push(LabProcess {

@@ -9,7 +9,7 @@ pub mod testbed;
 use anyhow::{Context, Result, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use pegasus_common::{
@@ -70,6 +70,8 @@ pub struct SwitchSettings {
     pub replication: u8,
     /// Most hot keys the directory holds.
     pub directory_capacity: u32,
+    /// One request in this many is sampled for hot-key detection (0 = none).
+    pub sample_period: u16,
     /// The rack's servers: id and IPv4 address.
     pub servers: Vec<(u8, Ipv4Addr)>,
 }
@@ -83,6 +85,7 @@ impl SwitchSettings {
             policy: Policy::LeastLoaded,
             replication: 1,
             directory_capacity: shared::DIRECTORY_CAPACITY_DEFAULT,
+            sample_period: 0,
             servers: Vec::new(),
         }
     }
@@ -97,6 +100,11 @@ impl SwitchSettings {
         ensure!(
             (1..=SERVERS_MAX).contains(&(self.replication as u32)),
             "the replication factor must be between 1 and {SERVERS_MAX}"
+        );
+        ensure!(
+            self.sample_period <= shared::SAMPLE_PERIOD_MAX,
+            "the sample period must be at most {}",
+            shared::SAMPLE_PERIOD_MAX
         );
         for (id, _) in &self.servers {
             ensure!((*id as u32) < SERVERS_MAX, "server id {id} out of range");
@@ -150,6 +158,7 @@ pub mod action {
 pub struct Switch {
     ebpf: Ebpf,
     attached: Vec<(String, XdpLinkId)>,
+    directory_capacity: u32,
 }
 
 impl Switch {
@@ -174,6 +183,7 @@ impl Switch {
         let mut switch = Switch {
             ebpf,
             attached: Vec::new(),
+            directory_capacity: settings.directory_capacity,
         };
         let mut table = ServerTable::default();
         let mut all_servers = 0u32;
@@ -195,7 +205,8 @@ impl Switch {
             all_servers,
             policy: settings.policy as u8,
             replication: settings.replication,
-            reserved: [0; 6],
+            sample_period: settings.sample_period,
+            reserved: [0; 4],
         };
         let mut config_map: Array<&mut MapData, SwitchConfig> =
             Array::try_from(switch.map_mut(shared::MAP_CONFIG)?)?;
@@ -367,6 +378,23 @@ impl Switch {
         self.ebpf
             .map_mut(name)
             .with_context(|| format!("the object has no map {name}"))
+    }
+
+    /// Most keys the directory holds (fixed at load time).
+    pub fn directory_capacity(&self) -> u32 {
+        self.directory_capacity
+    }
+
+    /// Takes the samples ring buffer out of the switch (once): its reader is the hot-key
+    /// detection's, not the switch's.
+    pub fn take_samples(&mut self) -> Result<SampleReader> {
+        let map = self
+            .ebpf
+            .take_map(shared::MAP_SAMPLES)
+            .context("the samples ring buffer was already taken")?;
+        Ok(SampleReader {
+            ring: RingBuf::try_from(map)?,
+        })
     }
 
     fn map(&self, name: &str) -> Result<&aya::maps::Map> {
@@ -549,6 +577,30 @@ impl Drop for Switch {
 }
 
 /// A missing key is not an error for removals and lookups.
+/// Reads the requests the switch samples (`shared::MAP_SAMPLES`).
+pub struct SampleReader {
+    ring: RingBuf<MapData>,
+}
+
+impl SampleReader {
+    /// Hands every sample waiting in the ring buffer to `each`; returns how many there were.
+    /// Malformed records (never written by this program) are skipped.
+    pub fn drain(&mut self, mut each: impl FnMut(&shared::Sample)) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            if item.len() >= std::mem::size_of::<shared::Sample>() {
+                // SAFETY: the record holds a Sample written by the program (a plain C struct
+                // of integers and bytes: every bit pattern is valid); read unaligned.
+                let sample =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr() as *const shared::Sample) };
+                each(&sample);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
 /// The minimal XDP programs `pegasus switch bench` measures the switch against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Yardstick {

@@ -1,0 +1,395 @@
+//! Hot-key detection: which keys the directory should hold, from the switch's samples.
+//!
+//! - [`TopK`] counts sampled keys with the **space-saving** algorithm (Metwally, Agrawal and
+//!   El Abbadi, 2005): at most `capacity` counters; a key without one takes the counter of the
+//!   least counted key and starts from that count (an overestimate by at most it), so every
+//!   key with more than `samples / capacity` samples is tracked. Counts **decay** at the end of
+//!   every statistics epoch (by [`decay_per_epoch`]: they halve every [`HALF_LIFE_EPOCHS`]
+//!   epochs), so the ranking follows the last several epochs. Counts are fixed-point, in
+//!   [`ONE_SAMPLE`] units.
+//! - [`decide`] turns the ranking and the current directory into keys to add and to evict,
+//!   with **hysteresis**: a newcomer must rank among the `hot_keys` most counted, with at least
+//!   `min_count`; a hot key leaves only when it has cooled below half the count of the
+//!   `hot_keys`-th key (once that count is large enough to say so: twice `min_count`), or to
+//!   make room for a key counted more than twice as often as it. A key on the edge therefore
+//!   stays where it is instead of flapping in and out, and sampling noise evicts nothing.
+//!
+//! Both are plain data structures, unit-tested here; `crate::controller` runs them every epoch.
+
+use std::collections::{BTreeSet, HashMap};
+
+/// Counters the top-k keeps for each hot key it is asked for: enough that the keys just below
+/// the top are tracked too (their counts are what hysteresis compares with).
+pub const COUNTERS_PER_HOT_KEY: usize = 16;
+/// Fewest counters a [`TopK`] keeps.
+pub const COUNTERS_MIN: usize = 256;
+/// One sample's weight in a count (counts are fixed-point, so that they can decay smoothly).
+pub const ONE_SAMPLE: u64 = 256;
+/// Epochs over which a count halves.
+pub const HALF_LIFE_EPOCHS: f64 = 5.0;
+/// Counts below this are forgotten when they decay.
+const FORGET_BELOW: u64 = ONE_SAMPLE / 4;
+
+/// The factor (in 1/65,536) that counts are multiplied by at the end of every epoch.
+pub fn decay_per_epoch() -> u64 {
+    (65_536.0 * 0.5f64.powf(1.0 / HALF_LIFE_EPOCHS)).round() as u64
+}
+
+/// A tracked key: its estimated count, and the key itself (the controller needs it).
+#[derive(Clone, Debug)]
+struct Tracked {
+    count: u64,
+    key: Vec<u8>,
+}
+
+/// Space-saving top-k with per-epoch decay (see the module docs).
+#[derive(Debug)]
+pub struct TopK {
+    capacity: usize,
+    tracked: HashMap<u64, Tracked>,
+    /// (count, keyhash) of every tracked key, least counted first.
+    order: BTreeSet<(u64, u64)>,
+}
+
+impl TopK {
+    /// A top-k with `capacity` counters (at least 1).
+    pub fn new(capacity: usize) -> TopK {
+        assert!(capacity >= 1, "a top-k needs a counter");
+        TopK {
+            capacity,
+            tracked: HashMap::with_capacity(capacity),
+            order: BTreeSet::new(),
+        }
+    }
+
+    /// Counts one sample of `key` (whose hash is `keyhash`).
+    pub fn observe(&mut self, keyhash: u64, key: &[u8]) {
+        if let Some(t) = self.tracked.get_mut(&keyhash) {
+            self.order.remove(&(t.count, keyhash));
+            t.count += ONE_SAMPLE;
+            self.order.insert((t.count, keyhash));
+            return;
+        }
+        let count = if self.tracked.len() < self.capacity {
+            ONE_SAMPLE
+        } else {
+            // Take over the least counted key's counter.
+            let (least, evicted) = self.order.pop_first().expect("full, so not empty");
+            self.tracked.remove(&evicted);
+            least + ONE_SAMPLE
+        };
+        self.tracked.insert(
+            keyhash,
+            Tracked {
+                count,
+                key: key.to_vec(),
+            },
+        );
+        self.order.insert((count, keyhash));
+        debug_assert_eq!(self.tracked.len(), self.order.len());
+        debug_assert!(self.tracked.len() <= self.capacity);
+    }
+
+    /// Ends a statistics epoch: every count is multiplied by `factor` / 65,536 (see
+    /// [`decay_per_epoch`]); keys counted below a quarter sample are forgotten.
+    pub fn decay(&mut self, factor: u64) {
+        assert!(factor <= 65_536, "a decay never raises counts");
+        let order = std::mem::take(&mut self.order);
+        for (count, keyhash) in order {
+            let halved = ((count as u128 * factor as u128) >> 16) as u64;
+            if halved < FORGET_BELOW {
+                self.tracked.remove(&keyhash);
+            } else {
+                self.tracked
+                    .get_mut(&keyhash)
+                    .expect("order and tracked agree")
+                    .count = halved;
+                self.order.insert((halved, keyhash));
+            }
+        }
+    }
+
+    /// Every tracked key as (keyhash, count in [`ONE_SAMPLE`] units), most counted first
+    /// (ties: smaller hash first).
+    pub fn ranking(&self) -> Vec<(u64, u64)> {
+        let mut ranking: Vec<(u64, u64)> = self.order.iter().map(|&(c, h)| (h, c)).collect();
+        ranking.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranking
+    }
+
+    /// The estimated count of a key, in [`ONE_SAMPLE`] units (0 when not tracked).
+    pub fn count(&self, keyhash: u64) -> u64 {
+        self.tracked.get(&keyhash).map_or(0, |t| t.count)
+    }
+
+    /// The key whose hash is `keyhash`, if tracked.
+    pub fn key(&self, keyhash: u64) -> Option<&[u8]> {
+        self.tracked.get(&keyhash).map(|t| t.key.as_slice())
+    }
+
+    /// Tracked keys.
+    pub fn len(&self) -> usize {
+        self.tracked.len()
+    }
+
+    /// True when no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.tracked.is_empty()
+    }
+}
+
+/// What [`decide`] aims for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HotSetRules {
+    /// Keys the directory should hold: the most counted ones.
+    pub hot_keys: usize,
+    /// Fewest (decayed) samples a key needs to be added, in [`ONE_SAMPLE`] units.
+    pub min_count: u64,
+}
+
+/// Keys to add and to evict, by hash.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Most counted first.
+    pub add: Vec<u64>,
+    /// Least counted first.
+    pub evict: Vec<u64>,
+}
+
+/// The changes that bring the directory's keys `hot` towards the `rules.hot_keys` most counted
+/// keys of `ranking` (most counted first, as [`TopK::ranking`]), with hysteresis (module docs).
+/// After the evictions and the adds the directory holds at most `rules.hot_keys` keys: every
+/// add fills room or is paired with an eviction.
+pub fn decide(rules: &HotSetRules, ranking: &[(u64, u64)], hot: &[u64]) -> Changes {
+    let count: HashMap<u64, u64> = ranking.iter().copied().collect();
+    let count_of = |h: &u64| count.get(h).copied().unwrap_or(0);
+    // The count a key needs to be among the top: the hot_keys-th key's (0 if fewer keys).
+    let kth = match rules.hot_keys {
+        0 => u64::MAX,
+        k => ranking.get(k - 1).map_or(0, |&(_, c)| c),
+    };
+    // Hot keys, least counted first.
+    let mut staying: Vec<(u64, u64)> = hot.iter().map(|h| (*h, count_of(h))).collect();
+    staying.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    let mut changes = Changes::default();
+    // Cooled: below half the top's threshold, once that threshold means something (an idle
+    // or barely sampled rack keeps its set). And any excess over hot_keys (the target
+    // shrank), least counted first.
+    let informative = kth >= rules.min_count.saturating_mul(2);
+    let excess = staying.len().saturating_sub(rules.hot_keys);
+    let mut kept = Vec::with_capacity(staying.len());
+    for (i, (h, c)) in staying.drain(..).enumerate() {
+        if i < excess || (informative && c.saturating_mul(2) < kth) {
+            changes.evict.push(h);
+        } else {
+            kept.push((h, c));
+        }
+    }
+    let hot_now: std::collections::HashSet<u64> = hot.iter().copied().collect();
+    let candidates = ranking
+        .iter()
+        .take(rules.hot_keys)
+        .filter(|(h, c)| !hot_now.contains(h) && *c >= rules.min_count.max(1));
+    let mut room = rules.hot_keys.saturating_sub(kept.len());
+    // `kept` is least counted first: a candidate displaces the coldest kept key only if it is
+    // counted more than twice as often.
+    let mut coldest = 0;
+    for &(h, c) in candidates {
+        if room > 0 {
+            room -= 1;
+            changes.add.push(h);
+        } else if coldest < kept.len() && c > kept[coldest].1.saturating_mul(2) {
+            changes.evict.push(kept[coldest].0);
+            coldest += 1;
+            changes.add.push(h);
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rules(hot_keys: usize) -> HotSetRules {
+        HotSetRules {
+            hot_keys,
+            min_count: 2,
+        }
+    }
+
+    /// Counts in samples, for readable expectations.
+    fn in_samples(ranking: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+        ranking
+            .into_iter()
+            .map(|(h, c)| (h, c / ONE_SAMPLE))
+            .collect()
+    }
+
+    #[test]
+    fn space_saving_counts_exactly_while_there_is_room() {
+        let mut top = TopK::new(4);
+        for (h, n) in [(1u64, 5), (2, 3), (3, 1)] {
+            for _ in 0..n {
+                top.observe(h, &h.to_be_bytes());
+            }
+        }
+        assert_eq!(in_samples(top.ranking()), vec![(1, 5), (2, 3), (3, 1)]);
+        assert_eq!(top.key(2), Some(&2u64.to_be_bytes()[..]));
+        assert_eq!(top.count(9), 0);
+        assert_eq!(top.count(1), 5 * ONE_SAMPLE);
+    }
+
+    #[test]
+    fn a_new_key_takes_over_the_least_counted() {
+        let mut top = TopK::new(2);
+        for h in [1u64, 1, 1, 2, 3] {
+            top.observe(h, b"k");
+        }
+        // 3 replaced 2 (count 1) and starts from 1 + 1.
+        assert_eq!(in_samples(top.ranking()), vec![(1, 3), (3, 2)]);
+        assert_eq!(top.len(), 2);
+    }
+
+    #[test]
+    fn decay_halves_over_its_half_life_and_forgets() {
+        let mut top = TopK::new(8);
+        for _ in 0..8 {
+            top.observe(1, b"a");
+        }
+        top.observe(2, b"b");
+        top.decay(32_768);
+        assert_eq!(top.ranking(), vec![(1, 4 * ONE_SAMPLE), (2, ONE_SAMPLE / 2)]);
+        top.decay(32_768);
+        assert_eq!(top.len(), 2, "a quarter sample is still remembered");
+        top.decay(32_768);
+        assert_eq!(in_samples(top.ranking()), vec![(1, 1)], "below a quarter: forgotten");
+        for _ in 0..4 {
+            top.decay(32_768);
+        }
+        assert!(top.is_empty());
+        // The per-epoch factor halves a count over HALF_LIFE_EPOCHS epochs.
+        let mut count = 1_000 * ONE_SAMPLE;
+        for _ in 0..HALF_LIFE_EPOCHS as usize {
+            count = (count * decay_per_epoch()) >> 16;
+        }
+        assert!((count as f64 / (500 * ONE_SAMPLE) as f64 - 1.0).abs() < 0.01, "{count}");
+    }
+
+    proptest! {
+        /// Space-saving's guarantee: a key with more than n / capacity samples is tracked, and
+        /// no tracked count underestimates the true count.
+        #[test]
+        fn frequent_keys_are_tracked_and_never_undercounted(
+            stream in proptest::collection::vec(0u64..40, 1..600),
+            capacity in 2usize..16,
+        ) {
+            let mut top = TopK::new(capacity);
+            let mut truth: HashMap<u64, u64> = HashMap::new();
+            for &h in &stream {
+                top.observe(h, b"k");
+                *truth.entry(h).or_default() += 1;
+            }
+            let n = stream.len() as u64;
+            for (&h, &c) in &truth {
+                if c > n / capacity as u64 {
+                    prop_assert!(top.count(h) >= c, "key {h} ({c} of {n}) lost");
+                }
+                if top.count(h) > 0 {
+                    prop_assert!(top.count(h) >= c);
+                }
+            }
+            prop_assert!(top.len() <= capacity);
+        }
+
+        /// Whatever the counts, the decision never leaves more than hot_keys keys, never adds a
+        /// key twice or one that is hot, and only evicts hot keys.
+        #[test]
+        fn decisions_respect_the_limit(
+            counts in proptest::collection::vec((0u64..60, 0u64..50), 0..40),
+            hot in proptest::collection::btree_set(0u64..60, 0..20),
+            hot_keys in 0usize..12,
+        ) {
+            let mut ranking: Vec<(u64, u64)> =
+                counts.into_iter().collect::<HashMap<_, _>>().into_iter().collect();
+            ranking.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let hot: Vec<u64> = hot.into_iter().collect();
+            let c = decide(&rules(hot_keys), &ranking, &hot);
+            let after = hot.len() - c.evict.len() + c.add.len();
+            prop_assert!(after <= hot_keys, "{} keys after, target {}", after, hot_keys);
+            for h in &c.evict { prop_assert!(hot.contains(h)); }
+            for h in &c.add { prop_assert!(!hot.contains(h)); }
+            let unique: std::collections::HashSet<_> = c.add.iter().chain(&c.evict).collect();
+            prop_assert_eq!(unique.len(), c.add.len() + c.evict.len());
+        }
+    }
+
+    #[test]
+    fn sampling_noise_evicts_nothing() {
+        // The 3rd key has 1 (< 2 x min_count 2): too few samples to call anyone cooled, and
+        // too few to be added.
+        let ranking = [(10, 9), (11, 5), (12, 1)];
+        assert_eq!(decide(&rules(3), &ranking, &[10, 11, 77]), Changes::default());
+    }
+
+    #[test]
+    fn the_hottest_keys_are_added_while_there_is_room() {
+        let ranking = [(10, 50), (11, 40), (12, 30), (13, 1)];
+        let c = decide(&rules(3), &ranking, &[]);
+        assert_eq!(c.add, vec![10, 11, 12]);
+        assert!(c.evict.is_empty());
+        // Too few samples: not added.
+        let c = decide(&rules(4), &ranking, &[10, 11, 12]);
+        assert!(c.add.is_empty(), "13 has 1 sample, below min_count");
+    }
+
+    #[test]
+    fn a_key_on_the_edge_does_not_flap() {
+        // 12 is hot; 13 overtakes it slightly: nothing changes.
+        let ranking = [(10, 50), (11, 40), (13, 31), (12, 30)];
+        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        assert_eq!(c, Changes::default());
+        // And back: still nothing.
+        let ranking = [(10, 50), (11, 40), (12, 31), (13, 30)];
+        assert_eq!(
+            decide(&rules(3), &ranking, &[10, 11, 12]),
+            Changes::default()
+        );
+    }
+
+    #[test]
+    fn a_much_hotter_key_displaces_the_coldest() {
+        let ranking = [(13, 100), (10, 50), (11, 40), (12, 30)];
+        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        assert_eq!(c.add, vec![13]);
+        assert_eq!(c.evict, vec![12]);
+    }
+
+    #[test]
+    fn cooled_keys_leave_even_without_a_replacement() {
+        // 12 fell below half of the 3rd key's count.
+        let ranking = [(10, 50), (11, 40), (14, 30), (12, 9)];
+        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        assert_eq!(c.evict, vec![12]);
+        assert_eq!(c.add, vec![14], "and the room goes to the next key");
+        // A hot key no longer sampled at all has cooled too.
+        let c = decide(&rules(2), &[(10, 50), (11, 40)], &[10, 77]);
+        assert_eq!(c.evict, vec![77]);
+        assert_eq!(c.add, vec![11]);
+    }
+
+    #[test]
+    fn an_idle_rack_keeps_its_hot_keys() {
+        assert_eq!(decide(&rules(3), &[], &[10, 11]), Changes::default());
+    }
+
+    #[test]
+    fn a_smaller_target_evicts_the_least_counted_first() {
+        let ranking = [(10, 50), (11, 40), (12, 30)];
+        let c = decide(&rules(1), &ranking, &[12, 11, 10]);
+        assert_eq!(c.evict, vec![12, 11]);
+        assert!(c.add.is_empty());
+        assert!(decide(&rules(0), &ranking, &[10]).evict == vec![10]);
+    }
+}
