@@ -141,7 +141,10 @@ impl Controller {
     ) -> anyhow::Error {
         let rules = detection.rules;
         let capacity = self.switch().directory_capacity() as usize;
-        assert!(rules.hot_keys <= capacity, "more hot keys than directory slots");
+        assert!(
+            rules.hot_keys <= capacity,
+            "more hot keys than directory slots"
+        );
         let mut top = TopK::new((rules.hot_keys * COUNTERS_PER_HOT_KEY).max(COUNTERS_MIN));
         let decay = decay_per_epoch();
         let mut tick = tokio::time::interval(detection.epoch);

@@ -260,11 +260,18 @@ mod tests {
         }
         top.observe(2, b"b");
         top.decay(32_768);
-        assert_eq!(top.ranking(), vec![(1, 4 * ONE_SAMPLE), (2, ONE_SAMPLE / 2)]);
+        assert_eq!(
+            top.ranking(),
+            vec![(1, 4 * ONE_SAMPLE), (2, ONE_SAMPLE / 2)]
+        );
         top.decay(32_768);
         assert_eq!(top.len(), 2, "a quarter sample is still remembered");
         top.decay(32_768);
-        assert_eq!(in_samples(top.ranking()), vec![(1, 1)], "below a quarter: forgotten");
+        assert_eq!(
+            in_samples(top.ranking()),
+            vec![(1, 1)],
+            "below a quarter: forgotten"
+        );
         for _ in 0..4 {
             top.decay(32_768);
         }
@@ -274,7 +281,10 @@ mod tests {
         for _ in 0..HALF_LIFE_EPOCHS as usize {
             count = (count * decay_per_epoch()) >> 16;
         }
-        assert!((count as f64 / (500 * ONE_SAMPLE) as f64 - 1.0).abs() < 0.01, "{count}");
+        assert!(
+            (count as f64 / (500 * ONE_SAMPLE) as f64 - 1.0).abs() < 0.01,
+            "{count}"
+        );
     }
 
     proptest! {
@@ -330,7 +340,10 @@ mod tests {
         // The 3rd key has 1 (< 2 x min_count 2): too few samples to call anyone cooled, and
         // too few to be added.
         let ranking = [(10, 9), (11, 5), (12, 1)];
-        assert_eq!(decide(&rules(3), &ranking, &[10, 11, 77]), Changes::default());
+        assert_eq!(
+            decide(&rules(3), &ranking, &[10, 11, 77]),
+            Changes::default()
+        );
     }
 
     #[test]

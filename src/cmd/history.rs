@@ -45,9 +45,13 @@ struct RecordArgs {
     /// run: the checker assumes every key starts absent.
     #[arg(long)]
     prefix: String,
-    /// Number of hot keys (PREFIX-hot-0 ...).
+    /// Number of hot keys (PREFIX-hot-S ..., from S = --hot-start).
     #[arg(long, default_value_t = 4)]
     hot: u32,
+    /// Index of the first hot key: recordings with the same prefix and another start shift
+    /// the hot set (check their files together: a key's history spans them all).
+    #[arg(long, default_value_t = 0)]
+    hot_start: u32,
     /// Number of cold keys (PREFIX-cold-0 ...).
     #[arg(long, default_value_t = 100)]
     cold: u32,
@@ -194,14 +198,14 @@ struct Keys {
 
 impl Keys {
     fn new(args: &RecordArgs) -> Keys {
-        let names = |kind: &str, n: u32| -> Vec<String> {
-            (0..n)
+        let names = |kind: &str, start: u32, n: u32| -> Vec<String> {
+            (start..start.saturating_add(n))
                 .map(|i| format!("{}-{kind}-{i}", args.prefix))
                 .collect()
         };
         Keys {
-            hot: names("hot", args.hot),
-            cold: names("cold", args.cold),
+            hot: names("hot", args.hot_start, args.hot),
+            cold: names("cold", 0, args.cold),
         }
     }
 

@@ -1,0 +1,136 @@
+//! End to end: the controller finds hot keys by itself. Clients record histories while the
+//! hot set moves from one group of keys to another and then both are read back; the switch's
+//! controller (sampling, top-k, hysteresis) must follow the hot set, evicting the keys that
+//! cooled, and the whole history must stay linearizable. Needs root, as CI runs.
+
+mod support;
+
+use serde_json::Value;
+use std::{collections::BTreeSet, thread};
+use support::{Lab, pegasus, run_ok};
+
+const CLIENTS: u8 = 4;
+const HOT: u32 = 4;
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn the_controller_follows_a_moving_hot_set() {
+    let lab = Lab::up(
+        "e2edet",
+        &[
+            "--servers",
+            "6",
+            "--clients",
+            &CLIENTS.to_string(),
+            "--hot-keys",
+            &HOT.to_string(),
+        ],
+    );
+    let scratch = tempdir("e2edet");
+    let prefix = format!("det{}", std::process::id());
+    let mut files = Vec::new();
+    // (hot keys from, how many, share of operations on them, seconds)
+    let phases = [
+        (0u32, HOT, "0.6", "4"),
+        (HOT, HOT, "0.6", "4"),
+        (0, 2 * HOT, "0.3", "2"),
+    ];
+    let mut hot_after = Vec::new();
+    for (phase, &(start, count, share, seconds)) in phases.iter().enumerate() {
+        let phase_files: Vec<String> = (0..CLIENTS)
+            .map(|j| format!("{scratch}/client{j}-phase{phase}.jsonl"))
+            .collect();
+        thread::scope(|s| {
+            let recorders: Vec<_> = (0..CLIENTS)
+                .map(|j| {
+                    let (lab, file, prefix) = (&lab, &phase_files[j as usize], &prefix);
+                    let (start, count) = (start.to_string(), count.to_string());
+                    s.spawn(move || {
+                        json(&lab.run_pegasus(
+                            j,
+                            &[
+                                "history",
+                                "record",
+                                "--out",
+                                file,
+                                "--prefix",
+                                prefix,
+                                "--hot",
+                                &count,
+                                "--hot-start",
+                                &start,
+                                "--hot-share",
+                                share,
+                                "--cold",
+                                "100",
+                                "--seconds",
+                                seconds,
+                                "--workers",
+                                "4",
+                                "--json",
+                            ],
+                        ))
+                    })
+                })
+                .collect();
+            for r in recorders {
+                let summary = r.join().unwrap();
+                assert!(
+                    summary["operations"].as_u64().unwrap() >= 500,
+                    "a recorder barely ran: {summary}"
+                );
+            }
+        });
+        files.extend(phase_files);
+        let listed = json(&run_ok(&[
+            "switch", "hot", "list", "--lab", &lab.name, "--json",
+        ]));
+        let keys: BTreeSet<String> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["key"].as_str().unwrap().to_owned())
+            .collect();
+        hot_after.push(keys);
+    }
+    let group = |from: u32| -> BTreeSet<String> {
+        (from..from + HOT)
+            .map(|i| format!("{prefix}-hot-{i}"))
+            .collect()
+    };
+    assert_eq!(hot_after[0], group(0), "the first hot set was found");
+    assert_eq!(
+        hot_after[1],
+        group(HOT),
+        "the controller followed the hot set and evicted the keys that cooled"
+    );
+
+    // Every operation of the three phases, checked together: the keys that were evicted were
+    // read and written again in the last phase.
+    let mut args = vec!["history", "check", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let out = pegasus().args(&args).output().unwrap();
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "not linearizable: {}",
+        serde_json::to_string_pretty(&report).unwrap()
+    );
+    assert_eq!(report["keys"], 2 * HOT as u64 + 100, "{report}");
+    let status = json(&run_ok(&["switch", "status", "--lab", &lab.name, "--json"]));
+    assert!(
+        status["counters"]["samples"].as_u64().unwrap() > 1000,
+        "{status}"
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// A scratch directory for this run's histories.
+fn tempdir(tag: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("pegasus-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.display().to_string()
+}
