@@ -62,6 +62,28 @@ impl KeyChooser {
     }
 }
 
+/// An abrupt change of the hot set: from `at` on, the `count` most popular ranks trade places
+/// with `count` ranks from `offset` on (cold ones, for an offset deep in the key space), so
+/// that the hottest keys suddenly become cold and cold ones hot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HotSwap {
+    pub count: u64,
+    pub offset: u64,
+}
+
+impl HotSwap {
+    /// The rank a sampled rank stands for once the swap has happened.
+    pub fn apply(&self, rank: u64) -> u64 {
+        if rank < self.count {
+            rank + self.offset
+        } else if (self.offset..self.offset + self.count).contains(&rank) {
+            rank - self.offset
+        } else {
+            rank
+        }
+    }
+}
+
 /// The name of the key of `rank`.
 pub fn key_name(rank: u64) -> String {
     format!("user{rank}")
@@ -104,6 +126,24 @@ mod tests {
             counts.iter().all(|&c| (9_000..11_000).contains(&c)),
             "{counts:?}"
         );
+    }
+
+    #[test]
+    fn a_hot_swap_trades_the_top_ranks_with_cold_ones() {
+        let swap = HotSwap {
+            count: 16,
+            offset: 50_000,
+        };
+        assert_eq!(swap.apply(0), 50_000);
+        assert_eq!(swap.apply(15), 50_015);
+        assert_eq!(swap.apply(50_000), 0);
+        assert_eq!(swap.apply(50_015), 15);
+        assert_eq!(swap.apply(16), 16);
+        assert_eq!(swap.apply(50_016), 50_016);
+        // A permutation: applying it twice gives every rank back.
+        for rank in (0..60_000).step_by(7) {
+            assert_eq!(swap.apply(swap.apply(rank)), rank);
+        }
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //!   is removed. A key whose home cannot be brought up to date stays hot: never unsafe.
 //! - **Detecting** hot keys ([`Controller::detect_hot_keys`]): every statistics epoch, the
 //!   switch's samples feed a top-k (`crate::hotkeys`), whose decision is carried out: adds
-//!   first while the directory has room (a new hot key helps at once), then evictions, then
-//!   the adds that needed their room.
+//!   at once while the directory has room (a new hot key helps at once; the adds that need
+//!   an eviction's room wait for a later epoch), evictions in the background.
 
 use crate::{
     hotkeys::{COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_per_epoch, decide},
@@ -147,6 +147,8 @@ impl Controller {
         );
         let mut top = TopK::new((rules.hot_keys * COUNTERS_PER_HOT_KEY).max(COUNTERS_MIN));
         let decay = decay_per_epoch();
+        let mut evictions = tokio::task::JoinSet::new();
+        let mut evicting = std::collections::HashSet::new();
         let mut tick = tokio::time::interval(detection.epoch);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -161,17 +163,32 @@ impl Controller {
                 Ok(entries) => entries.into_iter().map(|(h, _)| h).collect(),
                 Err(e) => return e.context("reading the directory"),
             };
-            let changes = decide(&rules, &top.ranking(), &hot);
+            // Evictions under way stay in the directory until done: not counted as hot, and not
+            // started twice.
+            while let Some(done) = evictions.try_join_next() {
+                if let Ok(keyhash) = done {
+                    evicting.remove(&keyhash);
+                }
+            }
+            let staying: Vec<u64> = hot
+                .iter()
+                .copied()
+                .filter(|h| !evicting.contains(h))
+                .collect();
+            let changes = decide(&rules, &top.ranking(), &staying);
+            // Adds first, while the directory has room (a new hot key helps at once);
+            // evictions run in the background (each waits for home to be up to date).
             let room = capacity.saturating_sub(hot.len());
-            let (now, later) = changes.add.split_at(changes.add.len().min(room));
-            for &keyhash in now {
+            for &keyhash in changes.add.iter().take(room) {
                 self.detected_add(&top, keyhash).await;
             }
             for keyhash in changes.evict {
-                self.detected_evict(keyhash).await;
-            }
-            for &keyhash in later {
-                self.detected_add(&top, keyhash).await;
+                evicting.insert(keyhash);
+                let controller = self.clone();
+                evictions.spawn(async move {
+                    controller.detected_evict(keyhash).await;
+                    keyhash
+                });
             }
             top.decay(decay);
             self.stats.epochs.fetch_add(1, Ordering::Relaxed);

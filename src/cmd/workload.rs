@@ -7,8 +7,9 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pegasus_client::{
     Client,
-    workload::{KeyChooser, Popularity, key_name},
+    workload::{HotSwap, KeyChooser, Popularity, key_name},
 };
+use pegasus_common::directory::SERVERS_MAX;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 use std::{
@@ -67,6 +68,18 @@ enum WorkloadCommand {
         /// Seed of the key and operation choices (default: random).
         #[arg(long)]
         seed: Option<u64>,
+        /// Change the hot set abruptly this many seconds into the run: the --swap-count most
+        /// popular keys trade popularity with as many cold keys from the middle of the key
+        /// space (to measure how fast the controller follows).
+        #[arg(long)]
+        swap_at: Option<f64>,
+        /// Keys that trade places at --swap-at.
+        #[arg(long, default_value_t = 16)]
+        swap_count: u64,
+        /// Also report replies per server in intervals of this many milliseconds (the
+        /// summary's `timeline`).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+        timeline_ms: Option<u64>,
     },
 }
 
@@ -97,6 +110,9 @@ pub fn run(args: WorkloadArgs) -> Result<ExitCode> {
                 value_size,
                 seconds,
                 seed,
+                swap_at,
+                swap_count,
+                timeline_ms,
             } => {
                 ensure!(
                     (0.0..=1.0).contains(&read_share),
@@ -111,8 +127,31 @@ pub fn run(args: WorkloadArgs) -> Result<ExitCode> {
                 } else {
                     Popularity::Zipf(zipf)
                 };
+                let swap = match swap_at {
+                    Some(at) => {
+                        ensure!(
+                            at >= 0.0 && at < seconds,
+                            "--swap-at must fall within the run"
+                        );
+                        ensure!(
+                            swap_count >= 1 && swap_count <= keys / 4,
+                            "--swap-count must be in 1..={} for {keys} keys",
+                            keys / 4
+                        );
+                        Some((
+                            Duration::from_secs_f64(at),
+                            HotSwap {
+                                count: swap_count,
+                                offset: keys / 2,
+                            },
+                        ))
+                    }
+                    None => None,
+                };
                 let spec = RunSpec {
                     chooser: KeyChooser::new(keys, popularity)?,
+                    swap,
+                    timeline: timeline_ms.map(Duration::from_millis),
                     read_share,
                     value_size,
                     duration: Duration::from_secs_f64(seconds),
@@ -149,6 +188,19 @@ struct Summary {
     /// count, if the cluster has them).
     max_over_mean: f64,
     latency_us: Latency,
+    /// Replies per server in consecutive intervals (with --timeline-ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeline: Option<Timeline>,
+}
+
+/// Replies per server per interval, from the start of the run.
+#[derive(Debug, Default, Serialize)]
+struct Timeline {
+    interval_ms: u64,
+    /// When the hot set changed (with --swap-at), in ms from the start.
+    swap_at_ms: Option<u64>,
+    /// `intervals[i][server]`: replies from `server` received in interval i.
+    intervals: Vec<Vec<u64>>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -188,9 +240,20 @@ struct Tally {
     errors: u64,
     per_server: BTreeMap<u8, u64>,
     latencies_us: Vec<u32>,
+    /// Replies per (interval, server), with a timeline.
+    timeline: Vec<[u64; SERVERS_MAX as usize]>,
 }
 
 impl Tally {
+    /// Counts a reply from `server` in its interval of a timeline that began at `run_start`.
+    fn record_interval(&mut self, run_start: Instant, interval: Duration, server: u8) {
+        let i = (run_start.elapsed().as_nanos() / interval.as_nanos().max(1)) as usize;
+        if i >= self.timeline.len() {
+            self.timeline.resize(i + 1, [0; SERVERS_MAX as usize]);
+        }
+        self.timeline[i][(server as u32 % SERVERS_MAX) as usize] += 1;
+    }
+
     fn record(&mut self, started: Instant, server: Result<u8, ()>, is_read: bool) {
         match server {
             Ok(server) => {
@@ -214,6 +277,29 @@ fn summarize(tallies: Vec<Tally>, seconds: f64, servers: usize) -> Summary {
         ..Summary::default()
     };
     let mut latencies = Vec::new();
+    let mut timeline: Vec<[u64; SERVERS_MAX as usize]> = Vec::new();
+    for t in &tallies {
+        if t.timeline.len() > timeline.len() {
+            timeline.resize(t.timeline.len(), [0; SERVERS_MAX as usize]);
+        }
+        for (i, interval) in t.timeline.iter().enumerate() {
+            for (server, n) in interval.iter().enumerate() {
+                timeline[i][server] += n;
+            }
+        }
+    }
+    let width = timeline
+        .iter()
+        .filter_map(|iv| iv.iter().rposition(|&n| n > 0))
+        .max()
+        .map_or(0, |last| last + 1)
+        .max(servers);
+    if !timeline.is_empty() {
+        s.timeline = Some(Timeline {
+            intervals: timeline.iter().map(|iv| iv[..width].to_vec()).collect(),
+            ..Timeline::default()
+        });
+    }
     for t in tallies {
         s.reads += t.reads;
         s.writes += t.writes;
@@ -295,6 +381,10 @@ async fn load(
 
 struct RunSpec {
     chooser: KeyChooser,
+    /// When and how the hot set changes.
+    swap: Option<(Duration, HotSwap)>,
+    /// Interval of the per-server timeline.
+    timeline: Option<Duration>,
     read_share: f64,
     value_size: usize,
     duration: Duration,
@@ -314,7 +404,13 @@ async fn drive(client: Arc<Client>, spec: RunSpec, concurrency: u32) -> Result<S
             let value = vec![b'w'; spec.value_size];
             let mut tally = Tally::default();
             while Instant::now() < deadline {
-                let key = key_name(spec.chooser.sample(&mut rng));
+                let mut rank = spec.chooser.sample(&mut rng);
+                if let Some((at, swap)) = spec.swap
+                    && started.elapsed() >= at
+                {
+                    rank = swap.apply(rank);
+                }
+                let key = key_name(rank);
                 let is_read = rng.random_bool(spec.read_share);
                 let t = Instant::now();
                 let server = if is_read {
@@ -325,6 +421,9 @@ async fn drive(client: Arc<Client>, spec: RunSpec, concurrency: u32) -> Result<S
                         .await
                         .map(|w| w.server_id)
                 };
+                if let (Some(interval), Ok(server)) = (spec.timeline, &server) {
+                    tally.record_interval(started, interval, *server);
+                }
                 tally.record(t, server.map_err(|_| ()), is_read);
             }
             tally
@@ -346,9 +445,14 @@ async fn drive(client: Arc<Client>, spec: RunSpec, concurrency: u32) -> Result<S
     }
     ticker.abort();
     bar.finish_and_clear();
-    Ok(summarize(
+    let mut summary = summarize(
         tallies,
         started.elapsed().as_secs_f64(),
         client.cluster().servers.len(),
-    ))
+    );
+    if let (Some(timeline), Some(interval)) = (summary.timeline.as_mut(), spec.timeline) {
+        timeline.interval_ms = interval.as_millis() as u64;
+        timeline.swap_at_ms = spec.swap.map(|(at, _)| at.as_millis() as u64);
+    }
+    Ok(summary)
 }
