@@ -139,7 +139,9 @@ impl Client {
             socket,
             placement,
             cluster,
-            client_id: options.client_id.unwrap_or_else(rand::random),
+            client_id: options
+                .client_id
+                .unwrap_or_else(|| rand::random_range(0..wire::CONTROLLER_CLIENT_ID)),
             next_request_id: AtomicU32::new(rand::random()),
             pending,
             options,

@@ -97,7 +97,7 @@ pub const SAMPLES_RING_BYTES: u32 = 1 << 20;
 /// Name of the per-CPU countdown (`u32`) to the next sampled request.
 pub const MAP_SAMPLER: &str = "SAMPLER";
 /// Default sampling period (one request in this many), and the largest accepted.
-pub const SAMPLE_PERIOD_DEFAULT: u16 = 16;
+pub const SAMPLE_PERIOD_DEFAULT: u16 = 8;
 pub const SAMPLE_PERIOD_MAX: u16 = 1 << 14;
 
 /// A sampled request, as the XDP program writes it into [`MAP_SAMPLES`]: the key's hash and

@@ -45,6 +45,10 @@ pub const fn max_value_len(key_len: usize) -> usize {
     MAX_PAYLOAD_LEN.saturating_sub(HEADER_LEN + BODY_PREFIX_LEN + key_len)
 }
 
+/// The client id of the rack controller's own requests (GET and PUSH when keys change).
+/// Clients never use it; stores serve it ahead of queued client requests.
+pub const CONTROLLER_CLIENT_ID: u16 = 0xffff;
+
 /// Byte offsets of the header fields, for code that reads them in place (the XDP program).
 pub mod offset {
     pub const MAGIC: usize = 0;

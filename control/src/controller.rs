@@ -10,9 +10,10 @@
 //!   replica set the entry is frozen on home (see `pegasus_common::directory`), and the entry
 //!   is removed. A key whose home cannot be brought up to date stays hot: never unsafe.
 //! - **Detecting** hot keys ([`Controller::detect_hot_keys`]): every statistics epoch, the
-//!   switch's samples feed a top-k (`crate::hotkeys`), whose decision is carried out: adds
-//!   at once while the directory has room (a new hot key helps at once; the adds that need
-//!   an eviction's room wait for a later epoch), evictions in the background.
+//!   switch's samples feed a top-k (`crate::hotkeys`), whose decision is carried out in the
+//!   background, several changes at once: adds while the directory has room (a new hot key
+//!   helps at once; an add that needs an eviction's room waits for a later epoch) and
+//!   evictions.
 
 use crate::{
     hotkeys::{COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_per_epoch, decide},
@@ -37,8 +38,7 @@ use std::{
 };
 use tokio::net::UdpSocket;
 
-/// The client id the controller's own messages carry.
-pub const CONTROLLER_CLIENT_ID: u16 = 0xffff;
+pub use pegasus_common::wire::CONTROLLER_CLIENT_ID;
 /// How long the controller waits for a server's answer (PUSH, GET).
 const CONTROL_TIMEOUT: Duration = Duration::from_millis(200);
 /// Attempts of one control request before giving up.
@@ -75,8 +75,6 @@ pub struct Controller {
     epoch: u16,
     /// Keys added through this controller, by hash.
     keys: Mutex<HashMap<u64, Vec<u8>>>,
-    /// One control exchange at a time.
-    socket: tokio::sync::Mutex<Option<UdpSocket>>,
     next_request_id: std::sync::atomic::AtomicU32,
     stats: DetectionStats,
 }
@@ -93,6 +91,29 @@ pub struct DetectionStats {
     pub evicts: AtomicU64,
     /// Adds and evictions that failed (the key stays as it was; retried in a later epoch).
     pub failures: AtomicU64,
+}
+
+/// A copy of [`DetectionStats`] (status replies, metrics).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DetectionSnapshot {
+    pub samples: u64,
+    pub epochs: u64,
+    pub adds: u64,
+    pub evicts: u64,
+    pub failures: u64,
+}
+
+impl DetectionStats {
+    /// The counts now.
+    pub fn snapshot(&self) -> DetectionSnapshot {
+        DetectionSnapshot {
+            samples: self.samples.load(Ordering::Relaxed),
+            epochs: self.epochs.load(Ordering::Relaxed),
+            adds: self.adds.load(Ordering::Relaxed),
+            evicts: self.evicts.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// How hot keys are detected.
@@ -121,7 +142,6 @@ impl Controller {
             store_port,
             epoch,
             keys: Mutex::default(),
-            socket: tokio::sync::Mutex::new(None),
             next_request_id: std::sync::atomic::AtomicU32::new(1),
             stats: DetectionStats::default(),
         }
@@ -142,13 +162,14 @@ impl Controller {
         let rules = detection.rules;
         let capacity = self.switch().directory_capacity() as usize;
         assert!(
-            rules.hot_keys <= capacity,
+            rules.hot_keys <= capacity && rules.capacity <= capacity,
             "more hot keys than directory slots"
         );
         let mut top = TopK::new((rules.hot_keys * COUNTERS_PER_HOT_KEY).max(COUNTERS_MIN));
         let decay = decay_per_epoch();
-        let mut evictions = tokio::task::JoinSet::new();
-        let mut evicting = std::collections::HashSet::new();
+        let mut changes_under_way = tokio::task::JoinSet::new();
+        let mut under_way = std::collections::HashSet::new();
+        let mut adding = std::collections::HashSet::new();
         let mut tick = tokio::time::interval(detection.epoch);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -163,42 +184,56 @@ impl Controller {
                 Ok(entries) => entries.into_iter().map(|(h, _)| h).collect(),
                 Err(e) => return e.context("reading the directory"),
             };
-            // Evictions under way stay in the directory until done: not counted as hot, and not
-            // started twice.
-            while let Some(done) = evictions.try_join_next() {
+            // Changes run in the background, several at once (each waits for its servers,
+            // which may be the saturated ones). A key being evicted is not hot any more; a
+            // key being added is, and is not evicted before its add is done.
+            while let Some(done) = changes_under_way.try_join_next() {
                 if let Ok(keyhash) = done {
-                    evicting.remove(&keyhash);
+                    under_way.remove(&keyhash);
                 }
             }
             let staying: Vec<u64> = hot
                 .iter()
                 .copied()
-                .filter(|h| !evicting.contains(h))
+                .filter(|h| !under_way.contains(h) || adding.contains(h))
                 .collect();
-            let changes = decide(&rules, &top.ranking(), &staying);
-            // Adds first, while the directory has room (a new hot key helps at once);
-            // evictions run in the background (each waits for home to be up to date).
-            let room = capacity.saturating_sub(hot.len());
-            for &keyhash in changes.add.iter().take(room) {
-                self.detected_add(&top, keyhash).await;
+            // Keys being evicted still take directory slots.
+            let evicting = under_way.len() - adding.len();
+            let epoch_rules = HotSetRules {
+                capacity: rules.capacity.saturating_sub(evicting),
+                ..rules
+            };
+            let changes = decide(&epoch_rules, &top.ranking(), &staying);
+            for &keyhash in &changes.add {
+                let Some(key) = top.key(keyhash).map(<[u8]>::to_vec) else {
+                    continue;
+                };
+                under_way.insert(keyhash);
+                adding.insert(keyhash);
+                let controller = self.clone();
+                changes_under_way.spawn(async move {
+                    controller.detected_add(&key).await;
+                    keyhash
+                });
             }
             for keyhash in changes.evict {
-                evicting.insert(keyhash);
+                if under_way.contains(&keyhash) {
+                    continue;
+                }
+                under_way.insert(keyhash);
                 let controller = self.clone();
-                evictions.spawn(async move {
+                changes_under_way.spawn(async move {
                     controller.detected_evict(keyhash).await;
                     keyhash
                 });
             }
+            adding.retain(|h| under_way.contains(h));
             top.decay(decay);
             self.stats.epochs.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    async fn detected_add(&self, top: &TopK, keyhash: u64) {
-        let Some(key) = top.key(keyhash) else {
-            return;
-        };
+    async fn detected_add(&self, key: &[u8]) {
         match self.add(key).await {
             Ok(hot) => {
                 self.stats.adds.fetch_add(1, Ordering::Relaxed);
@@ -369,7 +404,7 @@ impl Controller {
     }
 
     /// Sends `op` for `key` (with a replica bitmap `targets`) to server `server` and returns
-    /// its reply's header. Retries a few times; one exchange at a time.
+    /// its reply's header. Retries a few times.
     async fn exchange(&self, server: u8, op: Op, key: &[u8], targets: u32) -> Result<Header> {
         let addr = self
             .cluster
@@ -391,15 +426,13 @@ impl Controller {
             value: &[],
         };
         let bytes = message.to_vec().context("encoding a control request")?;
-        let mut socket = self.socket.lock().await;
-        if socket.is_none() {
-            *socket = Some(UdpSocket::bind("0.0.0.0:0").await?);
-        }
-        let socket = socket.as_ref().expect("bound above");
+        // A socket per exchange: exchanges with different servers (adds and evictions of
+        // several keys) proceed at once, each waiting only for its own server.
+        let socket = UdpSocket::bind("0.0.0.0:0").await?;
         for _ in 0..CONTROL_ATTEMPTS {
             socket.send_to(&bytes, addr).await?;
             if let Ok(reply) =
-                tokio::time::timeout(CONTROL_TIMEOUT, receive(socket, addr, request_id)).await
+                tokio::time::timeout(CONTROL_TIMEOUT, receive(&socket, addr, request_id)).await
             {
                 return reply;
             }

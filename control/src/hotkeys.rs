@@ -9,10 +9,11 @@
 //!   [`ONE_SAMPLE`] units.
 //! - [`decide`] turns the ranking and the current directory into keys to add and to evict,
 //!   with **hysteresis**: a newcomer must rank among the `hot_keys` most counted, with at least
-//!   `min_count`; a hot key leaves only when it has cooled below half the count of the
-//!   `hot_keys`-th key (once that count is large enough to say so: twice `min_count`), or to
-//!   make room for a key counted more than twice as often as it. A key on the edge therefore
-//!   stays where it is instead of flapping in and out, and sampling noise evicts nothing.
+//!   `min_count`, and is added at once if the directory has room; a hot key leaves only when
+//!   it has fallen far from the top (below rank `2 x hot_keys`, or below half the count of the
+//!   `hot_keys`-th key, once that count is large enough to say so), or to make room for a key
+//!   counted more than twice as often. A key on the edge therefore stays where it is instead
+//!   of flapping in and out, and sampling noise evicts nothing.
 //!
 //! Both are plain data structures, unit-tested here; `crate::controller` runs them every epoch.
 
@@ -145,6 +146,8 @@ pub struct HotSetRules {
     pub hot_keys: usize,
     /// Fewest (decayed) samples a key needs to be added, in [`ONE_SAMPLE`] units.
     pub min_count: u64,
+    /// Most keys the directory holds (its capacity): a hard limit.
+    pub capacity: usize,
 }
 
 /// Keys to add and to evict, by hash.
@@ -157,50 +160,69 @@ pub struct Changes {
 }
 
 /// The changes that bring the directory's keys `hot` towards the `rules.hot_keys` most counted
-/// keys of `ranking` (most counted first, as [`TopK::ranking`]), with hysteresis (module docs).
-/// After the evictions and the adds the directory holds at most `rules.hot_keys` keys: every
-/// add fills room or is paired with an eviction.
+/// keys of `ranking` (most counted first, as [`TopK::ranking`]), with hysteresis:
+///
+/// - every key among the top `hot_keys` with at least `min_count` is added, while the
+///   directory has room (`capacity`); when it has none, the candidate displaces the least
+///   counted hot key outside the top, if counted more than twice as often;
+/// - a hot key outside the top is evicted once it has fallen far: below rank `2 x hot_keys`,
+///   or below half the `hot_keys`-th count; never while that count is too small to tell
+///   (below twice `min_count`: an idle or barely sampled rack keeps its keys);
+/// - keys in the top are never evicted.
+///
+/// So the directory holds the top keys plus, for a while, those that just left it (at most
+/// `capacity` in all), and a key at the edge of the top does not flap in and out.
 pub fn decide(rules: &HotSetRules, ranking: &[(u64, u64)], hot: &[u64]) -> Changes {
-    let count: HashMap<u64, u64> = ranking.iter().copied().collect();
-    let count_of = |h: &u64| count.get(h).copied().unwrap_or(0);
-    // The count a key needs to be among the top: the hot_keys-th key's (0 if fewer keys).
-    let kth = match rules.hot_keys {
+    let k = rules.hot_keys;
+    let rank: HashMap<u64, usize> = ranking
+        .iter()
+        .enumerate()
+        .map(|(i, &(h, _))| (h, i))
+        .collect();
+    let count_of = |h: u64| rank.get(&h).map_or(0, |&i| ranking[i].1);
+    let in_top = |h: u64| rank.get(&h).is_some_and(|&i| i < k);
+    // The count a key needs to be among the top: the k-th key's (0 if fewer keys).
+    let kth = match k {
         0 => u64::MAX,
         k => ranking.get(k - 1).map_or(0, |&(_, c)| c),
     };
-    // Hot keys, least counted first.
-    let mut staying: Vec<(u64, u64)> = hot.iter().map(|h| (*h, count_of(h))).collect();
-    staying.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
-    let mut changes = Changes::default();
-    // Cooled: below half the top's threshold, once that threshold means something (an idle
-    // or barely sampled rack keeps its set). And any excess over hot_keys (the target
-    // shrank), least counted first.
     let informative = kth >= rules.min_count.saturating_mul(2);
-    let excess = staying.len().saturating_sub(rules.hot_keys);
-    let mut kept = Vec::with_capacity(staying.len());
-    for (i, (h, c)) in staying.drain(..).enumerate() {
-        if i < excess || (informative && c.saturating_mul(2) < kth) {
+    let mut changes = Changes::default();
+    // Hot keys outside the top, least counted first: evicted when they have fallen far,
+    // displaceable otherwise.
+    let mut outside: Vec<(u64, u64)> = hot
+        .iter()
+        .filter(|&&h| !in_top(h))
+        .map(|&h| (h, count_of(h)))
+        .collect();
+    outside.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    let mut displaceable = Vec::new();
+    for (h, c) in outside {
+        let far = rank.get(&h).is_none_or(|&i| i >= 2 * k) || c.saturating_mul(2) < kth;
+        if k == 0 || (informative && far) {
             changes.evict.push(h);
         } else {
-            kept.push((h, c));
+            displaceable.push((h, c));
         }
     }
     let hot_now: std::collections::HashSet<u64> = hot.iter().copied().collect();
+    let mut room = rules
+        .capacity
+        .saturating_sub(hot.len() - changes.evict.len());
+    let mut next_displaced = 0;
     let candidates = ranking
         .iter()
-        .take(rules.hot_keys)
+        .take(k)
         .filter(|(h, c)| !hot_now.contains(h) && *c >= rules.min_count.max(1));
-    let mut room = rules.hot_keys.saturating_sub(kept.len());
-    // `kept` is least counted first: a candidate displaces the coldest kept key only if it is
-    // counted more than twice as often.
-    let mut coldest = 0;
     for &(h, c) in candidates {
         if room > 0 {
             room -= 1;
             changes.add.push(h);
-        } else if coldest < kept.len() && c > kept[coldest].1.saturating_mul(2) {
-            changes.evict.push(kept[coldest].0);
-            coldest += 1;
+        } else if let Some(&(d, dc)) = displaceable.get(next_displaced)
+            && c > dc.saturating_mul(2)
+        {
+            next_displaced += 1;
+            changes.evict.push(d);
             changes.add.push(h);
         }
     }
@@ -216,6 +238,14 @@ mod tests {
         HotSetRules {
             hot_keys,
             min_count: 2,
+            capacity: 2 * hot_keys,
+        }
+    }
+
+    fn tight(hot_keys: usize) -> HotSetRules {
+        HotSetRules {
+            capacity: hot_keys,
+            ..rules(hot_keys)
         }
     }
 
@@ -313,22 +343,29 @@ mod tests {
             prop_assert!(top.len() <= capacity);
         }
 
-        /// Whatever the counts, the decision never leaves more than hot_keys keys, never adds a
-        /// key twice or one that is hot, and only evicts hot keys.
+        /// Whatever the counts, the decision never fills the directory beyond its capacity,
+        /// never adds a key twice or one that is hot, only evicts hot keys, and never evicts
+        /// a key of the top.
         #[test]
-        fn decisions_respect_the_limit(
+        fn decisions_respect_the_limits(
             counts in proptest::collection::vec((0u64..60, 0u64..50), 0..40),
             hot in proptest::collection::btree_set(0u64..60, 0..20),
             hot_keys in 0usize..12,
+            extra in 0usize..8,
         ) {
             let mut ranking: Vec<(u64, u64)> =
                 counts.into_iter().collect::<HashMap<_, _>>().into_iter().collect();
             ranking.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             let hot: Vec<u64> = hot.into_iter().collect();
-            let c = decide(&rules(hot_keys), &ranking, &hot);
+            let r = HotSetRules { hot_keys, min_count: 2, capacity: hot.len().max(hot_keys + extra) };
+            let c = decide(&r, &ranking, &hot);
             let after = hot.len() - c.evict.len() + c.add.len();
-            prop_assert!(after <= hot_keys, "{} keys after, target {}", after, hot_keys);
-            for h in &c.evict { prop_assert!(hot.contains(h)); }
+            prop_assert!(after <= r.capacity, "{} keys after, capacity {}", after, r.capacity);
+            for h in &c.evict {
+                prop_assert!(hot.contains(h));
+                let top = ranking.iter().take(hot_keys).any(|(k, _)| k == h);
+                prop_assert!(!top, "evicted {} of the top", h);
+            }
             for h in &c.add { prop_assert!(!hot.contains(h)); }
             let unique: std::collections::HashSet<_> = c.add.iter().chain(&c.evict).collect();
             prop_assert_eq!(unique.len(), c.add.len() + c.evict.len());
@@ -355,41 +392,64 @@ mod tests {
         // Too few samples: not added.
         let c = decide(&rules(4), &ranking, &[10, 11, 12]);
         assert!(c.add.is_empty(), "13 has 1 sample, below min_count");
+        // A new top key is added at once, next to the one it pushed out of the top.
+        let ranking = [(13, 35), (10, 50), (11, 40), (12, 30)];
+        let mut ranking = ranking.to_vec();
+        ranking.sort_by(|a, b| b.1.cmp(&a.1));
+        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        assert_eq!(c.add, vec![13]);
+        assert!(
+            c.evict.is_empty(),
+            "12 is just outside the top: it stays for now"
+        );
     }
 
     #[test]
     fn a_key_on_the_edge_does_not_flap() {
-        // 12 is hot; 13 overtakes it slightly: nothing changes.
+        // In a full directory, 13 overtakes 12 slightly: nothing changes.
         let ranking = [(10, 50), (11, 40), (13, 31), (12, 30)];
-        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        let c = decide(&tight(3), &ranking, &[10, 11, 12]);
         assert_eq!(c, Changes::default());
         // And back: still nothing.
         let ranking = [(10, 50), (11, 40), (12, 31), (13, 30)];
         assert_eq!(
-            decide(&rules(3), &ranking, &[10, 11, 12]),
+            decide(&tight(3), &ranking, &[10, 11, 12]),
+            Changes::default()
+        );
+        // With room, 13 comes in and 12 stays while it is close to the top.
+        let ranking = [(10, 50), (11, 40), (13, 31), (12, 30)];
+        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        assert_eq!((c.add, c.evict), (vec![13], vec![]));
+        let ranking = [(10, 50), (11, 40), (12, 31), (13, 30)];
+        assert_eq!(
+            decide(&rules(3), &ranking, &[10, 11, 12, 13]),
             Changes::default()
         );
     }
 
     #[test]
-    fn a_much_hotter_key_displaces_the_coldest() {
+    fn a_much_hotter_key_displaces_the_coldest_when_the_directory_is_full() {
         let ranking = [(13, 100), (10, 50), (11, 40), (12, 30)];
-        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        let c = decide(&tight(3), &ranking, &[10, 11, 12]);
         assert_eq!(c.add, vec![13]);
         assert_eq!(c.evict, vec![12]);
     }
 
     #[test]
-    fn cooled_keys_leave_even_without_a_replacement() {
+    fn keys_that_fell_far_leave_even_without_a_replacement() {
         // 12 fell below half of the 3rd key's count.
         let ranking = [(10, 50), (11, 40), (14, 30), (12, 9)];
         let c = decide(&rules(3), &ranking, &[10, 11, 12]);
         assert_eq!(c.evict, vec![12]);
-        assert_eq!(c.add, vec![14], "and the room goes to the next key");
-        // A hot key no longer sampled at all has cooled too.
+        assert_eq!(c.add, vec![14]);
+        // A hot key no longer sampled at all has fallen far too.
         let c = decide(&rules(2), &[(10, 50), (11, 40)], &[10, 77]);
         assert_eq!(c.evict, vec![77]);
         assert_eq!(c.add, vec![11]);
+        // Below rank 2 x hot_keys, even with a fair count.
+        let ranking = [(1, 50), (2, 40), (3, 30), (4, 29), (5, 28)];
+        let c = decide(&rules(2), &ranking, &[1, 2, 4, 5]);
+        assert_eq!(c.evict, vec![5]);
     }
 
     #[test]
@@ -398,11 +458,10 @@ mod tests {
     }
 
     #[test]
-    fn a_smaller_target_evicts_the_least_counted_first() {
+    fn no_hot_keys_wanted_evicts_them_all() {
         let ranking = [(10, 50), (11, 40), (12, 30)];
-        let c = decide(&rules(1), &ranking, &[12, 11, 10]);
-        assert_eq!(c.evict, vec![12, 11]);
+        let c = decide(&rules(0), &ranking, &[12, 11, 10]);
+        assert_eq!(c.evict, vec![12, 11, 10]);
         assert!(c.add.is_empty());
-        assert!(decide(&rules(0), &ranking, &[10]).evict == vec![10]);
     }
 }

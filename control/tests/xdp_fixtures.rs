@@ -1050,6 +1050,7 @@ fn the_benchmark_measures_every_path() {
         pegasus_control::switch::bench::run(pegasus_control::switch::bench::BenchOptions {
             packets: pegasus_control::switch::bench::BATCH * 4,
             rounds: 1,
+            sample_period: 4,
         })
         .unwrap();
     let paths: Vec<&str> = report.paths.iter().map(|p| p.path).collect();

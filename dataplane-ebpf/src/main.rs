@@ -32,8 +32,8 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action::XDP_DROP,
-        xdp_action::XDP_PASS, xdp_action::XDP_REDIRECT, xdp_action::XDP_TX,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_RB_NO_WAKEUP, bpf_fib_lookup as FibParams,
+        xdp_action::XDP_DROP, xdp_action::XDP_PASS, xdp_action::XDP_REDIRECT, xdp_action::XDP_TX,
     },
     helpers::generated::{
         bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes,
@@ -432,7 +432,9 @@ fn sample(ctx: &XdpContext, period: u16, op: Op, keyhash: u64, tally: Tally) {
         )
     };
     if copied == 0 {
-        entry.submit(0);
+        // No wakeup: the controller reads the ring every epoch instead of waiting on it, and
+        // a wakeup per sample would cost more than the sample itself.
+        entry.submit(BPF_RB_NO_WAKEUP as u64);
         tally.add(Counter::Samples);
     } else {
         entry.discard(0); // a datagram shorter than its key length says

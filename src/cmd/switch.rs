@@ -19,6 +19,7 @@ use pegasus_control::{
         AttachMode, Switch, SwitchSettings,
         admin::{self, Request},
         bench::{self, BenchOptions},
+        metrics,
     },
 };
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, sync::Arc};
@@ -100,6 +101,10 @@ struct RunArgs {
     #[arg(long, default_value_t = SAMPLE_PERIOD_DEFAULT,
           value_parser = clap::value_parser!(u16).range(0..=SAMPLE_PERIOD_MAX as i64))]
     sample_rate: u16,
+    /// Serve metrics in the Prometheus text format at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9464): the XDP counters, server loads, the directory, detection.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
     /// Serve status, counters and hot-key control on this Unix socket.
     #[arg(long)]
     admin: Option<PathBuf>,
@@ -158,6 +163,11 @@ struct BenchArgs {
     /// Measurements of every path, interleaved with the baseline's; medians are reported.
     #[arg(long, default_value_t = BenchOptions::default().rounds)]
     rounds: u32,
+    /// Sample one request in this many, as the running switch does (its --sample-rate);
+    /// 0 measures the paths without sampling.
+    #[arg(long, default_value_t = BenchOptions::default().sample_period,
+          value_parser = clap::value_parser!(u16).range(0..=SAMPLE_PERIOD_MAX as i64))]
+    sample_rate: u16,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -228,6 +238,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     let options = BenchOptions {
         packets: args.packets,
         rounds: args.rounds,
+        sample_period: args.sample_rate,
     };
     // The testbed moves its thread into a namespace of its own: not this one.
     let report = std::thread::spawn(move || bench::run(options))
@@ -331,10 +342,12 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
     let served = controller.clone();
     let refreshed = controller.clone();
     let detector = controller.clone();
+    let scraped = controller.clone();
     let detection = Detection {
         rules: HotSetRules {
             hot_keys: args.hot_keys as usize,
             min_count: HOT_KEY_MIN_SAMPLES * ONE_SAMPLE,
+            capacity: args.directory_capacity as usize,
         },
         epoch: std::time::Duration::from_millis(args.epoch_ms),
     };
@@ -372,6 +385,25 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
                 }
             }
         };
+        let metrics_task = match args.metrics {
+            Some(addr) => {
+                let listener = metrics::bind(addr).await?;
+                Some(tokio::spawn(metrics::serve(listener, move || {
+                    Ok(metrics::render(&scraped.status()?))
+                })))
+            }
+            None => None,
+        };
+        let metrics_failed = async {
+            match metrics_task {
+                Some(task) => match task.await {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => anyhow::anyhow!("metrics endpoint closed"),
+                    Err(e) => anyhow::anyhow!("metrics task: {e}"),
+                },
+                None => std::future::pending().await,
+            }
+        };
         let detect = async move {
             match samples {
                 Some(samples) => detector.detect_hot_keys(samples, detection).await,
@@ -389,6 +421,7 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
         tokio::select! {
             _ = super::shutdown_signal() => {}
             e = detect => return Err(e.context("hot-key detection")),
+            e = metrics_failed => return Err(e),
             e = admin_failed => return Err(e),
             e = fib_refresh => return Err(e.context("renewing the forwarding cache")),
         }
@@ -418,9 +451,18 @@ fn print_status(s: &admin::Status) {
             .collect();
         println!("server loads:    {}", loads.join(" "));
     }
+    let d = &s.detection;
+    println!(
+        "detection:       {} samples, {} epochs, {} adds, {} evicts, {} failures",
+        d.samples, d.epochs, d.adds, d.evicts, d.failures
+    );
     println!("counters:");
     for (name, value) in &s.counters.0 {
         println!("  {name:<18} {value:>12}");
+    }
+    if !s.hot.is_empty() {
+        println!();
+        print_hot(&s.hot);
     }
 }
 

@@ -133,6 +133,7 @@ impl Server {
                 for (index, socket) in sockets.iter().enumerate() {
                     tasks.spawn(enqueue(
                         store.clone(),
+                        peers.clone(),
                         socket.clone(),
                         index,
                         tx.clone(),
@@ -180,6 +181,12 @@ fn bind(addr: SocketAddr) -> Result<Arc<UdpSocket>> {
     Ok(Arc::new(UdpSocket::from_std(socket.into())?))
 }
 
+/// Whether a datagram is a request of the rack controller.
+fn is_from_controller(datagram: &[u8]) -> bool {
+    let at = wire::offset::CLIENT_ID;
+    datagram.get(at..at + 2) == Some(&wire::CONTROLLER_CLIENT_ID.to_be_bytes()[..])
+}
+
 fn load_u16(load: &AtomicUsize) -> u16 {
     load.load(Relaxed).min(u16::MAX as usize) as u16
 }
@@ -216,8 +223,14 @@ async fn serve_directly(
 /// A request waiting for service: its bytes, its sender, and the socket it came in on.
 type Queued = (Vec<u8>, SocketAddr, usize);
 
+/// Receives on one socket for a store with emulated capacity: client requests wait in the
+/// service queue; the controller's requests (rare: a few per hot-key change) are served at
+/// once, as a real server would on a control thread. That is safe whatever their order with
+/// queued writes: every reply reports the version the store holds, and the switch's reply
+/// rule keeps the directory right in any order.
 async fn enqueue(
     store: Arc<Store>,
+    peers: Arc<Peers>,
     socket: Arc<UdpSocket>,
     index: usize,
     queue: mpsc::Sender<Queued>,
@@ -232,6 +245,18 @@ async fn enqueue(
                 continue;
             }
         };
+        if is_from_controller(&buf[..n]) {
+            let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
+            let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
+            let (reply, pending) = store.handle(&buf[..n], load_u16(&queued), &mut out, &mut copy);
+            if let Some(len) = reply {
+                send(&socket, &out[..len], from).await;
+            }
+            if let Some(c) = pending {
+                send_copies(&store, &peers, &socket, &copy, c).await;
+            }
+            continue;
+        }
         queued.fetch_add(1, Relaxed);
         if queue.try_send((buf[..n].to_vec(), from, index)).is_err() {
             // A saturated server drops what it cannot queue, as a real one would.

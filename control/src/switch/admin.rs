@@ -4,7 +4,7 @@
 //! namespace: the lab and `pegasus switch status` reach the switch from anywhere.
 
 use super::Counters;
-use crate::controller::{Controller, HotKey};
+use crate::controller::{Controller, DetectionSnapshot, HotKey};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -48,6 +48,12 @@ pub struct Status {
     pub server_loads: Vec<(u8, u16)>,
     /// Keys in the directory.
     pub hot_keys: usize,
+    /// What hot-key detection has done.
+    #[serde(default)]
+    pub detection: DetectionSnapshot,
+    /// The keys in the directory, with their replica sets, versions and counters.
+    #[serde(default)]
+    pub hot: Vec<HotKey>,
 }
 
 /// A reply: the result or an error message.
@@ -60,7 +66,9 @@ pub enum Reply {
 }
 
 impl Controller {
-    fn status(&self) -> Result<Status> {
+    /// The switch's state now (admin `Status`, metrics).
+    pub fn status(&self) -> Result<Status> {
+        let hot = self.list()?;
         let switch = self.switch();
         Ok(Status {
             ports: switch.ports().map(str::to_owned).collect(),
@@ -69,7 +77,9 @@ impl Controller {
             version_counter: switch.version_counter()?,
             counters: switch.counters()?,
             server_loads: switch.server_loads()?,
-            hot_keys: switch.directory_list()?.len(),
+            hot_keys: hot.len(),
+            detection: self.detection_stats().snapshot(),
+            hot,
         })
     }
 

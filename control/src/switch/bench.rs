@@ -40,6 +40,9 @@ pub struct BenchOptions {
     pub packets: u32,
     /// Measurements of each path and of the baseline, interleaved; the report gives medians.
     pub rounds: u32,
+    /// The switch samples one request in this many, as when it runs (0: no sampling); the
+    /// benchmark drains the samples between batches, as the controller does.
+    pub sample_period: u16,
 }
 
 impl Default for BenchOptions {
@@ -47,6 +50,7 @@ impl Default for BenchOptions {
         BenchOptions {
             packets: 100_000,
             rounds: 7,
+            sample_period: pegasus_common::switch::SAMPLE_PERIOD_DEFAULT,
         }
     }
 }
@@ -77,6 +81,8 @@ pub struct PathCost {
 pub struct BenchReport {
     pub packets: u32,
     pub rounds: u32,
+    /// One request in this many was sampled (0: none).
+    pub sample_period: u16,
     pub paths: Vec<PathCost>,
 }
 
@@ -94,6 +100,7 @@ pub fn run(options: BenchOptions) -> Result<BenchReport> {
     let settings = SwitchSettings {
         policy: Policy::LeastLoaded,
         replication: 3,
+        sample_period: options.sample_period,
         ..SwitchSettings::forwarding_only(PORT, EPOCH)
     };
     let mut bed = Testbed::new("bench", SERVERS, settings)?;
@@ -106,6 +113,7 @@ pub fn run(options: BenchOptions) -> Result<BenchReport> {
     bed.switch
         .load_yardstick(Yardstick::Forward, "sv1p", Some(to))?;
     let switch = &mut bed.switch;
+    let mut sampled = switch.take_samples()?;
     make_hot(switch)?;
 
     let request = |key, op, request_id, flags| {
@@ -193,6 +201,7 @@ pub fn run(options: BenchOptions) -> Result<BenchReport> {
             let mut path_total = 0.0;
             for _ in 0..batches {
                 let (verdict, ns) = switch.run_repeated(frame, BATCH)?;
+                sampled.drain(|_| {});
                 ensure!(
                     verdict.action == action::REDIRECT,
                     "{path}: the switch did not forward the packet ({})",
@@ -211,6 +220,7 @@ pub fn run(options: BenchOptions) -> Result<BenchReport> {
     Ok(BenchReport {
         packets: options.packets,
         rounds: options.rounds,
+        sample_period: options.sample_period,
         paths: paths
             .iter()
             .zip(&samples)

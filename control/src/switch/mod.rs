@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod metrics;
 pub mod packet;
 pub mod testbed;
 

@@ -1,0 +1,265 @@
+//! The switch's metrics in the Prometheus text format (version 0.0.4), served over HTTP at
+//! `GET /metrics` (`pegasus switch --metrics ADDR`): the XDP program's counters, the servers'
+//! reported loads, the directory, and what hot-key detection has done.
+
+use super::admin::Status;
+use anyhow::{Context, Result};
+use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// Longest request head read, in bytes.
+const REQUEST_HEAD_MAX: usize = 8 * 1024;
+/// How long a scraper may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The metrics of `status`, in the Prometheus text format.
+pub fn render(status: &Status) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    for (counter, value) in &status.counters.0 {
+        metric(
+            &format!("pegasus_switch_{counter}_total"),
+            "counter",
+            &format!("XDP program counter {counter}, summed over CPUs."),
+            &[(String::new(), *value)],
+        );
+    }
+    let loads: Vec<(String, u64)> = status
+        .server_loads
+        .iter()
+        .map(|&(id, load)| (format!("{{server=\"{id}\"}}"), load as u64))
+        .collect();
+    metric(
+        "pegasus_server_load",
+        "gauge",
+        "Load (queued requests) each server last reported in a reply.",
+        &loads,
+    );
+    metric(
+        "pegasus_directory_keys",
+        "gauge",
+        "Keys in the switch's directory.",
+        &[(String::new(), status.hot_keys as u64)],
+    );
+    metric(
+        "pegasus_switch_epoch",
+        "gauge",
+        "The epoch stamped into versions.",
+        &[(String::new(), status.epoch as u64)],
+    );
+    metric(
+        "pegasus_switch_version_counter",
+        "gauge",
+        "The counter part of the last stamped version.",
+        &[(String::new(), status.version_counter)],
+    );
+    let d = &status.detection;
+    for (name, help, value) in [
+        (
+            "samples",
+            "Sampled requests read by hot-key detection.",
+            d.samples,
+        ),
+        ("epochs", "Statistics epochs completed.", d.epochs),
+        ("adds", "Keys made hot by detection.", d.adds),
+        ("evicts", "Keys made cold by detection.", d.evicts),
+        (
+            "failures",
+            "Adds and evictions that failed (retried later).",
+            d.failures,
+        ),
+    ] {
+        metric(
+            &format!("pegasus_controller_{name}_total"),
+            "counter",
+            help,
+            &[(String::new(), value)],
+        );
+    }
+    let per_key = |f: fn(&crate::controller::HotKey) -> u64| -> Vec<(String, u64)> {
+        status
+            .hot
+            .iter()
+            .map(|k| (format!("{{key=\"{}\"}}", key_label(k)), f(k)))
+            .collect()
+    };
+    metric(
+        "pegasus_hot_key_reads_total",
+        "counter",
+        "Reads the directory routed, per hot key.",
+        &per_key(|k| k.reads),
+    );
+    metric(
+        "pegasus_hot_key_writes_total",
+        "counter",
+        "Writes the directory routed, per hot key.",
+        &per_key(|k| k.writes),
+    );
+    metric(
+        "pegasus_hot_key_replicas",
+        "gauge",
+        "Servers holding the newest version, per hot key.",
+        &per_key(|k| k.replicas.len() as u64),
+    );
+    out
+}
+
+/// A hot key as a label value: its name (escaped as the format wants) or its hash.
+fn key_label(k: &crate::controller::HotKey) -> String {
+    match &k.key {
+        Some(name) => name
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n"),
+        None => format!("{:#018x}", k.keyhash),
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped; `scrape` gives the body.
+pub async fn serve(listener: TcpListener, scrape: impl Fn() -> Result<String>) -> Result<()> {
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        if let Err(e) = answer(stream, &scrape).await {
+            tracing::debug!(%peer, "metrics request: {e:#}");
+        }
+    }
+}
+
+/// Binds the metrics address.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}"))
+}
+
+async fn answer(mut stream: TcpStream, scrape: &impl Fn() -> Result<String>) -> Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(REQUEST_TIMEOUT, async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < REQUEST_HEAD_MAX {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .context("the request took too long")??;
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (parts.next(), parts.next());
+    let (status, body) = match (method, path) {
+        (Some(b"GET"), Some(b"/metrics")) => match scrape() {
+            Ok(body) => ("200 OK", body),
+            Err(e) => ("500 Internal Server Error", format!("{e:#}\n")),
+        },
+        (Some(b"GET"), Some(_)) => ("404 Not Found", "try /metrics\n".to_owned()),
+        _ => ("405 Method Not Allowed", "GET /metrics only\n".to_owned()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        controller::{DetectionSnapshot, HotKey},
+        switch::Counters,
+    };
+
+    fn status() -> Status {
+        Status {
+            ports: vec!["sv0".into()],
+            store_port: 7400,
+            epoch: 3,
+            version_counter: 42,
+            counters: Counters(
+                [("packets".to_owned(), 10), ("hot_reads".to_owned(), 4)]
+                    .into_iter()
+                    .collect(),
+            ),
+            server_loads: vec![(0, 5), (1, 0)],
+            hot_keys: 1,
+            detection: DetectionSnapshot {
+                samples: 7,
+                epochs: 2,
+                adds: 1,
+                evicts: 0,
+                failures: 0,
+            },
+            hot: vec![HotKey {
+                key: Some("us\"er0".into()),
+                keyhash: 1,
+                home: 0,
+                replicas: vec![0, 1],
+                ver_completed: 9,
+                reads: 4,
+                writes: 0,
+                evicting: false,
+                installing: false,
+            }],
+        }
+    }
+
+    /// Every sample line is `name{labels} value` under a TYPE line of its name.
+    #[test]
+    fn the_text_format_is_well_formed() {
+        let text = render(&status());
+        let mut typed = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(kind == "counter" || kind == "gauge", "{line}");
+                typed.insert(name.to_owned());
+            } else if !line.starts_with("# HELP ") {
+                let name_end = line.find(['{', ' ']).unwrap();
+                assert!(typed.contains(&line[..name_end]), "untyped: {line}");
+                let value = line.rsplit(' ').next().unwrap();
+                value.parse::<u64>().unwrap_or_else(|_| panic!("{line}"));
+            }
+        }
+        assert!(text.contains("pegasus_switch_hot_reads_total 4\n"));
+        assert!(text.contains("pegasus_server_load{server=\"0\"} 5\n"));
+        assert!(text.contains("pegasus_controller_samples_total 7\n"));
+        assert!(text.contains("pegasus_hot_key_replicas{key=\"us\\\"er0\"} 2\n"));
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_over_http() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, || Ok(render(&status()))));
+        let get = |path: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut response = String::new();
+            s.read_to_string(&mut response).await.unwrap();
+            response
+        };
+        let ok = get("/metrics").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("pegasus_directory_keys 1\n"), "{ok}");
+        assert!(get("/other").await.starts_with("HTTP/1.1 404"));
+        server.abort();
+    }
+}
