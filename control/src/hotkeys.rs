@@ -393,9 +393,7 @@ mod tests {
         let c = decide(&rules(4), &ranking, &[10, 11, 12]);
         assert!(c.add.is_empty(), "13 has 1 sample, below min_count");
         // A new top key is added at once, next to the one it pushed out of the top.
-        let ranking = [(13, 35), (10, 50), (11, 40), (12, 30)];
-        let mut ranking = ranking.to_vec();
-        ranking.sort_by(|a, b| b.1.cmp(&a.1));
+        let ranking = [(10, 50), (11, 40), (13, 35), (12, 30)];
         let c = decide(&rules(3), &ranking, &[10, 11, 12]);
         assert_eq!(c.add, vec![13]);
         assert!(
