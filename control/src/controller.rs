@@ -190,6 +190,7 @@ impl Controller {
             while let Some(done) = changes_under_way.try_join_next() {
                 if let Ok(keyhash) = done {
                     under_way.remove(&keyhash);
+                    adding.remove(&keyhash);
                 }
             }
             let staying: Vec<u64> = hot
@@ -198,6 +199,7 @@ impl Controller {
                 .filter(|h| !under_way.contains(h) || adding.contains(h))
                 .collect();
             // Keys being evicted still take directory slots.
+            debug_assert!(adding.is_subset(&under_way));
             let evicting = under_way.len() - adding.len();
             let epoch_rules = HotSetRules {
                 capacity: rules.capacity.saturating_sub(evicting),
@@ -227,7 +229,6 @@ impl Controller {
                     keyhash
                 });
             }
-            adding.retain(|h| under_way.contains(h));
             top.decay(decay);
             self.stats.epochs.fetch_add(1, Ordering::Relaxed);
         }
