@@ -17,6 +17,7 @@
 
 use crate::{
     hotkeys::{COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_per_epoch, decide},
+    state::StateFile,
     switch::{SampleReader, Switch},
 };
 use anyhow::{Context, Result, bail, ensure};
@@ -24,6 +25,7 @@ use pegasus_client::{Cluster, placement::Placement};
 use pegasus_common::{
     directory::{SERVERS_MAX, bit, nth_set_bit, successors},
     hash::key_hash,
+    version,
     wire::{self, Header, Message, Op, Status},
 };
 use serde::{Deserialize, Serialize};
@@ -77,6 +79,8 @@ pub struct Controller {
     keys: Mutex<HashMap<u64, Vec<u8>>>,
     next_request_id: std::sync::atomic::AtomicU32,
     stats: DetectionStats,
+    /// Where the hot keys are saved for a restart (see `crate::state`).
+    state: Option<StateFile>,
 }
 
 /// What hot-key detection has done so far.
@@ -144,7 +148,61 @@ impl Controller {
             keys: Mutex::default(),
             next_request_id: std::sync::atomic::AtomicU32::new(1),
             stats: DetectionStats::default(),
+            state: None,
         }
+    }
+
+    /// Saves the hot keys in `state` from now on (before a key enters the directory, after it
+    /// has left it).
+    pub fn with_state(mut self, state: StateFile) -> Controller {
+        self.state = Some(state);
+        self
+    }
+
+    /// Brings the homes of `keys` (hot when the switch last stopped) up to date, before the
+    /// switch forwards anything: asks every server for its version of each key and, when a
+    /// server other than home holds a newer one, has it pushed home, and checks. Fails when a
+    /// server does not answer (it might hold the newest version) or home cannot be brought up
+    /// to date: reads of the key from home could then be stale.
+    pub async fn recover(&self, keys: &[Vec<u8>]) -> Result<()> {
+        for key in keys {
+            let name = String::from_utf8_lossy(key);
+            let home = self.placement.home(key_hash(key));
+            let mut newest: Option<(u64, u8)> = None;
+            let mut at_home = version::NONE;
+            for server in self.cluster.servers.iter().map(|s| s.id) {
+                let h = self
+                    .exchange(server, Op::Get, key, 0)
+                    .await
+                    .with_context(|| format!("asking server {server} for {name}"))?;
+                if h.status() != Some(Status::Ok) {
+                    continue; // does not hold the key
+                }
+                if server == home {
+                    at_home = h.version;
+                }
+                if newest.is_none_or(|(v, _)| h.version > v) {
+                    newest = Some((h.version, server));
+                }
+            }
+            let Some((version, holder)) = newest else {
+                continue;
+            };
+            if version > at_home {
+                self.push(holder, key, bit(home)).await?;
+                let h = self.exchange(home, Op::Get, key, 0).await?;
+                ensure!(
+                    h.status() == Some(Status::Ok) && h.version >= version,
+                    "home (server {home}) of {name} holds {:#x} after a push of {version:#x}",
+                    h.version
+                );
+            }
+            tracing::info!(key = %name, home, version = format_args!("{version:#x}"), from = holder, "recovered");
+            if let Some(state) = &self.state {
+                state.set_hot(key, false)?;
+            }
+        }
+        Ok(())
     }
 
     /// What hot-key detection has done.
@@ -296,7 +354,18 @@ impl Controller {
     pub async fn add(&self, key: &[u8]) -> Result<HotKey> {
         let keyhash = key_hash(key);
         let home = self.placement.home(keyhash);
-        self.switch().directory_insert(keyhash, home)?;
+        if let Some(state) = &self.state {
+            state.set_hot(key, true)?;
+        }
+        let inserted = self.switch().directory_insert(keyhash, home);
+        if let Err(e) = inserted {
+            if let Some(state) = &self.state
+                && self.switch().directory_entry(keyhash)?.is_none()
+            {
+                state.set_hot(key, false)?;
+            }
+            return Err(e);
+        }
         self.keys
             .lock()
             .expect("keys mutex poisoned")
@@ -332,6 +401,9 @@ impl Controller {
             if entry.view(true).reads_home_only() {
                 // Frozen on home: only home's replies change it from now on.
                 self.switch().directory_remove(keyhash)?;
+                if let Some(state) = &self.state {
+                    state.set_hot(key, false)?;
+                }
                 self.keys
                     .lock()
                     .expect("keys mutex poisoned")

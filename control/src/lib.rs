@@ -17,4 +17,5 @@ pub mod fault;
 pub mod hotkeys;
 pub mod lab;
 pub mod netns;
+pub mod state;
 pub mod switch;

@@ -15,6 +15,7 @@ use pegasus_common::{
 use pegasus_control::{
     controller::{Controller, Detection, HotKey},
     hotkeys::{HotSetRules, ONE_SAMPLE},
+    state::StateFile,
     switch::{
         AttachMode, Switch, SwitchSettings,
         admin::{self, Request},
@@ -75,9 +76,15 @@ struct RunArgs {
     /// The stores' UDP port: only packets to or from it are Pegasus packets.
     #[arg(long, default_value_t = DEFAULT_PORT)]
     store_port: u16,
-    /// The epoch stamped into the high 16 bits of every version.
+    /// The smallest epoch to stamp into the high 16 bits of every version; every start takes
+    /// one larger than the last (see --state).
     #[arg(long, default_value_t = 1)]
     epoch: u16,
+    /// Where the controller keeps the epoch and the hot keys across restarts: a restarted
+    /// switch stamps with a larger epoch (else new writes would get versions below the stored
+    /// ones) and brings the homes of the keys that were hot up to date before it forwards.
+    #[arg(long, default_value = "/var/lib/pegasus/switch-state.json")]
+    state: PathBuf,
     /// How the directory picks a server for a hot key's reads and writes.
     #[arg(long, value_enum, default_value = "least-loaded")]
     policy: PolicyArg,
@@ -300,9 +307,10 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
         }
         servers.push((s.id, ip));
     }
+    let (state, epoch, previously_hot) = StateFile::begin(&args.state, args.epoch)?;
     let settings = SwitchSettings {
         store_port: args.store_port,
-        epoch: args.epoch,
+        epoch,
         policy: args.policy.into(),
         replication: args.replication,
         directory_capacity: args.directory_capacity,
@@ -328,16 +336,25 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    for port in &args.ports {
-        switch.attach(port, args.mode)?;
+    let controller = Arc::new(
+        Controller::new(switch, cluster, args.replication, args.store_port, epoch)
+            .with_state(state),
+    );
+    if !previously_hot.is_empty() {
+        tracing::info!(
+            keys = previously_hot.len(),
+            "bringing home the keys that were hot when the switch stopped"
+        );
+        let recovering = controller.clone();
+        super::block_on(1, async move { recovering.recover(&previously_hot).await })
+            .context("recovering the keys that were hot (nothing was forwarded)")?;
     }
-    let controller = Arc::new(Controller::new(
-        switch,
-        cluster,
-        args.replication,
-        args.store_port,
-        args.epoch,
-    ));
+    {
+        let mut switch = controller.switch();
+        for port in &args.ports {
+            switch.attach(port, args.mode)?;
+        }
+    }
     let admin_path = args.admin.clone();
     let served = controller.clone();
     let refreshed = controller.clone();
@@ -359,7 +376,7 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
             ports = ?args.ports,
             mode = ?args.mode,
             store_port = args.store_port,
-            epoch = args.epoch,
+            epoch,
             servers = settings.servers.len(),
             policy = settings.policy.name(),
             "switch running"

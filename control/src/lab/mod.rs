@@ -332,6 +332,8 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             spec.port.to_string(),
             "--admin".to_owned(),
             socket.display().to_string(),
+            "--state".to_owned(),
+            dir.join("switch-state.json").display().to_string(),
             "--cluster".to_owned(),
             state.cluster_file.display().to_string(),
             "--replication".to_owned(),
