@@ -5,16 +5,11 @@
 
 mod support;
 
-use serde_json::Value;
 use std::{collections::BTreeSet, thread};
-use support::{Lab, pegasus, run_ok};
+use support::{Lab, assert_linearizable, json, run_ok};
 
 const CLIENTS: u8 = 4;
 const HOT: u32 = 4;
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 #[test]
 fn the_controller_follows_a_moving_hot_set() {
@@ -110,15 +105,7 @@ fn the_controller_follows_a_moving_hot_set() {
 
     // Every operation of the three phases, checked together: the keys that were evicted were
     // read and written again in the last phase.
-    let mut args = vec!["history", "check", "--json"];
-    args.extend(files.iter().map(String::as_str));
-    let out = pegasus().args(&args).output().unwrap();
-    let report = json(&String::from_utf8_lossy(&out.stdout));
-    assert!(
-        out.status.success(),
-        "not linearizable: {}",
-        serde_json::to_string_pretty(&report).unwrap()
-    );
+    let report = assert_linearizable(&files);
     assert_eq!(report["keys"], 2 * HOT as u64 + 100, "{report}");
     let status = json(&run_ok(&["switch", "status", "--lab", &lab.name, "--json"]));
     assert!(

@@ -6,14 +6,10 @@ mod support;
 
 use serde_json::Value;
 use std::{path::PathBuf, thread, time::Duration};
-use support::{Lab, pegasus, run_ok};
+use support::{Lab, assert_linearizable, json, pegasus, run_ok};
 
 const CLIENTS: u8 = 4;
 const HOT: usize = 4;
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 /// A scratch directory removed at the end of the test, also when it fails.
 struct Scratch(PathBuf);
@@ -142,15 +138,7 @@ fn directory_history(tag: &str, loss_percent: Option<f64>) {
         );
     }
 
-    let mut args = vec!["history", "check", "--json"];
-    args.extend(files.iter().map(String::as_str));
-    let out = pegasus().args(&args).output().unwrap();
-    let report = json(&String::from_utf8_lossy(&out.stdout));
-    assert!(
-        out.status.success(),
-        "not linearizable: {}",
-        serde_json::to_string_pretty(&report).unwrap()
-    );
+    let report = assert_linearizable(&files);
     assert_eq!(report["keys"], HOT as u64 + 100, "{report}");
     let per_key = report["per_key"].as_array().unwrap();
     let widest = per_key

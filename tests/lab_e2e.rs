@@ -4,11 +4,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{Lab, run_ok};
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
+use support::{Lab, json, run_ok};
 
 #[test]
 fn puts_and_gets_cross_the_xdp_switch_and_read_back_equal() {

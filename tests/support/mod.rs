@@ -3,7 +3,28 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+use serde_json::Value;
 use std::process::{Command, Output};
+
+/// `text` as JSON, panicking with the text if it is not.
+pub fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Checks the recorded histories in `files` together (`pegasus history check --json`),
+/// panicking with the checker's report unless they are linearizable; returns the report.
+pub fn assert_linearizable(files: &[String]) -> Value {
+    let mut args = vec!["history", "check", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let out = pegasus().args(&args).output().expect("running pegasus");
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "not linearizable: {}",
+        serde_json::to_string_pretty(&report).unwrap()
+    );
+    report
+}
 
 /// The `pegasus` binary under test.
 pub fn pegasus() -> Command {
