@@ -44,15 +44,11 @@ fn the_controller_follows_a_moving_hot_set() {
                     let (lab, file, prefix) = (&lab, &phase_files[j as usize], &prefix);
                     let (start, count) = (start.to_string(), count.to_string());
                     s.spawn(move || {
-                        json(&lab.run_pegasus(
+                        lab.record_history(
                             j,
+                            file,
+                            prefix,
                             &[
-                                "history",
-                                "record",
-                                "--out",
-                                file,
-                                "--prefix",
-                                prefix,
                                 "--hot",
                                 &count,
                                 "--hot-start",
@@ -65,9 +61,8 @@ fn the_controller_follows_a_moving_hot_set() {
                                 seconds,
                                 "--workers",
                                 "4",
-                                "--json",
                             ],
-                        ))
+                        )
                     })
                 })
                 .collect();

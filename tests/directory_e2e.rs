@@ -92,15 +92,11 @@ fn directory_history(tag: &str, loss_percent: Option<f64>) {
             .map(|j| {
                 let (lab, file, prefix) = (&lab, &files[j as usize], &prefix);
                 s.spawn(move || {
-                    json(&lab.run_pegasus(
+                    lab.record_history(
                         j,
+                        file,
+                        prefix,
                         &[
-                            "history",
-                            "record",
-                            "--out",
-                            file,
-                            "--prefix",
-                            prefix,
                             "--hot",
                             "4",
                             "--cold",
@@ -109,9 +105,8 @@ fn directory_history(tag: &str, loss_percent: Option<f64>) {
                             "5",
                             "--workers",
                             "4",
-                            "--json",
                         ],
-                    ))
+                    )
                 })
             })
             .collect();

@@ -69,6 +69,16 @@ impl Lab {
         lab
     }
 
+    /// `pegasus history record --out FILE --prefix PREFIX --json OPTIONS...` in client
+    /// `client`'s namespace; returns the recorder's summary.
+    pub fn record_history(&self, client: u8, file: &str, prefix: &str, options: &[&str]) -> Value {
+        let mut args = vec![
+            "history", "record", "--out", file, "--prefix", prefix, "--json",
+        ];
+        args.extend_from_slice(options);
+        json(&self.run_pegasus(client, &args))
+    }
+
     /// `pegasus lab run --name NAME --client C -- pegasus ARGS...`, returning stdout.
     pub fn run_pegasus(&self, client: u8, args: &[&str]) -> String {
         let exe = env!("CARGO_BIN_EXE_pegasus");
