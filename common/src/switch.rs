@@ -275,6 +275,12 @@ pub struct RetryRoute {
     pub tag: u32,
 }
 
+/// A word no request's route ever equals (its tag, 0, marks no request), but not an empty
+/// slot either. A restarted switch fills every slot with it, stamped with its start time, so
+/// that retries of writes from before the restart (whose routes it cannot know) are dropped
+/// for a retry window instead of going home, where they may be applied a second time.
+pub const RETRY_FENCE_WORD: u64 = u32::MAX as u64;
+
 /// The slot and tag of a request's retry route.
 #[inline(always)]
 pub const fn retry_route(client_id: u16, request_id: u32) -> RetryRoute {
@@ -513,6 +519,28 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fence_drops_every_retry_for_a_window_and_no_longer() {
+        let started = 5_000_000_000;
+        let fence = RetrySlot {
+            word: RETRY_FENCE_WORD,
+            written_ns: started,
+        };
+        for (client, request) in [(0u16, 0u32), (7, 1234), (u16::MAX, u32::MAX)] {
+            let route = retry_route(client, request);
+            assert_eq!(route.destination(RETRY_FENCE_WORD), None);
+            assert_eq!(route.decide(fence, started + 1), RetryDecision::Drop);
+            assert_eq!(
+                route.decide(fence, started + RETRY_WINDOW_NS - 1),
+                RetryDecision::Drop
+            );
+            assert_eq!(
+                route.decide(fence, started + RETRY_WINDOW_NS),
+                RetryDecision::Home
+            );
+        }
+    }
 
     #[test]
     fn retry_routes_round_trip_and_reject_other_requests() {

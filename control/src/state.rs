@@ -39,6 +39,18 @@ impl SavedState {
     }
 }
 
+/// What [`StateFile::begin`] found and decided.
+#[derive(Debug)]
+pub struct Begun {
+    pub file: StateFile,
+    /// The epoch to stamp with.
+    pub epoch: u16,
+    /// Keys that were hot when the switch last stopped.
+    pub previously_hot: Vec<Vec<u8>>,
+    /// Whether a switch ran before with this state file.
+    pub restarted: bool,
+}
+
 /// The state file of a running switch.
 #[derive(Debug)]
 pub struct StateFile {
@@ -50,7 +62,7 @@ impl StateFile {
     /// Starts a new epoch: at least `requested`, and larger than the one saved at `path` (if
     /// any). Saves it before returning, with the hot keys of the previous run, which are also
     /// returned (their homes may need bringing up to date).
-    pub fn begin(path: &Path, requested: u16) -> Result<(StateFile, u16, Vec<Vec<u8>>)> {
+    pub fn begin(path: &Path, requested: u16) -> Result<Begun> {
         let previous = match std::fs::read(path) {
             Ok(bytes) => Some(
                 serde_json::from_slice::<SavedState>(&bytes)
@@ -70,18 +82,22 @@ impl StateFile {
         };
         let state = SavedState {
             epoch,
-            hot_keys: previous.map(|p| p.hot_keys).unwrap_or_default(),
+            hot_keys: previous
+                .as_ref()
+                .map(|p| p.hot_keys.clone())
+                .unwrap_or_default(),
         };
-        let keys = state.keys()?;
+        let previously_hot = state.keys()?;
         save(path, &state)?;
-        Ok((
-            StateFile {
+        Ok(Begun {
+            file: StateFile {
                 path: path.to_owned(),
                 state: Mutex::new(state),
             },
             epoch,
-            keys,
-        ))
+            previously_hot,
+            restarted: previous.is_some(),
+        })
     }
 
     /// Records that `key` is (about to be) hot, or no longer is; saved before returning.
@@ -150,26 +166,25 @@ mod tests {
     #[test]
     fn every_start_takes_a_larger_epoch_and_keeps_the_hot_keys() {
         let path = scratch("epochs");
-        let (file, epoch, keys) = StateFile::begin(&path, 1).unwrap();
-        assert_eq!(
-            (epoch, keys.len()),
-            (1, 0),
-            "a first start takes the requested epoch"
-        );
+        let begun = StateFile::begin(&path, 1).unwrap();
+        let file = begun.file;
+        assert_eq!(begun.epoch, 1, "a first start takes the requested epoch");
+        assert!(begun.previously_hot.is_empty() && !begun.restarted);
         file.set_hot(b"user0", true).unwrap();
         file.set_hot(b"\x00\xffbin", true).unwrap();
         file.set_hot(b"user1", true).unwrap();
         file.set_hot(b"user1", false).unwrap();
         drop(file);
-        let (_, epoch, mut keys) = StateFile::begin(&path, 1).unwrap();
+        let begun = StateFile::begin(&path, 1).unwrap();
+        let (epoch, mut keys) = (begun.epoch, begun.previously_hot);
+        assert!(begun.restarted);
         assert_eq!(epoch, 2, "a restart never reuses an epoch");
         keys.sort();
         assert_eq!(keys, vec![b"\x00\xffbin".to_vec(), b"user0".to_vec()]);
-        let (file, epoch, _) = StateFile::begin(&path, 9).unwrap();
-        assert_eq!(epoch, 9, "a larger requested epoch is taken as it is");
-        assert_eq!(file.saved().epoch, 9);
-        let (_, epoch, _) = StateFile::begin(&path, 3).unwrap();
-        assert_eq!(epoch, 10);
+        let begun = StateFile::begin(&path, 9).unwrap();
+        assert_eq!(begun.epoch, 9, "a larger requested epoch is taken as it is");
+        assert_eq!(begun.file.saved().epoch, 9);
+        assert_eq!(StateFile::begin(&path, 3).unwrap().epoch, 10);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

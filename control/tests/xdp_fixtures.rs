@@ -870,6 +870,42 @@ fn requests_are_sampled_with_their_keys() {
     assert_eq!(keys, vec![long_key]);
 }
 
+/// A restarted switch fences its retry routes: a retried write it did not steer itself is
+/// dropped (its first attempt may have been steered by the switch before it), while its own
+/// steered writes are still pinned on retry, and first attempts are untouched.
+#[test]
+fn a_fenced_switch_drops_retries_it_cannot_place() {
+    let bench = setup("fen", Policy::RoundRobin, 1);
+    let mut switch = bench.switch;
+    switch.directory_insert(key_hash(HOT_KEY), 0).unwrap();
+    confirm_from_home(&switch, 5);
+    switch.fence_retries().unwrap();
+    let put = |req, flags| request_to(0, message(Op::Put, HOT_KEY, b"v", 0, flags, req, 0));
+    let cold_put = |req, flags| request_to(0, message(Op::Put, b"cold", b"v", 0, flags, req, 0));
+    let verdict = |frame: UdpFrame| switch.run_on_packet(&frame.build()).unwrap().action;
+    assert_eq!(
+        verdict(put(40, wire::flags::RETRY)),
+        action::DROP,
+        "a retry from before the restart"
+    );
+    assert_eq!(
+        verdict(cold_put(41, wire::flags::RETRY)),
+        action::DROP,
+        "cold or hot, its first attempt may have been steered"
+    );
+    assert_eq!(verdict(put(42, 0)), action::REDIRECT, "first attempts pass");
+    let retry = switch
+        .run_on_packet(&put(42, wire::flags::RETRY).build())
+        .unwrap();
+    assert_eq!(
+        retry.action,
+        action::REDIRECT,
+        "this switch's own route is pinned"
+    );
+    assert_eq!(switch.counters().unwrap().get(Counter::RetriesDropped), 2);
+    assert_eq!(switch.counters().unwrap().get(Counter::RetriesPinned), 1);
+}
+
 /// The hot filter counts keys per slot: removing one of two hot keys that share a slot must
 /// not make the other look cold (its reads would then go home, past its newer replicas).
 #[test]

@@ -307,7 +307,8 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
         }
         servers.push((s.id, ip));
     }
-    let (state, epoch, previously_hot) = StateFile::begin(&args.state, args.epoch)?;
+    let begun = StateFile::begin(&args.state, args.epoch)?;
+    let (state, epoch, previously_hot) = (begun.file, begun.epoch, begun.previously_hot);
     let settings = SwitchSettings {
         store_port: args.store_port,
         epoch,
@@ -331,6 +332,11 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
         }
     }
     let mut switch = Switch::load(&settings)?;
+    if begun.restarted {
+        // Writes steered by the switch before this one may still be retried: drop those
+        // retries for a retry window instead of sending them home (docs/controller.md).
+        switch.fence_retries()?;
+    }
     let samples = if detecting {
         Some(switch.take_samples()?)
     } else {

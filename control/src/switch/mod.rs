@@ -16,7 +16,8 @@ use aya::{
 use pegasus_common::{
     directory::{Policy, SERVERS_MAX, bit},
     switch::{
-        self as shared, Counter, CounterBlock, DirEntry, ServerSlot, ServerTable, SwitchConfig,
+        self as shared, Counter, CounterBlock, DirEntry, RetrySlot, ServerSlot, ServerTable,
+        SwitchConfig,
     },
 };
 use serde::Serialize;
@@ -379,6 +380,35 @@ impl Switch {
         self.ebpf
             .map_mut(name)
             .with_context(|| format!("the object has no map {name}"))
+    }
+
+    /// Fences the retry routes (see `shared::RETRY_FENCE_WORD`): for the next retry window,
+    /// every retried write whose route this switch did not remember itself is dropped. For a
+    /// restarted switch, before it attaches: the writes of the switch before it may still be
+    /// retried.
+    pub fn fence_retries(&mut self) -> Result<()> {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to write to. The coarse monotonic clock is the one the
+        // program stamps routes with (bpf_ktime_get_coarse_ns).
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+        ensure!(
+            rc == 0,
+            "clock_gettime: {}",
+            std::io::Error::last_os_error()
+        );
+        let fence = RetrySlot {
+            word: shared::RETRY_FENCE_WORD,
+            written_ns: now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64,
+        };
+        let mut routes: Array<&mut MapData, RetrySlot> =
+            Array::try_from(self.map_mut(shared::MAP_RETRY_ROUTES)?)?;
+        for slot in 0..shared::RETRY_ROUTES_CAPACITY {
+            routes.set(slot, fence, 0)?;
+        }
+        Ok(())
     }
 
     /// Most keys the directory holds (fixed at load time).
