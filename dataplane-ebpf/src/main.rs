@@ -8,8 +8,11 @@
 //! 3. Requests: a PUT gets the next version (atomic fetch-add on the global counter, epoch in
 //!    the high bits). A GET or PUT of a key in the directory is steered: its destination
 //!    becomes the server the directory's policy picks (a member of the replica set for a read;
-//!    any server, plus copies, for a write) and it carries the HOT flag. A retried write goes
-//!    where its first attempt went.
+//!    any server, plus copies, for a write) and it carries the HOT flag; whether a key is in
+//!    the directory is asked of the hot filter first (an array), of the directory (a hash map)
+//!    only when the filter says maybe. A retried write goes where its first attempt went. One
+//!    first attempt in `sample_period` is copied, with its key, to the controller's ring
+//!    buffer.
 //! 4. Replies that carry a version update the key's directory entry (newer version: the set is
 //!    the sender; equal: the sender joins), atomically under the entry's lock; every reply
 //!    updates the sender's load. Replicate acks end here.
@@ -20,8 +23,9 @@
 //!
 //! Every decision is a plain function of `pegasus_common` (`switch::classify`, `version::stamp`,
 //! `directory::*`); this file only moves bytes between packets, maps and those functions.
-//! Checksums are updated incrementally for every field rewritten. Every packet access is
-//! bounds-checked against `data_end` (the verifier insists), and nothing here can panic.
+//! Checksums are updated incrementally for every field rewritten. Every packet region is
+//! bounds-checked against `data_end` once (`Bytes`; the verifier insists), then read with
+//! single loads at constant offsets, and nothing here can panic.
 #![no_std]
 #![no_main]
 // The BPF target has no `AtomicU64::fetch_add` (no CAS in its spec), but LLVM lowers the
