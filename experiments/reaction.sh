@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 zipf=${1:-1.2}
 capacity=${2:-2000}
 replication=${3:-4}
-epoch_ms=${4:-20}
+epoch_ms=${4:-10}
 sample_rate=${5:-8}
 keys=100000
 seconds=10

@@ -23,7 +23,7 @@ fn a_failed_up_leaves_nothing_behind() {
         replication: 3,
         directory_capacity: 64,
         hot_keys: 0,
-        epoch_ms: 20,
+        epoch_ms: 10,
         sample_rate: 16,
     };
     // `false` exits at once instead of serving: up fails after the namespaces exist.

@@ -57,7 +57,7 @@ enum LabCommand {
         #[arg(long, default_value_t = 16)]
         hot_keys: u32,
         /// The switch's --epoch-ms (statistics epoch).
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = pegasus_control::hotkeys::EPOCH_MS_DEFAULT)]
         epoch_ms: u64,
         /// The switch's --sample-rate (one request in N sampled).
         #[arg(long, default_value_t = pegasus_common::switch::SAMPLE_PERIOD_DEFAULT)]

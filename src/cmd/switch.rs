@@ -14,7 +14,7 @@ use pegasus_common::{
 };
 use pegasus_control::{
     controller::{Controller, Detection, HotKey},
-    hotkeys::{HotSetRules, ONE_SAMPLE},
+    hotkeys::{EPOCH_MS_DEFAULT, HotSetRules, ONE_SAMPLE},
     state::StateFile,
     switch::{
         AttachMode, Switch, SwitchSettings,
@@ -102,7 +102,8 @@ struct RunArgs {
     hot_keys: u32,
     /// Length of a statistics epoch: the controller reads the samples, updates its top-k and
     /// changes the directory this often; counts halve every epoch.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(long, default_value_t = EPOCH_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
     epoch_ms: u64,
     /// Sample one GET or PUT in this many for hot-key detection (0: no sampling).
     #[arg(long, default_value_t = SAMPLE_PERIOD_DEFAULT,

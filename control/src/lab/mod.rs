@@ -96,7 +96,7 @@ pub struct LabSpec {
 }
 
 fn default_epoch_ms() -> u64 {
-    20
+    crate::hotkeys::EPOCH_MS_DEFAULT
 }
 
 mod attach_mode_serde {
