@@ -226,8 +226,8 @@ impl Controller {
         let mut top = TopK::new((rules.hot_keys * COUNTERS_PER_HOT_KEY).max(COUNTERS_MIN));
         let decay = decay_per_epoch();
         let mut changes_under_way = tokio::task::JoinSet::new();
-        let mut under_way = std::collections::HashSet::new();
-        let mut adding = std::collections::HashSet::new();
+        // Keys being changed in the background: true for an add, false for an eviction.
+        let mut under_way: HashMap<u64, bool> = HashMap::new();
         let mut tick = tokio::time::interval(detection.epoch);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -248,17 +248,15 @@ impl Controller {
             while let Some(done) = changes_under_way.try_join_next() {
                 if let Ok(keyhash) = done {
                     under_way.remove(&keyhash);
-                    adding.remove(&keyhash);
                 }
             }
             let staying: Vec<u64> = hot
                 .iter()
                 .copied()
-                .filter(|h| !under_way.contains(h) || adding.contains(h))
+                .filter(|h| under_way.get(h) != Some(&false))
                 .collect();
             // Keys being evicted still take directory slots.
-            debug_assert!(adding.is_subset(&under_way));
-            let evicting = under_way.len() - adding.len();
+            let evicting = under_way.values().filter(|&&adding| !adding).count();
             let epoch_rules = HotSetRules {
                 capacity: rules.capacity.saturating_sub(evicting),
                 ..rules
@@ -268,8 +266,7 @@ impl Controller {
                 let Some(key) = top.key(keyhash).map(<[u8]>::to_vec) else {
                     continue;
                 };
-                under_way.insert(keyhash);
-                adding.insert(keyhash);
+                under_way.insert(keyhash, true);
                 let controller = self.clone();
                 changes_under_way.spawn(async move {
                     controller.detected_add(&key).await;
@@ -277,10 +274,10 @@ impl Controller {
                 });
             }
             for keyhash in changes.evict {
-                if under_way.contains(&keyhash) {
+                if under_way.contains_key(&keyhash) {
                     continue;
                 }
-                under_way.insert(keyhash);
+                under_way.insert(keyhash, false);
                 let controller = self.clone();
                 changes_under_way.spawn(async move {
                     controller.detected_evict(keyhash).await;

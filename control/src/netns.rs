@@ -25,6 +25,24 @@ pub fn ip(args: &[&str]) -> Result<String> {
     run("ip", args)
 }
 
+/// Sets a permanent neighbour entry in namespace `ns`: `addr` is at `mac` on `dev`.
+pub fn set_neighbour(ns: &str, addr: &str, mac: &str, dev: &str) -> Result<()> {
+    ip(&[
+        "-n",
+        ns,
+        "neigh",
+        "replace",
+        addr,
+        "lladdr",
+        mac,
+        "dev",
+        dev,
+        "nud",
+        "permanent",
+    ])?;
+    Ok(())
+}
+
 /// Runs a command inside namespace `ns`.
 pub fn exec_in(ns: &str, program: &str, args: &[&str]) -> Result<String> {
     let mut full = vec!["netns", "exec", ns, program];

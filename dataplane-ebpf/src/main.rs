@@ -518,8 +518,16 @@ fn retry_route_of(header: Header) -> switch::RetryRoute {
 fn learn_from_reply(op: Op, header: Header, tally: Tally) -> Result<(), u32> {
     let sender = header.u8(offset::SERVER_ID);
     if let Some(servers) = SERVERS.get_ptr_mut(0) {
+        let load = header.u16(offset::LOAD);
         // SAFETY: a valid map value; a racing store of another load is as good as this one.
-        unsafe { (*servers).slots[(sender & 31) as usize].load = header.u16(offset::LOAD) };
+        // Stored only when it changed: every CPU reads this line for every hot request, and
+        // a store on every reply would take it from all of them.
+        unsafe {
+            let slot = &raw mut (*servers).slots[(sender & 31) as usize].load;
+            if core::ptr::read_volatile(slot) != load {
+                core::ptr::write_volatile(slot, load);
+            }
+        }
     }
     let version = header.u64(offset::VERSION);
     let status = header.u16(offset::STATUS);

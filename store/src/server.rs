@@ -191,6 +191,39 @@ fn load_u16(load: &AtomicUsize) -> u16 {
     load.load(Relaxed).min(u16::MAX as usize) as u16
 }
 
+/// Serves one request at a time: handles it, sends the reply and any copies. Its buffers are
+/// allocated once.
+struct Worker {
+    store: Arc<Store>,
+    peers: Arc<Peers>,
+    out: Vec<u8>,
+    copy: Vec<u8>,
+}
+
+impl Worker {
+    fn new(store: Arc<Store>, peers: Arc<Peers>) -> Worker {
+        Worker {
+            store,
+            peers,
+            out: vec![0u8; wire::MAX_PAYLOAD_LEN],
+            copy: vec![0u8; wire::MAX_PAYLOAD_LEN],
+        }
+    }
+
+    /// Serves `request` from `from`, which came in on `socket`, reporting `load`.
+    async fn serve(&mut self, request: &[u8], from: SocketAddr, socket: &UdpSocket, load: u16) {
+        let (reply, pending) = self
+            .store
+            .handle(request, load, &mut self.out, &mut self.copy);
+        if let Some(len) = reply {
+            send(socket, &self.out[..len], from).await;
+        }
+        if let Some(c) = pending {
+            send_copies(&self.store, &self.peers, socket, &self.copy, c).await;
+        }
+    }
+}
+
 async fn serve_directly(
     store: Arc<Store>,
     peers: Arc<Peers>,
@@ -198,8 +231,7 @@ async fn serve_directly(
     in_flight: Arc<AtomicUsize>,
 ) {
     let mut buf = vec![0u8; RECV_BUF_LEN];
-    let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
-    let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
+    let mut worker = Worker::new(store, peers);
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
             Ok(x) => x,
@@ -209,13 +241,9 @@ async fn serve_directly(
             }
         };
         in_flight.fetch_add(1, Relaxed);
-        let (reply, pending) = store.handle(&buf[..n], load_u16(&in_flight), &mut out, &mut copy);
-        if let Some(len) = reply {
-            send(&socket, &out[..len], from).await;
-        }
-        if let Some(c) = pending {
-            send_copies(&store, &peers, &socket, &copy, c).await;
-        }
+        worker
+            .serve(&buf[..n], from, &socket, load_u16(&in_flight))
+            .await;
         in_flight.fetch_sub(1, Relaxed);
     }
 }
@@ -237,6 +265,7 @@ async fn enqueue(
     queued: Arc<AtomicUsize>,
 ) {
     let mut buf = vec![0u8; RECV_BUF_LEN];
+    let mut control = Worker::new(store.clone(), peers);
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
             Ok(x) => x,
@@ -246,15 +275,9 @@ async fn enqueue(
             }
         };
         if is_from_controller(&buf[..n]) {
-            let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
-            let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
-            let (reply, pending) = store.handle(&buf[..n], load_u16(&queued), &mut out, &mut copy);
-            if let Some(len) = reply {
-                send(&socket, &out[..len], from).await;
-            }
-            if let Some(c) = pending {
-                send_copies(&store, &peers, &socket, &copy, c).await;
-            }
+            control
+                .serve(&buf[..n], from, &socket, load_u16(&queued))
+                .await;
             continue;
         }
         queued.fetch_add(1, Relaxed);
@@ -274,21 +297,16 @@ async fn serve_at_rate(
     mut rate: ServiceRate,
     queued: Arc<AtomicUsize>,
 ) {
-    let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
-    let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
+    let mut worker = Worker::new(store, peers);
     while let Some((bytes, from, index)) = queue.recv().await {
         let at = rate.admit(Instant::now());
         if at > Instant::now() {
             tokio::time::sleep_until(at.into()).await;
         }
         queued.fetch_sub(1, Relaxed);
-        let (reply, pending) = store.handle(&bytes, load_u16(&queued), &mut out, &mut copy);
-        if let Some(len) = reply {
-            send(&sockets[index], &out[..len], from).await;
-        }
-        if let Some(c) = pending {
-            send_copies(&store, &peers, &sockets[index], &copy, c).await;
-        }
+        worker
+            .serve(&bytes, from, &sockets[index], load_u16(&queued))
+            .await;
     }
 }
 

@@ -406,32 +406,8 @@ fn wire_host(tor: &str, ns: &str, port: &str, kind: u8, index: u8) -> Result<()>
         &tor_ip.to_string(),
     ])?;
     let (tor_ip, host_ip) = (tor_ip.to_string(), host_ip.to_string());
-    netns::ip(&[
-        "-n",
-        tor,
-        "neigh",
-        "replace",
-        &host_ip,
-        "lladdr",
-        &host_mac,
-        "dev",
-        port,
-        "nud",
-        "permanent",
-    ])?;
-    netns::ip(&[
-        "-n",
-        ns,
-        "neigh",
-        "replace",
-        &tor_ip,
-        "lladdr",
-        &tor_mac,
-        "dev",
-        "eth0",
-        "nud",
-        "permanent",
-    ])?;
+    netns::set_neighbour(tor, &host_ip, &host_mac, port)?;
+    netns::set_neighbour(ns, &tor_ip, &tor_mac, "eth0")?;
     netns::exec_in(tor, "ethtool", &["-K", port, "tx", "off"])?;
     netns::exec_in(ns, "ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
     Ok(())

@@ -93,19 +93,7 @@ impl Testbed {
             netns::ip(&["-n", n, "addr", "add", port_ip, "dev", port])?;
             netns::ip(&["-n", n, "link", "set", port, "up"])?;
             netns::ip(&["-n", n, "link", "set", &peer, "up"])?;
-            netns::ip(&[
-                "-n",
-                n,
-                "neigh",
-                "replace",
-                &host_ip,
-                "lladdr",
-                &host_mac,
-                "dev",
-                port,
-                "nud",
-                "permanent",
-            ])?;
+            netns::set_neighbour(n, &host_ip, &host_mac, port)?;
         }
         netns::exec_in(n, "sysctl", &["-qw", "net.ipv4.conf.all.forwarding=1"])?;
         netns::enter_current_thread(n)?;
