@@ -806,6 +806,8 @@ fn least_loaded_follows_reported_loads() {
 /// its key; retries, replies and other ops are never sampled.
 #[test]
 fn requests_are_sampled_with_their_keys() {
+    // The sampler's countdown is per CPU: every run of the program must see the same one.
+    pin_to_cpu(0);
     let settings = SwitchSettings {
         sample_period: 3,
         ..SwitchSettings::forwarding_only(PORT, EPOCH)
@@ -1040,6 +1042,8 @@ fn pin_to_cpu(cpu: usize) {
 /// then asked of the FIB again (here: the server's MAC address changed).
 #[test]
 fn the_forwarding_cache_is_renewed_by_a_new_generation() {
+    // The cache is per CPU: every run of the program must see the same CPU's copy.
+    pin_to_cpu(0);
     let bench = setup("fc", Policy::RoundRobin, 1);
     let mut switch = bench.switch;
     let get = request_to(0, message(Op::Get, b"cold", b"", 0, 0, 1, 0));
