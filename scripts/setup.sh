@@ -38,6 +38,7 @@ need_apt=()
 dpkg -s "llvm-$LLVM_MAJOR-dev" >/dev/null 2>&1 || need_apt+=("llvm-$LLVM_MAJOR-dev")
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   apt-get update -qq

@@ -49,6 +49,11 @@ const CONTROL_ATTEMPTS: u32 = 3;
 const EVICT_POLL: Duration = Duration::from_millis(5);
 /// Rounds before an eviction gives up (the key then stays hot).
 const EVICT_ROUNDS_MAX: u32 = 400;
+/// Recovery: how often the servers are asked whether requests still wait, how many answers
+/// in a row must say none, and how long a server may take to serve what it had queued.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+const DRAIN_QUIET_ROUNDS: u32 = 2;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A hot key as `switch hot list` shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -160,47 +165,99 @@ impl Controller {
     }
 
     /// Brings the homes of `keys` (hot when the switch last stopped) up to date, before the
-    /// switch forwards anything: asks every server for its version of each key and, when a
-    /// server other than home holds a newer one, has it pushed home, and checks. Fails when a
-    /// server does not answer (it might hold the newest version) or home cannot be brought up
-    /// to date: reads of the key from home could then be stale.
+    /// switch forwards anything: waits until the servers have served every request they had
+    /// queued (a write steered by the old switch may still wait in a queue, and its ack would
+    /// cross the new switch), then asks every server for each key's version and value and,
+    /// when a server other than home holds a newer one, writes it home (a REPLICATE with its
+    /// version) and checks home's ack. Fails when a server does not answer (it might hold the
+    /// newest version) or home cannot be brought up to date: reads of the key from home could
+    /// then be stale.
     pub async fn recover(&self, keys: &[Vec<u8>]) -> Result<()> {
+        let Some(probe) = keys.first() else {
+            return Ok(());
+        };
+        self.wait_until_servers_are_idle(probe).await?;
         for key in keys {
             let name = String::from_utf8_lossy(key);
             let home = self.placement.home(key_hash(key));
-            let mut newest: Option<(u64, u8)> = None;
+            let mut newest: Option<(ControlReply, u8)> = None;
             let mut at_home = version::NONE;
             for server in self.cluster.servers.iter().map(|s| s.id) {
-                let h = self
-                    .exchange(server, Op::Get, key, 0)
+                let reply = self
+                    .request(server, ControlRequest::new(Op::Get, key))
                     .await
                     .with_context(|| format!("asking server {server} for {name}"))?;
+                let h = reply.header;
                 if h.status() != Some(Status::Ok) {
                     continue; // does not hold the key
                 }
                 if server == home {
                     at_home = h.version;
                 }
-                if newest.is_none_or(|(v, _)| h.version > v) {
-                    newest = Some((h.version, server));
+                if newest
+                    .as_ref()
+                    .is_none_or(|(n, _)| h.version > n.header.version)
+                {
+                    newest = Some((reply, server));
                 }
             }
-            let Some((version, holder)) = newest else {
+            let Some((newest, holder)) = newest else {
                 continue;
             };
+            let version = newest.header.version;
             if version > at_home {
-                self.push(holder, key, bit(home)).await?;
-                let h = self.exchange(home, Op::Get, key, 0).await?;
+                // Written home by the controller itself: servers cannot reach each other
+                // while the switch forwards nothing.
+                let copy = ControlRequest {
+                    value: &newest.value,
+                    version,
+                    ..ControlRequest::new(Op::Replicate, key)
+                };
+                let ack = self.request(home, copy).await?.header;
                 ensure!(
-                    h.status() == Some(Status::Ok) && h.version >= version,
-                    "home (server {home}) of {name} holds {:#x} after a push of {version:#x}",
-                    h.version
+                    ack.op() == Some(Op::ReplicateAck)
+                        && ack.status() == Some(Status::Ok)
+                        && ack.version >= version,
+                    "home (server {home}) of {name} holds {:#x} after a copy of {version:#x} \
+                     (status {})",
+                    ack.version,
+                    ack.status
                 );
             }
             tracing::info!(key = %name, home, version = format_args!("{version:#x}"), from = holder, "recovered");
             if let Some(state) = &self.state {
                 state.set_hot(key, false)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Returns once every server has reported no request waiting [`DRAIN_QUIET_ROUNDS`] times
+    /// in a row (every reply carries the server's queue length), asking with GETs of `probe`.
+    /// Only for a switch that forwards nothing yet: no new request can then reach a server.
+    async fn wait_until_servers_are_idle(&self, probe: &[u8]) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        let mut quiet_rounds = 0;
+        while quiet_rounds < DRAIN_QUIET_ROUNDS {
+            let mut waiting = 0u32;
+            for server in self.cluster.servers.iter().map(|s| s.id) {
+                let h = self
+                    .exchange(server, Op::Get, probe, 0)
+                    .await
+                    .with_context(|| format!("asking server {server} for its queue length"))?;
+                waiting += u32::from(h.load);
+            }
+            if waiting == 0 {
+                quiet_rounds += 1;
+            } else {
+                quiet_rounds = 0;
+                ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "{waiting} requests still wait at the servers after {DRAIN_TIMEOUT:?}"
+                );
+                tracing::debug!(waiting, "waiting for the servers' queues to drain");
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
         }
         Ok(())
     }
@@ -476,6 +533,15 @@ impl Controller {
     /// Sends `op` for `key` (with a replica bitmap `targets`) to server `server` and returns
     /// its reply's header. Retries a few times.
     async fn exchange(&self, server: u8, op: Op, key: &[u8], targets: u32) -> Result<Header> {
+        let request = ControlRequest {
+            targets,
+            ..ControlRequest::new(op, key)
+        };
+        Ok(self.request(server, request).await?.header)
+    }
+
+    /// Sends `request` to server `server` and returns its reply. Retries a few times.
+    async fn request(&self, server: u8, request: ControlRequest<'_>) -> Result<ControlReply> {
         let addr = self
             .cluster
             .server(server)
@@ -484,16 +550,17 @@ impl Controller {
         let request_id = self
             .next_request_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut header = Header::new(op);
-        header.keyhash = key_hash(key);
+        let mut header = Header::new(request.op);
+        header.keyhash = key_hash(request.key);
         header.request_id = request_id;
         header.client_id = CONTROLLER_CLIENT_ID;
         header.server_id = server;
-        header.replica_bitmap = targets;
+        header.replica_bitmap = request.targets;
+        header.version = request.version;
         let message = Message {
             header,
-            key,
-            value: &[],
+            key: request.key,
+            value: request.value,
         };
         let bytes = message.to_vec().context("encoding a control request")?;
         // A socket per exchange: exchanges with different servers (adds and evictions of
@@ -511,8 +578,36 @@ impl Controller {
     }
 }
 
+/// A request of the controller to one server.
+struct ControlRequest<'a> {
+    op: Op,
+    key: &'a [u8],
+    value: &'a [u8],
+    version: u64,
+    /// The replica bitmap (a PUSH's targets).
+    targets: u32,
+}
+
+impl<'a> ControlRequest<'a> {
+    fn new(op: Op, key: &'a [u8]) -> ControlRequest<'a> {
+        ControlRequest {
+            op,
+            key,
+            value: &[],
+            version: version::NONE,
+            targets: 0,
+        }
+    }
+}
+
+/// A server's answer to a [`ControlRequest`].
+struct ControlReply {
+    header: Header,
+    value: Vec<u8>,
+}
+
 /// The next reply to `request_id` from `from` (other datagrams are stale answers: skipped).
-async fn receive(socket: &UdpSocket, from: SocketAddr, request_id: u32) -> Result<Header> {
+async fn receive(socket: &UdpSocket, from: SocketAddr, request_id: u32) -> Result<ControlReply> {
     let mut buf = vec![0u8; wire::MAX_PAYLOAD_LEN + 1];
     loop {
         let (n, peer) = socket.recv_from(&mut buf).await?;
@@ -524,7 +619,10 @@ async fn receive(socket: &UdpSocket, from: SocketAddr, request_id: u32) -> Resul
                 m.header.client_id == CONTROLLER_CLIENT_ID,
                 "reply for another client"
             );
-            return Ok(m.header);
+            return Ok(ControlReply {
+                header: m.header,
+                value: m.value.to_vec(),
+            });
         }
     }
 }

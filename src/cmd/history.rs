@@ -67,6 +67,11 @@ struct RecordArgs {
     /// Concurrent workers, each running one operation at a time.
     #[arg(long, default_value_t = 4)]
     workers: u32,
+    /// Instead of a timed mix, read every key once (its hot and cold keys), as the end of a
+    /// run: checked with the run's files, each read must return the last acknowledged write
+    /// (or one whose outcome was unknown).
+    #[arg(long, conflicts_with_all = ["seconds", "hot_share", "write_share"])]
+    read_back: bool,
     #[command(flatten)]
     client: super::ClientArgs,
     /// Seed of the key and operation choices (default: random).
@@ -142,6 +147,10 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
         let mut workers = JoinSet::new();
         for worker in 0..args.workers {
             let (client, keys) = (client.clone(), keys.clone());
+            if args.read_back {
+                workers.spawn(read_back(client, keys, worker, args.workers));
+                continue;
+            }
             let rng = StdRng::seed_from_u64(seed ^ (worker as u64) << 32);
             let shares = (args.hot_share, args.write_share);
             workers.spawn(run_worker(client, keys, worker, rng, shares, deadline));
@@ -209,6 +218,10 @@ impl Keys {
         }
     }
 
+    fn all(&self) -> impl Iterator<Item = &String> {
+        self.hot.iter().chain(&self.cold)
+    }
+
     fn pick(&self, rng: &mut StdRng, hot_share: f64) -> &str {
         let hot = !self.hot.is_empty() && (self.cold.is_empty() || rng.random_bool(hot_share));
         let set = if hot { &self.hot } else { &self.cold };
@@ -225,49 +238,73 @@ async fn run_worker(
     (hot_share, write_share): (f64, f64),
     deadline: Instant,
 ) -> Vec<Record> {
-    // Unique across workers, clients (random id) and processes (pid): a value names its write.
-    let who = format!("{:04x}.{}.{worker}", client.client_id(), std::process::id());
+    let who = writer_name(&client, worker);
     let mut records = Vec::new();
     let mut seq = 0u64;
     while Instant::now() < deadline {
         let key = keys.pick(&mut rng, hot_share).to_string();
-        let write = rng.random_bool(write_share);
-        let call_ns = monotonic_ns();
-        let record = if write {
+        let record = if rng.random_bool(write_share) {
             seq += 1;
             let value = format!("{who}.{seq}");
-            let result = client.put(key.as_bytes(), value.as_bytes()).await;
-            let return_ns = monotonic_ns();
-            Record {
-                client: who.clone(),
-                key,
-                kind: RecordKind::Write,
-                value: Some(value),
-                call_ns,
-                return_ns: result.is_ok().then_some(return_ns),
-                server: result.as_ref().ok().map(|w| w.server_id),
-                version: result.as_ref().ok().map(|w| w.version),
-            }
+            write(&client, &who, key, value).await
         } else {
-            let result = client.get(key.as_bytes()).await;
-            let return_ns = monotonic_ns();
-            let answered = result.as_ref().ok();
-            Record {
-                client: who.clone(),
-                key,
-                kind: RecordKind::Read,
-                value: answered
-                    .and_then(|r| r.value.as_deref())
-                    .map(|v| String::from_utf8_lossy(v).into_owned()),
-                call_ns,
-                return_ns: answered.map(|_| return_ns),
-                server: answered.map(|r| r.server_id),
-                version: answered.map(|r| r.version),
-            }
+            read(&client, &who, key).await
         };
         records.push(record);
     }
     records
+}
+
+/// One of `workers` workers reading every key once: this one reads every `workers`-th key,
+/// from its `worker`-th.
+async fn read_back(client: Arc<Client>, keys: Arc<Keys>, worker: u32, workers: u32) -> Vec<Record> {
+    let who = writer_name(&client, worker);
+    let mut records = Vec::new();
+    for key in keys.all().skip(worker as usize).step_by(workers as usize) {
+        records.push(read(&client, &who, key.clone()).await);
+    }
+    records
+}
+
+/// A worker's name, unique across workers, clients (random id) and processes (pid): the
+/// values it writes carry it.
+fn writer_name(client: &Client, worker: u32) -> String {
+    format!("{:04x}.{}.{worker}", client.client_id(), std::process::id())
+}
+
+async fn write(client: &Client, who: &str, key: String, value: String) -> Record {
+    let call_ns = monotonic_ns();
+    let result = client.put(key.as_bytes(), value.as_bytes()).await;
+    let return_ns = monotonic_ns();
+    Record {
+        client: who.to_owned(),
+        key,
+        kind: RecordKind::Write,
+        value: Some(value),
+        call_ns,
+        return_ns: result.is_ok().then_some(return_ns),
+        server: result.as_ref().ok().map(|w| w.server_id),
+        version: result.as_ref().ok().map(|w| w.version),
+    }
+}
+
+async fn read(client: &Client, who: &str, key: String) -> Record {
+    let call_ns = monotonic_ns();
+    let result = client.get(key.as_bytes()).await;
+    let return_ns = monotonic_ns();
+    let answered = result.as_ref().ok();
+    Record {
+        client: who.to_owned(),
+        key,
+        kind: RecordKind::Read,
+        value: answered
+            .and_then(|r| r.value.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        call_ns,
+        return_ns: answered.map(|_| return_ns),
+        server: answered.map(|r| r.server_id),
+        version: answered.map(|r| r.version),
+    }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: one clock for every process and namespace of the host.

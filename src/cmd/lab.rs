@@ -1,13 +1,16 @@
 //! `pegasus lab`: an emulated rack on this host.
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 use clap::{Args, Subcommand};
 use pegasus_common::wire::DEFAULT_PORT;
 use pegasus_control::{
     lab::{self, Dataplane, LabSpec},
     switch::AttachMode,
 };
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
+
+/// Longest `restart-switch --down-ms`.
+const DOWN_MS_MAX: u64 = 600_000;
 
 #[derive(Args)]
 pub struct LabArgs {
@@ -79,6 +82,20 @@ enum LabCommand {
         /// The command and its arguments (after `--`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Crash the lab's switch (SIGKILL: its XDP program is detached and the rack forwards
+    /// nothing), wait, and start it again with the same arguments and state file, as a fault
+    /// experiment. The restarted switch starts a new epoch and brings the newest version of
+    /// every key that was hot home before it forwards again (docs/controller.md).
+    RestartSwitch {
+        #[arg(long)]
+        name: String,
+        /// How long the switch stays down, in milliseconds, from the kill.
+        #[arg(long, default_value_t = 200)]
+        down_ms: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show a lab's namespaces, processes and switch counters.
     Status {
@@ -154,6 +171,28 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(
                 status.code().unwrap_or(1).clamp(0, 255) as u8
             ))
+        }
+        LabCommand::RestartSwitch {
+            name,
+            down_ms,
+            json,
+        } => {
+            ensure!(
+                down_ms <= DOWN_MS_MAX,
+                "--down-ms must be at most {DOWN_MS_MAX}"
+            );
+            let exe = std::env::current_exe()?;
+            let restart = lab::restart_switch(&name, Duration::from_millis(down_ms), &exe)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&restart)?);
+            } else {
+                println!(
+                    "switch of lab {name} restarted: pid {} killed, down {} ms, pid {} \
+                     forwarding after {} ms",
+                    restart.killed_pid, restart.down_ms, restart.pid, restart.recovery_ms
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         LabCommand::Status { name, json } => {
             let status = super::block_on(1, lab::status(&name))?;

@@ -3,7 +3,7 @@
 //! bounded queue drained at the service rate.
 //!
 //! Load reporting: every reply carries the store's load, the number of requests waiting (the
-//! queue length with an emulated capacity, else the requests in flight), which is what the
+//! queue length with an emulated capacity, else the other requests in flight), which is what the
 //! switch's least-loaded policy compares.
 
 use crate::{
@@ -240,10 +240,10 @@ async fn serve_directly(
                 continue;
             }
         };
-        in_flight.fetch_add(1, Relaxed);
-        worker
-            .serve(&buf[..n], from, &socket, load_u16(&in_flight))
-            .await;
+        // The load reported is the other requests in flight, as a queued server reports the
+        // ones still waiting: an idle server reports 0.
+        let others = in_flight.fetch_add(1, Relaxed).min(u16::MAX as usize) as u16;
+        worker.serve(&buf[..n], from, &socket, others).await;
         in_flight.fetch_sub(1, Relaxed);
     }
 }

@@ -10,7 +10,10 @@
 //!   receiver broken once XDP forwards the frame), GRO on the host ends (native XDP redirect
 //!   into a veth needs NAPI on the peer);
 //! - a store process per server namespace and, with the XDP dataplane, the switch process in
-//!   the ToR namespace; `cluster.toml` for clients.
+//!   the ToR namespace, whose kernel forwards no store traffic itself (`rack.nft`: when the
+//!   switch is down, nothing is forwarded, as with a real one); `cluster.toml` for clients.
+//!
+//! `restart_switch` crashes the switch and starts it again, for fault experiments.
 //!
 //! Everything it creates is named after NAME, so labs and parallel tests never collide, and
 //! `down` removes all of it: processes (found through the namespaces, so also after a failed
@@ -42,6 +45,11 @@ pub const NAME_LEN_MAX: usize = 24;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `down` waits for a process to exit after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The switch's role among the lab's processes.
+const SWITCH_ROLE: &str = "switch";
+/// What a store and the switch log once they serve.
+const STORE_READY: &str = "store listening";
+const SWITCH_READY: &str = "switch running";
 
 /// Which dataplane forwards between the rack's ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +150,9 @@ pub struct LabProcess {
     pub namespace: String,
     pub pid: u32,
     pub log: PathBuf,
+    /// Its `pegasus` arguments, to start it again the same way.
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 /// What `up` built; saved as `state.json` in the lab's directory.
@@ -307,8 +318,9 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             namespace: ns,
             pid: child.id(),
             log: log.clone(),
+            args,
         });
-        children.push((child, log, "store listening"));
+        children.push((child, log, STORE_READY));
     }
 
     if spec.dataplane == Dataplane::Xdp {
@@ -349,20 +361,111 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
         ];
         let child = spawn_in(&tor, exe, &args, &log)?;
         state.processes.push(LabProcess {
-            role: "switch".to_owned(),
+            role: SWITCH_ROLE.to_owned(),
             namespace: tor.clone(),
             pid: child.id(),
             log: log.clone(),
+            args,
         });
         state.admin_socket = Some(socket);
-        children.push((child, log, "switch running"));
+        children.push((child, log, SWITCH_READY));
+        only_the_switch_forwards(&tor, spec.port, dir)?;
     }
     save(&state, dir)?;
 
     for (mut child, log, marker) in children {
-        wait_ready(&mut child, &log, marker)?;
+        wait_ready(&mut child, &log, 0, marker)?;
     }
     Ok(state)
+}
+
+/// Stops the ToR namespace's kernel from forwarding store traffic (UDP to or from the store
+/// port), with an nftables rule written to `DIR/rack.nft`. The XDP program's redirects bypass
+/// netfilter, so while the switch runs this drops nothing; while it is down (stopped,
+/// crashed, restarting: its XDP program detached) the kernel would otherwise forward requests
+/// straight to the servers they are addressed to, past the directory, and a read of a key
+/// whose newest version sits on another replica would be stale. A dead switch forwards
+/// nothing; neither does the lab's.
+fn only_the_switch_forwards(tor: &str, port: u16, dir: &Path) -> Result<()> {
+    let rules = dir.join("rack.nft");
+    fs::write(
+        &rules,
+        format!(
+            "# Written by `pegasus lab up`: only the XDP switch forwards store traffic.\n\
+             table inet pegasus_lab {{\n\
+             \tchain switch_only {{\n\
+             \t\ttype filter hook forward priority filter; policy accept;\n\
+             \t\tudp dport {port} counter drop\n\
+             \t\tudp sport {port} counter drop\n\
+             \t}}\n\
+             }}\n"
+        ),
+    )
+    .with_context(|| format!("writing {}", rules.display()))?;
+    netns::exec_in(tor, "nft", &["-f", &rules.display().to_string()])
+        .context("installing the ToR's nftables rule (is nftables installed?)")?;
+    Ok(())
+}
+
+/// What [`restart_switch`] did.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwitchRestart {
+    /// The process killed.
+    pub killed_pid: u32,
+    /// The new switch process.
+    pub pid: u32,
+    /// From the kill to the new process's start.
+    pub down_ms: u64,
+    /// From the new process's start until it forwarded again (recovery of the keys that were
+    /// hot included).
+    pub recovery_ms: u64,
+}
+
+/// Crashes lab `name`'s switch (SIGKILL: nothing of it runs after, and the kernel detaches its
+/// XDP program with its last file descriptor), waits `down`, then starts it again with the
+/// same arguments (so the same state file) and waits until it forwards. `exe` is the
+/// `pegasus` binary to start.
+pub fn restart_switch(name: &str, down: Duration, exe: &Path) -> Result<SwitchRestart> {
+    ensure!(netns::is_root(), "the lab needs root");
+    let mut state = load(name)?;
+    let index = state
+        .processes
+        .iter()
+        .position(|p| p.role == SWITCH_ROLE)
+        .with_context(|| format!("lab {name:?} has no switch (its dataplane is kernel)"))?;
+    let process = state.processes[index].clone();
+    ensure!(
+        !process.args.is_empty(),
+        "lab {name:?} was made by an older pegasus that did not record the switch's arguments"
+    );
+    let killed = Instant::now();
+    if alive(process.pid as i32) {
+        // SAFETY: kill(2) of the pid the lab started its switch as.
+        unsafe { libc::kill(process.pid as i32, libc::SIGKILL) };
+        let deadline = killed + STOP_TIMEOUT;
+        while alive(process.pid as i32) {
+            ensure!(
+                Instant::now() < deadline,
+                "switch {} still alive {STOP_TIMEOUT:?} after SIGKILL",
+                process.pid
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    std::thread::sleep(down.saturating_sub(killed.elapsed()));
+    let log_len = fs::metadata(&process.log).map_or(0, |m| m.len() as usize);
+    let started = Instant::now();
+    let mut child = spawn_in(&process.namespace, exe, &process.args, &process.log)?;
+    let down_ms = started.duration_since(killed).as_millis() as u64;
+    state.processes[index].pid = child.id();
+    save(&state, &lab_dir(name))?;
+    wait_ready(&mut child, &process.log, log_len, SWITCH_READY)?;
+    Ok(SwitchRestart {
+        killed_pid: process.pid,
+        pid: child.id(),
+        down_ms,
+        recovery_ms: started.elapsed().as_millis() as u64,
+    })
 }
 
 /// Creates the veth pair between the ToR and host namespace `ns`, with addresses, routes,
@@ -413,8 +516,13 @@ fn wire_host(tor: &str, ns: &str, port: &str, kind: u8, index: u8) -> Result<()>
     Ok(())
 }
 
+/// Starts `exe ARGS` in namespace `ns`, its output appended to `log`.
 fn spawn_in(ns: &str, exe: &Path, args: &[String], log: &Path) -> Result<Child> {
-    let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let out = fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
     let err = out.try_clone()?;
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", ns])
@@ -439,10 +547,12 @@ fn spawn_in(ns: &str, exe: &Path, args: &[String], log: &Path) -> Result<Child> 
         .with_context(|| format!("starting {} in {ns}", exe.display()))
 }
 
-fn wait_ready(child: &mut Child, log: &Path, marker: &str) -> Result<()> {
+/// Waits until `marker` appears in `log` after its first `from` bytes.
+fn wait_ready(child: &mut Child, log: &Path, from: usize, marker: &str) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        let text = fs::read_to_string(log).unwrap_or_default();
+        let text = fs::read(log).unwrap_or_default();
+        let text = String::from_utf8_lossy(text.get(from..).unwrap_or_default());
         if text.contains(marker) {
             return Ok(());
         }
