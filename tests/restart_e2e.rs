@@ -78,9 +78,9 @@ fn a_restarted_switch_loses_no_write_and_serves_no_stale_read() {
     );
     let log = std::fs::read_to_string(pegasus_control::lab::lab_dir(&lab.name).join("switch.log"))
         .unwrap();
-    assert_eq!(
-        log.matches(" recovered ").count(),
-        HOT,
+    // At least the hot keys (a cold key may have looked hot for a while, and been added).
+    assert!(
+        log.matches(" recovered ").count() >= HOT,
         "the restarted switch brought every hot key home:\n{log}"
     );
 
