@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 zipf=${1:-1.2}
 capacity=${2:-2000}
 seconds=${3:-10}
-replication=${4:-3}
+replication=${4:-4}
 keys=100000
 hot=16
 cargo build --release --locked -q

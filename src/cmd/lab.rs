@@ -50,7 +50,7 @@ enum LabCommand {
         #[arg(long, default_value_t = 1)]
         store_threads: usize,
         /// Copies of each hot key (the switch's --replication).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = pegasus_common::switch::REPLICATION_DEFAULT)]
         replication: u8,
         /// Most hot keys in the switch's directory.
         #[arg(long, default_value_t = pegasus_common::switch::DIRECTORY_CAPACITY_DEFAULT)]

@@ -7,8 +7,8 @@ use pegasus_client::Cluster;
 use pegasus_common::{
     directory::Policy,
     switch::{
-        DIRECTORY_CAPACITY_DEFAULT, FIB_GENERATION_PERIOD_MS, SAMPLE_PERIOD_DEFAULT,
-        SAMPLE_PERIOD_MAX,
+        DIRECTORY_CAPACITY_DEFAULT, FIB_GENERATION_PERIOD_MS, REPLICATION_DEFAULT,
+        SAMPLE_PERIOD_DEFAULT, SAMPLE_PERIOD_MAX,
     },
     wire::DEFAULT_PORT,
 };
@@ -90,7 +90,8 @@ struct RunArgs {
     policy: PolicyArg,
     /// Copies of each hot key: a hot write goes to one server and is copied to this many minus
     /// one more; a key made hot is pushed from home to this many minus one servers.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=32))]
+    #[arg(long, default_value_t = REPLICATION_DEFAULT,
+          value_parser = clap::value_parser!(u8).range(1..=32))]
     replication: u8,
     /// Most hot keys in the directory (fixed when the program is loaded).
     #[arg(long, default_value_t = DIRECTORY_CAPACITY_DEFAULT)]
