@@ -20,7 +20,10 @@ pub enum Popularity {
     Zipf(f64),
     /// YCSB's hotspot: the `hot_fraction` lowest ranks get `hot_share` of the requests, each
     /// part uniformly.
-    Hotspot { hot_fraction: f64, hot_share: f64 },
+    Hotspot {
+        hot_fraction: f64,
+        hot_share: f64,
+    },
 }
 
 /// Largest key space.
@@ -56,7 +59,10 @@ enum Law {
     Uniform,
     Zipf(Zipf<f64>),
     /// Ranks below `hot_keys` get `hot_share` of the draws.
-    Hotspot { hot_keys: u64, hot_share: f64 },
+    Hotspot {
+        hot_keys: u64,
+        hot_share: f64,
+    },
 }
 
 impl KeyChooser {
