@@ -20,8 +20,8 @@ trap '"$P" lab down --name "$name" >/dev/null 2>&1 || true' EXIT
 # --hot-keys 0: the directory is set by hand below (no detection).
 "$P" lab up --name "$name" --hot-keys 0 --servers 8 --clients 1 --capacity-ops "$capacity" \
   --replication "$replication" >/dev/null
-run() { "$P" lab run --name "$name" -- "$P" workload --concurrency 64 --json "$@"; }
-run load --keys "$keys" > /dev/null
+run() { "$P" lab run --name "$name" -- "$P" bench --keys "$keys" --json - "$@"; }
+run load --concurrency 64 > /dev/null
 summarize() {
   python3 -c '
 import json, sys
@@ -32,8 +32,8 @@ print(json.dumps({"directory": sys.argv[1], "zipf": float(sys.argv[2]), "capacit
                   "p50_us": s["latency_us"]["p50"], "p99_us": s["latency_us"]["p99"], "errors": s["errors"],
                   "per_server": s["per_server"]}))' "$1" "$zipf" "$capacity" "$replication"
 }
-run run --keys "$keys" --zipf "$zipf" --read-share 1 --seconds "$seconds" | summarize none
+run run --concurrency 64 --theta "$zipf" --workload c --seconds "$seconds" | summarize none
 keys_to_add=()
 for ((i = 0; i < hot; i++)); do keys_to_add+=("user$i"); done
 "$P" switch hot add --lab "$name" "${keys_to_add[@]}" > /dev/null
-run run --keys "$keys" --zipf "$zipf" --read-share 1 --seconds "$seconds" | summarize "top-$hot"
+run run --concurrency 64 --theta "$zipf" --workload c --seconds "$seconds" | summarize "top-$hot"

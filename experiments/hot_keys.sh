@@ -18,10 +18,9 @@ for zipf in 0.99 1.2; do
   for hot in 0 4 8 16 32 64; do
     "$P" lab up --name "$name" --servers 8 --clients 1 --capacity-ops "$capacity" \
       --replication "$replication" --hot-keys "$hot" >/dev/null
-    run() { "$P" lab run --name "$name" -- "$P" workload --concurrency 64 --json "$@"; }
-    run load --keys "$keys" >/dev/null
-    run run --keys "$keys" --zipf "$zipf" --seconds 3 >/dev/null || true
-    run run --keys "$keys" --zipf "$zipf" --seconds "$seconds" | python3 -c '
+    run() { "$P" lab run --name "$name" -- "$P" bench --keys "$keys" --json - "$@"; }
+    run load --concurrency 64 >/dev/null
+    run run --concurrency 64 --theta "$zipf" --warmup 3 --seconds "$seconds" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 print(json.dumps({"zipf": float(sys.argv[1]), "hot_keys": int(sys.argv[2]),

@@ -26,9 +26,9 @@ trap '"$P" lab down --name "$name" >/dev/null 2>&1 || true; rm -f "$out"' EXIT
 "$P" lab up --name "$name" --servers 8 --clients 1 --capacity-ops "$capacity" \
   --replication "$replication" --hot-keys 16 --epoch-ms "$epoch_ms" \
   --sample-rate "$sample_rate" >/dev/null
-"$P" lab run --name "$name" -- "$P" workload --concurrency 64 --json load --keys "$keys" >/dev/null
-"$P" lab run --name "$name" -- "$P" workload --concurrency 64 --json run --keys "$keys" \
-  --zipf "$zipf" --seconds "$seconds" --swap-at "$swap_at" --timeline-ms 10 > "$out" || true
+"$P" lab run --name "$name" -- "$P" bench --keys "$keys" --json - load --concurrency 64 >/dev/null
+"$P" lab run --name "$name" -- "$P" bench --keys "$keys" --json - run --concurrency 64 \
+  --theta "$zipf" --seconds "$seconds" --swap-at "$swap_at" --timeline-ms 10 > "$out" || true
 python3 - "$out" "$window_ms" "$zipf" "$capacity" "$replication" "$epoch_ms" "$sample_rate" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))

@@ -23,8 +23,9 @@ enum Command {
     Kv(cmd::kv::KvArgs),
     /// Run the XDP switch on a ToR's ports, or ask a running one for its state.
     Switch(cmd::switch::SwitchArgs),
-    /// Fill a rack with keys, then drive it with uniform or Zipf-skewed reads and writes.
-    Workload(cmd::workload::WorkloadArgs),
+    /// A YCSB-style load generator: load a key space, then drive it with reads and updates
+    /// (workloads a, b, c; uniform, Zipf or hotspot keys; closed or open loop).
+    Bench(cmd::bench::BenchArgs),
     /// Record concurrent client histories against a rack and check them for
     /// linearizability.
     History(cmd::history::HistoryArgs),
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
         Command::Switch(args) => cmd::switch::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::History(args) => cmd::history::run(args),
-        Command::Workload(args) => cmd::workload::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(code) => code,

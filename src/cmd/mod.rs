@@ -1,11 +1,11 @@
 //! The subcommands, one file each.
 
+pub mod bench;
 pub mod history;
 pub mod kv;
 pub mod lab;
 pub mod store;
 pub mod switch;
-pub mod workload;
 
 use anyhow::Result;
 use pegasus_client::{ClientOptions, Cluster};
