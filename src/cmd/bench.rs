@@ -149,10 +149,12 @@ const RATE_MAX: f64 = 10_000_000.0;
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     super::init_logging("warn");
-    let cluster = args.client.cluster()?;
-    let options = args.client.options();
-    let servers = cluster.servers.len();
     let names = KeyNames::new(args.keys.keys, args.keys.key_size)?;
+    // Flags are checked before the cluster file is read.
+    let rack = || -> Result<_> {
+        let cluster = args.client.cluster()?;
+        Ok((cluster.servers.len(), cluster, args.client.options()))
+    };
     let value: Arc<[u8]> = vec![b'v'; args.keys.value_size].into();
     let summary = match args.command {
         BenchCommand::Load { concurrency } => {
@@ -176,6 +178,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
                 swap_at_seconds: None,
                 seed: 0,
             };
+            let (servers, cluster, options) = rack()?;
             let (recorder, seconds) = super::block_on(2, async move {
                 let client = Arc::new(Client::connect(cluster, options).await?);
                 load(client, keys, names, value, concurrency).await
@@ -185,6 +188,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         BenchCommand::Run(run) => {
             let (plan, setup, timeline) = plan(&run, &args.keys, names, value)?;
+            let (servers, cluster, options) = rack()?;
             let total = plan.warmup + plan.measure;
             let seconds = plan.measure.as_secs_f64();
             let recorder = super::block_on(2, async move {
@@ -406,10 +410,11 @@ async fn load(
                 let sent = Instant::now();
                 let outcome =
                     drive::execute(&client, OpKind::Update, &names.name(rank), &value).await;
-                recorder
-                    .lock()
-                    .expect("recorder poisoned")
-                    .record(OpKind::Update, sent.elapsed(), outcome);
+                recorder.lock().expect("recorder poisoned").record(
+                    OpKind::Update,
+                    sent.elapsed(),
+                    outcome,
+                );
                 bar.inc(1);
             }
         });

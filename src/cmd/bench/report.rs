@@ -378,13 +378,20 @@ mod tests {
         r.record(OpKind::Update, Duration::from_secs(1), Outcome::Timeout);
         r.record(OpKind::Read, Duration::from_secs(1), Outcome::Error);
         let s = r.summarize(setup(), 2.0, 4);
-        assert_eq!((s.read.operations, s.read.errors, s.read.timeouts), (100, 1, 0));
+        assert_eq!(
+            (s.read.operations, s.read.errors, s.read.timeouts),
+            (100, 1, 0)
+        );
         assert_eq!((s.update.operations, s.update.timeouts), (1, 1));
         assert_eq!((s.operations, s.errors, s.timeouts), (101, 2, 1));
         assert_eq!(s.ops_per_second, 50.5);
         // 3 significant figures.
         assert!((495..=505).contains(&s.read.latency_us.p50), "{:?}", s.read);
-        assert!((985..=1000).contains(&s.read.latency_us.p99), "{:?}", s.read);
+        assert!(
+            (985..=1000).contains(&s.read.latency_us.p99),
+            "{:?}",
+            s.read
+        );
         assert_eq!(s.read.latency_us.max, 1000);
         assert_eq!(s.latency_us.min, 5);
         assert_eq!(s.per_server, BTreeMap::from([(0, 100), (1, 1)]));
@@ -405,6 +412,9 @@ mod tests {
         let s = r.summarize(setup(), 1.0, 3);
         let t = s.timeline.unwrap();
         assert_eq!(t.interval_ms, 10);
-        assert_eq!(t.intervals, vec![vec![0, 0, 0], vec![0, 0, 0], vec![0, 0, 1]]);
+        assert_eq!(
+            t.intervals,
+            vec![vec![0, 0, 0], vec![0, 0, 0], vec![0, 0, 1]]
+        );
     }
 }
