@@ -39,6 +39,8 @@ dpkg -s "llvm-$LLVM_MAJOR-dev" >/dev/null 2>&1 || need_apt+=("llvm-$LLVM_MAJOR-d
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+# The experiments' plots are labelled in DejaVu Sans.
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   apt-get update -qq

@@ -26,6 +26,8 @@ enum Command {
     /// A YCSB-style load generator: load a key space, then drive it with reads and updates
     /// (workloads a, b, c; uniform, Zipf or hotspot keys; closed or open loop).
     Bench(cmd::bench::BenchArgs),
+    /// Run the experiments that compare Pegasus with its alternatives (lab racks, root).
+    Experiment(cmd::experiment::ExperimentArgs),
     /// Record concurrent client histories against a rack and check them for
     /// linearizability.
     History(cmd::history::HistoryArgs),
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => cmd::lab::run(args),
         Command::History(args) => cmd::history::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Experiment(args) => cmd::experiment::run(args),
     };
     match result {
         Ok(code) => code,

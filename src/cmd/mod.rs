@@ -1,6 +1,7 @@
 //! The subcommands, one file each.
 
 pub mod bench;
+pub mod experiment;
 pub mod history;
 pub mod kv;
 pub mod lab;

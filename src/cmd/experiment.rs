@@ -1,0 +1,588 @@
+//! `pegasus experiment skew`: the skew experiment. For each system (kernel forwarding, the XDP
+//! switch with no directory, Pegasus) it builds a lab rack whose stores have an emulated
+//! capacity, loads the key space, and for each point of a sweep over key popularity and write
+//! ratio finds the throughput the rack sustains with its p99 latency under a bound (a binary
+//! search over the offered open-loop rate: `search`). Writes `results.csv`, `summary.md` and
+//! PNG plots (`plot`).
+
+mod plot;
+mod search;
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use pegasus_control::{
+    lab::{self, Dataplane, LabSpec},
+    switch::AttachMode,
+};
+use search::{Found, Probe};
+use serde_json::Value;
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Duration,
+};
+
+#[derive(Args)]
+pub struct ExperimentArgs {
+    #[command(subcommand)]
+    command: ExperimentCommand,
+}
+
+#[derive(Subcommand)]
+enum ExperimentCommand {
+    /// Throughput under a p99 bound as skew and write ratio grow, for each system, measured
+    /// in lab racks on this host (root). Writes DIR/results.csv, DIR/summary.md and PNG plots.
+    Skew(SkewArgs),
+}
+
+/// The systems compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum System {
+    /// Plain kernel IPv4 forwarding on the ToR: no switch at all.
+    Kernel,
+    /// The XDP switch forwarding and stamping versions, with no directory (--hot-keys 0).
+    Xdp,
+    /// The XDP switch with its directory and controller (Pegasus).
+    Pegasus,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Kernel => "kernel",
+            System::Xdp => "xdp",
+            System::Pegasus => "pegasus",
+        }
+    }
+}
+
+#[derive(Args)]
+struct SkewArgs {
+    /// Where to write results.csv, summary.md and the plots (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// A reduced sweep that runs in a few minutes: uniform and Zipf 0.99 and 1.2, 0% and 50%
+    /// writes, shorter runs and a coarser search (flags given explicitly still win).
+    #[arg(long)]
+    quick: bool,
+    /// Systems to measure, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    systems: Option<Vec<System>>,
+    /// Key popularity points, comma-separated: `uniform` or a Zipf theta.
+    #[arg(long, value_delimiter = ',')]
+    skews: Option<Vec<String>>,
+    /// Write ratios, comma-separated fractions.
+    #[arg(long, value_delimiter = ',')]
+    write_ratios: Option<Vec<f64>>,
+    /// Storage servers in each rack.
+    #[arg(long, default_value_t = 8)]
+    servers: u8,
+    /// Emulated capacity of every store, requests/s (a hot server saturates as a real one).
+    #[arg(long, default_value_t = 2000)]
+    capacity_ops: u32,
+    /// Keys in the key space.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// The latency bound: a rate passes only with p99 under it, in milliseconds.
+    #[arg(long, default_value_t = 20.0)]
+    p99_ms: f64,
+    /// Seconds measured at each rate (default 3; 1 with --quick).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Seconds of warm-up before each measurement (default 2; 1 with --quick).
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Halvings of the rate search between 0 and 1.25x the rack's capacity (default 6; 4
+    /// with --quick).
+    #[arg(long)]
+    steps: Option<u32>,
+}
+
+/// A point of popularity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Skew {
+    Uniform,
+    Zipf(f64),
+}
+
+impl Skew {
+    fn parse(s: &str) -> Result<Skew> {
+        if s == "uniform" {
+            return Ok(Skew::Uniform);
+        }
+        let theta: f64 = s
+            .parse()
+            .ok()
+            .filter(|t: &f64| t.is_finite() && *t > 0.0)
+            .with_context(|| format!("a skew is `uniform` or a Zipf theta > 0, not {s:?}"))?;
+        Ok(Skew::Zipf(theta))
+    }
+
+    /// Zipf's theta; uniform is theta 0.
+    fn theta(self) -> f64 {
+        match self {
+            Skew::Uniform => 0.0,
+            Skew::Zipf(t) => t,
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Skew::Uniform => "uniform".into(),
+            Skew::Zipf(t) => format!("zipf-{t}"),
+        }
+    }
+}
+
+/// The sweep, with every default settled.
+struct Sweep {
+    systems: Vec<System>,
+    skews: Vec<Skew>,
+    write_ratios: Vec<f64>,
+    servers: u8,
+    capacity_ops: u32,
+    keys: u64,
+    p99_bound_us: u64,
+    seconds: f64,
+    warmup: f64,
+    steps: u32,
+}
+
+/// One line of results.csv.
+struct Row {
+    system: System,
+    skew: Skew,
+    write_ratio: f64,
+    found: Found,
+}
+
+const CSV_HEADER: &str = "system,distribution,theta,write_ratio,throughput_ops,offered_ops,\
+                          p99_us,max_over_mean,errors,server_shares,probes";
+
+pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
+    super::init_logging("warn");
+    match args.command {
+        ExperimentCommand::Skew(args) => skew(args),
+    }
+}
+
+fn skew(args: SkewArgs) -> Result<ExitCode> {
+    let sweep = Sweep {
+        systems: args
+            .systems
+            .unwrap_or_else(|| vec![System::Kernel, System::Xdp, System::Pegasus]),
+        skews: match args.skews {
+            Some(list) => list.iter().map(|s| Skew::parse(s)).collect::<Result<_>>()?,
+            None if args.quick => vec![Skew::Uniform, Skew::Zipf(0.99), Skew::Zipf(1.2)],
+            None => vec![
+                Skew::Uniform,
+                Skew::Zipf(0.9),
+                Skew::Zipf(0.99),
+                Skew::Zipf(1.2),
+            ],
+        },
+        write_ratios: match args.write_ratios {
+            Some(list) => list,
+            None if args.quick => vec![0.0, 0.5],
+            None => vec![0.0, 0.05, 0.25, 0.5, 1.0],
+        },
+        servers: args.servers,
+        capacity_ops: args.capacity_ops,
+        keys: args.keys,
+        p99_bound_us: (args.p99_ms * 1000.0) as u64,
+        seconds: args.seconds.unwrap_or(if args.quick { 1.0 } else { 3.0 }),
+        warmup: args.warmup.unwrap_or(if args.quick { 1.0 } else { 2.0 }),
+        steps: args.steps.unwrap_or(if args.quick { 4 } else { 6 }),
+    };
+    ensure!(!sweep.systems.is_empty(), "--systems is empty");
+    ensure!(
+        !sweep.skews.is_empty() && !sweep.write_ratios.is_empty(),
+        "the sweep is empty"
+    );
+    ensure!(
+        sweep.write_ratios.iter().all(|w| (0.0..=1.0).contains(w)),
+        "write ratios are fractions in [0, 1]"
+    );
+    ensure!((1..=16).contains(&sweep.steps), "--steps must be in 1..=16");
+    ensure!(
+        sweep.seconds > 0.0 && sweep.warmup >= 0.0,
+        "--seconds must be positive and --warmup not negative"
+    );
+    ensure!(sweep.p99_bound_us > 0, "--p99-ms must be positive");
+    ensure!(
+        pegasus_control::netns::is_root(),
+        "the experiment builds lab racks: it needs root"
+    );
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let csv_path = args.out.join("results.csv");
+    let mut csv = std::fs::File::create(&csv_path)
+        .with_context(|| format!("creating {}", csv_path.display()))?;
+    writeln!(csv, "{CSV_HEADER}")?;
+
+    let points = sweep.systems.len() * sweep.skews.len() * sweep.write_ratios.len();
+    let bar = ProgressBar::new((points as u64) * sweep.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:32} [{bar:40}] {pos}/{len} rates ({eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    for &system in &sweep.systems {
+        let rack = Rack::up(system, &sweep, &exe)?;
+        for &skew in &sweep.skews {
+            for &write_ratio in &sweep.write_ratios {
+                bar.set_message(format!("{} {} w{write_ratio}", system.name(), skew.label()));
+                let max_rate = 1.25 * f64::from(sweep.servers) * f64::from(sweep.capacity_ops);
+                let found = search::sustained_throughput(
+                    max_rate,
+                    sweep.steps,
+                    sweep.p99_bound_us,
+                    |rate| {
+                        let probe = rack.measure(&sweep, skew, write_ratio, rate);
+                        bar.inc(1);
+                        probe
+                    },
+                )?;
+                let row = Row {
+                    system,
+                    skew,
+                    write_ratio,
+                    found,
+                };
+                writeln!(csv, "{}", csv_line(&row, sweep.servers))?;
+                csv.flush()?;
+                rows.push(row);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let summary = summary_md(&sweep, &rows);
+    std::fs::write(args.out.join("summary.md"), &summary)?;
+    let plots = draw(&args.out, &sweep, &rows)?;
+    print!("{summary}");
+    println!("\nresults: {}", csv_path.display());
+    for p in plots {
+        println!("plot: {}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A lab rack for one system, brought down when dropped.
+struct Rack {
+    name: String,
+    cluster: PathBuf,
+    exe: PathBuf,
+}
+
+impl Rack {
+    fn up(system: System, sweep: &Sweep, exe: &Path) -> Result<Rack> {
+        let name = format!("skew-{}-{}", system.name(), std::process::id());
+        let spec = LabSpec {
+            name: name.clone(),
+            servers: sweep.servers,
+            clients: 1,
+            capacity_ops: Some(sweep.capacity_ops),
+            dataplane: match system {
+                System::Kernel => Dataplane::Kernel,
+                System::Xdp | System::Pegasus => Dataplane::Xdp,
+            },
+            mode: AttachMode::Native,
+            port: pegasus_common::wire::DEFAULT_PORT,
+            store_threads: 1,
+            replication: pegasus_common::switch::REPLICATION_DEFAULT,
+            directory_capacity: pegasus_common::switch::DIRECTORY_CAPACITY_DEFAULT,
+            hot_keys: match system {
+                System::Pegasus => HOT_KEYS,
+                System::Kernel | System::Xdp => 0,
+            },
+            epoch_ms: pegasus_control::hotkeys::EPOCH_MS_DEFAULT,
+            sample_rate: pegasus_common::switch::SAMPLE_PERIOD_DEFAULT,
+        };
+        let state = lab::up(&spec, exe)?;
+        let rack = Rack {
+            name,
+            cluster: state.cluster_file,
+            exe: exe.to_owned(),
+        };
+        let load = rack.bench(sweep.keys, &["load", "--concurrency", "64"])?;
+        ensure!(
+            load["errors"].as_u64() == Some(0),
+            "loading the keys into the {} rack failed: {load}",
+            system.name()
+        );
+        Ok(rack)
+    }
+
+    /// `pegasus bench --keys KEYS --json - ARGS` in the rack's client namespace.
+    fn bench(&self, keys: u64, args: &[&str]) -> Result<Value> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab::client_ns(&self.name, 0)])
+            .arg(&self.exe)
+            .args(["bench", "--keys", &keys.to_string(), "--json", "-"])
+            .args(args)
+            .env("PEGASUS_CLUSTER", &self.cluster)
+            .output()
+            .context("running pegasus bench")?;
+        if !out.status.success() {
+            bail!(
+                "pegasus bench {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_slice(&out.stdout).context("pegasus bench printed no JSON")
+    }
+
+    /// Offers `rate` requests/s of the point's mix and measures what the rack did.
+    fn measure(&self, sweep: &Sweep, skew: Skew, write_ratio: f64, rate: f64) -> Result<Probe> {
+        let mut args = vec![
+            "run".to_owned(),
+            "--rate".to_owned(),
+            format!("{rate:.0}"),
+            "--seconds".to_owned(),
+            sweep.seconds.to_string(),
+            "--warmup".to_owned(),
+            sweep.warmup.to_string(),
+            "--read-ratio".to_owned(),
+            (1.0 - write_ratio).to_string(),
+        ];
+        match skew {
+            Skew::Uniform => args.extend(["--distribution".into(), "uniform".into()]),
+            Skew::Zipf(theta) => args.extend([
+                "--distribution".into(),
+                "zipf".into(),
+                "--theta".into(),
+                theta.to_string(),
+            ]),
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let s = self.bench(sweep.keys, &args)?;
+        let number = |v: &Value| v.as_f64().with_context(|| format!("not a number in {s}"));
+        let probe = Probe {
+            offered: rate,
+            throughput: number(&s["ops_per_second"])?,
+            p99_us: s["latency_us"]["p99"].as_u64().unwrap_or(u64::MAX),
+            errors: s["errors"].as_u64().unwrap_or(0),
+            operations: s["operations"].as_u64().unwrap_or(0),
+            per_server: serde_json::from_value(s["per_server"].clone())
+                .context("per_server in the bench's JSON")?,
+            max_over_mean: number(&s["max_over_mean"])?,
+        };
+        if !probe.passes(sweep.p99_bound_us) {
+            // A rate the rack could not sustain leaves its queues full: let them drain (at
+            // most a full queue at the service rate) before the next rate.
+            let queue = pegasus_store::server::QUEUE_MAX_DEFAULT as f64;
+            std::thread::sleep(Duration::from_secs_f64(
+                (queue / f64::from(sweep.capacity_ops)).min(DRAIN_MAX_SECONDS),
+            ));
+        }
+        Ok(probe)
+    }
+}
+
+impl Drop for Rack {
+    fn drop(&mut self) {
+        if let Err(e) = lab::down(&self.name) {
+            tracing::warn!("removing lab {}: {e:#}", self.name);
+        }
+    }
+}
+
+/// Keys Pegasus's controller keeps hot (the switch's default).
+const HOT_KEYS: u32 = 16;
+/// Longest wait for the stores' queues after a rate they could not sustain.
+const DRAIN_MAX_SECONDS: f64 = 3.0;
+
+fn csv_line(row: &Row, servers: u8) -> String {
+    let best = row.found.best.clone().unwrap_or_default();
+    let total: u64 = best.per_server.values().sum();
+    let shares: Vec<String> = (0..servers)
+        .map(|s| {
+            let n = best.per_server.get(&s).copied().unwrap_or(0);
+            format!("{:.4}", n as f64 / total.max(1) as f64)
+        })
+        .collect();
+    let (distribution, theta) = match row.skew {
+        Skew::Uniform => ("uniform", String::new()),
+        Skew::Zipf(t) => ("zipf", t.to_string()),
+    };
+    format!(
+        "{},{distribution},{theta},{},{:.0},{:.0},{},{:.3},{},{},{}",
+        row.system.name(),
+        row.write_ratio,
+        best.throughput,
+        best.offered,
+        best.p99_us,
+        best.max_over_mean,
+        best.errors,
+        shares.join(";"),
+        row.found.probes.len()
+    )
+}
+
+/// The sustained throughput of a point (0 when no rate passed).
+fn throughput(rows: &[Row], system: System, skew: Skew, write_ratio: f64) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.system == system && r.skew == skew && r.write_ratio == write_ratio)
+        .map(|r| r.found.best.as_ref().map_or(0.0, |b| b.throughput))
+}
+
+fn summary_md(sweep: &Sweep, rows: &[Row]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Skew experiment\n");
+    let _ = writeln!(
+        md,
+        "{} servers at {} requests/s each (rack capacity {}), {} keys; throughput is the best \
+         rate the rack sustained with p99 under {} ms ({} halvings of the offered open-loop \
+         rate, {} s measured after {} s of warm-up).\n",
+        sweep.servers,
+        sweep.capacity_ops,
+        u32::from(sweep.servers) * sweep.capacity_ops,
+        sweep.keys,
+        sweep.p99_bound_us as f64 / 1000.0,
+        sweep.steps,
+        sweep.seconds,
+        sweep.warmup
+    );
+    let _ = write!(md, "| popularity | writes |");
+    for s in &sweep.systems {
+        let _ = write!(md, " {} |", s.name());
+    }
+    let pegasus = sweep.systems.contains(&System::Pegasus) && sweep.skews.contains(&Skew::Uniform);
+    if pegasus {
+        let _ = write!(md, " pegasus / uniform |");
+    }
+    let _ = write!(md, "\n| --- | --- |");
+    for _ in 0..sweep.systems.len() + usize::from(pegasus) {
+        let _ = write!(md, " --- |");
+    }
+    md.push('\n');
+    for &skew in &sweep.skews {
+        for &w in &sweep.write_ratios {
+            let _ = write!(md, "| {} | {:.0}% |", skew.label(), w * 100.0);
+            for &s in &sweep.systems {
+                let t = throughput(rows, s, skew, w).unwrap_or(0.0);
+                let _ = write!(md, " {t:.0} |");
+            }
+            if pegasus {
+                let at = throughput(rows, System::Pegasus, skew, w).unwrap_or(0.0);
+                let uniform = throughput(rows, System::Pegasus, Skew::Uniform, w).unwrap_or(0.0);
+                let _ = write!(md, " {:.2}x |", at / uniform.max(1.0));
+            }
+            md.push('\n');
+        }
+    }
+    md
+}
+
+/// Draws the plots that the sweep has points for; returns their paths.
+fn draw(out: &Path, sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let read_ratio_low = sweep
+        .write_ratios
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    let theta_max = sweep.skews.iter().map(|s| s.theta()).fold(0.0, f64::max);
+    if sweep.skews.len() > 1 {
+        let path = out.join("throughput_vs_skew.png");
+        let series: Vec<plot::Series> = sweep
+            .systems
+            .iter()
+            .map(|&s| plot::Series {
+                name: s.name().into(),
+                points: sweep
+                    .skews
+                    .iter()
+                    .filter_map(|&k| throughput(rows, s, k, read_ratio_low).map(|t| (k.theta(), t)))
+                    .collect(),
+            })
+            .collect();
+        plot::lines(
+            &path,
+            &format!(
+                "Throughput with p99 under {} ms, {:.0}% writes",
+                sweep.p99_bound_us as f64 / 1000.0,
+                read_ratio_low * 100.0
+            ),
+            ("Zipf theta (0: uniform)", "requests/s"),
+            (0.0, theta_max.max(0.1) * 1.05),
+            &series,
+        )?;
+        written.push(path);
+    }
+    // The most skewed point's picture: throughput against writes, and the servers' shares.
+    let skewed =
+        sweep.skews.iter().copied().fold(
+            Skew::Uniform,
+            |a, b| if b.theta() > a.theta() { b } else { a },
+        );
+    if sweep.write_ratios.len() > 1 {
+        let path = out.join("throughput_vs_write_ratio.png");
+        let series: Vec<plot::Series> = sweep
+            .systems
+            .iter()
+            .map(|&s| plot::Series {
+                name: s.name().into(),
+                points: sweep
+                    .write_ratios
+                    .iter()
+                    .filter_map(|&w| throughput(rows, s, skewed, w).map(|t| (w * 100.0, t)))
+                    .collect(),
+            })
+            .collect();
+        plot::lines(
+            &path,
+            &format!(
+                "Throughput with p99 under {} ms, {}",
+                sweep.p99_bound_us as f64 / 1000.0,
+                skewed.label()
+            ),
+            ("writes (%)", "requests/s"),
+            (0.0, 105.0),
+            &series,
+        )?;
+        written.push(path);
+    }
+    let groups: Vec<(String, Vec<f64>)> = sweep
+        .systems
+        .iter()
+        .filter_map(|&s| {
+            let row = rows
+                .iter()
+                .find(|r| r.system == s && r.skew == skewed && r.write_ratio == read_ratio_low)?;
+            // The shares at the highest rate measured: where imbalance shows.
+            let probe = row
+                .found
+                .probes
+                .iter()
+                .max_by(|a, b| a.offered.total_cmp(&b.offered))?;
+            let total: u64 = probe.per_server.values().sum();
+            let shares = (0..sweep.servers)
+                .map(|i| {
+                    probe.per_server.get(&i).copied().unwrap_or(0) as f64 / total.max(1) as f64
+                })
+                .collect();
+            Some((s.name().to_owned(), shares))
+        })
+        .collect();
+    if !groups.is_empty() {
+        let path = out.join("server_load.png");
+        plot::server_shares(
+            &path,
+            &format!(
+                "Each server's share of the replies, {}, {:.0}% writes",
+                skewed.label(),
+                read_ratio_low * 100.0
+            ),
+            &groups,
+        )?;
+        written.push(path);
+    }
+    Ok(written)
+}
