@@ -523,6 +523,7 @@ fn draw(out: &Path, sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>> {
             |a, b| if b.theta() > a.theta() { b } else { a },
         );
     if sweep.write_ratios.len() > 1 {
+        let write_ratio_high = sweep.write_ratios.iter().copied().fold(0.0, f64::max);
         let path = out.join("throughput_vs_write_ratio.png");
         let series: Vec<plot::Series> = sweep
             .systems
@@ -544,7 +545,7 @@ fn draw(out: &Path, sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>> {
                 skewed.label()
             ),
             ("writes (%)", "requests/s"),
-            (0.0, 105.0),
+            (0.0, write_ratio_high * 105.0),
             &series,
         )?;
         written.push(path);
