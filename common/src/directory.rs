@@ -190,8 +190,9 @@ pub struct WriteRoute {
     pub replicas: u32,
 }
 
-/// Routes a write to a hot key: the primary by `policy` among all servers, and the
-/// `replication - 1` servers that follow it as copies. `None` when there is no server.
+/// Routes a write to a hot key: the primary by `policy` among all servers and, when `copy`
+/// ([`RecentMix::copies_pay`]), the `replication - 1` servers that follow it as copies.
+/// `None` when there is no server.
 #[inline(always)]
 pub fn route_hot_write(
     all_servers: u32,
@@ -200,13 +201,65 @@ pub fn route_hot_write(
     random: u32,
     sequence: u32,
     replication: u32,
+    copy: bool,
 ) -> Option<WriteRoute> {
     let primary = choose(policy, all_servers, loads, random, sequence)?;
-    let copies = replication.saturating_sub(1);
+    let copies = successors(all_servers, primary, replication.saturating_sub(1));
     Some(WriteRoute {
         primary,
-        replicas: successors(all_servers, primary, copies),
+        replicas: copies & 0u32.wrapping_sub(copy as u32),
     })
+}
+
+/// Operations a hot key's [`RecentMix`] weighs: its counts are halved when they reach this sum.
+pub const MIX_WINDOW: u16 = 64;
+/// Reads a new hot key's mix starts with: keys mostly become hot by their reads, so their
+/// first writes are copied as far as the replication allows.
+pub const MIX_PRIOR_READS: u16 = 16;
+
+/// A hot key's recent reads and writes (about the last [`MIX_WINDOW`] operations), which size
+/// its writes' copies. Kept in the directory entry without a lock: a lost count on a race
+/// between CPUs only blurs the estimate, never the directory's correctness (copies are an
+/// optimization: the replica set only ever holds servers that acknowledged a version).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentMix {
+    pub reads: u16,
+    pub writes: u16,
+}
+
+impl RecentMix {
+    /// A new hot key's mix.
+    pub const NEW: RecentMix = RecentMix {
+        reads: MIX_PRIOR_READS,
+        writes: 0,
+    };
+
+    /// The mix after one more read or write; both counts halve once their sum reaches the
+    /// window, so old operations fade.
+    /// Branch-free (as the XDP program's verifier prefers): counts stay below the window.
+    #[inline(always)]
+    pub fn count(self, is_read: bool) -> RecentMix {
+        let (reads, writes) = (
+            (self.reads % MIX_WINDOW) + is_read as u16,
+            (self.writes % MIX_WINDOW) + !is_read as u16,
+        );
+        let halve = (reads + writes >= MIX_WINDOW) as u16;
+        RecentMix {
+            reads: reads >> halve,
+            writes: writes >> halve,
+        }
+    }
+
+    /// Whether a write is copied (to `replication - 1` servers) at all: only when the key is
+    /// read at least twice as often as it is written, for the copies serve the reads that
+    /// follow the write until the next one. A key written about as often as it is read gets
+    /// none: its writes, spread by the policy, spread its reads too, and every copy costs a
+    /// server as much as a write. (All or nothing keeps the XDP program's verifier within its
+    /// limits: a copy count computed per packet multiplies its states.)
+    #[inline(always)]
+    pub fn copies_pay(self) -> bool {
+        self.reads as u32 >= 2 * self.writes as u32
+    }
 }
 
 /// Routes a read of a hot key: a member of the replica set by `policy`, or home when the entry
@@ -518,7 +571,7 @@ mod tests {
     #[test]
     fn hot_writes_get_a_primary_and_its_copies() {
         let l = loads(&[(0, 9), (1, 9), (2, 0), (3, 9)]);
-        let r = route_hot_write(0b1111, Policy::LeastLoaded, &l, 0, 0, 3).unwrap();
+        let r = route_hot_write(0b1111, Policy::LeastLoaded, &l, 0, 0, 3, true).unwrap();
         assert_eq!(
             r,
             WriteRoute {
@@ -526,9 +579,55 @@ mod tests {
                 replicas: bit(3) | bit(0)
             }
         );
-        let single = route_hot_write(0b1111, Policy::LeastLoaded, &l, 0, 0, 1).unwrap();
+        let single = route_hot_write(0b1111, Policy::LeastLoaded, &l, 0, 0, 1, true).unwrap();
         assert_eq!(single.replicas, 0);
-        assert_eq!(route_hot_write(0, Policy::LeastLoaded, &l, 0, 0, 3), None);
+        let uncopied = route_hot_write(0b1111, Policy::LeastLoaded, &l, 0, 0, 3, false).unwrap();
+        assert_eq!(
+            uncopied,
+            WriteRoute {
+                primary: 2,
+                replicas: 0
+            }
+        );
+        assert_eq!(
+            route_hot_write(0, Policy::LeastLoaded, &l, 0, 0, 3, true),
+            None
+        );
+    }
+
+    #[test]
+    fn a_write_is_copied_only_when_reads_follow_it() {
+        let mix = |reads, writes| RecentMix { reads, writes };
+        // A new key is taken to be read-mostly: its first writes are copied.
+        assert!(RecentMix::NEW.count(false).copies_pay());
+        assert!(mix(40, 0).copies_pay(), "read only");
+        assert!(mix(60, 3).copies_pay(), "95/5");
+        assert!(mix(36, 12).copies_pay(), "75/25");
+        assert!(mix(30, 15).copies_pay(), "2 reads per write");
+        assert!(!mix(29, 15).copies_pay());
+        assert!(!mix(24, 24).copies_pay(), "50/50: writes spread the reads");
+        assert!(!mix(0, 40).copies_pay());
+    }
+
+    #[test]
+    fn the_mix_forgets_old_operations() {
+        let mut m = RecentMix::NEW;
+        for _ in 0..1000 {
+            m = m.count(false);
+            assert!(m.reads + m.writes < MIX_WINDOW);
+        }
+        assert_eq!(m.reads, 0, "a thousand writes later, the prior is gone");
+        // Then a read-only phase: in a few windows the key is read-mostly again.
+        for _ in 0..4 * MIX_WINDOW {
+            m = m.count(true);
+        }
+        assert!(m.writes <= 1 && m.reads >= MIX_WINDOW / 2 - 1, "{m:?}");
+        assert!(m.copies_pay());
+        // An even mix settles at no copies.
+        for i in 0..10 * MIX_WINDOW {
+            m = m.count(i % 2 == 0);
+        }
+        assert!(!m.copies_pay(), "{m:?}");
     }
 
     #[test]

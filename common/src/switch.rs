@@ -172,10 +172,31 @@ pub struct DirEntry {
     /// 1 from insertion until the program applies a reply from home (see
     /// [`crate::directory::EntryView::installing`]); then 0 for good.
     pub installing: u8,
-    pub reserved: [u8; 6],
+    /// The key's [`crate::directory::RecentMix`]: recent reads and writes.
+    pub mix_reads: u16,
+    pub mix_writes: u16,
+    pub reserved: [u8; 2],
 }
 
 impl DirEntry {
+    /// A new entry for a key whose home is `home`: home is the only replica, installing,
+    /// with a new key's mix.
+    pub const fn new(home: u8) -> DirEntry {
+        DirEntry {
+            ver_completed: 0,
+            seq: 0,
+            reads: 0,
+            writes: 0,
+            rset: crate::directory::bit(home),
+            lock: 0,
+            home,
+            installing: 1,
+            mix_reads: crate::directory::RecentMix::NEW.reads,
+            mix_writes: crate::directory::RecentMix::NEW.writes,
+            reserved: [0; 2],
+        }
+    }
+
     /// What the directory's rules see of this entry (a consistent copy, in user space).
     pub const fn view(&self, evicting: bool) -> crate::directory::EntryView {
         crate::directory::EntryView {

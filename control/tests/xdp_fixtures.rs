@@ -6,7 +6,7 @@
 //! that its FIB lookups give a known answer. Needs root (as CI runs).
 
 use pegasus_common::{
-    directory::{Policy, bit},
+    directory::{MIX_WINDOW, Policy, RecentMix, bit},
     hash::key_hash,
     switch::{self, Counter, hot_filter_slot},
     version,
@@ -1111,4 +1111,56 @@ fn the_benchmark_measures_every_path() {
             "{p:?}"
         );
     }
+}
+
+/// A hot key's writes are copied while it is read more than twice as often as it is written
+/// (`RecentMix::copies_pay`), and not while writes dominate: the entry's recent mix decides,
+/// and follows the key's mix as it changes.
+#[test]
+fn write_heavy_keys_are_not_copied() {
+    let bench = setup("mix", Policy::RoundRobin, 2);
+    let mut switch = bench.switch;
+    let keyhash = key_hash(HOT_KEY);
+    switch.directory_insert(keyhash, 0).unwrap();
+    confirm_from_home(&switch, 1);
+    let payload_at = 14 + 20 + 8 + wire::offset::REPLICA_BITMAP;
+    let run = |op: Op, req: u32| {
+        let out = switch
+            .run_on_packet(&request_to(0, message(op, HOT_KEY, b"v", 0, 0, req, 0)).build())
+            .unwrap();
+        assert_eq!(out.action, action::REDIRECT);
+        u32::from_be_bytes(out.packet[payload_at..payload_at + 4].try_into().unwrap())
+    };
+    let mix = |switch: &Switch| {
+        let e = switch.directory_entry(keyhash).unwrap().unwrap();
+        RecentMix {
+            reads: e.mix_reads,
+            writes: e.mix_writes,
+        }
+    };
+    assert_eq!(mix(&switch), RecentMix::NEW);
+    // A new key is taken to be read-mostly: its first writes are copied (to one server, at
+    // replication 2).
+    let mut copied = Vec::new();
+    for req in 0..20 {
+        copied.push(run(Op::Put, req).count_ones());
+    }
+    let expected: Vec<u32> = (1..=20u16)
+        .map(|writes| {
+            RecentMix {
+                reads: RecentMix::NEW.reads,
+                writes,
+            }
+            .copies_pay() as u32
+        })
+        .collect();
+    assert_eq!(copied, expected);
+    assert_eq!(&copied[..8], &[1; 8], "16 reads of prior cover 8 writes");
+    assert_eq!(copied[19], 0, "then writes dominate: no copies");
+    // Reads come back: within a window the key is read-mostly again, and copied.
+    for req in 100..100 + 2 * MIX_WINDOW as u32 {
+        run(Op::Get, req);
+    }
+    assert!(mix(&switch).copies_pay(), "{:?}", mix(&switch));
+    assert_eq!(run(Op::Put, 500).count_ones(), 1);
 }

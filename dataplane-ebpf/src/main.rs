@@ -49,7 +49,7 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 use pegasus_common::{
     checksum,
-    directory::{self, EntryView, Policy, ReplyAdmission},
+    directory::{self, EntryView, Policy, RecentMix, ReplyAdmission},
     switch::{
         self, Counter, CounterBlock, DirEntry, FibEntry, HeaderPrefix, PacketClass, RetryDecision,
         RetrySlot, Sample, ServerTable, SwitchConfig,
@@ -340,6 +340,7 @@ fn route_request(
     if op == Op::Put {
         let sequence = // SAFETY: `entry` points to a live map value.
         bump(unsafe { &raw mut (*entry).writes });
+        let mix = count_mix(entry, false);
         // An installing or evicting key's writes go home (see `writes_go_home`).
         if view.writes_go_home() {
             return Ok(());
@@ -351,6 +352,7 @@ fn route_request(
             random,
             sequence as u32,
             config.replication as u32,
+            mix.copies_pay(),
         ) else {
             return Ok(());
         };
@@ -377,6 +379,7 @@ fn route_request(
     // A read of a hot key goes to a member of its replica set.
     let sequence = // SAFETY: `entry` points to a live map value.
         bump(unsafe { &raw mut (*entry).reads });
+    count_mix(entry, true);
     let target = directory::route_hot_read(view, policy, servers, random, sequence as u32);
     let slot = servers.slots[(target & 31) as usize];
     if slot.valid == 0 {
@@ -456,6 +459,23 @@ fn bump(counter: *mut u64) -> u64 {
         let before = core::ptr::read_volatile(counter);
         core::ptr::write_volatile(counter, before + 1);
         before
+    }
+}
+
+/// Counts a read or write in the entry's recent mix and returns the new mix.
+#[inline(always)]
+fn count_mix(entry: *mut DirEntry, is_read: bool) -> RecentMix {
+    // SAFETY: fields of a live map value; racing plain stores only blur the estimate (see
+    // `RecentMix`).
+    unsafe {
+        let mix = RecentMix {
+            reads: core::ptr::read_volatile(&raw const (*entry).mix_reads),
+            writes: core::ptr::read_volatile(&raw const (*entry).mix_writes),
+        }
+        .count(is_read);
+        core::ptr::write_volatile(&raw mut (*entry).mix_reads, mix.reads);
+        core::ptr::write_volatile(&raw mut (*entry).mix_writes, mix.writes);
+        mix
     }
 }
 

@@ -223,12 +223,7 @@ impl Switch {
             (home as u32) < SERVERS_MAX,
             "home server {home} out of range"
         );
-        let entry = DirEntry {
-            rset: bit(home),
-            home,
-            installing: 1,
-            ..DirEntry::default()
-        };
+        let entry = DirEntry::new(home);
         // The filter first: from now on the program looks the key up.
         self.adjust_hot_filter(keyhash, true)?;
         let mut dir: HashMap<&mut MapData, u64, DirEntry> =
