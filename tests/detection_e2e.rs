@@ -116,3 +116,84 @@ fn tempdir(tag: &str) -> String {
     std::fs::create_dir_all(&dir).unwrap();
     dir.display().to_string()
 }
+
+/// Copies follow the mix: while the hot keys are mostly written, their writes are not copied
+/// (each replica set is the last writer); once they are only read, the controller restores
+/// their copies, and reads spread again. The history of both phases is linearizable.
+#[test]
+fn copies_follow_the_read_write_mix() {
+    const SERVERS: usize = 4;
+    let lab = Lab::up(
+        "e2emix",
+        &[
+            "--servers",
+            &SERVERS.to_string(),
+            "--clients",
+            "1",
+            "--hot-keys",
+            &HOT.to_string(),
+        ],
+    );
+    let scratch = tempdir("e2emix");
+    let prefix = format!("mix{}", std::process::id());
+    let mut files = Vec::new();
+    let mut replicas_after = Vec::new();
+    for (phase, write_share) in ["0.9", "0"].into_iter().enumerate() {
+        let file = format!("{scratch}/phase{phase}.jsonl");
+        let summary = lab.record_history(
+            0,
+            &file,
+            &prefix,
+            &[
+                "--hot",
+                &HOT.to_string(),
+                "--hot-share",
+                "0.8",
+                "--cold",
+                "50",
+                "--write-share",
+                write_share,
+                "--seconds",
+                "3",
+                "--workers",
+                "4",
+            ],
+        );
+        assert!(summary["operations"].as_u64().unwrap() >= 500, "{summary}");
+        files.push(file);
+        let listed = json(&run_ok(&[
+            "switch", "hot", "list", "--lab", &lab.name, "--json",
+        ]));
+        let hot: Vec<usize> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| {
+                k["key"]
+                    .as_str()
+                    .is_some_and(|name| name.starts_with(&format!("{prefix}-hot-")))
+            })
+            .map(|k| k["replicas"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(hot.len(), HOT as usize, "the hot keys are hot: {listed}");
+        replicas_after.push(hot);
+    }
+    // Writing: a write's replica set is its writer alone (a read of it may have joined).
+    assert!(
+        replicas_after[0].iter().sum::<usize>() <= 2 * HOT as usize,
+        "write-heavy keys were copied: {replicas_after:?}"
+    );
+    // Reading: every hot key on all four servers (the default replication).
+    assert_eq!(
+        replicas_after[1],
+        vec![SERVERS; HOT as usize],
+        "{replicas_after:?}"
+    );
+    let status = json(&run_ok(&["switch", "status", "--lab", &lab.name, "--json"]));
+    assert!(
+        status["detection"]["restored"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    assert_linearizable(&files);
+    let _ = std::fs::remove_dir_all(&scratch);
+}

@@ -23,8 +23,9 @@ use crate::{
 use anyhow::{Context, Result, bail, ensure};
 use pegasus_client::{Cluster, placement::Placement};
 use pegasus_common::{
-    directory::{SERVERS_MAX, bit, nth_set_bit, successors},
+    directory::{RecentMix, SERVERS_MAX, bit, lowest_bit_index, nth_set_bit, successors},
     hash::key_hash,
+    switch::DirEntry,
     version,
     wire::{self, Header, Message, Op, Status},
 };
@@ -100,6 +101,8 @@ pub struct DetectionStats {
     pub evicts: AtomicU64,
     /// Adds and evictions that failed (the key stays as it was; retried in a later epoch).
     pub failures: AtomicU64,
+    /// Copies made of read-mostly keys whose replica set had shrunk (`restore_copies`).
+    pub restored: AtomicU64,
 }
 
 /// A copy of [`DetectionStats`] (status replies, metrics).
@@ -110,6 +113,8 @@ pub struct DetectionSnapshot {
     pub adds: u64,
     pub evicts: u64,
     pub failures: u64,
+    #[serde(default)]
+    pub restored: u64,
 }
 
 impl DetectionStats {
@@ -121,6 +126,7 @@ impl DetectionStats {
             adds: self.adds.load(Ordering::Relaxed),
             evicts: self.evicts.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
+            restored: self.restored.load(Ordering::Relaxed),
         }
     }
 }
@@ -285,6 +291,9 @@ impl Controller {
         let mut changes_under_way = tokio::task::JoinSet::new();
         // Keys being changed in the background: true for an add, false for an eviction.
         let mut under_way: HashMap<u64, bool> = HashMap::new();
+        // Each hot key's completed version at the last epoch: copies are restored only to a
+        // key not written for a whole epoch (a write's own copies may still be on their way).
+        let mut settled: HashMap<u64, u64> = HashMap::new();
         let mut tick = tokio::time::interval(detection.epoch);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -295,10 +304,11 @@ impl Controller {
                 }
             });
             self.stats.samples.fetch_add(read as u64, Ordering::Relaxed);
-            let hot: Vec<u64> = match self.switch().directory_list() {
-                Ok(entries) => entries.into_iter().map(|(h, _)| h).collect(),
+            let entries = match self.switch().directory_list() {
+                Ok(entries) => entries,
                 Err(e) => return e.context("reading the directory"),
             };
+            let hot: Vec<u64> = entries.iter().map(|(h, _)| *h).collect();
             // Changes run in the background, several at once (each waits for its servers,
             // which may be the saturated ones). A key being evicted is not hot any more; a
             // key being added is, and is not evicted before its add is done.
@@ -341,6 +351,26 @@ impl Controller {
                     keyhash
                 });
             }
+            for (keyhash, entry) in entries {
+                let unchanged =
+                    settled.insert(keyhash, entry.ver_completed) == Some(entry.ver_completed);
+                if !unchanged
+                    || under_way.contains_key(&keyhash)
+                    || !self.wants_copies(keyhash, &entry)
+                {
+                    continue;
+                }
+                let Some(key) = self.key_of(keyhash) else {
+                    continue;
+                };
+                under_way.insert(keyhash, true);
+                let controller = self.clone();
+                changes_under_way.spawn(async move {
+                    controller.restore_copies(&key, entry).await;
+                    keyhash
+                });
+            }
+            settled.retain(|h, _| hot.contains(h));
             top.decay(decay);
             self.stats.epochs.fetch_add(1, Ordering::Relaxed);
         }
@@ -402,6 +432,54 @@ impl Controller {
             .servers
             .iter()
             .fold(0, |acc, s| acc | bit(s.id))
+    }
+
+    /// Whether a hot key's replica set should grow back: it is read-mostly (its writes would
+    /// be copied, `RecentMix::copies_pay`) but holds fewer servers than the replication, as
+    /// after a write-heavy period whose writes were not copied.
+    fn wants_copies(&self, keyhash: u64, entry: &DirEntry) -> bool {
+        let mix = RecentMix {
+            reads: entry.mix_reads,
+            writes: entry.mix_writes,
+        };
+        let wanted = (self.replication as u32).min(self.all_servers().count_ones());
+        entry.installing == 0
+            && entry.ver_completed != version::NONE
+            && entry.rset.count_ones() < wanted
+            && mix.copies_pay()
+            && !self.switch().is_evicting(keyhash).unwrap_or(true)
+    }
+
+    /// The key of `keyhash`, if this controller added it.
+    fn key_of(&self, keyhash: u64) -> Option<Vec<u8>> {
+        self.keys
+            .lock()
+            .expect("keys mutex poisoned")
+            .get(&keyhash)
+            .cloned()
+    }
+
+    /// Has a member of `entry`'s replica set PUSH the key to the servers after it that miss
+    /// it; their acks, crossing the switch, join the set (a write in between makes them
+    /// stale, and the reply rule ignores them). Best effort.
+    async fn restore_copies(&self, key: &[u8], entry: DirEntry) {
+        if entry.rset == 0 {
+            return;
+        }
+        let source = lowest_bit_index(entry.rset);
+        let wanted = successors(self.all_servers(), source, self.replication as u32 - 1);
+        let targets = wanted & !entry.rset;
+        if targets == 0 {
+            return;
+        }
+        match self.push(source, key, targets).await {
+            Ok(_) => {
+                self.stats.restored.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!(key = %String::from_utf8_lossy(key), "restoring copies: {e:#}");
+            }
+        }
     }
 
     /// Makes `key` hot: installs its entry, then replicates it from home.

@@ -478,8 +478,8 @@ fn print_status(s: &admin::Status) {
     }
     let d = &s.detection;
     println!(
-        "detection:       {} samples, {} epochs, {} adds, {} evicts, {} failures",
-        d.samples, d.epochs, d.adds, d.evicts, d.failures
+        "detection:       {} samples, {} epochs, {} adds, {} evicts, {} failures, {} copies restored",
+        d.samples, d.epochs, d.adds, d.evicts, d.failures, d.restored
     );
     println!("counters:");
     for (name, value) in &s.counters.0 {

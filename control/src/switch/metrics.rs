@@ -77,6 +77,11 @@ pub fn render(status: &Status) -> String {
             "Adds and evictions that failed (retried later).",
             d.failures,
         ),
+        (
+            "restored",
+            "Copies made of read-mostly hot keys whose replica set had shrunk.",
+            d.restored,
+        ),
     ] {
         metric(
             &format!("pegasus_controller_{name}_total"),
@@ -204,6 +209,7 @@ mod tests {
                 adds: 1,
                 evicts: 0,
                 failures: 0,
+                restored: 0,
             },
             hot: vec![HotKey {
                 key: Some("us\"er0".into()),
