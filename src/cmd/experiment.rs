@@ -22,6 +22,7 @@ use std::{
     io::Write as _,
     path::{Path, PathBuf},
     process::{Command, ExitCode},
+    sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
@@ -231,6 +232,7 @@ fn skew(args: SkewArgs) -> Result<ExitCode> {
             .progress_chars("=> "),
     );
     let exe = std::env::current_exe()?;
+    catch_interrupts();
     let mut rows = Vec::new();
     for &system in &sweep.systems {
         let rack = Rack::up(system, &sweep, &exe)?;
@@ -243,6 +245,11 @@ fn skew(args: SkewArgs) -> Result<ExitCode> {
                     sweep.steps,
                     sweep.p99_bound_us,
                     |rate| {
+                        ensure!(
+                            !INTERRUPTED.load(Ordering::Relaxed),
+                            "interrupted; the results so far are in {}",
+                            csv_path.display()
+                        );
                         let probe = rack.measure(&sweep, skew, write_ratio, rate);
                         bar.inc(1);
                         probe
@@ -328,6 +335,7 @@ impl Rack {
             .env("PEGASUS_CLUSTER", &self.cluster)
             .output()
             .context("running pegasus bench")?;
+        ensure!(!INTERRUPTED.load(Ordering::Relaxed), "interrupted");
         if !out.status.success() {
             bail!(
                 "pegasus bench {} failed: {}",
@@ -390,6 +398,25 @@ impl Drop for Rack {
         if let Err(e) = lab::down(&self.name) {
             tracing::warn!("removing lab {}: {e:#}", self.name);
         }
+    }
+}
+
+/// Set by Ctrl-C (SIGINT) or SIGTERM: the sweep stops at the next rate and its racks are
+/// brought down.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Turns SIGINT and SIGTERM into [`INTERRUPTED`] instead of an exit that would leave the labs
+/// behind. A handler (not SIG_IGN) so that the `pegasus bench` children, which get the same
+/// Ctrl-C, still stop by it: exec resets handled signals to their default.
+fn catch_interrupts() {
+    extern "C" fn interrupted(_: libc::c_int) {
+        INTERRUPTED.store(true, Ordering::Relaxed);
+    }
+    let handler = interrupted as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
     }
 }
 
@@ -480,10 +507,26 @@ fn summary_md(sweep: &Sweep, rows: &[Row]) -> String {
     md
 }
 
+/// A line per system through the points `at` gives for each of `xs` (where it has one).
+fn per_system<X: Copy>(
+    sweep: &Sweep,
+    xs: &[X],
+    at: impl Fn(System, X) -> Option<(f64, f64)>,
+) -> Vec<plot::Series> {
+    sweep
+        .systems
+        .iter()
+        .map(|&s| plot::Series {
+            name: s.name().into(),
+            points: xs.iter().filter_map(|&x| at(s, x)).collect(),
+        })
+        .collect()
+}
+
 /// Draws the plots that the sweep has points for; returns their paths.
 fn draw(out: &Path, sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    let read_ratio_low = sweep
+    let fewest_writes = sweep
         .write_ratios
         .iter()
         .copied()
@@ -491,24 +534,15 @@ fn draw(out: &Path, sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>> {
     let theta_max = sweep.skews.iter().map(|s| s.theta()).fold(0.0, f64::max);
     if sweep.skews.len() > 1 {
         let path = out.join("throughput_vs_skew.png");
-        let series: Vec<plot::Series> = sweep
-            .systems
-            .iter()
-            .map(|&s| plot::Series {
-                name: s.name().into(),
-                points: sweep
-                    .skews
-                    .iter()
-                    .filter_map(|&k| throughput(rows, s, k, read_ratio_low).map(|t| (k.theta(), t)))
-                    .collect(),
-            })
-            .collect();
+        let series = per_system(sweep, &sweep.skews, |s, k| {
+            throughput(rows, s, k, fewest_writes).map(|t| (k.theta(), t))
+        });
         plot::lines(
             &path,
             &format!(
                 "Throughput with p99 under {} ms, {:.0}% writes",
                 sweep.p99_bound_us as f64 / 1000.0,
-                read_ratio_low * 100.0
+                fewest_writes * 100.0
             ),
             ("Zipf theta (0: uniform)", "requests/s"),
             (0.0, theta_max.max(0.1) * 1.05),
@@ -525,18 +559,9 @@ fn draw(out: &Path, sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>> {
     if sweep.write_ratios.len() > 1 {
         let write_ratio_high = sweep.write_ratios.iter().copied().fold(0.0, f64::max);
         let path = out.join("throughput_vs_write_ratio.png");
-        let series: Vec<plot::Series> = sweep
-            .systems
-            .iter()
-            .map(|&s| plot::Series {
-                name: s.name().into(),
-                points: sweep
-                    .write_ratios
-                    .iter()
-                    .filter_map(|&w| throughput(rows, s, skewed, w).map(|t| (w * 100.0, t)))
-                    .collect(),
-            })
-            .collect();
+        let series = per_system(sweep, &sweep.write_ratios, |s, w| {
+            throughput(rows, s, skewed, w).map(|t| (w * 100.0, t))
+        });
         plot::lines(
             &path,
             &format!(
@@ -556,7 +581,7 @@ fn draw(out: &Path, sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>> {
         .filter_map(|&s| {
             let row = rows
                 .iter()
-                .find(|r| r.system == s && r.skew == skewed && r.write_ratio == read_ratio_low)?;
+                .find(|r| r.system == s && r.skew == skewed && r.write_ratio == fewest_writes)?;
             // The shares at the highest rate measured: where imbalance shows.
             let probe = row
                 .found
@@ -579,7 +604,7 @@ fn draw(out: &Path, sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>> {
             &format!(
                 "Each server's share of the replies, {}, {:.0}% writes",
                 skewed.label(),
-                read_ratio_low * 100.0
+                fewest_writes * 100.0
             ),
             &groups,
         )?;
