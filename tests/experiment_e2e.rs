@@ -81,6 +81,10 @@ fn the_quick_skew_experiment_writes_every_row_and_its_plots() {
 
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(summary.contains("| zipf-1.2 | 50% |"), "{summary}");
+    assert!(
+        summary.contains("- Pegasus, Zipf 1.2, 50% writes: "),
+        "the targets are checked: {summary}"
+    );
     for plot in [
         "throughput_vs_skew.png",
         "throughput_vs_write_ratio.png",

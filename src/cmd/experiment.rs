@@ -420,6 +420,15 @@ fn catch_interrupts() {
     }
 }
 
+/// The issue's targets: under Zipf theta with this write ratio, Pegasus sustains at least this
+/// share of its uniform throughput.
+const TARGETS: [(f64, f64, f64); 4] = [
+    (0.99, 0.0, 0.95),
+    (1.2, 0.0, 0.95),
+    (0.99, 0.5, 0.9),
+    (1.2, 0.5, 0.9),
+];
+
 /// Keys Pegasus's controller keeps hot (the switch's default).
 const HOT_KEYS: u32 = 16;
 /// Longest wait for the stores' queues after a rate they could not sustain.
@@ -502,6 +511,29 @@ fn summary_md(sweep: &Sweep, rows: &[Row]) -> String {
                 let _ = write!(md, " {:.2}x |", at / uniform.max(1.0));
             }
             md.push('\n');
+        }
+    }
+    if pegasus {
+        let mut targets = String::new();
+        for &(theta, write_ratio, target) in &TARGETS {
+            let skew = Skew::Zipf(theta);
+            let (Some(at), Some(uniform)) = (
+                throughput(rows, System::Pegasus, skew, write_ratio),
+                throughput(rows, System::Pegasus, Skew::Uniform, write_ratio),
+            ) else {
+                continue;
+            };
+            let ratio = at / uniform.max(1.0);
+            let _ = writeln!(
+                targets,
+                "- Pegasus, Zipf {theta}, {:.0}% writes: {ratio:.2}x its uniform throughput \
+                 (target at least {target}x): {}",
+                write_ratio * 100.0,
+                if ratio >= target { "met" } else { "NOT met" }
+            );
+        }
+        if !targets.is_empty() {
+            let _ = write!(md, "\n## Targets\n\n{targets}");
         }
     }
     md
