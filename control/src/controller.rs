@@ -466,20 +466,30 @@ impl Controller {
         if entry.rset == 0 {
             return;
         }
-        let source = lowest_bit_index(entry.rset);
-        let wanted = successors(self.all_servers(), source, self.replication as u32 - 1);
-        let targets = wanted & !entry.rset;
-        if targets == 0 {
-            return;
-        }
-        match self.push(source, key, targets).await {
-            Ok(_) => {
+        match self
+            .copy_to_successors(lowest_bit_index(entry.rset), key, entry.rset)
+            .await
+        {
+            Ok(true) => {
                 self.stats.restored.fetch_add(1, Ordering::Relaxed);
             }
+            Ok(false) => {}
             Err(e) => {
                 tracing::debug!(key = %String::from_utf8_lossy(key), "restoring copies: {e:#}");
             }
         }
+    }
+
+    /// Has `source` PUSH `key` to the `replication - 1` servers after it, less those in
+    /// `holding`; true when there was any to push to.
+    async fn copy_to_successors(&self, source: u8, key: &[u8], holding: u32) -> Result<bool> {
+        let wanted = successors(self.all_servers(), source, self.replication as u32 - 1);
+        let targets = wanted & !holding;
+        if targets == 0 {
+            return Ok(false);
+        }
+        self.push(source, key, targets).await?;
+        Ok(true)
     }
 
     /// Makes `key` hot: installs its entry, then replicates it from home.
@@ -507,12 +517,9 @@ impl Controller {
         if let Err(e) = self.exchange(home, Op::Get, key, 0).await {
             tracing::warn!(key = %String::from_utf8_lossy(key), "reading a new hot key from home: {e:#}");
         }
-        let targets = successors(self.all_servers(), home, self.replication as u32 - 1);
-        if targets != 0 {
-            // Best effort: without copies the key is still served correctly, by home alone.
-            if let Err(e) = self.push(home, key, targets).await {
-                tracing::warn!(key = %String::from_utf8_lossy(key), "replicating a new hot key: {e:#}");
-            }
+        // Best effort: without copies the key is still served correctly, by home alone.
+        if let Err(e) = self.copy_to_successors(home, key, bit(home)).await {
+            tracing::warn!(key = %String::from_utf8_lossy(key), "replicating a new hot key: {e:#}");
         }
         self.describe(keyhash)?
             .context("the entry vanished right after it was added")

@@ -21,7 +21,7 @@ use std::{
     fmt::Write as _,
     io::Write as _,
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
+    process::ExitCode,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -282,7 +282,6 @@ fn skew(args: SkewArgs) -> Result<ExitCode> {
 /// A lab rack for one system, brought down when dropped.
 struct Rack {
     name: String,
-    cluster: PathBuf,
     exe: PathBuf,
 }
 
@@ -310,10 +309,9 @@ impl Rack {
             epoch_ms: pegasus_control::hotkeys::EPOCH_MS_DEFAULT,
             sample_rate: pegasus_common::switch::SAMPLE_PERIOD_DEFAULT,
         };
-        let state = lab::up(&spec, exe)?;
+        lab::up(&spec, exe)?;
         let rack = Rack {
             name,
-            cluster: state.cluster_file,
             exe: exe.to_owned(),
         };
         let load = rack.bench(sweep.keys, &["load", "--concurrency", "64"])?;
@@ -327,12 +325,9 @@ impl Rack {
 
     /// `pegasus bench --keys KEYS --json - ARGS` in the rack's client namespace.
     fn bench(&self, keys: u64, args: &[&str]) -> Result<Value> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &lab::client_ns(&self.name, 0)])
-            .arg(&self.exe)
+        let out = lab::client_command(&self.name, 0, &self.exe)?
             .args(["bench", "--keys", &keys.to_string(), "--json", "-"])
             .args(args)
-            .env("PEGASUS_CLUSTER", &self.cluster)
             .output()
             .context("running pegasus bench")?;
         ensure!(!INTERRUPTED.load(Ordering::Relaxed), "interrupted");

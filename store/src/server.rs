@@ -187,8 +187,9 @@ fn is_from_controller(datagram: &[u8]) -> bool {
     datagram.get(at..at + 2) == Some(&wire::CONTROLLER_CLIENT_ID.to_be_bytes()[..])
 }
 
-fn load_u16(load: &AtomicUsize) -> u16 {
-    load.load(Relaxed).min(u16::MAX as usize) as u16
+/// A count of requests as the 16-bit load a reply carries.
+fn as_load(requests: usize) -> u16 {
+    requests.min(u16::MAX as usize) as u16
 }
 
 /// Serves one request at a time: handles it, sends the reply and any copies. Its buffers are
@@ -242,7 +243,7 @@ async fn serve_directly(
         };
         // The load reported is the other requests in flight, as a queued server reports the
         // ones still waiting: an idle server reports 0.
-        let others = in_flight.fetch_add(1, Relaxed).min(u16::MAX as usize) as u16;
+        let others = as_load(in_flight.fetch_add(1, Relaxed));
         worker.serve(&buf[..n], from, &socket, others).await;
         in_flight.fetch_sub(1, Relaxed);
     }
@@ -276,7 +277,7 @@ async fn enqueue(
         };
         if is_from_controller(&buf[..n]) {
             control
-                .serve(&buf[..n], from, &socket, load_u16(&queued))
+                .serve(&buf[..n], from, &socket, as_load(queued.load(Relaxed)))
                 .await;
             continue;
         }
@@ -305,7 +306,7 @@ async fn serve_at_rate(
         }
         queued.fetch_sub(1, Relaxed);
         worker
-            .serve(&bytes, from, &sockets[index], load_u16(&queued))
+            .serve(&bytes, from, &sockets[index], as_load(queued.load(Relaxed)))
             .await;
     }
 }

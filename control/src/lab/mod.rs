@@ -27,6 +27,7 @@ use anyhow::{Context, Result, bail, ensure};
 use pegasus_client::cluster::{Cluster, ServerEntry};
 use serde::{Deserialize, Serialize};
 use std::{
+    ffi::OsStr,
     fs,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     os::unix::process::CommandExt,
@@ -699,6 +700,18 @@ pub async fn status(name: &str) -> Result<LabStatus> {
 
 /// Runs `command` in client namespace `client` of lab `name`, with `PEGASUS_CLUSTER` set.
 pub fn run(name: &str, client: u8, command: &[String]) -> Result<ExitStatus> {
+    let (program, args) = command
+        .split_first()
+        .context("no command given (usage: pegasus lab run --name NAME -- CMD ARGS...)")?;
+    client_command(name, client, program)?
+        .args(args)
+        .status()
+        .with_context(|| format!("running {program}"))
+}
+
+/// `program`, to be run in client namespace `client` of lab `name` with `PEGASUS_CLUSTER`
+/// set; its arguments are the caller's to add.
+pub fn client_command(name: &str, client: u8, program: impl AsRef<OsStr>) -> Result<Command> {
     let state = load(name)?;
     ensure!(
         client < state.spec.clients,
@@ -706,16 +719,12 @@ pub fn run(name: &str, client: u8, command: &[String]) -> Result<ExitStatus> {
         state.spec.clients,
         state.spec.clients - 1
     );
-    let (program, args) = command
-        .split_first()
-        .context("no command given (usage: pegasus lab run --name NAME -- CMD ARGS...)")?;
-    Command::new("ip")
+    let mut command = Command::new("ip");
+    command
         .args(["netns", "exec", &client_ns(name, client)])
         .arg(program)
-        .args(args)
-        .env("PEGASUS_CLUSTER", &state.cluster_file)
-        .status()
-        .with_context(|| format!("running {program}"))
+        .env("PEGASUS_CLUSTER", &state.cluster_file);
+    Ok(command)
 }
 
 #[cfg(test)]
