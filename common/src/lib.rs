@@ -5,6 +5,7 @@
 //!   encoded and decoded without ever panicking;
 //! - [`hash`]: the one key-hash function used everywhere;
 //! - [`version`]: how a version packs the switch epoch and a counter;
+//! - [`cache`]: the rules of the in-switch cache baseline (NetCache-style);
 //! - [`checksum`]: incremental Internet-checksum updates for the fields the switch rewrites;
 //! - [`switch`]: the plain-old-data types of the switch's BPF maps and its counter indices.
 //!
@@ -15,6 +16,7 @@
 #[cfg(feature = "user")]
 extern crate alloc;
 
+pub mod cache;
 pub mod checksum;
 pub mod directory;
 pub mod hash;

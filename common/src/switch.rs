@@ -83,6 +83,12 @@ pub const PROGRAM_FAULT_LOSS: &str = "fault_loss";
 pub const MAP_FAULT_LOSS: &str = "FAULT_LOSS";
 /// Name of the XDP program that is the switch.
 pub const PROGRAM_SWITCH: &str = "pegasus_switch";
+/// The in-switch cache baseline (`crate::cache`): the same switch, but hot keys' reads are
+/// answered from cached values instead of steered.
+pub const PROGRAM_CACHE: &str = "pegasus_cache";
+/// Cached values of the cache baseline: keyhash -> `crate::cache::CacheEntry`, the same
+/// capacity as the directory.
+pub const MAP_CACHE: &str = "CACHE";
 /// Name of the minimal XDP program (parse, swap, XDP_TX) that `pegasus switch bench` measures
 /// the switch against.
 pub const PROGRAM_BASELINE: &str = "baseline_reflect";
@@ -410,6 +416,14 @@ pub enum Counter {
     Samples = 19,
     /// Samples lost because the ring buffer was full (the controller reads too slowly).
     SamplesLost = 20,
+    /// Packets sent back out of the port they came in on (`XDP_TX`: cache hits).
+    VerdictTx = 21,
+    /// GETs answered by the switch from its cache (cache mode).
+    CacheHits = 22,
+    /// Cache entries filled or validated by a reply (cache mode).
+    CacheFills = 23,
+    /// Cache entries invalidated by a write or a reply (cache mode).
+    CacheInvalidations = 24,
 }
 
 /// One CPU's counters, the value of [`MAP_COUNTERS`].
@@ -426,7 +440,7 @@ unsafe impl aya::Pod for Sample {}
 
 impl Counter {
     /// Number of counters.
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 25;
     /// Every counter, in index order.
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::Packets,
@@ -450,6 +464,10 @@ impl Counter {
         Counter::RetriesDropped,
         Counter::Samples,
         Counter::SamplesLost,
+        Counter::VerdictTx,
+        Counter::CacheHits,
+        Counter::CacheFills,
+        Counter::CacheInvalidations,
     ];
 
     /// A stable snake_case name (metric labels, JSON keys).
@@ -476,6 +494,10 @@ impl Counter {
             Counter::RetriesDropped => "retries_dropped",
             Counter::Samples => "samples",
             Counter::SamplesLost => "samples_lost",
+            Counter::VerdictTx => "verdict_tx",
+            Counter::CacheHits => "cache_hits",
+            Counter::CacheFills => "cache_fills",
+            Counter::CacheInvalidations => "cache_invalidations",
         }
     }
 }

@@ -75,6 +75,9 @@ pub mod flags {
     /// Set by the client on every attempt of a request after the first: the switch looks up
     /// where a write's first attempt went only for retries.
     pub const RETRY: u8 = 0x04;
+    /// Set by a switch on a GET reply it answered from its own cache (the in-switch cache
+    /// baseline); the server id is then [`crate::cache::SWITCH_SERVER_ID`].
+    pub const CACHED: u8 = 0x08;
 }
 
 /// Message types.

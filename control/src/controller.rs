@@ -14,15 +14,20 @@
 //!   background, several changes at once: adds while the directory has room (a new hot key
 //!   helps at once; an add that needs an eviction's room waits for a later epoch) and
 //!   evictions.
+//! - In **cache mode** (the NetCache-style baseline, `SwitchMode::Cache`) the same adds and
+//!   evictions also create and remove the key's cache entry; the controller's read of home
+//!   fills it (read again, a few times, when a client's newer read got there first). Its
+//!   replica set is home alone, so an eviction removes it at once.
 
 use crate::{
     hotkeys::{COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_per_epoch, decide},
     state::StateFile,
-    switch::{SampleReader, Switch},
+    switch::{SampleReader, Switch, SwitchMode},
 };
 use anyhow::{Context, Result, bail, ensure};
 use pegasus_client::{Cluster, placement::Placement};
 use pegasus_common::{
+    cache::CacheState,
     directory::{RecentMix, SERVERS_MAX, bit, lowest_bit_index, nth_set_bit, successors},
     hash::key_hash,
     switch::DirEntry,
@@ -55,6 +60,8 @@ const EVICT_ROUNDS_MAX: u32 = 400;
 const DRAIN_POLL: Duration = Duration::from_millis(10);
 const DRAIN_QUIET_ROUNDS: u32 = 2;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Reads of home a new cache entry gets before the controller leaves it to the next write.
+const CACHE_FILL_ATTEMPTS: u32 = 4;
 
 /// A hot key as `switch hot list` shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -71,6 +78,11 @@ pub struct HotKey {
     /// No reply from home seen yet: home serves the key alone.
     #[serde(default)]
     pub installing: bool,
+    /// Cache mode: whether the switch answers the key's reads now, and how many it answered.
+    #[serde(default)]
+    pub cached: Option<bool>,
+    #[serde(default)]
+    pub cache_hits: Option<u64>,
 }
 
 /// The controller of one rack's switch.
@@ -513,8 +525,9 @@ impl Controller {
             .expect("keys mutex poisoned")
             .insert(keyhash, key.to_vec());
         // Home's reply carries its version into the entry (best effort: any client's read of the
-        // key, which goes home while the entry is installing, does the same).
-        if let Err(e) = self.exchange(home, Op::Get, key, 0).await {
+        // key, which goes home while the entry is installing, does the same), and fills the
+        // cache entry in cache mode.
+        if let Err(e) = self.fill_from_home(key, keyhash, home).await {
             tracing::warn!(key = %String::from_utf8_lossy(key), "reading a new hot key from home: {e:#}");
         }
         // Best effort: without copies the key is still served correctly, by home alone.
@@ -523,6 +536,27 @@ impl Controller {
         }
         self.describe(keyhash)?
             .context("the entry vanished right after it was added")
+    }
+
+    /// Reads `key` from home through the switch: once, or in cache mode until the reply fills
+    /// the cache entry (it does not when a client's read of a newer version crossed the switch
+    /// first; the entry is then left to the next write after [`CACHE_FILL_ATTEMPTS`]).
+    async fn fill_from_home(&self, key: &[u8], keyhash: u64, home: u8) -> Result<()> {
+        for _ in 0..CACHE_FILL_ATTEMPTS {
+            let reply = self.exchange(home, Op::Get, key, 0).await?;
+            if self.switch().mode() != SwitchMode::Cache || reply.status() != Some(Status::Ok) {
+                return Ok(());
+            }
+            let filling = self
+                .switch()
+                .cache_entry(keyhash)?
+                .is_some_and(|e| e.meta().state == CacheState::Filling);
+            if !filling {
+                return Ok(());
+            }
+        }
+        tracing::debug!(key = %String::from_utf8_lossy(key), "the cache entry waits for a write");
+        Ok(())
     }
 
     /// Makes `key` cold again, safely (see the module docs).
@@ -579,6 +613,7 @@ impl Controller {
             return Ok(None);
         };
         let evicting = switch.is_evicting(keyhash)?;
+        let cache = switch.cache_entry(keyhash)?;
         let key = self
             .keys
             .lock()
@@ -597,6 +632,8 @@ impl Controller {
             writes: e.writes,
             evicting,
             installing: e.installing != 0,
+            cached: cache.map(|c| c.meta().serves_reads()),
+            cache_hits: cache.map(|c| c.hits),
         }))
     }
 

@@ -58,6 +58,8 @@ use pegasus_common::{
     wire::{self, Op, offset},
 };
 
+mod cache;
+
 #[map(name = "CONFIG")]
 static CONFIG: Array<SwitchConfig> = Array::with_max_entries(1, 0);
 
@@ -141,11 +143,7 @@ pub fn pegasus_switch(ctx: XdpContext) -> u32 {
     };
     tally.add(Counter::Packets);
     let verdict = process(&ctx, tally);
-    tally.add(match verdict {
-        XDP_REDIRECT => Counter::VerdictRedirect,
-        XDP_DROP => Counter::VerdictDrop,
-        _ => Counter::VerdictPass,
-    });
+    tally.add(verdict_counter(verdict));
     verdict
 }
 
@@ -225,26 +223,9 @@ fn process(ctx: &XdpContext, tally: Tally) -> u32 {
     let Some(config) = CONFIG.get(0) else {
         return XDP_PASS;
     };
-    // Ethernet / IPv4 (no options, not a fragment) / UDP, or not ours.
-    let Some(frame) = Headers::at(ctx, 0) else {
+    let Some((frame, header, class)) = parse(ctx, config) else {
         return XDP_PASS;
     };
-    if frame.u16(12) != ETH_P_IPV4
-        || frame.u8(IP_OFF) != 0x45
-        || frame.u16(IP_OFF + ipv4::FRAG) & 0x3fff != 0
-        || frame.u8(IP_OFF + ipv4::PROTOCOL) != IPPROTO_UDP
-    {
-        return XDP_PASS;
-    }
-    let src_port = frame.u16(UDP_OFF);
-    let dst_port = frame.u16(UDP_OFF + 2);
-    let header = Header::at(ctx, PAYLOAD_OFF);
-    let class = switch::classify(
-        config.store_port,
-        src_port,
-        dst_port,
-        header.map(header_prefix),
-    );
     match (class, header) {
         (PacketClass::Request { op, stamp }, Some(header)) => {
             tally.add(Counter::Requests);
@@ -273,6 +254,44 @@ fn process(ctx: &XdpContext, tally: Tally) -> u32 {
         _ => return XDP_PASS,
     }
     forward(ctx, frame, tally)
+}
+
+/// Ethernet / IPv4 (no options, not a fragment) / UDP, classified; `None` when the packet is
+/// none of the switch's business.
+#[inline(always)]
+fn parse(
+    ctx: &XdpContext,
+    config: &SwitchConfig,
+) -> Option<(Headers, Option<Header>, PacketClass)> {
+    let frame = Headers::at(ctx, 0)?;
+    if frame.u16(12) != ETH_P_IPV4
+        || frame.u8(IP_OFF) != 0x45
+        || frame.u16(IP_OFF + ipv4::FRAG) & 0x3fff != 0
+        || frame.u8(IP_OFF + ipv4::PROTOCOL) != IPPROTO_UDP
+    {
+        return None;
+    }
+    let src_port = frame.u16(UDP_OFF);
+    let dst_port = frame.u16(UDP_OFF + 2);
+    let header = Header::at(ctx, PAYLOAD_OFF);
+    let class = switch::classify(
+        config.store_port,
+        src_port,
+        dst_port,
+        header.map(header_prefix),
+    );
+    Some((frame, header, class))
+}
+
+/// The counter of a verdict.
+#[inline(always)]
+fn verdict_counter(verdict: u32) -> Counter {
+    match verdict {
+        XDP_REDIRECT => Counter::VerdictRedirect,
+        XDP_DROP => Counter::VerdictDrop,
+        XDP_TX => Counter::VerdictTx,
+        _ => Counter::VerdictPass,
+    }
 }
 
 /// Stamps the next version on the PUT and fixes its UDP checksum. False when the epoch's
@@ -605,20 +624,9 @@ fn update_entry(entry: *mut DirEntry, version: u64, sender: u8, tally: Tally) ->
     // SAFETY: `entry` is a live map value for the program's duration; every access to
     // `ver_completed`, `rset` and `seq` by the program happens under `lock`.
     unsafe {
-        let lock = &raw mut (*entry).lock;
-        let mut attempt = 0;
-        loop {
-            let (_, taken) =
-                atomic_cxchg::<u32, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-                    lock, 0, 1,
-                );
-            if taken {
-                break;
-            }
-            attempt += 1;
-            if attempt >= LOCK_ATTEMPTS_MAX {
-                return false;
-            }
+        let lock = SpinLock(&raw mut (*entry).lock);
+        if !lock.acquire() {
+            return false;
         }
         let seq = &raw mut (*entry).seq;
         core::ptr::write_volatile(seq, core::ptr::read_volatile(seq) + 1);
@@ -631,12 +639,42 @@ fn update_entry(entry: *mut DirEntry, version: u64, sender: u8, tally: Tally) ->
         let installing = directory::still_installing(installing, sender, (*entry).home);
         core::ptr::write_volatile(&raw mut (*entry).installing, installing as u8);
         core::ptr::write_volatile(seq, core::ptr::read_volatile(seq) + 1);
-        atomic_xchg::<u32, { AtomicOrdering::SeqCst }>(lock, 0);
+        lock.release();
         if effect != directory::ReplyEffect::Stale {
             tally.add(Counter::DirectoryUpdates);
         }
     }
     true
+}
+
+/// A map value's lock word: 0 free, 1 held, taken by compare-and-swap with bounded attempts
+/// ([`LOCK_ATTEMPTS_MAX`]); not `bpf_spin_lock`, under which no helper may be called.
+#[derive(Clone, Copy)]
+struct SpinLock(*mut u32);
+
+impl SpinLock {
+    /// Takes the lock; false when it stayed busy.
+    #[inline(always)]
+    fn acquire(self) -> bool {
+        for _ in 0..LOCK_ATTEMPTS_MAX {
+            // SAFETY: a lock word inside a live map value.
+            let (_, taken) = unsafe {
+                atomic_cxchg::<u32, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                    self.0, 0, 1,
+                )
+            };
+            if taken {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[inline(always)]
+    fn release(self) {
+        // SAFETY: as in `acquire`.
+        unsafe { atomic_xchg::<u32, { AtomicOrdering::SeqCst }>(self.0, 0) };
+    }
 }
 
 /// Steers a request to `new_ip` (a server's address): sets the HOT flag (and, for a write,
@@ -832,6 +870,10 @@ impl<const LEN: usize> Bytes<LEN> {
     #[inline(always)]
     fn u48(self, at: usize) -> u64 {
         (self.u16(at) as u64) << 32 | self.u32(at + 2) as u64
+    }
+    #[inline(always)]
+    fn set_u8(self, at: usize, value: u8) {
+        self.store(at, value)
     }
     #[inline(always)]
     fn set_u16(self, at: usize, value: u16) {

@@ -17,7 +17,7 @@ use pegasus_control::{
     hotkeys::{EPOCH_MS_DEFAULT, HotSetRules, ONE_SAMPLE},
     state::StateFile,
     switch::{
-        AttachMode, Switch, SwitchSettings,
+        AttachMode, Switch, SwitchMode, SwitchSettings,
         admin::{self, Request},
         bench::{self, BenchOptions},
         metrics,
@@ -117,6 +117,12 @@ struct RunArgs {
     /// Serve status, counters and hot-key control on this Unix socket.
     #[arg(long)]
     admin: Option<PathBuf>,
+    /// Run the in-switch cache baseline (NetCache-style) instead of the directory: the switch
+    /// answers reads of the hot keys from values it caches (up to 128 bytes; longer ones are
+    /// read from home), writes go home and the cached copy follows them (docs/cache.md). Hot
+    /// keys are found as for the directory; --replication and --policy do not apply.
+    #[arg(long)]
+    cache: bool,
 }
 
 /// Where to find a running switch.
@@ -311,14 +317,20 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
     }
     let begun = StateFile::begin(&args.state, args.epoch)?;
     let (state, epoch, previously_hot) = (begun.file, begun.epoch, begun.previously_hot);
+    let (mode, replication) = if args.cache {
+        (SwitchMode::Cache, 1) // a cached key lives at home only
+    } else {
+        (SwitchMode::Directory, args.replication)
+    };
     let settings = SwitchSettings {
         store_port: args.store_port,
         epoch,
         policy: args.policy.into(),
-        replication: args.replication,
+        replication,
         directory_capacity: args.directory_capacity,
         sample_period: args.sample_rate,
         servers,
+        mode,
     };
     let detecting = args.hot_keys > 0 && !settings.servers.is_empty();
     if detecting {
@@ -345,8 +357,7 @@ fn serve(args: RunArgs) -> Result<ExitCode> {
         None
     };
     let controller = Arc::new(
-        Controller::new(switch, cluster, args.replication, args.store_port, epoch)
-            .with_state(state),
+        Controller::new(switch, cluster, replication, args.store_port, epoch).with_state(state),
     );
     if !previously_hot.is_empty() {
         tracing::info!(
@@ -508,7 +519,14 @@ fn print_hot(keys: &[HotKey]) {
             k.ver_completed,
             k.reads,
             k.writes,
-            if k.evicting { "  (evicting)" } else { "" }
+            match (k.evicting, k.cached, k.cache_hits) {
+                (true, _, _) => "  (evicting)".to_owned(),
+                (false, Some(cached), Some(hits)) => format!(
+                    "  ({}, {hits} reads answered by the switch)",
+                    if cached { "cached" } else { "not cached now" }
+                ),
+                _ => String::new(),
+            }
         );
     }
 }

@@ -14,6 +14,7 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use pegasus_common::{
+    cache::CacheEntry,
     directory::{Policy, SERVERS_MAX, bit},
     switch::{
         self as shared, Counter, CounterBlock, DirEntry, RetrySlot, ServerSlot, ServerTable,
@@ -59,6 +60,28 @@ impl std::str::FromStr for AttachMode {
     }
 }
 
+/// What the switch does with the hot keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SwitchMode {
+    /// Pegasus: a coherence directory steers and replicates their requests
+    /// (`pegasus_switch`).
+    #[default]
+    Directory,
+    /// The in-switch cache baseline (NetCache-style): their reads are answered from values
+    /// the switch caches, their writes go home (`pegasus_cache`, docs/cache.md).
+    Cache,
+}
+
+impl SwitchMode {
+    /// The XDP program of this mode.
+    pub fn program(self) -> &'static str {
+        match self {
+            SwitchMode::Directory => shared::PROGRAM_SWITCH,
+            SwitchMode::Cache => shared::PROGRAM_CACHE,
+        }
+    }
+}
+
 /// Settings the program needs before it sees its first packet.
 #[derive(Clone, Debug)]
 pub struct SwitchSettings {
@@ -76,6 +99,8 @@ pub struct SwitchSettings {
     pub sample_period: u16,
     /// The rack's servers: id and IPv4 address.
     pub servers: Vec<(u8, Ipv4Addr)>,
+    /// Directory (Pegasus) or cache (the baseline).
+    pub mode: SwitchMode,
 }
 
 impl SwitchSettings {
@@ -89,6 +114,7 @@ impl SwitchSettings {
             directory_capacity: shared::DIRECTORY_CAPACITY_DEFAULT,
             sample_period: 0,
             servers: Vec::new(),
+            mode: SwitchMode::Directory,
         }
     }
 
@@ -161,6 +187,7 @@ pub struct Switch {
     ebpf: Ebpf,
     attached: Vec<(String, XdpLinkId)>,
     directory_capacity: u32,
+    mode: SwitchMode,
 }
 
 impl Switch {
@@ -171,21 +198,24 @@ impl Switch {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(shared::MAP_DIRECTORY, settings.directory_capacity)
             .map_max_entries(shared::MAP_EVICTING, settings.directory_capacity)
+            .map_max_entries(shared::MAP_CACHE, settings.directory_capacity)
             .load(OBJECT)
             .context(
                 "loading the XDP object into the kernel failed (are you root, with a kernel >= 5.12?)",
             )?;
+        let name = settings.mode.program();
         let program: &mut Xdp = ebpf
-            .program_mut(shared::PROGRAM_SWITCH)
-            .context("the object has no switch program")?
+            .program_mut(name)
+            .with_context(|| format!("the object has no program {name}"))?
             .try_into()?;
         program
             .load()
-            .context("the kernel's verifier rejected the switch program")?;
+            .with_context(|| format!("the kernel's verifier rejected the program {name}"))?;
         let mut switch = Switch {
             ebpf,
             attached: Vec::new(),
             directory_capacity: settings.directory_capacity,
+            mode: settings.mode,
         };
         let mut table = ServerTable::default();
         let mut all_servers = 0u32;
@@ -216,13 +246,22 @@ impl Switch {
         Ok(switch)
     }
 
-    /// Puts a key in the directory with `home` as its only replica. The entry is written only
-    /// here: afterwards only the XDP program changes it (under its lock).
+    /// Puts a key in the directory with `home` as its only replica (and, in cache mode, a
+    /// new entry in the cache, which the program fills). The entries are written only here:
+    /// afterwards only the XDP program changes them (under their locks).
     pub fn directory_insert(&mut self, keyhash: u64, home: u8) -> Result<()> {
         ensure!(
             (home as u32) < SERVERS_MAX,
             "home server {home} out of range"
         );
+        if self.mode == SwitchMode::Cache {
+            // Before the filter: the program looks the key up from then on.
+            let mut cache: HashMap<&mut MapData, u64, CacheEntry> =
+                HashMap::try_from(self.map_mut(shared::MAP_CACHE)?)?;
+            cache
+                .insert(keyhash, CacheEntry::new(), BPF_NOEXIST)
+                .map_err(|e| anyhow::anyhow!("adding the key to the cache: {e}"))?;
+        }
         let entry = DirEntry::new(home);
         // The filter first: from now on the program looks the key up.
         self.adjust_hot_filter(keyhash, true)?;
@@ -232,6 +271,7 @@ impl Switch {
         let inserted = dir.insert(keyhash, entry, BPF_NOEXIST);
         if inserted.is_err() {
             self.adjust_hot_filter(keyhash, false)?;
+            self.cache_remove(keyhash)?;
         }
         inserted.map_err(|e| match e {
             MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
@@ -254,7 +294,48 @@ impl Switch {
             // After the removal: the program looks the key up until it is gone.
             self.adjust_hot_filter(keyhash, false)?;
         }
+        self.cache_remove(keyhash)?;
         self.set_evicting(keyhash, false)
+    }
+
+    /// Removes a key's cache entry (cache mode): its reads go home from then on, which holds
+    /// every write (all of them went there).
+    fn cache_remove(&mut self, keyhash: u64) -> Result<()> {
+        if self.mode == SwitchMode::Cache {
+            let mut cache: HashMap<&mut MapData, u64, CacheEntry> =
+                HashMap::try_from(self.map_mut(shared::MAP_CACHE)?)?;
+            removed(cache.remove(&keyhash))?;
+        }
+        Ok(())
+    }
+
+    /// A consistent copy of a key's cache entry (cache mode; `None` in directory mode or for a
+    /// key not cached), taken as [`Self::directory_entry`] takes one.
+    pub fn cache_entry(&self, keyhash: u64) -> Result<Option<CacheEntry>> {
+        const ATTEMPTS_MAX: usize = 1000;
+        if self.mode != SwitchMode::Cache {
+            return Ok(None);
+        }
+        let cache: HashMap<&MapData, u64, CacheEntry> =
+            HashMap::try_from(self.map(shared::MAP_CACHE)?)?;
+        for _ in 0..ATTEMPTS_MAX {
+            let Some(first) = ignore_missing(cache.get(&keyhash, 0).map(Some))? else {
+                return Ok(None);
+            };
+            let Some(second) = ignore_missing(cache.get(&keyhash, 0).map(Some))? else {
+                return Ok(None);
+            };
+            if first.seq % 2 == 0 && first.seq == second.seq {
+                return Ok(Some(second));
+            }
+            std::thread::yield_now();
+        }
+        bail!("the cache entry of {keyhash:#x} kept changing; try again")
+    }
+
+    /// Directory or cache.
+    pub fn mode(&self) -> SwitchMode {
+        self.mode
     }
 
     /// Counts a directory key in (or out of) its hot filter slot (see
@@ -445,7 +526,7 @@ impl Switch {
         self.add_port(interface)?;
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(shared::PROGRAM_SWITCH)
+            .program_mut(self.mode.program())
             .context("no switch program")?
             .try_into()?;
         let link = program
@@ -466,7 +547,7 @@ impl Switch {
     pub fn detach_all(&mut self) -> Result<()> {
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(shared::PROGRAM_SWITCH)
+            .program_mut(self.mode.program())
             .context("no switch program")?
             .try_into()?;
         for (name, link) in self.attached.drain(..) {
@@ -519,7 +600,7 @@ impl Switch {
     /// Runs the program `repeat` times on the same packet; returns the last verdict and the
     /// kernel's mean time per run in nanoseconds.
     pub fn run_repeated(&self, packet: &[u8], repeat: u32) -> Result<(PacketVerdict, f64)> {
-        self.test_run(shared::PROGRAM_SWITCH, packet, repeat)
+        self.test_run(self.mode.program(), packet, repeat)
     }
 
     /// Loads one of the minimal programs the benchmark compares the switch with
