@@ -221,6 +221,8 @@ mod tests {
                 writes: 0,
                 evicting: false,
                 installing: false,
+                cached: None,
+                cache_hits: None,
             }],
         }
     }
