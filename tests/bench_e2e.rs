@@ -153,6 +153,11 @@ fn the_bench_loads_runs_and_reports_in_its_schema() {
         assert_latency(l);
     }
     assert_eq!(u(&run["per_server"]["0"]), reads + updates);
+    assert_eq!(
+        u(&run["switch_answered"]),
+        0,
+        "no switch in front of this store"
+    );
     assert_eq!(f(&run["server_share"]["0"]), 1.0);
     assert_eq!(f(&run["max_over_mean"]), 1.0);
     assert_eq!(u(&run["errors"]), 0);

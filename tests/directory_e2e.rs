@@ -1,6 +1,7 @@
-//! End to end: the coherence directory in a lab rack. Clients record histories of concurrent
-//! reads and writes while hot keys are added and removed; the histories must be linearizable
-//! and hot keys must really be served by several servers. Needs root, as CI runs.
+//! End to end: the coherence directory in a lab rack, and the cache baseline in its place.
+//! Clients record histories of concurrent reads and writes while hot keys are added and
+//! removed; the histories must be linearizable, and hot keys must really be served by several
+//! servers (the directory) or by the switch itself (the cache). Needs root, as CI runs.
 
 mod support;
 
@@ -32,9 +33,30 @@ impl Drop for Scratch {
     }
 }
 
+/// What the rack's switch does with hot keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HotPath {
+    /// Pegasus: the directory steers and replicates.
+    Directory,
+    /// The cache baseline: the switch answers reads from cached values.
+    Cache,
+}
+
 #[test]
 fn histories_stay_linearizable_while_hot_keys_come_and_go() {
-    directory_history("e2edir", None);
+    directory_history("e2edir", None, HotPath::Directory);
+}
+
+/// The cache baseline under the same test: no read the switch answers may be stale.
+#[test]
+fn cached_histories_stay_linearizable_while_hot_keys_come_and_go() {
+    directory_history("e2ecache", None, HotPath::Cache);
+}
+
+/// The cache under loss: dropped writes, replies and retries around cached keys.
+#[test]
+fn cached_histories_stay_linearizable_under_packet_loss() {
+    directory_history("e2ecloss", Some(3.0), HotPath::Cache);
 }
 
 /// The same under packet loss: 3% of the datagrams every server and client receives are lost
@@ -43,10 +65,10 @@ fn histories_stay_linearizable_while_hot_keys_come_and_go() {
 /// deduplication are exercised, not just present.
 #[test]
 fn histories_stay_linearizable_under_packet_loss() {
-    directory_history("e2eloss", Some(3.0));
+    directory_history("e2eloss", Some(3.0), HotPath::Directory);
 }
 
-fn directory_history(tag: &str, loss_percent: Option<f64>) {
+fn directory_history(tag: &str, loss_percent: Option<f64>, path: HotPath) {
     // The keys are made hot and cold by hand here: no detection.
     let lab = Lab::up(
         tag,
@@ -57,6 +79,11 @@ fn directory_history(tag: &str, loss_percent: Option<f64>) {
             &CLIENTS.to_string(),
             "--hot-keys",
             "0",
+            "--dataplane",
+            match path {
+                HotPath::Directory => "xdp",
+                HotPath::Cache => "cache",
+            },
         ],
     );
     let _loss = loss_percent.map(|percent| {
@@ -136,36 +163,66 @@ fn directory_history(tag: &str, loss_percent: Option<f64>) {
     let report = assert_linearizable(&files);
     assert_eq!(report["keys"], HOT as u64 + 100, "{report}");
     let per_key = report["per_key"].as_array().unwrap();
-    let widest = per_key
+    let read_servers = |k: &Value| -> Vec<u64> {
+        k["read_servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_u64().unwrap())
+            .collect()
+    };
+    let hot_reads: Vec<Vec<u64>> = per_key
         .iter()
         .filter(|k| hot.contains(&k["key"].as_str().unwrap().to_string()))
-        .map(|k| k["read_servers"].as_array().unwrap().len())
-        .max()
-        .unwrap();
-    assert!(
-        widest >= 3,
-        "no hot key was read from 3 or more servers: {report}"
-    );
+        .map(read_servers)
+        .collect();
     // Cold keys are only ever read at home.
     for k in per_key {
         if k["key"].as_str().unwrap().contains("-cold-") {
-            assert!(k["read_servers"].as_array().unwrap().len() <= 1, "{k}");
+            assert!(read_servers(k).len() <= 1, "{k}");
         }
     }
-
-    // The switch steered requests and learned from replies; the directory ends as left.
     let status = json(&run_ok(&["switch", "status", "--lab", &lab.name, "--json"]));
     let counter = |name: &str| status["counters"][name].as_u64().unwrap();
-    assert!(counter("hot_reads") > busy, "{status}");
-    assert!(counter("hot_writes") > busy, "{status}");
-    assert!(counter("directory_updates") > busy, "{status}");
-    assert!(counter("replicate_acks") > 0, "{status}");
-    if loss_percent.is_some() {
-        assert!(
-            counter("retries_pinned") > 0,
-            "retries were exercised: {status}"
-        );
+    match path {
+        HotPath::Directory => {
+            let widest = hot_reads.iter().map(Vec::len).max().unwrap();
+            assert!(
+                widest >= 3,
+                "no hot key was read from 3 or more servers: {report}"
+            );
+            // The switch steered requests and learned from replies.
+            assert!(counter("hot_reads") > busy, "{status}");
+            assert!(counter("hot_writes") > busy, "{status}");
+            assert!(counter("directory_updates") > busy, "{status}");
+            assert!(counter("replicate_acks") > 0, "{status}");
+            if loss_percent.is_some() {
+                assert!(
+                    counter("retries_pinned") > 0,
+                    "retries were exercised: {status}"
+                );
+            }
+        }
+        HotPath::Cache => {
+            // Hot keys are read from home and from the switch, nothing else.
+            let switch = u64::from(pegasus_common::cache::SWITCH_SERVER_ID);
+            assert!(
+                hot_reads.iter().any(|servers| servers.contains(&switch)),
+                "no read was answered by the switch: {report}"
+            );
+            for servers in &hot_reads {
+                assert!(
+                    servers.iter().filter(|&&s| s != switch).count() <= 1,
+                    "{servers:?}"
+                );
+            }
+            assert!(counter("cache_hits") > busy, "{status}");
+            assert!(counter("cache_fills") > 0, "{status}");
+            assert!(counter("cache_invalidations") > 0, "{status}");
+            assert_eq!(counter("hot_reads") + counter("hot_writes"), 0, "{status}");
+        }
     }
+    // The hot keys end as left.
     let listed = json(&run_ok(&[
         "switch", "hot", "list", "--lab", &lab.name, "--json",
     ]));

@@ -1,4 +1,4 @@
-//! End to end: `pegasus experiment skew --quick` on a tiny sweep (two systems, two
+//! End to end: `pegasus experiment skew --quick` on a tiny sweep (three systems, two
 //! popularities, two write ratios, one rate each): every point has its CSV row, the summary
 //! has its table, the plots are PNG files of the size drawn, and no lab is left behind.
 //! Needs root, as CI runs.
@@ -7,7 +7,7 @@ mod support;
 
 use support::run_ok;
 
-const SYSTEMS: [&str; 2] = ["xdp", "pegasus"];
+const SYSTEMS: [&str; 3] = ["xdp", "pegasus", "cache"];
 
 #[test]
 fn the_quick_skew_experiment_writes_every_row_and_its_plots() {
@@ -53,6 +53,7 @@ fn the_quick_skew_experiment_writes_every_row_and_its_plots() {
             "max_over_mean",
             "errors",
             "server_shares",
+            "switch_share",
             "probes"
         ]
     );
@@ -69,14 +70,19 @@ fn the_quick_skew_experiment_writes_every_row_and_its_plots() {
     for (row, point) in rows.iter().zip(&points) {
         assert_eq!(row.len(), header.len(), "{row:?}");
         assert_eq!(&row[..4], point, "{csv}");
-        for number in [4, 5, 6, 7, 8, 10] {
+        for number in [4, 5, 6, 7, 8, 10, 11] {
             row[number]
                 .parse::<f64>()
                 .unwrap_or_else(|_| panic!("column {} is not a number: {row:?}", header[number]));
         }
         let shares: Vec<f64> = row[9].split(';').map(|s| s.parse().unwrap()).collect();
         assert_eq!(shares.len(), 2, "{row:?}");
-        assert_eq!(row[10], "1", "one rate per point: {row:?}");
+        let switch_share: f64 = row[10].parse().unwrap();
+        assert!(
+            row[0] == "cache" || switch_share == 0.0,
+            "only the cache answers from the switch: {row:?}"
+        );
+        assert_eq!(row[11], "1", "one rate per point: {row:?}");
     }
 
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();

@@ -48,6 +48,9 @@ enum System {
     Xdp,
     /// The XDP switch with its directory and controller (Pegasus).
     Pegasus,
+    /// The in-switch cache baseline (NetCache-style): the XDP switch answers the hot keys'
+    /// reads from values it caches; writes go home (`pegasus switch --cache`).
+    Cache,
 }
 
 impl System {
@@ -56,6 +59,7 @@ impl System {
             System::Kernel => "kernel",
             System::Xdp => "xdp",
             System::Pegasus => "pegasus",
+            System::Cache => "cache",
         }
     }
 }
@@ -161,7 +165,7 @@ struct Row {
 }
 
 const CSV_HEADER: &str = "system,distribution,theta,write_ratio,throughput_ops,offered_ops,\
-                          p99_us,max_over_mean,errors,server_shares,probes";
+                          p99_us,max_over_mean,errors,server_shares,switch_share,probes";
 
 pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
     super::init_logging("warn");
@@ -174,7 +178,7 @@ fn skew(args: SkewArgs) -> Result<ExitCode> {
     let sweep = Sweep {
         systems: args
             .systems
-            .unwrap_or_else(|| vec![System::Kernel, System::Xdp, System::Pegasus]),
+            .unwrap_or_else(|| vec![System::Kernel, System::Xdp, System::Pegasus, System::Cache]),
         skews: match args.skews {
             Some(list) => list.iter().map(|s| Skew::parse(s)).collect::<Result<_>>()?,
             None if args.quick => vec![Skew::Uniform, Skew::Zipf(0.99), Skew::Zipf(1.2)],
@@ -296,6 +300,7 @@ impl Rack {
             dataplane: match system {
                 System::Kernel => Dataplane::Kernel,
                 System::Xdp | System::Pegasus => Dataplane::Xdp,
+                System::Cache => Dataplane::Cache,
             },
             mode: AttachMode::Native,
             port: pegasus_common::wire::DEFAULT_PORT,
@@ -303,7 +308,7 @@ impl Rack {
             replication: pegasus_common::switch::REPLICATION_DEFAULT,
             directory_capacity: pegasus_common::switch::DIRECTORY_CAPACITY_DEFAULT,
             hot_keys: match system {
-                System::Pegasus => HOT_KEYS,
+                System::Pegasus | System::Cache => HOT_KEYS,
                 System::Kernel | System::Xdp => 0,
             },
             epoch_ms: pegasus_control::hotkeys::EPOCH_MS_DEFAULT,
@@ -374,6 +379,7 @@ impl Rack {
             operations: s["operations"].as_u64().unwrap_or(0),
             per_server: serde_json::from_value(s["per_server"].clone())
                 .context("per_server in the bench's JSON")?,
+            switch_answered: s["switch_answered"].as_u64().unwrap_or(0),
             max_over_mean: number(&s["max_over_mean"])?,
         };
         if !probe.passes(sweep.p99_bound_us) {
@@ -442,8 +448,9 @@ fn csv_line(row: &Row, servers: u8) -> String {
         Skew::Uniform => ("uniform", String::new()),
         Skew::Zipf(t) => ("zipf", t.to_string()),
     };
+    let switch_share = best.switch_answered as f64 / (total + best.switch_answered).max(1) as f64;
     format!(
-        "{},{distribution},{theta},{},{:.0},{:.0},{},{:.3},{},{},{}",
+        "{},{distribution},{theta},{},{:.0},{:.0},{},{:.3},{},{},{switch_share:.4},{}",
         row.system.name(),
         row.write_ratio,
         best.throughput,

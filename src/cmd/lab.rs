@@ -37,7 +37,9 @@ enum LabCommand {
         /// server saturates as a real one would.
         #[arg(long)]
         capacity_ops: Option<u32>,
-        /// What forwards on the ToR: the XDP switch, or plain kernel forwarding (the baseline).
+        /// What forwards on the ToR: xdp (the Pegasus switch), kernel (plain kernel
+        /// forwarding, the no-switch baseline) or cache (the in-switch cache baseline,
+        /// NetCache-style: `pegasus switch --cache`).
         #[arg(long, default_value = "xdp")]
         dataplane: Dataplane,
         /// XDP attach mode on the ToR ports.

@@ -60,6 +60,16 @@ pub enum Dataplane {
     Xdp,
     /// Plain kernel IPv4 forwarding: the no-switch baseline.
     Kernel,
+    /// The in-switch cache baseline (`pegasus switch --cache`, NetCache-style) on every ToR
+    /// port.
+    Cache,
+}
+
+impl Dataplane {
+    /// Whether a `pegasus switch` runs on the ToR (with its admin socket and nftables rule).
+    pub fn runs_switch(self) -> bool {
+        matches!(self, Dataplane::Xdp | Dataplane::Cache)
+    }
 }
 
 impl std::str::FromStr for Dataplane {
@@ -68,7 +78,8 @@ impl std::str::FromStr for Dataplane {
         match s {
             "xdp" => Ok(Dataplane::Xdp),
             "kernel" => Ok(Dataplane::Kernel),
-            _ => bail!("unknown dataplane {s:?} (expected xdp or kernel)"),
+            "cache" => Ok(Dataplane::Cache),
+            _ => bail!("unknown dataplane {s:?} (expected xdp, kernel or cache)"),
         }
     }
 }
@@ -324,14 +335,14 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
         children.push((child, log, STORE_READY));
     }
 
-    if spec.dataplane == Dataplane::Xdp {
+    if spec.dataplane.runs_switch() {
         let socket = dir.join("switch.sock");
         let log = dir.join("switch.log");
         let ports: Vec<String> = (0..spec.servers)
             .map(server_port_name)
             .chain((0..spec.clients).map(client_port_name))
             .collect();
-        let args = vec![
+        let mut args = vec![
             "switch".to_owned(),
             "--ports".to_owned(),
             ports.join(","),
@@ -360,6 +371,9 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             "--sample-rate".to_owned(),
             spec.sample_rate.to_string(),
         ];
+        if spec.dataplane == Dataplane::Cache {
+            args.push("--cache".to_owned());
+        }
         let child = spawn_in(&tor, exe, &args, &log)?;
         state.processes.push(LabProcess {
             role: SWITCH_ROLE.to_owned(),

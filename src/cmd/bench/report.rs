@@ -3,7 +3,7 @@
 //! optional per-server timeline; the summary as YCSB-like lines or as JSON.
 
 use hdrhistogram::Histogram;
-use pegasus_common::directory::SERVERS_MAX;
+use pegasus_common::{cache::SWITCH_SERVER_ID, directory::SERVERS_MAX};
 use serde::Serialize;
 use std::{
     collections::BTreeMap,
@@ -26,7 +26,7 @@ pub enum OpKind {
 /// How one request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Answered by this server.
+    /// Answered by this server (or by the switch's cache: [`SWITCH_SERVER_ID`]).
     Ok { server: u8 },
     /// No reply after every attempt.
     Timeout,
@@ -73,6 +73,8 @@ pub struct Recorder {
     read: OpStats,
     update: OpStats,
     replies: [u64; SERVERS],
+    /// Replies the switch's cache answered.
+    switch_replies: u64,
     timeline: Option<TimelineRecorder>,
 }
 
@@ -83,6 +85,7 @@ impl Recorder {
             read: OpStats::new(),
             update: OpStats::new(),
             replies: [0; SERVERS],
+            switch_replies: 0,
             timeline: timeline.map(|(start, interval)| TimelineRecorder {
                 start,
                 interval,
@@ -104,6 +107,10 @@ impl Recorder {
                     .latency_us
                     .record(us)
                     .expect("clamped into the histogram's range");
+                if server == SWITCH_SERVER_ID {
+                    self.switch_replies += 1;
+                    return;
+                }
                 let server = server as usize % SERVERS;
                 self.replies[server] += 1;
                 if let Some(t) = &mut self.timeline {
@@ -165,6 +172,7 @@ impl Recorder {
                 .map(|(&s, &n)| (s, n as f64 / total.max(1) as f64))
                 .collect(),
             per_server,
+            switch_answered: self.switch_replies,
             max_over_mean: if mean > 0.0 {
                 busiest as f64 / mean
             } else {
@@ -273,6 +281,8 @@ pub struct Summary {
     pub update: OpSummary,
     /// Replies per answering server.
     pub per_server: BTreeMap<u8, u64>,
+    /// Replies the switch answered from its cache (the cache baseline), in no server's count.
+    pub switch_answered: u64,
     /// Each answering server's share of the replies.
     pub server_share: BTreeMap<u8, f64>,
     /// Busiest server's replies over the mean per server (servers of the cluster that
@@ -327,6 +337,9 @@ impl Summary {
                 format!("{:.2}", share * 100.0),
             );
         }
+        if self.switch_answered > 0 {
+            line("SWITCH", "Answered", self.switch_answered.to_string());
+        }
         line(
             "SERVERS",
             "BusiestOverMean",
@@ -377,14 +390,23 @@ mod tests {
         );
         r.record(OpKind::Update, Duration::from_secs(1), Outcome::Timeout);
         r.record(OpKind::Read, Duration::from_secs(1), Outcome::Error);
+        // Answered by the switch's cache: an operation, but no server's.
+        r.record(
+            OpKind::Read,
+            Duration::from_micros(20),
+            Outcome::Ok {
+                server: SWITCH_SERVER_ID,
+            },
+        );
         let s = r.summarize(setup(), 2.0, 4);
+        assert_eq!(s.switch_answered, 1);
         assert_eq!(
             (s.read.operations, s.read.errors, s.read.timeouts),
-            (100, 1, 0)
+            (101, 1, 0)
         );
         assert_eq!((s.update.operations, s.update.timeouts), (1, 1));
-        assert_eq!((s.operations, s.errors, s.timeouts), (101, 2, 1));
-        assert_eq!(s.ops_per_second, 50.5);
+        assert_eq!((s.operations, s.errors, s.timeouts), (102, 2, 1));
+        assert_eq!(s.ops_per_second, 51.0);
         // 3 significant figures.
         assert!((495..=505).contains(&s.read.latency_us.p50), "{:?}", s.read);
         assert!(
@@ -398,7 +420,8 @@ mod tests {
         // The mean counts the two servers that answered nothing.
         assert!((s.max_over_mean - 100.0 / (101.0 / 4.0)).abs() < 1e-9);
         let lines = s.ycsb_lines();
-        assert!(lines.contains("[READ], Operations, 100\n"), "{lines}");
+        assert!(lines.contains("[READ], Operations, 101\n"), "{lines}");
+        assert!(lines.contains("[SWITCH], Answered, 1\n"), "{lines}");
         assert!(lines.contains("[READ], Return=ERROR, 1\n"), "{lines}");
         assert!(lines.contains("[UPDATE], Return=TIMEOUT, 1\n"), "{lines}");
         assert!(lines.contains("[SERVER 1], Share(%), 0.99\n"), "{lines}");

@@ -22,6 +22,8 @@ pub struct Probe {
     pub operations: u64,
     /// Replies per server id.
     pub per_server: BTreeMap<u8, u64>,
+    /// Replies the switch answered from its cache (the cache baseline).
+    pub switch_answered: u64,
     pub max_over_mean: f64,
 }
 
