@@ -3,23 +3,27 @@
 //! plain values, called by the XDP program (`pegasus_cache`) under an entry's lock, and by the
 //! tests. docs/cache.md tells the whole design; the rules in short:
 //!
-//! - A write to a cached key, on its way home, *invalidates* the entry (reads go home from
-//!   then on) and leaves its value in the entry as *pending*, with its version.
-//! - A write reply whose version is the pending one makes the pending value the cached one:
-//!   home has applied it, and no newer write has crossed the switch since.
-//! - Any other reply newer than everything the entry has seen (its *floor*) makes the entry
-//!   follow it: a read reply's value is cached; a write reply without a value invalidates.
+//! - A write to a cached key, on its way home, leaves its value in the entry as *pending*,
+//!   with its version (the newest such write's).
+//! - A write completes when its reply crosses the switch: a write reply whose version is the
+//!   pending one makes the pending value the cached one (home has applied it).
+//! - Any other reply newer than every version the entry has seen answered (its *floor*)
+//!   makes the entry follow it: a read reply's value is cached; a write reply, whose value
+//!   the switch does not have, invalidates (reads go home until a read reply fills it).
 //!   Replies older than the floor change nothing.
 //! - A new entry is *filling*: replies of reads that clients sent before the entry existed
 //!   may be older than writes that completed before it existed (the switch saw neither), so
 //!   only the controller's own read of home, sent after the entry was created, fills it (or
-//!   a write that crossed the switch after the entry existed, as above). Clients' read
-//!   replies still raise its floor: the controller's read, if older than what a client has
-//!   read meanwhile, must not fill it (the controller then reads again).
+//!   a write reply carrying the pending version, as above). Clients' read replies still
+//!   raise its floor: the controller's read, if older than what a client has read meanwhile,
+//!   must not fill it (the controller then reads again).
 //!
-//! Together: a cached value is one home has applied, and no write has completed after it
-//! (its reply would have crossed the switch first, and moved the entry on). So a read served
-//! by the switch returns what home would return, and never a stale value.
+//! Together: a cached value is one home has applied, at least as new as every version a
+//! client has been answered with (every answer crosses the switch, which moves the entry on
+//! first). A write in flight does not stop the cache: until its reply crosses, it has not
+//! completed, and the value before it is still a valid answer. So a read served by the switch
+//! returns what home would return, never a stale value; and an invalid entry always refills,
+//! since home holds at least the floor.
 
 /// Largest value the cache holds (NetCache caps values by the switch's register width; 128
 /// bytes is its prototype's limit). Longer values are served by home.
@@ -58,7 +62,8 @@ pub struct CacheMeta {
     pub state: CacheState,
     /// The cached value's version (meaningful when `Valid`).
     pub version: u64,
-    /// The newest version the entry has seen: of writes crossing to home and of replies.
+    /// The newest version of the replies the entry has seen (clients may have been answered
+    /// with it): no older value may be cached.
     pub floor: u64,
     /// The newest write that crossed to home since the entry exists, and whether its value
     /// fits the cache (`pending_fits`); 0 when none.
@@ -97,14 +102,9 @@ impl CacheMeta {
 
     /// A write of `version` (stamped by the switch) crosses to home; `fits` says whether its
     /// value fits the cache. Returns true when its value must be kept as the pending one.
+    /// Reads go on being answered: the write has not completed.
     #[inline(always)]
     pub fn on_write(&mut self, version: u64, fits: bool) -> bool {
-        if self.floor < version {
-            self.floor = version;
-        }
-        if self.state == CacheState::Valid {
-            self.state = CacheState::Invalid;
-        }
         if version < self.pending_version {
             return false; // a newer write already crossed (they raced across CPUs)
         }
@@ -284,18 +284,21 @@ mod tests {
     }
 
     #[test]
-    fn a_write_invalidates_until_its_reply_validates_its_value() {
+    fn a_write_is_cached_when_its_reply_crosses() {
         let mut m = valid(5);
         assert!(m.on_write(9, true));
-        assert!(!m.serves_reads());
-        // A read that home answered before the write: older than the floor.
+        // Not complete yet: the value before it is still answered.
+        assert!(m.serves_reads());
+        assert_eq!(m.version, 5);
+        // A read that home answered before the write: nothing new.
         assert_eq!(m.on_read_reply(5, true, false), ReplyEffect::Ignore);
-        assert!(!m.serves_reads());
         assert_eq!(m.on_write_reply(9), ReplyEffect::Validate);
         assert!(m.serves_reads());
         assert_eq!(m.version, 9);
-        // The same reply again (a duplicate) changes nothing.
+        // The same reply again (a duplicate) changes nothing; nor does an older one.
         assert_eq!(m.on_write_reply(9), ReplyEffect::Ignore);
+        assert_eq!(m.on_read_reply(7, true, false), ReplyEffect::Ignore);
+        assert_eq!(m.version, 9);
     }
 
     #[test]
@@ -305,10 +308,23 @@ mod tests {
         // An older stamp crossing later (another CPU): not kept.
         assert!(!m.on_write(10, true));
         assert_eq!(m.pending_version, 11);
-        assert_eq!(m.on_write_reply(10), ReplyEffect::Ignore);
+        // Home answers the older one first: the switch has not its value.
+        assert_eq!(m.on_write_reply(10), ReplyEffect::Invalidate);
         assert!(!m.serves_reads());
         assert_eq!(m.on_write_reply(11), ReplyEffect::Validate);
         assert_eq!(m.version, 11);
+    }
+
+    #[test]
+    fn a_retried_write_never_leaves_the_entry_stuck() {
+        // A write whose first attempt was applied (version 9) and whose retry, stamped 10, is
+        // answered from home's deduplication table with 9: version 10 never exists.
+        let mut m = valid(5);
+        assert!(m.on_write(9, true));
+        assert!(m.on_write(10, true));
+        assert_eq!(m.on_write_reply(9), ReplyEffect::Invalidate);
+        assert_eq!(m.on_read_reply(9, true, false), ReplyEffect::Fill);
+        assert!(m.serves_reads());
     }
 
     #[test]
@@ -342,9 +358,18 @@ mod tests {
         let mut m = CacheMeta::NEW;
         assert!(m.on_write(20, true));
         assert_eq!(m.state, CacheState::Filling);
-        // The controller's read was answered before the write reached home: too old.
-        assert_eq!(m.on_read_reply(15, true, true), ReplyEffect::Ignore);
         assert_eq!(m.on_write_reply(20), ReplyEffect::Validate);
+        assert!(m.serves_reads());
+    }
+
+    #[test]
+    fn a_controller_read_older_than_a_clients_does_not_fill() {
+        let mut m = CacheMeta::NEW;
+        assert_eq!(m.on_read_reply(8, true, false), ReplyEffect::Ignore);
+        assert_eq!(m.state, CacheState::Filling);
+        assert_eq!(m.on_read_reply(7, true, true), ReplyEffect::Ignore);
+        assert_eq!(m.state, CacheState::Filling);
+        assert_eq!(m.on_read_reply(8, true, true), ReplyEffect::Fill);
         assert!(m.serves_reads());
     }
 
@@ -367,6 +392,9 @@ mod tests {
     enum Step {
         /// A client writes (the value fits the cache or not).
         Write { fits: bool },
+        /// A client retries a write home already applied: stamped anew, answered from home's
+        /// deduplication table (with what home holds), never applied.
+        Retry,
         /// A client reads: from the cache if it serves, else a read goes home.
         Read,
         /// The controller creates the entry and sends its read home.
@@ -380,6 +408,7 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             any::<bool>().prop_map(|fits| Step::Write { fits }),
+            Just(Step::Retry),
             Just(Step::Read),
             Just(Step::Install),
             any::<usize>().prop_map(Step::HomeServes),
@@ -390,6 +419,7 @@ mod tests {
     #[derive(Clone, Copy, Debug)]
     enum Request {
         Write { version: u64 },
+        Deduplicated,
         Read { controller: bool },
     }
 
@@ -425,6 +455,14 @@ mod tests {
                         }
                         to_home.push(Request::Write { version });
                     }
+                    Step::Retry => {
+                        let version = next_version;
+                        next_version += 1;
+                        if let Some(m) = &mut entry {
+                            m.on_write(version, true);
+                        }
+                        to_home.push(Request::Deduplicated);
+                    }
                     Step::Read => match entry {
                         Some(m) if m.serves_reads() => {
                             prop_assert!(m.version >= completed, "stale: {} < {completed}", m.version);
@@ -446,6 +484,7 @@ mod tests {
                                 home_held = home_held.max(version);
                                 Reply::Write { version: home_held }
                             }
+                            Request::Deduplicated => Reply::Write { version: home_held },
                             Request::Read { controller } => {
                                 Reply::Read { version: home_held, controller }
                             }
@@ -472,6 +511,33 @@ mod tests {
                     }
                     Step::HomeServes(_) | Step::ReplyCrosses(_) => {}
                 }
+            }
+            // Once everything in flight has landed, one read of home (the controller's, for
+            // an entry still filling) makes the entry serve again: it is never stuck.
+            if let Some(m) = &mut entry {
+                for reply in to_home.drain(..).map(|request| match request {
+                    Request::Write { version } => {
+                        home_held = home_held.max(version);
+                        Reply::Write { version: home_held }
+                    }
+                    Request::Deduplicated => Reply::Write { version: home_held },
+                    Request::Read { controller } => Reply::Read { version: home_held, controller },
+                }).chain(to_client.drain(..)).collect::<Vec<_>>() {
+                    match reply {
+                        Reply::Write { version } => {
+                            m.on_write_reply(version);
+                        }
+                        Reply::Read { version, controller } => {
+                            m.on_read_reply(version, true, controller);
+                        }
+                    }
+                }
+                if !m.serves_reads() {
+                    let controller = m.state == CacheState::Filling;
+                    m.on_read_reply(home_held, true, controller);
+                }
+                prop_assert!(m.serves_reads(), "stuck: {m:?}, home holds {home_held}");
+                prop_assert_eq!(m.version, home_held);
             }
         }
     }

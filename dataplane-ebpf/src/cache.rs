@@ -5,18 +5,19 @@
 //! 2. A GET of a key whose entry serves reads is answered here: the request becomes the reply
 //!    (the value appended, addresses and ports swapped, op GET_REPLY, server id
 //!    `SWITCH_SERVER_ID`, flag CACHED) and leaves through the port it came in on (`XDP_TX`).
-//! 3. A PUT of a cached key invalidates the entry on its way home and leaves its value there
-//!    as the pending one (`CacheMeta::on_write`).
+//! 3. A PUT of a cached key leaves its value in the entry as the pending one on its way home
+//!    (`CacheMeta::on_write`).
 //! 4. Read and write replies of cached keys keep the entry coherent (`on_read_reply`,
 //!    `on_write_reply`).
 //!
 //! Entries change only under their lock, with `seq` odd meanwhile; a read copies the value
 //! without the lock and uses the copy only if `seq` did not move (a seqlock), else it goes
-//! home. A write or reply that cannot take the lock is dropped (its client retries): letting
-//! it pass without the entry seeing it could leave a stale value served.
+//! home. A reply that cannot take the lock is dropped (its client retries): letting it pass
+//! without the entry seeing it could leave a stale value served. A write that cannot take it
+//! goes home unrecorded (its reply then invalidates the entry).
 
 use super::*;
-use aya_ebpf::helpers::generated::{bpf_xdp_adjust_tail, bpf_xdp_store_bytes};
+use aya_ebpf::helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_store_bytes};
 use pegasus_common::cache::{
     CACHE_VALUE_MAX, CacheEntry, CacheMeta, CacheState, ReplyEffect, SWITCH_SERVER_ID,
 };
@@ -26,9 +27,21 @@ use pegasus_common::cache::{
 static CACHE: HashMap<u64, CacheEntry> =
     HashMap::with_max_entries(switch::DIRECTORY_CAPACITY_DEFAULT, 0);
 
-/// Per CPU: the copy of a cached value a read takes before it checks the seqlock.
+/// Per CPU: what a cache hit copies out of the entry and the packet.
 #[map(name = "CACHE_SCRATCH")]
-static CACHE_SCRATCH: PerCpuArray<[u8; CACHE_VALUE_MAX]> = PerCpuArray::with_max_entries(1, 0);
+static CACHE_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Longest part of a GET a cache hit moves: the headers, the Pegasus header and the key.
+const PREFIX_MAX: usize = 512;
+const _: () = assert!(KEY_LEN_OFF + 2 + wire::MAX_KEY_LEN <= PREFIX_MAX);
+
+#[repr(C)]
+struct Scratch {
+    /// The cached value, copied before the seqlock check.
+    value: [u8; CACHE_VALUE_MAX],
+    /// The GET up to its key's end.
+    prefix: [u8; PREFIX_MAX],
+}
 
 /// Offset of the body's key length, from the start of the frame.
 const KEY_LEN_OFF: usize = PAYLOAD_OFF + wire::HEADER_LEN;
@@ -68,12 +81,9 @@ fn process_cached(ctx: &XdpContext, tally: Tally) -> u32 {
                     sample(ctx, config.sample_period, op, keyhash, tally);
                 }
                 if let Some(entry) = cache_lookup(keyhash) {
-                    let verdict = if op == Op::Get {
-                        answer_from_cache(ctx, frame, entry, tally)
-                    } else {
-                        note_write(ctx, frame, header, entry, tally)
-                    };
-                    if let Some(verdict) = verdict {
+                    if op == Op::Put {
+                        note_write(ctx, frame, header, entry, tally);
+                    } else if let Some(verdict) = answer_from_cache(ctx, frame, entry, tally) {
                         return verdict;
                     }
                 }
@@ -190,47 +200,62 @@ fn answer_from_cache(
         }
         let version = core::ptr::read_volatile(&raw const (*entry).version);
         let value_len = core::ptr::read_volatile(&raw const (*entry).value_len) as usize;
-        copy_value(&raw const (*entry).value, scratch);
+        copy_value(&raw const (*entry).value, &raw mut (*scratch).value);
         if core::ptr::read_volatile(&raw const (*entry).seq) != seq || value_len > CACHE_VALUE_MAX {
             return None;
         }
         (version, value_len)
     };
-    // The reply is the request with the value appended (no Ethernet padding kept).
+    // The reply is the GET with the value after its last field (the value length). It grows
+    // at the head: a veth port's XDP buffer always has 256 bytes of headroom, but only the
+    // tailroom the sender's allocation happened to leave. So the GET up to its key's end is
+    // copied aside, the head moves `value_len` bytes back, and it is written at the new start,
+    // followed by the value length and the value. Ethernet padding, if any, is cut first.
     let ip_len = IPV4_HDR_LEN + UDP_HDR_LEN + wire::HEADER_LEN + wire::BODY_PREFIX_LEN + key_len;
     let new_ip_len = ip_len + value_len;
-    let delta = (ETH_HDR_LEN + new_ip_len) as i32 - (ctx.data_end() - ctx.data()) as i32;
-    // SAFETY: the helper checks the new length against the frame's room. A failure (no
-    // tailroom: not on the drivers the switch runs on) still invalidates every packet pointer
-    // to the verifier, so the GET cannot go on home: it is dropped and its client retries.
-    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+    let prefix_len = value_off - 2;
+    // SAFETY (the helper calls below): each bounds-checks against the packet; the buffers
+    // are this CPU's scratch (lengths masked into their sizes) and 2 bytes on the stack.
+    // A failing adjustment still invalidates every packet pointer to the verifier, so the GET
+    // cannot go on home: it is dropped and its client retries (the head never lacks room).
+    let prefix = unsafe { &raw mut (*scratch).prefix };
+    let prefix_bounded = ((prefix_len as u32 - 1) & (PREFIX_MAX as u32 - 1)) + 1;
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, prefix as *mut _, prefix_bounded) } != 0 {
+        return None;
+    }
+    // In 64 bits: a 32-bit difference of packet pointers is pointer arithmetic the verifier
+    // rejects.
+    let padding = (ctx.data_end() - ctx.data()).saturating_sub(ETH_HDR_LEN + ip_len);
+    if padding > 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(padding as i32)) } != 0 {
         return Some(XDP_DROP);
     }
-    // From here on the packet is the reply: a failure drops it (the client retries).
-    let (Some(frame), Some(header)) = (Headers::at(ctx, 0), Header::at(ctx, PAYLOAD_OFF)) else {
+    if value_len > 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, -(value_len as i32)) } != 0 {
         return Some(XDP_DROP);
-    };
+    }
     let value_len_be = (value_len as u16).to_be_bytes();
-    // SAFETY: the helper bounds-checks against the packet; the sources are 2 bytes on the
-    // stack and 1..=CACHE_VALUE_MAX bytes of this CPU's scratch copy.
     let stored = unsafe {
-        bpf_xdp_store_bytes(
-            ctx.ctx,
-            (value_off - 2) as u32,
-            value_len_be.as_ptr() as *mut _,
-            2,
-        ) == 0
+        bpf_xdp_store_bytes(ctx.ctx, 0, prefix as *mut _, prefix_bounded) == 0
+            && bpf_xdp_store_bytes(
+                ctx.ctx,
+                prefix_len as u32,
+                value_len_be.as_ptr() as *mut _,
+                2,
+            ) == 0
             && (value_len == 0
                 || bpf_xdp_store_bytes(
                     ctx.ctx,
-                    value_off as u32,
-                    scratch as *mut _,
+                    (prefix_len + 2) as u32,
+                    &raw mut (*scratch).value as *mut _,
                     bounded_len(value_len),
                 ) == 0)
     };
+    // From here on the packet is the reply: a failure drops it (the client retries).
     if !stored {
         return Some(XDP_DROP);
     }
+    let (Some(frame), Some(header)) = (Headers::at(ctx, 0), Header::at(ctx, PAYLOAD_OFF)) else {
+        return Some(XDP_DROP);
+    };
     header.set_u8(offset::OP, Op::GetReply as u8);
     header.set_u64(offset::VERSION, version);
     header.set_u8(offset::SERVER_ID, SWITCH_SERVER_ID);
@@ -273,8 +298,9 @@ fn swap_endpoints(frame: Headers) {
     frame.set_u16(UDP_OFF + 2, src_port);
 }
 
-/// A PUT of a cached key on its way home: the entry stops serving reads and keeps the value
-/// as the pending one. `Some(XDP_DROP)` when the entry's lock stayed busy.
+/// A PUT of a cached key on its way home: the entry keeps its value as the pending one (and
+/// goes on answering reads: the write has not completed). When the lock stays busy the PUT
+/// goes home unrecorded: its reply then invalidates the entry instead of updating it.
 #[inline(always)]
 fn note_write(
     ctx: &XdpContext,
@@ -282,11 +308,10 @@ fn note_write(
     header: Header,
     entry: *mut CacheEntry,
     tally: Tally,
-) -> Option<u32> {
+) {
     let version = header.u64(offset::VERSION);
     let (off, len, fits) = value_of(ctx, frame);
-    let changed = update(entry, |entry, meta| {
-        let was_serving = meta.serves_reads();
+    let recorded = update(entry, |entry, meta| {
         if meta.on_write(version, fits) {
             // SAFETY: `entry` is a live map value, held under its lock by `update`.
             unsafe {
@@ -296,15 +321,9 @@ fn note_write(
                 }
             }
         }
-        if was_serving {
-            tally.add(Counter::CacheInvalidations);
-        }
     });
-    if changed {
-        None
-    } else {
+    if !recorded {
         tally.add(Counter::LockBusy);
-        Some(XDP_DROP)
     }
 }
 
