@@ -114,10 +114,7 @@ fn process_cached(ctx: &XdpContext, tally: Tally) -> u32 {
 /// directory).
 #[inline(always)]
 fn cache_lookup(keyhash: u64) -> Option<*mut CacheEntry> {
-    if HOT_FILTER
-        .get(switch::hot_filter_slot(keyhash))
-        .is_none_or(|&count| count == 0)
-    {
+    if !may_be_hot(keyhash) {
         return None;
     }
     CACHE.get_ptr_mut(keyhash)

@@ -520,13 +520,18 @@ fn count_mix(entry: *mut DirEntry, is_read: bool) -> RecentMix {
 /// cold key with an array lookup; only keys whose filter slot is taken pay the hash lookup.
 #[inline(always)]
 fn directory_lookup(keyhash: u64) -> Option<*mut DirEntry> {
-    if HOT_FILTER
-        .get(switch::hot_filter_slot(keyhash))
-        .is_none_or(|&count| count == 0)
-    {
+    if !may_be_hot(keyhash) {
         return None;
     }
     DIRECTORY.get_ptr_mut(keyhash)
+}
+
+/// False when the hot filter says the key is surely cold (no hot key in its slot).
+#[inline(always)]
+fn may_be_hot(keyhash: u64) -> bool {
+    HOT_FILTER
+        .get(switch::hot_filter_slot(keyhash))
+        .is_some_and(|&count| count != 0)
 }
 
 /// A retried write: pinned where its first attempt went, home, or dropped, by the retry rule

@@ -312,25 +312,12 @@ impl Switch {
     /// A consistent copy of a key's cache entry (cache mode; `None` in directory mode or for a
     /// key not cached), taken as [`Self::directory_entry`] takes one.
     pub fn cache_entry(&self, keyhash: u64) -> Result<Option<CacheEntry>> {
-        const ATTEMPTS_MAX: usize = 1000;
         if self.mode != SwitchMode::Cache {
             return Ok(None);
         }
-        let cache: HashMap<&MapData, u64, CacheEntry> =
-            HashMap::try_from(self.map(shared::MAP_CACHE)?)?;
-        for _ in 0..ATTEMPTS_MAX {
-            let Some(first) = ignore_missing(cache.get(&keyhash, 0).map(Some))? else {
-                return Ok(None);
-            };
-            let Some(second) = ignore_missing(cache.get(&keyhash, 0).map(Some))? else {
-                return Ok(None);
-            };
-            if first.seq % 2 == 0 && first.seq == second.seq {
-                return Ok(Some(second));
-            }
-            std::thread::yield_now();
-        }
-        bail!("the cache entry of {keyhash:#x} kept changing; try again")
+        self.consistent_copy(shared::MAP_CACHE, keyhash, |first: &CacheEntry, second| {
+            first.seq.is_multiple_of(2) && first.seq == second.seq
+        })
     }
 
     /// Directory or cache.
@@ -407,25 +394,40 @@ impl Switch {
     /// A consistent copy of a key's entry: the program may be updating it, so copies are taken
     /// until two agree on an even seqlock counter (bounded attempts).
     pub fn directory_entry(&self, keyhash: u64) -> Result<Option<DirEntry>> {
+        self.consistent_copy(
+            shared::MAP_DIRECTORY,
+            keyhash,
+            |first: &DirEntry, second| {
+                first.seq.is_multiple_of(2)
+                    && first.seq == second.seq
+                    && (first.ver_completed, first.rset) == (second.ver_completed, second.rset)
+            },
+        )
+    }
+
+    /// A copy of `keyhash`'s value in the hash map `name` that `agree` accepts of two reads
+    /// in a row (bounded attempts); `None` for a missing key.
+    fn consistent_copy<V: aya::Pod>(
+        &self,
+        name: &str,
+        keyhash: u64,
+        agree: impl Fn(&V, &V) -> bool,
+    ) -> Result<Option<V>> {
         const ATTEMPTS_MAX: usize = 1000;
-        let dir: HashMap<&MapData, u64, DirEntry> =
-            HashMap::try_from(self.map(shared::MAP_DIRECTORY)?)?;
+        let map: HashMap<&MapData, u64, V> = HashMap::try_from(self.map(name)?)?;
         for _ in 0..ATTEMPTS_MAX {
-            let Some(first) = ignore_missing(dir.get(&keyhash, 0).map(Some))? else {
+            let Some(first) = ignore_missing(map.get(&keyhash, 0).map(Some))? else {
                 return Ok(None);
             };
-            let Some(second) = ignore_missing(dir.get(&keyhash, 0).map(Some))? else {
+            let Some(second) = ignore_missing(map.get(&keyhash, 0).map(Some))? else {
                 return Ok(None);
             };
-            if first.seq % 2 == 0
-                && first.seq == second.seq
-                && (first.ver_completed, first.rset) == (second.ver_completed, second.rset)
-            {
+            if agree(&first, &second) {
                 return Ok(Some(second));
             }
             std::thread::yield_now();
         }
-        bail!("the directory entry of {keyhash:#x} kept changing; try again")
+        bail!("the {name} entry of {keyhash:#x} kept changing; try again")
     }
 
     /// Every key in the directory with a consistent copy of its entry.
