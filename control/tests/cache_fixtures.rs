@@ -350,6 +350,22 @@ fn malformed_and_cold_reads_go_home() {
     assert_eq!(switch.counters().unwrap().get(Counter::CacheHits), 0);
 }
 
+/// Ethernet padding after a GET's datagram is not part of its reply.
+#[test]
+fn a_padded_get_is_answered_without_its_padding() {
+    let bench = setup("cache-pad");
+    let fill = reply(Op::GetReply, b"v1", before_epoch(), 1, CONTROLLER_CLIENT_ID);
+    bench.switch.run_on_packet(&fill.build()).unwrap();
+    let mut padded = request(Op::Get, b"", 2).build();
+    padded.extend_from_slice(&[0xee; 6]);
+    let PacketVerdict {
+        action: got,
+        packet,
+    } = bench.switch.run_on_packet(&padded).unwrap();
+    assert_eq!(action::name(got), action::name(action::TX));
+    assert_eq!(packet, answered(b"v1", before_epoch(), 2));
+}
+
 /// Removing the key (eviction) sends its reads home again.
 #[test]
 fn an_evicted_key_is_read_from_home() {
