@@ -75,12 +75,8 @@ fn the_controller_follows_a_moving_hot_set() {
             }
         });
         files.extend(phase_files);
-        let listed = json(&run_ok(&[
-            "switch", "hot", "list", "--lab", &lab.name, "--json",
-        ]));
-        let keys: BTreeSet<String> = listed
-            .as_array()
-            .unwrap()
+        let keys: BTreeSet<String> = lab
+            .hot_list()
             .iter()
             .map(|k| k["key"].as_str().unwrap().to_owned())
             .collect();
@@ -161,12 +157,8 @@ fn copies_follow_the_read_write_mix() {
         );
         assert!(summary["operations"].as_u64().unwrap() >= 500, "{summary}");
         files.push(file);
-        let listed = json(&run_ok(&[
-            "switch", "hot", "list", "--lab", &lab.name, "--json",
-        ]));
+        let listed = lab.hot_list();
         let hot: Vec<usize> = listed
-            .as_array()
-            .unwrap()
             .iter()
             .filter(|k| {
                 k["key"]
@@ -175,7 +167,7 @@ fn copies_follow_the_read_write_mix() {
             })
             .map(|k| k["replicas"].as_array().unwrap().len())
             .collect();
-        assert_eq!(hot.len(), HOT as usize, "the hot keys are hot: {listed}");
+        assert_eq!(hot.len(), HOT as usize, "the hot keys are hot: {listed:?}");
         replicas_after.push(hot);
     }
     // Writing: a write's replica set is its writer alone (a read of it may have joined).

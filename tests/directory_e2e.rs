@@ -223,17 +223,10 @@ fn directory_history(tag: &str, loss_percent: Option<f64>, path: HotPath) {
         }
     }
     // The hot keys end as left.
-    let listed = json(&run_ok(&[
-        "switch", "hot", "list", "--lab", &lab.name, "--json",
-    ]));
-    let mut left: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["key"].as_str().unwrap())
-        .collect();
+    let listed = lab.hot_list();
+    let mut left: Vec<&str> = listed.iter().map(|k| k["key"].as_str().unwrap()).collect();
     left.sort();
-    assert_eq!(left, vec![hot[1].as_str()], "{listed}");
+    assert_eq!(left, vec![hot[1].as_str()], "{listed:?}");
 }
 
 #[test]

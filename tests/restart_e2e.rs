@@ -179,10 +179,7 @@ fn switch_epoch(lab: &Lab) -> u64 {
 fn wait_for_hot_keys(lab: &Lab, count: usize, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
-        let listed = json(&run_ok(&[
-            "switch", "hot", "list", "--lab", &lab.name, "--json",
-        ]));
-        let hot = listed.as_array().unwrap().len();
+        let hot = lab.hot_list().len();
         if hot >= count {
             return;
         }

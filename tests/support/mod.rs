@@ -90,6 +90,14 @@ impl Lab {
         run_ok(&full)
     }
 
+    /// The switch's hot keys, as `pegasus switch hot list --json` gives them.
+    pub fn hot_list(&self) -> Vec<Value> {
+        let listed = json(&run_ok(&[
+            "switch", "hot", "list", "--lab", &self.name, "--json",
+        ]));
+        listed.as_array().expect("a JSON array of hot keys").clone()
+    }
+
     /// Namespaces of this lab still present on the host.
     pub fn namespaces_left(&self) -> Vec<String> {
         let prefix = format!("pg-{}-", self.name);

@@ -2,7 +2,10 @@
 //! server's share of the load. Labels are drawn in DejaVu Sans (Debian's fonts-dejavu-core).
 
 use anyhow::{Context, Result, bail};
-use plotters::prelude::*;
+use plotters::{
+    coord::{Shift, types::RangedCoordf64},
+    prelude::*,
+};
 use std::{path::Path, sync::OnceLock};
 
 /// Where the font may be.
@@ -92,16 +95,7 @@ pub fn lines(
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
         chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 5, c.filled())))?;
     }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 18))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerLeft)
-        .draw()?;
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    legend_and_write(chart, &root, SeriesLabelPosition::LowerLeft, path)
 }
 
 /// Bars of each server's share of the replies, one group (and colour) per system, with the
@@ -153,12 +147,22 @@ pub fn server_shares(path: &Path, title: &str, groups: &[(String, Vec<f64>)]) ->
         ))?
         .label("even share")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], BLACK.stroke_width(2)));
+    legend_and_write(chart, &root, SeriesLabelPosition::UpperRight, path)
+}
+
+/// Draws the chart's legend at `position` and writes the picture to `path`.
+fn legend_and_write<'a, 'b: 'a>(
+    mut chart: ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    root: &DrawingArea<BitMapBackend<'b>, Shift>,
+    position: SeriesLabelPosition,
+    path: &Path,
+) -> Result<()> {
     chart
         .configure_series_labels()
         .label_font(("sans-serif", 18))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .draw()?;
     root.present()
         .with_context(|| format!("writing {}", path.display()))?;
