@@ -1,5 +1,6 @@
 //! `pegasus`: one binary for every part of the system. Each subcommand is a thin layer over a
-//! library crate (store, client, control), in `cmd/`.
+//! library crate: the store (`pegasus-store`), the switch daemon and the lab
+//! (`pegasus-control`), the load generator, histories and experiments (`pegasus-bench`).
 
 mod cmd;
 
@@ -25,12 +26,12 @@ enum Command {
     Switch(cmd::switch::SwitchArgs),
     /// A YCSB-style load generator: load a key space, then drive it with reads and updates
     /// (workloads a, b, c; uniform, Zipf or hotspot keys; closed or open loop).
-    Bench(cmd::bench::BenchArgs),
+    Bench(pegasus_bench::loadgen::BenchArgs),
     /// Run the experiments that compare Pegasus with its alternatives (lab racks, root).
-    Experiment(cmd::experiment::ExperimentArgs),
+    Experiment(pegasus_bench::experiment::ExperimentArgs),
     /// Record concurrent client histories against a rack and check them for
     /// linearizability.
-    History(cmd::history::HistoryArgs),
+    History(pegasus_bench::history::HistoryArgs),
     /// Build, use and remove an emulated rack of network namespaces on this host.
     Lab(cmd::lab::LabArgs),
 }
@@ -40,14 +41,20 @@ fn main() -> ExitCode {
     // SAFETY: setting a signal disposition before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    // Daemons log what they do; commands only what goes wrong.
+    cmd::init_logging(match &cli.command {
+        Command::Store(_) => "info",
+        Command::Switch(args) if args.runs_daemon() => "info",
+        _ => "warn",
+    });
     let result = match cli.command {
         Command::Store(args) => cmd::store::run(args),
         Command::Kv(args) => cmd::kv::run(args),
         Command::Switch(args) => cmd::switch::run(args),
         Command::Lab(args) => cmd::lab::run(args),
-        Command::History(args) => cmd::history::run(args),
-        Command::Bench(args) => cmd::bench::run(args),
-        Command::Experiment(args) => cmd::experiment::run(args),
+        Command::History(args) => pegasus_bench::history::run(args),
+        Command::Bench(args) => pegasus_bench::loadgen::run(args),
+        Command::Experiment(args) => pegasus_bench::experiment::run(args),
     };
     match result {
         Ok(code) => code,

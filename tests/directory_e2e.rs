@@ -60,7 +60,7 @@ fn cached_histories_stay_linearizable_under_packet_loss() {
 }
 
 /// The same under packet loss: 3% of the datagrams every server and client receives are lost
-/// (an XDP program on their interfaces: `pegasus_control::fault`), so requests, replies,
+/// (an XDP program on their interfaces: `pegasus_control::lab::fault`), so requests, replies,
 /// copies and acks go missing and clients retry: the rules for retries, pinned routes and
 /// deduplication are exercised, not just present.
 #[test]
@@ -92,7 +92,7 @@ fn directory_history(tag: &str, loss_percent: Option<f64>, path: HotPath) {
             .chain((0..CLIENTS).map(|j| pegasus_control::lab::client_ns(&lab.name, j)))
             .map(|ns| (ns, "eth0".to_string()))
             .collect();
-        pegasus_control::fault::PacketLoss::start(&targets, percent).unwrap()
+        pegasus_control::lab::fault::PacketLoss::start(&targets, percent).unwrap()
     });
     // Under loss every lost datagram costs its worker a 200 ms timeout: far fewer operations.
     let busy = if loss_percent.is_some() { 200 } else { 1000 };

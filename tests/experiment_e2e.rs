@@ -101,7 +101,7 @@ fn the_quick_skew_experiment_writes_every_row_and_its_plots() {
         let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
         assert_eq!(width, 960, "{plot}");
     }
-    let left: Vec<String> = pegasus_control::netns::list()
+    let left: Vec<String> = pegasus_control::lab::netns::list()
         .unwrap()
         .into_iter()
         .filter(|ns| ns.starts_with("pg-skew-"))

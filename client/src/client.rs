@@ -213,11 +213,7 @@ impl Client {
             .expect("placement only names servers of the cluster")
             .addr;
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let mut header = Header::new(op);
-        header.keyhash = keyhash;
-        header.request_id = request_id;
-        header.client_id = self.client_id;
-        header.server_id = home;
+        let header = Header::request(op, keyhash, self.client_id, request_id, home);
         let message = Message { header, key, value };
         let mut bytes = message.to_vec().expect("sizes were checked above");
 

@@ -89,7 +89,7 @@ pub const PROGRAM_CACHE: &str = "pegasus_cache";
 /// Cached values of the cache baseline: keyhash -> `crate::cache::CacheEntry`, the same
 /// capacity as the directory.
 pub const MAP_CACHE: &str = "CACHE";
-/// Name of the minimal XDP program (parse, swap, XDP_TX) that `pegasus switch bench` measures
+/// Name of the minimal XDP program (parse, swap, XDP_TX) that `pegasus switch cost` measures
 /// the switch against.
 pub const PROGRAM_BASELINE: &str = "baseline_reflect";
 /// Name of the second yardstick: the minimal program that forwards (parse, swap, redirect
@@ -370,60 +370,92 @@ unsafe impl aya::Pod for ServerTable {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FibEntry {}
 
-/// The switch's per-CPU counters, by index into [`MAP_COUNTERS`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Counter {
+/// Declares the switch's counters once: the enum (its discriminant is the index into
+/// [`MAP_COUNTERS`]), [`Counter::COUNT`], [`Counter::ALL`], and each counter's stable name and
+/// help text. The XDP program, the status, the metrics and the docs all read this one table.
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])+ $variant:ident = $name:literal,)+) => {
+        /// The switch's per-CPU counters, by index into [`MAP_COUNTERS`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u32)]
+        pub enum Counter {
+            $($(#[doc = $doc])+ $variant,)+
+        }
+
+        impl Counter {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant,)+];
+            /// Number of counters.
+            pub const COUNT: u32 = Counter::ALL.len() as u32;
+
+            /// A stable snake_case name (metric labels, JSON keys).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => $name,)+
+                }
+            }
+
+            /// What it counts, in one sentence (the metrics' help text).
+            pub const fn help(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => concat!($($doc),+),)+
+                }
+            }
+        }
+    };
+}
+
+counters! {
     /// Every packet the program saw.
-    Packets = 0,
+    Packets = "packets",
     /// Verdict XDP_PASS (handed to the kernel).
-    VerdictPass = 1,
+    VerdictPass = "verdict_pass",
     /// Verdict XDP_REDIRECT (forwarded by the switch itself).
-    VerdictRedirect = 2,
+    VerdictRedirect = "verdict_redirect",
     /// Verdict XDP_DROP.
-    VerdictDrop = 3,
+    VerdictDrop = "verdict_drop",
     /// Pegasus requests (sent to a store).
-    Requests = 4,
+    Requests = "requests",
     /// Pegasus replies (sent by a store).
-    Replies = 5,
+    Replies = "replies",
     /// Writes stamped with a version.
-    WritesStamped = 6,
+    WritesStamped = "writes_stamped",
     /// Packets on the Pegasus port that are not valid Pegasus messages.
-    ParseFailures = 7,
+    ParseFailures = "parse_failures",
     /// Pegasus packets the FIB could not forward (no route or no neighbour yet): passed.
-    FibMisses = 8,
+    FibMisses = "fib_misses",
     /// Writes not stamped because the epoch's counter is exhausted: dropped.
-    VersionExhausted = 9,
+    VersionExhausted = "version_exhausted",
     /// Reads routed by the directory.
-    HotReads = 10,
+    HotReads = "hot_reads",
     /// Writes routed by the directory.
-    HotWrites = 11,
+    HotWrites = "hot_writes",
     /// Retried writes sent where their first attempt went.
-    RetriesPinned = 12,
+    RetriesPinned = "retries_pinned",
     /// Replies that changed a directory entry (newer version, or a server joined).
-    DirectoryUpdates = 13,
+    DirectoryUpdates = "directory_updates",
     /// Steered replies dropped because the directory could not vouch for them (eviction).
-    RepliesDropped = 14,
+    RepliesDropped = "replies_dropped",
     /// Replies dropped because the entry's lock stayed busy (the client retries).
-    LockBusy = 15,
+    LockBusy = "lock_busy",
     /// Replicate acks consumed by the switch (their only reader).
-    ReplicateAcks = 16,
+    ReplicateAcks = "replicate_acks",
     /// Forwarding decisions asked of the kernel's FIB (cache misses and expiries).
-    FibLookups = 17,
+    FibLookups = "fib_lookups",
     /// Retried writes dropped because their route may have been overwritten.
-    RetriesDropped = 18,
+    RetriesDropped = "retries_dropped",
     /// Requests sampled into the samples ring buffer.
-    Samples = 19,
+    Samples = "samples",
     /// Samples lost because the ring buffer was full (the controller reads too slowly).
-    SamplesLost = 20,
+    SamplesLost = "samples_lost",
     /// Packets sent back out of the port they came in on (`XDP_TX`: cache hits).
-    VerdictTx = 21,
+    VerdictTx = "verdict_tx",
     /// GETs answered by the switch from its cache (cache mode).
-    CacheHits = 22,
+    CacheHits = "cache_hits",
     /// Cache entries filled or validated by a reply (cache mode).
-    CacheFills = 23,
+    CacheFills = "cache_fills",
     /// Cache entries invalidated by a write or a reply (cache mode).
-    CacheInvalidations = 24,
+    CacheInvalidations = "cache_invalidations",
 }
 
 /// One CPU's counters, the value of [`MAP_COUNTERS`].
@@ -437,70 +469,6 @@ pub struct CounterBlock {
 unsafe impl aya::Pod for CounterBlock {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Sample {}
-
-impl Counter {
-    /// Number of counters.
-    pub const COUNT: u32 = 25;
-    /// Every counter, in index order.
-    pub const ALL: [Counter; Self::COUNT as usize] = [
-        Counter::Packets,
-        Counter::VerdictPass,
-        Counter::VerdictRedirect,
-        Counter::VerdictDrop,
-        Counter::Requests,
-        Counter::Replies,
-        Counter::WritesStamped,
-        Counter::ParseFailures,
-        Counter::FibMisses,
-        Counter::VersionExhausted,
-        Counter::HotReads,
-        Counter::HotWrites,
-        Counter::RetriesPinned,
-        Counter::DirectoryUpdates,
-        Counter::RepliesDropped,
-        Counter::LockBusy,
-        Counter::ReplicateAcks,
-        Counter::FibLookups,
-        Counter::RetriesDropped,
-        Counter::Samples,
-        Counter::SamplesLost,
-        Counter::VerdictTx,
-        Counter::CacheHits,
-        Counter::CacheFills,
-        Counter::CacheInvalidations,
-    ];
-
-    /// A stable snake_case name (metric labels, JSON keys).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Counter::Packets => "packets",
-            Counter::VerdictPass => "verdict_pass",
-            Counter::VerdictRedirect => "verdict_redirect",
-            Counter::VerdictDrop => "verdict_drop",
-            Counter::Requests => "requests",
-            Counter::Replies => "replies",
-            Counter::WritesStamped => "writes_stamped",
-            Counter::ParseFailures => "parse_failures",
-            Counter::FibMisses => "fib_misses",
-            Counter::VersionExhausted => "version_exhausted",
-            Counter::HotReads => "hot_reads",
-            Counter::HotWrites => "hot_writes",
-            Counter::RetriesPinned => "retries_pinned",
-            Counter::DirectoryUpdates => "directory_updates",
-            Counter::RepliesDropped => "replies_dropped",
-            Counter::LockBusy => "lock_busy",
-            Counter::ReplicateAcks => "replicate_acks",
-            Counter::FibLookups => "fib_lookups",
-            Counter::RetriesDropped => "retries_dropped",
-            Counter::Samples => "samples",
-            Counter::SamplesLost => "samples_lost",
-            Counter::VerdictTx => "verdict_tx",
-            Counter::CacheHits => "cache_hits",
-            Counter::CacheFills => "cache_fills",
-            Counter::CacheInvalidations => "cache_invalidations",
-        }
-    }
-}
 
 /// What the switch makes of a UDP packet, from its ports and the first bytes of its payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -303,6 +303,49 @@ impl Header {
         }
     }
 
+    /// A request header: `op` for the key `keyhash` whose home is `home`, as request
+    /// `request_id` of client `client_id`. Version, flags and replica bitmap are 0: only the
+    /// switch and servers set them.
+    pub const fn request(
+        op: Op,
+        keyhash: u64,
+        client_id: u16,
+        request_id: u32,
+        home: u8,
+    ) -> Header {
+        Header {
+            keyhash,
+            request_id,
+            client_id,
+            server_id: home,
+            ..Header::new(op)
+        }
+    }
+
+    /// A reply header from server `server_id` to `request`: the request's key hash, client
+    /// and request ids, its HOT flag (the switch's mark that the directory steered it), and
+    /// the sender's `version`, `status` and `load`.
+    pub const fn reply(
+        op: Op,
+        request: &Header,
+        server_id: u8,
+        version: u64,
+        status: Status,
+        load: u16,
+    ) -> Header {
+        Header {
+            keyhash: request.keyhash,
+            version,
+            request_id: request.request_id,
+            client_id: request.client_id,
+            server_id,
+            flags: request.flags & flags::HOT,
+            load,
+            status: status as u16,
+            ..Header::new(op)
+        }
+    }
+
     /// The op, if the code is known.
     pub const fn op(&self) -> Option<Op> {
         Op::from_u8(self.op_code)

@@ -1,21 +1,29 @@
-//! The Pegasus rack controller.
+//! The Pegasus rack: the XDP switch's control library, its controller, the daemon that runs
+//! them, and the lab that emulates racks on one host. One room per concern:
 //!
-//! - [`switch`]: the control library of the XDP switch. It alone loads the program, owns its
-//!   maps (configuration, version counter, ports, counters) and attaches it to ports; it can
-//!   also run the real program on a synthetic packet (`BPF_PROG_TEST_RUN`), which is how the
-//!   program is unit-tested and benchmarked.
-//! - [`controller`]: owns the loaded switch and changes its directory safely: adds hot keys
-//!   (replicating them from home) and evicts them (writing back to home first).
-//! - [`switch::admin`]: the running switch's local admin socket (status, counters, hot keys),
-//!   used by `pegasus switch status|hot` and `pegasus lab status`.
-//! - [`lab`]: builds an emulated rack on one Linux host from network namespaces and veth
-//!   pairs, starts stores and the switch in it, and removes all of it again.
-//! - [`netns`]: the small helpers over `ip` and `setns(2)` that the lab and tests use.
+//! - [`switch`]: loads the XDP program and owns its maps (as Katran's `KatranLb`); nothing
+//!   else touches them. Also runs the real program on a synthetic packet
+//!   (`BPF_PROG_TEST_RUN`).
+//! - [`controller`]: changes the directory safely (adds hot keys and replicates them from
+//!   home; evicts them after writing home back), detects hot keys from the switch's samples
+//!   ([`controller::hotkeys`]), recovers after a restart, and persists the epoch and hot keys
+//!   ([`controller::state`]).
+//! - [`service`]: the switch daemon: its configuration ([`service::config::SwitchConfig`],
+//!   from flags or a file), its start-up order and run loop ([`service::daemon`]), its admin
+//!   socket ([`service::admin`]) and its Prometheus metrics ([`service::metrics`]).
+//! - [`lab`]: emulated racks on one Linux host (network namespaces, veth pairs, processes),
+//!   with the namespace helpers ([`lab::netns`]) and fault injection ([`lab::fault`]).
+//! - `testkit` (feature `testkit`): a packet builder, a namespace testbed for running the
+//!   program on synthetic packets, the fixtures' shared helpers, and the per-packet cost
+//!   measurement (`pegasus switch cost`).
+//!
+//! Who calls whom: `service` drives `controller`, which drives `switch`; `lab` starts
+//! `service` processes and talks to them through the admin socket only; `testkit` drives
+//! `switch` directly.
 
 pub mod controller;
-pub mod fault;
-pub mod hotkeys;
 pub mod lab;
-pub mod netns;
-pub mod state;
+pub mod service;
 pub mod switch;
+#[cfg(feature = "testkit")]
+pub mod testkit;

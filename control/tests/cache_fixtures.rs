@@ -9,12 +9,15 @@ use pegasus_common::{
     hash::key_hash,
     switch::Counter,
     version,
-    wire::{self, CONTROLLER_CLIENT_ID, Header, Message, Op},
+    wire::{self, CONTROLLER_CLIENT_ID, Header, Op},
 };
-use pegasus_control::switch::{
-    PacketVerdict, Switch, SwitchMode, SwitchSettings, action,
-    packet::{self, UdpFrame},
-    testbed::{self, Testbed, server_mac, server_port_mac},
+use pegasus_control::{
+    switch::{PacketVerdict, Switch, SwitchMode, SwitchSettings, action},
+    testkit::{
+        fixtures::{self, Fixture, check, forwarded},
+        packet::UdpFrame,
+        testbed::{self, Testbed, server_mac, server_port_mac},
+    },
 };
 
 const PORT: u16 = 7400;
@@ -48,19 +51,11 @@ fn before_epoch() -> u64 {
 
 /// A Pegasus message about the hot key.
 fn message(op: Op, value: &[u8], version: u64, request_id: u32, client: u16) -> Vec<u8> {
-    let mut h = Header::new(op);
-    h.keyhash = key_hash(HOT_KEY);
-    h.version = version;
-    h.request_id = request_id;
-    h.client_id = client;
-    h.server_id = HOME;
-    Message {
-        header: h,
-        key: HOT_KEY,
-        value,
-    }
-    .to_vec()
-    .unwrap()
+    let header = Header {
+        version,
+        ..Header::request(op, key_hash(HOT_KEY), client, request_id, HOME)
+    };
+    fixtures::payload(header, HOT_KEY, value)
 }
 
 fn request(op: Op, value: &[u8], request_id: u32) -> UdpFrame {
@@ -69,14 +64,6 @@ fn request(op: Op, value: &[u8], request_id: u32) -> UdpFrame {
 
 fn reply(op: Op, value: &[u8], version: u64, request_id: u32, client: u16) -> UdpFrame {
     testbed::reply_from(HOME, PORT, message(op, value, version, request_id, client))
-}
-
-/// `frame` as the switch forwards it: next-hop MACs, TTL one less, checksums redone.
-fn forwarded(mut frame: UdpFrame, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
-    frame.src_mac = src_mac;
-    frame.dst_mac = dst_mac;
-    frame.ttl -= 1;
-    frame.build()
 }
 
 /// A request to home as the switch forwards it (stamped with `version` if a write).
@@ -94,20 +81,18 @@ fn forwarded_to_client(frame: UdpFrame) -> Vec<u8> {
 /// with endpoints swapped, the value and version, server id SWITCH_SERVER_ID, flag CACHED.
 fn answered(value: &[u8], version: u64, request_id: u32) -> Vec<u8> {
     let get = request(Op::Get, b"", request_id);
-    let mut h = Header::new(Op::GetReply);
-    h.keyhash = key_hash(HOT_KEY);
-    h.version = version;
-    h.request_id = request_id;
-    h.client_id = CLIENT;
-    h.server_id = SWITCH_SERVER_ID;
-    h.flags = wire::flags::CACHED;
-    let payload = Message {
-        header: h,
-        key: HOT_KEY,
-        value,
-    }
-    .to_vec()
-    .unwrap();
+    let header = Header {
+        version,
+        flags: wire::flags::CACHED,
+        ..Header::request(
+            Op::GetReply,
+            key_hash(HOT_KEY),
+            CLIENT,
+            request_id,
+            SWITCH_SERVER_ID,
+        )
+    };
+    let payload = fixtures::payload(header, HOT_KEY, value);
     let mut out = UdpFrame::new(get.dst, get.src, payload);
     out.src_mac = get.dst_mac;
     out.dst_mac = get.src_mac;
@@ -116,14 +101,14 @@ fn answered(value: &[u8], version: u64, request_id: u32) -> Vec<u8> {
     out.build()
 }
 
-fn run(switch: &Switch, name: &str, input: &UdpFrame, action: u32, output: &[u8]) {
-    let PacketVerdict {
-        action: got,
-        packet,
-    } = switch.run_on_packet(&input.build()).unwrap();
-    assert_eq!(action::name(got), action::name(action), "{name}: verdict");
-    assert_eq!(packet, output, "{name}: output bytes");
-    assert!(packet::ipv4_checksum_ok(&packet), "{name}: IPv4 checksum");
+fn run(switch: &Switch, name: &'static str, input: &UdpFrame, action: u32, output: &[u8]) {
+    let fixture = Fixture {
+        name,
+        input: input.build(),
+        action,
+        output: output.to_vec(),
+    };
+    check(switch, &fixture);
 }
 
 fn state(switch: &Switch) -> CacheState {
@@ -325,17 +310,11 @@ fn malformed_and_cold_reads_go_home() {
         &expected,
     );
 
-    let mut h = Header::new(Op::Get);
-    h.keyhash = key_hash(b"cold");
-    h.request_id = 3;
-    h.client_id = CLIENT;
-    let cold = Message {
-        header: h,
-        key: b"cold",
-        value: b"",
-    }
-    .to_vec()
-    .unwrap();
+    let cold = fixtures::payload(
+        Header::request(Op::Get, key_hash(b"cold"), CLIENT, 3, 0),
+        b"cold",
+        b"",
+    );
     run(
         switch,
         "a cold key's read goes home",

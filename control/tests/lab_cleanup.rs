@@ -1,8 +1,8 @@
 //! A lab whose `up` fails half way removes everything it had made. Needs root.
 
 use pegasus_control::{
+    lab::netns,
     lab::{self, Dataplane, LabSpec},
-    netns,
     switch::AttachMode,
 };
 use std::path::Path;
@@ -23,8 +23,8 @@ fn a_failed_up_leaves_nothing_behind() {
         replication: 3,
         directory_capacity: 64,
         hot_keys: 0,
-        epoch_ms: 10,
-        sample_rate: 16,
+        stats_interval_ms: 10,
+        sample_period: 16,
     };
     // `false` exits at once instead of serving: up fails after the namespaces exist.
     let err = lab::up(&spec, Path::new("/bin/false")).unwrap_err();

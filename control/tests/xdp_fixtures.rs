@@ -10,12 +10,15 @@ use pegasus_common::{
     hash::key_hash,
     switch::{self, Counter, hot_filter_slot},
     version,
-    wire::{self, Header, Message, Op},
+    wire::{self, Header, Op},
 };
-use pegasus_control::switch::{
-    PacketVerdict, Switch, SwitchSettings, action,
-    packet::{self, UdpFrame, addr},
-    testbed::{self, CLIENT_MAC, CLIENT_PORT_MAC, Testbed, server_mac, server_port_mac},
+use pegasus_control::{
+    switch::{PacketVerdict, Switch, SwitchSettings, action},
+    testkit::{
+        fixtures::{self, CLIENT_ID, Fixture, check, forwarded},
+        packet::{self, UdpFrame, addr},
+        testbed::{self, CLIENT_MAC, CLIENT_PORT_MAC, Testbed, server_mac, server_port_mac},
+    },
 };
 use proptest::prelude::*;
 
@@ -51,10 +54,19 @@ fn reply_msg(
     request_id: u32,
     server_id: u8,
 ) -> Vec<u8> {
-    let mut m = message(op, b"", value, version, flags, request_id, server_id);
-    m[wire::offset::KEYHASH..wire::offset::KEYHASH + 8]
-        .copy_from_slice(&key_hash(key).to_be_bytes());
-    m
+    fixtures::reply_payload(
+        header(op, key, version, flags, request_id, server_id),
+        value,
+    )
+}
+
+/// A header with every field the directory looks at, from the fixtures' client.
+fn header(op: Op, key: &[u8], version: u64, flags: u8, request_id: u32, server_id: u8) -> Header {
+    Header {
+        version,
+        flags,
+        ..Header::request(op, key_hash(key), CLIENT_ID, request_id, server_id)
+    }
 }
 
 /// A message with every header field the directory looks at.
@@ -67,19 +79,11 @@ fn message(
     request_id: u32,
     server_id: u8,
 ) -> Vec<u8> {
-    let mut h = Header::new(op);
-    h.keyhash = key_hash(key);
-    h.version = version;
-    h.flags = flags;
-    h.request_id = request_id;
-    h.client_id = 7;
-    h.server_id = server_id;
-    let m = Message {
-        header: h,
+    fixtures::payload(
+        header(op, key, version, flags, request_id, server_id),
         key,
         value,
-    };
-    m.to_vec().unwrap()
+    )
 }
 
 fn to_server(payload: Vec<u8>) -> UdpFrame {
@@ -88,48 +92,6 @@ fn to_server(payload: Vec<u8>) -> UdpFrame {
 
 fn to_client(payload: Vec<u8>) -> UdpFrame {
     UdpFrame::new(addr("10.1.0.2:7400"), addr("10.2.0.2:40000"), payload)
-}
-
-/// `frame` as the switch should forward it: next-hop MACs, TTL one less, checksums redone.
-fn forwarded(mut frame: UdpFrame, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
-    frame.src_mac = src_mac;
-    frame.dst_mac = dst_mac;
-    frame.ttl -= 1;
-    frame.build()
-}
-
-struct Fixture {
-    name: &'static str,
-    input: Vec<u8>,
-    action: u32,
-    output: Vec<u8>,
-}
-
-fn check(switch: &Switch, f: &Fixture) {
-    let PacketVerdict { action, packet } = switch.run_on_packet(&f.input).unwrap();
-    assert_eq!(
-        action::name(action),
-        action::name(f.action),
-        "{}: verdict",
-        f.name
-    );
-    assert_eq!(packet, f.output, "{}: output bytes", f.name);
-    if action == action::REDIRECT {
-        assert!(
-            packet::ipv4_checksum_ok(&packet),
-            "{}: IPv4 checksum",
-            f.name
-        );
-    }
-    // A zero UDP checksum means "none" over IPv4 and must stay so.
-    if action == action::REDIRECT && packet::udp_checksum_field(&f.input) != 0 {
-        assert_eq!(
-            packet::udp_checksum_field(&packet),
-            packet::udp_checksum(&packet),
-            "{}: UDP checksum",
-            f.name
-        );
-    }
 }
 
 fn stamped(counter: u64) -> u64 {
@@ -1056,7 +1018,7 @@ fn the_forwarding_cache_is_renewed_by_a_new_generation() {
     let lookups = switch.counters().unwrap().get(Counter::FibLookups);
     // The server moves to another MAC address; the thread is in the testbed's namespace.
     let moved = [0x02, 0, 0, 9, 9, 9];
-    pegasus_control::netns::ip(&[
+    pegasus_control::lab::netns::ip(&[
         "neigh",
         "replace",
         "10.1.0.2",
@@ -1082,17 +1044,16 @@ fn the_forwarding_cache_is_renewed_by_a_new_generation() {
     );
 }
 
-/// `pegasus switch bench` measures every path; each must be forwarded (the benchmark checks
+/// `pegasus switch cost` measures every path; each must be forwarded (the benchmark checks
 /// the verdicts) and cost something.
 #[test]
 fn the_benchmark_measures_every_path() {
-    let report =
-        pegasus_control::switch::bench::run(pegasus_control::switch::bench::BenchOptions {
-            packets: pegasus_control::switch::bench::BATCH * 4,
-            rounds: 1,
-            sample_period: 4,
-        })
-        .unwrap();
+    let report = pegasus_control::testkit::cost::run(pegasus_control::testkit::cost::CostOptions {
+        packets: pegasus_control::testkit::cost::BATCH * 4,
+        rounds: 1,
+        sample_period: 4,
+    })
+    .unwrap();
     let paths: Vec<&str> = report.paths.iter().map(|p| p.path).collect();
     assert_eq!(
         paths,

@@ -164,7 +164,7 @@ pub fn fault_loss(_ctx: XdpContext) -> u32 {
     }
 }
 
-/// The yardstick of `pegasus switch bench`, not a part of the switch: the least an XDP
+/// The yardstick of `pegasus switch cost`, not a part of the switch: the least an XDP
 /// program that answers UDP must do. Parses Ethernet, IPv4 (no options) and UDP, swaps the
 /// MAC addresses, IPv4 addresses and UDP ports (no checksum changes: a swap keeps both sums)
 /// and sends the frame back out of its port. Everything else is passed.
@@ -200,7 +200,7 @@ fn reflect(ctx: &XdpContext) -> u32 {
 #[map(name = "BASELINE_PORT")]
 static BASELINE_PORT: Array<u32> = Array::with_max_entries(1, 0);
 
-/// The second yardstick of `pegasus switch bench`: `baseline_reflect`, but the frame leaves
+/// The second yardstick of `pegasus switch cost`: `baseline_reflect`, but the frame leaves
 /// through the `PORTS` DEVMAP like every packet the switch forwards.
 #[xdp]
 pub fn baseline_forward(ctx: XdpContext) -> u32 {

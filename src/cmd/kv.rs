@@ -11,7 +11,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 #[derive(Args)]
 pub struct KvArgs {
     #[command(flatten)]
-    client: super::ClientArgs,
+    client: pegasus_bench::ClientArgs,
     #[command(subcommand)]
     command: KvCommand,
 }
@@ -55,10 +55,9 @@ struct VerifyArgs {
 }
 
 pub fn run(args: KvArgs) -> Result<ExitCode> {
-    super::init_logging("warn");
     let cluster = args.client.cluster()?;
     let options = args.client.options();
-    super::block_on(2, async move {
+    pegasus_bench::block_on(2, async move {
         let client = Client::connect(cluster, options).await?;
         match args.command {
             KvCommand::Get { key, verbose } => get(&client, &key, verbose).await,

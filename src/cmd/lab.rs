@@ -2,11 +2,7 @@
 
 use anyhow::{Result, ensure};
 use clap::{Args, Subcommand};
-use pegasus_common::wire::DEFAULT_PORT;
-use pegasus_control::{
-    lab::{self, Dataplane, LabSpec},
-    switch::AttachMode,
-};
+use pegasus_control::lab::{self, LabSpec};
 use std::{process::ExitCode, time::Duration};
 
 /// Longest `restart-switch --down-ms`.
@@ -23,51 +19,7 @@ enum LabCommand {
     /// Build a rack: a ToR namespace, one namespace per server and client, veth pairs,
     /// addresses and routes; start a store per server and the switch on the ToR. Writes the
     /// cluster file to /run/pegasus/lab/NAME/cluster.toml (PEGASUS_LAB_DIR moves it).
-    Up {
-        /// The lab's name (a-z, 0-9, '-'); every namespace and file it makes carries it.
-        #[arg(long)]
-        name: String,
-        /// Number of storage servers (1-32).
-        #[arg(long, default_value_t = 4)]
-        servers: u8,
-        /// Number of client namespaces (1-64).
-        #[arg(long, default_value_t = 1)]
-        clients: u8,
-        /// Give every store an emulated service rate (requests per second), so that a hot
-        /// server saturates as a real one would.
-        #[arg(long)]
-        capacity_ops: Option<u32>,
-        /// What forwards on the ToR: xdp (the Pegasus switch), kernel (plain kernel
-        /// forwarding, the no-switch baseline) or cache (the in-switch cache baseline,
-        /// NetCache-style: `pegasus switch --cache`).
-        #[arg(long, default_value = "xdp")]
-        dataplane: Dataplane,
-        /// XDP attach mode on the ToR ports.
-        #[arg(long, default_value = "native")]
-        mode: AttachMode,
-        /// The stores' UDP port.
-        #[arg(long, default_value_t = DEFAULT_PORT)]
-        port: u16,
-        /// Worker threads per store (the lab shares this host's cores among all of them).
-        #[arg(long, default_value_t = 1)]
-        store_threads: usize,
-        /// Copies of each hot key (the switch's --replication).
-        #[arg(long, default_value_t = pegasus_common::switch::REPLICATION_DEFAULT)]
-        replication: u8,
-        /// Most hot keys in the switch's directory.
-        #[arg(long, default_value_t = pegasus_common::switch::DIRECTORY_CAPACITY_DEFAULT)]
-        directory_capacity: u32,
-        /// Hot keys the switch's controller finds and keeps by itself (the switch's
-        /// --hot-keys); 0 leaves the directory to `switch hot add|del`.
-        #[arg(long, default_value_t = 16)]
-        hot_keys: u32,
-        /// The switch's --epoch-ms (statistics epoch).
-        #[arg(long, default_value_t = pegasus_control::hotkeys::EPOCH_MS_DEFAULT)]
-        epoch_ms: u64,
-        /// The switch's --sample-rate (one request in N sampled).
-        #[arg(long, default_value_t = pegasus_common::switch::SAMPLE_PERIOD_DEFAULT)]
-        sample_rate: u16,
-    },
+    Up(LabSpec),
     /// Remove everything a lab made: processes, namespaces, files. Safe to repeat.
     Down {
         #[arg(long)]
@@ -110,38 +62,8 @@ enum LabCommand {
 }
 
 pub fn run(args: LabArgs) -> Result<ExitCode> {
-    super::init_logging("warn");
     match args.command {
-        LabCommand::Up {
-            name,
-            servers,
-            clients,
-            capacity_ops,
-            dataplane,
-            mode,
-            port,
-            store_threads,
-            replication,
-            directory_capacity,
-            hot_keys,
-            epoch_ms,
-            sample_rate,
-        } => {
-            let spec = LabSpec {
-                name,
-                servers,
-                clients,
-                capacity_ops,
-                dataplane,
-                mode,
-                port,
-                store_threads,
-                replication,
-                directory_capacity,
-                hot_keys,
-                epoch_ms,
-                sample_rate,
-            };
+        LabCommand::Up(spec) => {
             let exe = std::env::current_exe()?;
             let state = lab::up(&spec, &exe)?;
             println!(
@@ -197,7 +119,7 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Status { name, json } => {
-            let status = super::block_on(1, lab::status(&name))?;
+            let status = pegasus_bench::block_on(1, lab::status(&name))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
                 return Ok(ExitCode::SUCCESS);

@@ -31,7 +31,6 @@ pub struct StoreArgs {
 }
 
 pub fn run(args: StoreArgs) -> Result<ExitCode> {
-    super::init_logging("info");
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -51,9 +50,9 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
         capacity_ops: args.capacity_ops,
         queue_max: args.queue_max,
     };
-    let store = super::block_on(
+    let store = pegasus_bench::block_on(
         threads,
-        pegasus_store::serve(config, super::shutdown_signal()),
+        pegasus_store::serve(config, pegasus_control::service::daemon::shutdown_signal()),
     )?;
     let stats = serde_json::to_string(&store.snapshot())?;
     tracing::info!(stats = %stats, "store stopped");

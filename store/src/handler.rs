@@ -334,12 +334,16 @@ fn encode_replicate(
     key: &[u8],
     value: &[u8],
 ) -> usize {
-    let mut header = Header::new(Op::Replicate);
-    header.keyhash = from.keyhash;
-    header.version = from.version;
-    header.request_id = from.request_id;
-    header.client_id = from.client_id;
-    header.server_id = server_id;
+    let header = Header {
+        version: from.version,
+        ..Header::request(
+            Op::Replicate,
+            from.keyhash,
+            from.client_id,
+            from.request_id,
+            server_id,
+        )
+    };
     Message { header, key, value }
         .encode(out)
         .expect("a copy is no larger than the request it copies")
@@ -395,15 +399,7 @@ fn encode(
     load: u16,
     value: &[u8],
 ) -> usize {
-    let mut header = Header::new(op);
-    header.keyhash = request.keyhash;
-    header.version = version;
-    header.request_id = request.request_id;
-    header.client_id = request.client_id;
-    header.server_id = server_id;
-    header.load = load;
-    header.status = status as u16;
-    header.flags = request.flags & wire::flags::HOT;
+    let header = Header::reply(op, request, server_id, version, status, load);
     Message {
         header,
         key: &[],

@@ -58,7 +58,7 @@ impl Lab {
     /// `pegasus lab up --name UNIQUE EXTRA...`.
     pub fn up(tag: &str, extra: &[&str]) -> Lab {
         assert!(
-            pegasus_control::netns::is_root(),
+            pegasus_control::lab::netns::is_root(),
             "the end-to-end tests need root (network namespaces, XDP)"
         );
         let name = format!("{tag}-{}", std::process::id());
@@ -101,7 +101,7 @@ impl Lab {
     /// Namespaces of this lab still present on the host.
     pub fn namespaces_left(&self) -> Vec<String> {
         let prefix = format!("pg-{}-", self.name);
-        pegasus_control::netns::list()
+        pegasus_control::lab::netns::list()
             .unwrap()
             .into_iter()
             .filter(|ns| ns.starts_with(&prefix))

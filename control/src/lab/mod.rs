@@ -19,12 +19,24 @@
 //! `down` removes all of it: processes (found through the namespaces, so also after a failed
 //! `up` or a lost state file), namespaces, and the state directory.
 
+pub mod fault;
+pub mod netns;
+
 use crate::{
-    netns,
-    switch::{AttachMode, admin},
+    controller::hotkeys::STATS_INTERVAL_MS_DEFAULT,
+    service::{
+        admin,
+        config::{DaemonConfig, HOT_KEYS_DEFAULT},
+    },
+    switch::AttachMode,
 };
 use anyhow::{Context, Result, bail, ensure};
 use pegasus_client::cluster::{Cluster, ServerEntry};
+use pegasus_common::{
+    hash::key_hash,
+    switch::{DIRECTORY_CAPACITY_DEFAULT, REPLICATION_DEFAULT, SAMPLE_PERIOD_DEFAULT},
+    wire::{self, DEFAULT_PORT, Header, Message, Op},
+};
 use serde::{Deserialize, Serialize};
 use std::{
     ffi::OsStr,
@@ -36,10 +48,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Most servers in a rack (the replica bitmap has 32 bits).
-pub const SERVERS_MAX: u8 = 32;
+/// Most servers in a rack (the replica bitmap's width).
+pub const SERVERS_MAX: u8 = pegasus_common::directory::SERVERS_MAX as u8;
 /// Most client namespaces.
 pub const CLIENTS_MAX: u8 = 64;
+/// The client id of the lab's readiness probes (the stores answer any client id).
+const LAB_PROBE_CLIENT_ID: u16 = 0xfffe;
 /// Longest lab name.
 pub const NAME_LEN_MAX: usize = 24;
 /// How long `up` waits for a store or the switch to become ready.
@@ -48,9 +62,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The switch's role among the lab's processes.
 const SWITCH_ROLE: &str = "switch";
-/// What a store and the switch log once they serve.
-const STORE_READY: &str = "store listening";
-const SWITCH_READY: &str = "switch running";
+/// How long one readiness probe waits for its answer.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Which dataplane forwards between the rack's ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,55 +97,59 @@ impl std::str::FromStr for Dataplane {
     }
 }
 
-/// What to build.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What to build: `pegasus lab up`'s flags, saved with the lab's state.
+#[derive(Clone, Debug, Serialize, Deserialize, clap::Args)]
 pub struct LabSpec {
+    /// The lab's name (a-z, 0-9, '-'); every namespace and file it makes carries it.
+    #[arg(long)]
     pub name: String,
+    /// Number of storage servers (1-32).
+    #[arg(long, default_value_t = 4)]
     pub servers: u8,
+    /// Number of client namespaces (1-64).
+    #[arg(long, default_value_t = 1)]
     pub clients: u8,
-    /// Emulated service rate of every store, in requests per second.
+    /// Give every store an emulated service rate (requests per second), so that a hot
+    /// server saturates as a real one would.
+    #[arg(long)]
     pub capacity_ops: Option<u32>,
+    /// What forwards on the ToR: xdp (the Pegasus switch), kernel (plain kernel forwarding,
+    /// the no-switch baseline) or cache (the in-switch cache baseline, NetCache-style:
+    /// `pegasus switch --cache`).
+    #[arg(long, default_value = "xdp")]
     pub dataplane: Dataplane,
-    /// XDP attach mode (native or skb).
-    #[serde(with = "attach_mode_serde")]
+    /// XDP attach mode on the ToR ports.
+    #[arg(long, default_value = "native")]
     pub mode: AttachMode,
     /// The stores' UDP port.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
-    /// Worker threads per store.
+    /// Worker threads per store (the lab shares this host's cores among all of them).
+    #[arg(long, default_value_t = 1)]
     pub store_threads: usize,
     /// Copies of each hot key (the switch's --replication).
+    #[arg(long, default_value_t = REPLICATION_DEFAULT)]
     pub replication: u8,
     /// Most hot keys in the switch's directory.
+    #[arg(long, default_value_t = DIRECTORY_CAPACITY_DEFAULT)]
     pub directory_capacity: u32,
-    /// Hot keys the switch's controller detects and keeps (0: by hand only).
+    /// Hot keys the switch's controller finds and keeps by itself (the switch's
+    /// --hot-keys); 0 leaves the directory to `switch hot add|del`.
+    #[arg(long, default_value_t = HOT_KEYS_DEFAULT)]
     #[serde(default)]
     pub hot_keys: u32,
-    /// The switch's statistics epoch, in milliseconds.
-    #[serde(default = "default_epoch_ms")]
-    pub epoch_ms: u64,
-    /// The switch samples one request in this many.
-    #[serde(default)]
-    pub sample_rate: u16,
+    /// The switch's --stats-interval-ms (hot-key detection's statistics interval).
+    #[arg(long, alias = "epoch-ms", default_value_t = STATS_INTERVAL_MS_DEFAULT)]
+    #[serde(default = "default_stats_interval_ms", alias = "epoch_ms")]
+    pub stats_interval_ms: u64,
+    /// The switch's --sample-period (one request in N sampled).
+    #[arg(long, alias = "sample-rate", default_value_t = SAMPLE_PERIOD_DEFAULT)]
+    #[serde(default, alias = "sample_rate")]
+    pub sample_period: u16,
 }
 
-fn default_epoch_ms() -> u64 {
-    crate::hotkeys::EPOCH_MS_DEFAULT
-}
-
-mod attach_mode_serde {
-    use super::AttachMode;
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(m: &AttachMode, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(match m {
-            AttachMode::Native => "native",
-            AttachMode::Skb => "skb",
-        })
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AttachMode, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
+fn default_stats_interval_ms() -> u64 {
+    STATS_INTERVAL_MS_DEFAULT
 }
 
 impl LabSpec {
@@ -201,24 +218,66 @@ pub fn client_ns(name: &str, j: u8) -> String {
     format!("pg-{name}-c{j}")
 }
 
+/// A host of the rack: server `I` or client `J`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host {
+    Server(u8),
+    Client(u8),
+}
+
+/// The lab's addressing, the one place it is written: host `I` of kind `K` (1 = servers,
+/// 2 = clients) is `10.K.I.2` with MAC `02:00:00:K:I:02`, behind the ToR's port (`sI` or
+/// `cJ`) at `10.K.I.1` with MAC `02:00:00:K:I:01`, on a /24 of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostAddressing {
+    /// The ToR's port towards the host.
+    pub tor_port: String,
+    pub tor_ip: Ipv4Addr,
+    pub tor_mac: [u8; 6],
+    pub host_ip: Ipv4Addr,
+    pub host_mac: [u8; 6],
+}
+
+impl Host {
+    /// Where the host sits in the lab's addressing plan.
+    pub fn addressing(self) -> HostAddressing {
+        let (kind, index, port) = match self {
+            Host::Server(i) => (1u8, i, format!("s{i}")),
+            Host::Client(j) => (2u8, j, format!("c{j}")),
+        };
+        HostAddressing {
+            tor_port: port,
+            tor_ip: Ipv4Addr::new(10, kind, index, 1),
+            tor_mac: [0x02, 0, 0, kind, index, 0x01],
+            host_ip: Ipv4Addr::new(10, kind, index, 2),
+            host_mac: [0x02, 0, 0, kind, index, 0x02],
+        }
+    }
+}
+
 /// The ToR port towards server `i`.
 pub fn server_port_name(i: u8) -> String {
-    format!("s{i}")
+    Host::Server(i).addressing().tor_port
 }
 
 /// The ToR port towards client `j`.
 pub fn client_port_name(j: u8) -> String {
-    format!("c{j}")
+    Host::Client(j).addressing().tor_port
 }
 
 /// Server `i`'s address.
 pub fn server_ip(i: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 1, i, 2)
+    Host::Server(i).addressing().host_ip
 }
 
 /// Client `j`'s address.
 pub fn client_ip(j: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 2, j, 2)
+    Host::Client(j).addressing().host_ip
+}
+
+/// A MAC address as `ip` writes it.
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
 }
 
 fn validate_name(name: &str) -> Result<()> {
@@ -286,12 +345,12 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
     netns::exec_in(&tor, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
 
     let hosts = (0..spec.servers)
-        .map(|i| (server_ns(name, i), server_port_name(i), 1u8, i))
-        .chain((0..spec.clients).map(|j| (client_ns(name, j), client_port_name(j), 2u8, j)));
-    for (ns, port, kind, index) in hosts {
+        .map(|i| (server_ns(name, i), Host::Server(i)))
+        .chain((0..spec.clients).map(|j| (client_ns(name, j), Host::Client(j))));
+    for (ns, host) in hosts {
         netns::add(&ns)?;
         state.namespaces.push(ns.clone());
-        wire_host(&tor, &ns, &port, kind, index)?;
+        wire_host(&tor, &ns, &host.addressing())?;
     }
     save(&state, dir)?;
 
@@ -305,7 +364,7 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
     };
     cluster.save(&state.cluster_file)?;
 
-    let mut children = Vec::new();
+    let mut children: Vec<(Child, PathBuf, Readiness)> = Vec::new();
     for i in 0..spec.servers {
         let ns = server_ns(name, i);
         let log = dir.join(format!("store-{i}.log"));
@@ -332,7 +391,15 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             log: log.clone(),
             args,
         });
-        children.push((child, log, STORE_READY));
+        let address = SocketAddrV4::new(server_ip(i), spec.port);
+        children.push((
+            child,
+            log,
+            Readiness::Store {
+                namespace: server_ns(name, i),
+                address,
+            },
+        ));
     }
 
     if spec.dataplane.runs_switch() {
@@ -342,38 +409,28 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             .map(server_port_name)
             .chain((0..spec.clients).map(client_port_name))
             .collect();
-        let mut args = vec![
+        let config = DaemonConfig {
+            ports,
+            mode: spec.mode,
+            cluster: Some(state.cluster_file.clone()),
+            store_port: spec.port,
+            state: dir.join("switch-state.json"),
+            replication: spec.replication,
+            directory_capacity: spec.directory_capacity,
+            hot_keys: spec.hot_keys,
+            stats_interval_ms: spec.stats_interval_ms,
+            sample_period: spec.sample_period,
+            admin: Some(socket.clone()),
+            cache: spec.dataplane == Dataplane::Cache,
+            ..DaemonConfig::default()
+        };
+        let config_file = dir.join("switch.toml");
+        config.save(&config_file)?;
+        let args = vec![
             "switch".to_owned(),
-            "--ports".to_owned(),
-            ports.join(","),
-            "--mode".to_owned(),
-            match spec.mode {
-                AttachMode::Native => "native",
-                AttachMode::Skb => "skb",
-            }
-            .to_owned(),
-            "--store-port".to_owned(),
-            spec.port.to_string(),
-            "--admin".to_owned(),
-            socket.display().to_string(),
-            "--state".to_owned(),
-            dir.join("switch-state.json").display().to_string(),
-            "--cluster".to_owned(),
-            state.cluster_file.display().to_string(),
-            "--replication".to_owned(),
-            spec.replication.to_string(),
-            "--directory-capacity".to_owned(),
-            spec.directory_capacity.to_string(),
-            "--hot-keys".to_owned(),
-            spec.hot_keys.to_string(),
-            "--epoch-ms".to_owned(),
-            spec.epoch_ms.to_string(),
-            "--sample-rate".to_owned(),
-            spec.sample_rate.to_string(),
+            "--config".to_owned(),
+            config_file.display().to_string(),
         ];
-        if spec.dataplane == Dataplane::Cache {
-            args.push("--cache".to_owned());
-        }
         let child = spawn_in(&tor, exe, &args, &log)?;
         state.processes.push(LabProcess {
             role: SWITCH_ROLE.to_owned(),
@@ -382,14 +439,20 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             log: log.clone(),
             args,
         });
+        children.push((
+            child,
+            log,
+            Readiness::Switch {
+                admin: socket.clone(),
+            },
+        ));
         state.admin_socket = Some(socket);
-        children.push((child, log, SWITCH_READY));
         only_the_switch_forwards(&tor, spec.port, dir)?;
     }
     save(&state, dir)?;
 
-    for (mut child, log, marker) in children {
-        wait_ready(&mut child, &log, 0, marker)?;
+    for (mut child, log, readiness) in children {
+        wait_ready(&mut child, &log, 0, &readiness)?;
     }
     Ok(state)
 }
@@ -474,7 +537,16 @@ pub fn restart_switch(name: &str, down: Duration, exe: &Path) -> Result<SwitchRe
     let down_ms = started.duration_since(killed).as_millis() as u64;
     state.processes[index].pid = child.id();
     save(&state, &lab_dir(name))?;
-    wait_ready(&mut child, &process.log, log_len, SWITCH_READY)?;
+    let admin = state
+        .admin_socket
+        .clone()
+        .with_context(|| format!("lab {name:?} has a switch but no admin socket"))?;
+    wait_ready(
+        &mut child,
+        &process.log,
+        log_len,
+        &Readiness::Switch { admin },
+    )?;
     Ok(SwitchRestart {
         killed_pid: process.pid,
         pid: child.id(),
@@ -484,12 +556,10 @@ pub fn restart_switch(name: &str, down: Duration, exe: &Path) -> Result<SwitchRe
 }
 
 /// Creates the veth pair between the ToR and host namespace `ns`, with addresses, routes,
-/// static neighbours and offload settings. `kind` is 1 for servers, 2 for clients.
-fn wire_host(tor: &str, ns: &str, port: &str, kind: u8, index: u8) -> Result<()> {
-    let tor_mac = format!("02:00:00:{kind:02x}:{index:02x}:01");
-    let host_mac = format!("02:00:00:{kind:02x}:{index:02x}:02");
-    let tor_ip = Ipv4Addr::new(10, kind, index, 1);
-    let host_ip = Ipv4Addr::new(10, kind, index, 2);
+/// static neighbours and offload settings.
+fn wire_host(tor: &str, ns: &str, a: &HostAddressing) -> Result<()> {
+    let (port, tor_ip, host_ip) = (a.tor_port.as_str(), a.tor_ip, a.host_ip);
+    let (tor_mac, host_mac) = (mac_text(a.tor_mac), mac_text(a.host_mac));
     netns::ip(&[
         "-n", tor, "link", "add", port, "address", &tor_mac, "type", "veth", "peer", "name",
         "eth0", "address", &host_mac, "netns", ns,
@@ -562,27 +632,84 @@ fn spawn_in(ns: &str, exe: &Path, args: &[String], log: &Path) -> Result<Child> 
         .with_context(|| format!("starting {} in {ns}", exe.display()))
 }
 
-/// Waits until `marker` appears in `log` after its first `from` bytes.
-fn wait_ready(child: &mut Child, log: &Path, from: usize, marker: &str) -> Result<()> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let text = fs::read(log).unwrap_or_default();
-        let text = String::from_utf8_lossy(text.get(from..).unwrap_or_default());
-        if text.contains(marker) {
-            return Ok(());
+/// How the lab knows that a process it started serves.
+enum Readiness {
+    /// A store answers a GET on its port (probed from inside its namespace).
+    Store {
+        namespace: String,
+        address: SocketAddrV4,
+    },
+    /// The switch answers a status request on its admin socket (served once it is attached).
+    Switch { admin: PathBuf },
+}
+
+impl Readiness {
+    /// One probe: Ok once the process serves.
+    fn probe(&self) -> Result<()> {
+        match self {
+            Readiness::Store { namespace, address } => probe_store(namespace, *address),
+            Readiness::Switch { admin } => admin::probe(admin, PROBE_TIMEOUT).map(drop),
         }
+    }
+}
+
+/// Sends a GET to the store at `address` from inside namespace `ns` and waits for any reply.
+fn probe_store(ns: &str, address: SocketAddrV4) -> Result<()> {
+    let ns = ns.to_owned();
+    // setns(2) moves the calling thread: a thread of its own, gone after the probe.
+    std::thread::spawn(move || -> Result<()> {
+        netns::enter_current_thread(&ns)?;
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_read_timeout(Some(PROBE_TIMEOUT))?;
+        let key = b"pegasus-lab-probe";
+        let header = Header::request(Op::Get, key_hash(key), LAB_PROBE_CLIENT_ID, 1, 0);
+        let request = Message {
+            header,
+            key,
+            value: &[],
+        }
+        .to_vec()?;
+        socket.send_to(&request, address)?;
+        let mut reply = [0u8; wire::MAX_PAYLOAD_LEN];
+        let (len, from) = socket.recv_from(&mut reply)?;
+        ensure!(
+            from == std::net::SocketAddr::V4(address),
+            "a reply from {from}"
+        );
+        let header = Header::decode(&reply[..len])?;
+        ensure!(header.op() == Some(Op::GetReply), "not a GET reply");
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the store probe panicked"))?
+}
+
+/// Waits until the process is ready (see [`Readiness`]); on failure, the error shows its log
+/// after its first `from` bytes.
+fn wait_ready(child: &mut Child, log: &Path, from: usize, readiness: &Readiness) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let log_text = || {
+        let text = fs::read(log).unwrap_or_default();
+        String::from_utf8_lossy(text.get(from..).unwrap_or_default()).into_owned()
+    };
+    loop {
         if let Some(status) = child.try_wait()? {
             bail!(
                 "process exited ({status}) before it was ready; its log {}:\n{}",
                 log.display(),
-                tail(&text, 20)
+                tail(&log_text(), 20)
             );
+        }
+        let probed = readiness.probe();
+        if probed.is_ok() {
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!(
-                "not ready after {READY_TIMEOUT:?}; its log {}:\n{}",
+                "not ready after {READY_TIMEOUT:?} ({:#}); its log {}:\n{}",
+                probed.unwrap_err(),
                 log.display(),
-                tail(&text, 20)
+                tail(&log_text(), 20)
             );
         }
         std::thread::sleep(Duration::from_millis(20));

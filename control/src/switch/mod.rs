@@ -1,12 +1,6 @@
 //! The control library of the XDP switch: the only code that loads the program and touches its
 //! maps (as Katran's `KatranLb` is for Katran's programs).
 
-pub mod admin;
-pub mod bench;
-pub mod metrics;
-pub mod packet;
-pub mod testbed;
-
 use anyhow::{Context, Result, bail, ensure};
 use aya::{
     Ebpf, EbpfLoader,
@@ -32,7 +26,8 @@ pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pegasus-dataplane"));
 
 /// How the program is attached to a port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// Driver (native) XDP: the fast path. On veth, the peer needs GRO or an XDP program.
     Native,
@@ -566,7 +561,7 @@ impl Switch {
             PerCpuArray::try_from(self.map(shared::MAP_COUNTERS)?)?;
         let per_cpu = map.get(&0, 0)?;
         let mut out = BTreeMap::new();
-        for c in Counter::ALL {
+        for &c in Counter::ALL {
             let total = per_cpu.iter().map(|block| block.values[c as usize]).sum();
             out.insert(c.name().to_owned(), total);
         }
@@ -710,7 +705,7 @@ impl SampleReader {
     }
 }
 
-/// The minimal XDP programs `pegasus switch bench` measures the switch against.
+/// The minimal XDP programs `pegasus switch cost` measures the switch against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Yardstick {
     /// Parse Ethernet/IPv4/UDP, swap the addresses, `XDP_TX` (the yardstick).

@@ -3,7 +3,8 @@
 //! as the returned [`PacketLoss`] lives. (This kernel has no `netem`; and the switch's XDP
 //! redirects bypass qdiscs anyway, so loss is injected where packets arrive.)
 
-use crate::{netns, switch::OBJECT};
+use super::netns;
+use crate::switch::OBJECT;
 use anyhow::{Context, Result, anyhow, ensure};
 use aya::{
     EbpfLoader,

@@ -19,9 +19,14 @@
 //!   fills it (read again, a few times, when a client's newer read got there first). Its
 //!   replica set is home alone, so an eviction removes it at once.
 
+pub mod hotkeys;
+pub mod state;
+
 use crate::{
-    hotkeys::{COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_per_epoch, decide},
-    state::StateFile,
+    controller::hotkeys::{
+        COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_per_epoch, decide,
+    },
+    controller::state::StateFile,
     switch::{SampleReader, Switch, SwitchMode},
 };
 use anyhow::{Context, Result, bail, ensure};
@@ -147,8 +152,8 @@ impl DetectionStats {
 #[derive(Clone, Copy, Debug)]
 pub struct Detection {
     pub rules: HotSetRules,
-    /// Length of a statistics epoch.
-    pub epoch: Duration,
+    /// Length of a statistics interval (an "epoch" of the detection; not the version epoch).
+    pub interval: Duration,
 }
 
 impl Controller {
@@ -306,7 +311,7 @@ impl Controller {
         // Each hot key's completed version at the last epoch: copies are restored only to a
         // key not written for a whole epoch (a write's own copies may still be on their way).
         let mut settled: HashMap<u64, u64> = HashMap::new();
-        let mut tick = tokio::time::interval(detection.epoch);
+        let mut tick = tokio::time::interval(detection.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -672,13 +677,17 @@ impl Controller {
         let request_id = self
             .next_request_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut header = Header::new(request.op);
-        header.keyhash = key_hash(request.key);
-        header.request_id = request_id;
-        header.client_id = CONTROLLER_CLIENT_ID;
-        header.server_id = server;
-        header.replica_bitmap = request.targets;
-        header.version = request.version;
+        let header = Header {
+            replica_bitmap: request.targets,
+            version: request.version,
+            ..Header::request(
+                request.op,
+                key_hash(request.key),
+                CONTROLLER_CLIENT_ID,
+                request_id,
+                server,
+            )
+        };
         let message = Message {
             header,
             key: request.key,

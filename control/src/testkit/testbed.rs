@@ -1,10 +1,13 @@
 //! A namespace made for running the switch program on synthetic packets
 //! (`BPF_PROG_TEST_RUN`) with known FIB answers: ports `sv0`..`svN` towards servers at
 //! `10.1.I.2` and `cl0` towards a client at `10.2.0.2`, with static neighbours. The fixture
-//! tests and `pegasus switch bench` run on it. Needs root.
+//! tests and `pegasus switch cost` run on it. Needs root.
 
-use super::{Switch, SwitchSettings, packet};
-use crate::netns::{self, ScopedNetns};
+use super::packet;
+use crate::{
+    lab::netns::{self, ScopedNetns},
+    switch::{Switch, SwitchSettings},
+};
 use anyhow::{Result, ensure};
 use std::net::{Ipv4Addr, SocketAddrV4};
 

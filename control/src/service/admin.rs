@@ -3,8 +3,8 @@
 //! `ip netns exec` remounts /sys, hiding bpffs, while the file system is shared by every
 //! namespace: the lab and `pegasus switch status` reach the switch from anywhere.
 
-use super::Counters;
 use crate::controller::{Controller, DetectionSnapshot, HotKey};
+use crate::switch::Counters;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -65,55 +65,54 @@ pub enum Reply {
     Error(String),
 }
 
-impl Controller {
-    /// The switch's state now (admin `Status`, metrics).
-    pub fn status(&self) -> Result<Status> {
-        let hot = self.list()?;
-        let switch = self.switch();
-        Ok(Status {
-            ports: switch.ports().map(str::to_owned).collect(),
-            store_port: self.store_port(),
-            epoch: self.epoch(),
-            version_counter: switch.version_counter()?,
-            counters: switch.counters()?,
-            server_loads: switch.server_loads()?,
-            hot_keys: hot.len(),
-            detection: self.detection_stats().snapshot(),
-            hot,
-        })
-    }
+/// The switch's state now (admin `Status`, metrics).
+pub fn snapshot(controller: &Controller) -> Result<Status> {
+    let hot = controller.list()?;
+    let switch = controller.switch();
+    Ok(Status {
+        ports: switch.ports().map(str::to_owned).collect(),
+        store_port: controller.store_port(),
+        epoch: controller.epoch(),
+        version_counter: switch.version_counter()?,
+        counters: switch.counters()?,
+        server_loads: switch.server_loads()?,
+        hot_keys: hot.len(),
+        detection: controller.detection_stats().snapshot(),
+        hot,
+    })
+}
 
-    async fn answer(&self, request: &Request) -> Reply {
-        let result = match request {
-            Request::Status => self.status().map(Reply::Status),
-            Request::HotAdd { keys } => {
-                let mut added = Vec::with_capacity(keys.len());
-                let mut outcome = Ok(());
-                for key in keys {
-                    match self.add(key.as_bytes()).await {
-                        Ok(hot) => added.push(hot),
-                        Err(e) => {
-                            outcome = Err(e.context(format!("adding {key}")));
-                            break;
-                        }
-                    }
-                }
-                outcome.map(|()| Reply::Hot(added))
-            }
-            Request::HotDel { keys } => {
-                let mut outcome = Ok(());
-                for key in keys {
-                    if let Err(e) = self.evict(key.as_bytes()).await {
-                        outcome = Err(e.context(format!("evicting {key}")));
+/// Carries out one request.
+async fn answer(controller: &Controller, request: &Request) -> Reply {
+    let result = match request {
+        Request::Status => snapshot(controller).map(Reply::Status),
+        Request::HotAdd { keys } => {
+            let mut added = Vec::with_capacity(keys.len());
+            let mut outcome = Ok(());
+            for key in keys {
+                match controller.add(key.as_bytes()).await {
+                    Ok(hot) => added.push(hot),
+                    Err(e) => {
+                        outcome = Err(e.context(format!("adding {key}")));
                         break;
                     }
                 }
-                outcome.and_then(|()| self.list()).map(Reply::Hot)
             }
-            Request::HotList => self.list().map(Reply::Hot),
-        };
-        result.unwrap_or_else(|e| Reply::Error(format!("{e:#}")))
-    }
+            outcome.map(|()| Reply::Hot(added))
+        }
+        Request::HotDel { keys } => {
+            let mut outcome = Ok(());
+            for key in keys {
+                if let Err(e) = controller.evict(key.as_bytes()).await {
+                    outcome = Err(e.context(format!("evicting {key}")));
+                    break;
+                }
+            }
+            outcome.and_then(|()| controller.list()).map(Reply::Hot)
+        }
+        Request::HotList => controller.list().map(Reply::Hot),
+    };
+    result.unwrap_or_else(|e| Reply::Error(format!("{e:#}")))
 }
 
 /// Serves the admin socket at `path` until the task is dropped. A stale socket file from a
@@ -147,7 +146,7 @@ async fn serve_one(stream: UnixStream, handle: &Controller) -> Result<()> {
     let mut reader = BufReader::new(read).take(REQUEST_LEN_MAX as u64);
     reader.read_line(&mut line).await?;
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => handle.answer(&request).await,
+        Ok(request) => answer(handle, &request).await,
         Err(e) => Reply::Error(format!("bad request: {e}")),
     };
     let mut bytes = serde_json::to_vec(&reply)?;
@@ -187,6 +186,29 @@ pub async fn hot(path: &Path, request: &Request) -> Result<Vec<HotKey>> {
 /// Fetches the switch's status.
 pub async fn status(path: &Path) -> Result<Status> {
     match request(path, &Request::Status).await? {
+        Reply::Status(s) => Ok(s),
+        Reply::Error(e) => bail!("switch: {e}"),
+        Reply::Hot(_) => bail!("unexpected reply from the switch"),
+    }
+}
+
+/// Whether a switch answers at `path` with its status, without a runtime: how the lab knows
+/// that a switch it started forwards (the admin socket is served only once the program is
+/// attached). Errors say why not.
+pub fn probe(path: &Path, timeout: Duration) -> Result<Status> {
+    use std::io::{BufRead, Read, Write};
+    let stream = std::os::unix::net::UnixStream::connect(path)
+        .with_context(|| format!("no switch answers at {}", path.display()))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut bytes = serde_json::to_vec(&Request::Status)?;
+    bytes.push(b'\n');
+    (&stream).write_all(&bytes)?;
+    let mut line = String::new();
+    std::io::BufReader::new(&stream)
+        .take(REQUEST_LEN_MAX as u64 * 64)
+        .read_line(&mut line)?;
+    match serde_json::from_str::<Reply>(&line).context("unreadable reply from the switch")? {
         Reply::Status(s) => Ok(s),
         Reply::Error(e) => bail!("switch: {e}"),
         Reply::Hot(_) => bail!("unexpected reply from the switch"),

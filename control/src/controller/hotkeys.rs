@@ -26,9 +26,10 @@ pub const COUNTERS_PER_HOT_KEY: usize = 16;
 pub const COUNTERS_MIN: usize = 256;
 /// One sample's weight in a count (counts are fixed-point, so that they can decay smoothly).
 pub const ONE_SAMPLE: u64 = 256;
-/// Default length of a statistics epoch, in milliseconds (`--epoch-ms`): with a half-life of
-/// [`HALF_LIFE_EPOCHS`], the ranking follows the last ~50 ms.
-pub const EPOCH_MS_DEFAULT: u64 = 10;
+/// Default length of a statistics interval (here called an epoch; not the version epoch), in
+/// milliseconds (`--stats-interval-ms`): with a half-life of [`HALF_LIFE_EPOCHS`], the ranking
+/// follows the last ~50 ms.
+pub const STATS_INTERVAL_MS_DEFAULT: u64 = 10;
 /// Epochs over which a count halves.
 pub const HALF_LIFE_EPOCHS: f64 = 5.0;
 /// Counts below this are forgotten when they decay.

@@ -8,6 +8,7 @@
 mod plot;
 mod search;
 
+use crate::loadgen::Summary;
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,7 +17,6 @@ use pegasus_control::{
     switch::AttachMode,
 };
 use search::{Found, Probe};
-use serde_json::Value;
 use std::{
     fmt::Write as _,
     io::Write as _,
@@ -167,8 +167,8 @@ struct Row {
 const CSV_HEADER: &str = "system,distribution,theta,write_ratio,throughput_ops,offered_ops,\
                           p99_us,max_over_mean,errors,server_shares,switch_share,probes";
 
+/// Runs `pegasus experiment`.
 pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
-    super::init_logging("warn");
     match args.command {
         ExperimentCommand::Skew(args) => skew(args),
     }
@@ -218,7 +218,7 @@ fn skew(args: SkewArgs) -> Result<ExitCode> {
     );
     ensure!(sweep.p99_bound_us > 0, "--p99-ms must be positive");
     ensure!(
-        pegasus_control::netns::is_root(),
+        pegasus_control::lab::netns::is_root(),
         "the experiment builds lab racks: it needs root"
     );
     std::fs::create_dir_all(&args.out)
@@ -311,8 +311,8 @@ impl Rack {
                 System::Pegasus | System::Cache => HOT_KEYS,
                 System::Kernel | System::Xdp => 0,
             },
-            epoch_ms: pegasus_control::hotkeys::EPOCH_MS_DEFAULT,
-            sample_rate: pegasus_common::switch::SAMPLE_PERIOD_DEFAULT,
+            stats_interval_ms: pegasus_control::controller::hotkeys::STATS_INTERVAL_MS_DEFAULT,
+            sample_period: pegasus_common::switch::SAMPLE_PERIOD_DEFAULT,
         };
         lab::up(&spec, exe)?;
         let rack = Rack {
@@ -321,15 +321,17 @@ impl Rack {
         };
         let load = rack.bench(sweep.keys, &["load", "--concurrency", "64"])?;
         ensure!(
-            load["errors"].as_u64() == Some(0),
-            "loading the keys into the {} rack failed: {load}",
-            system.name()
+            load.errors == 0,
+            "loading the keys into the {} rack failed: {} errors, {} timeouts",
+            system.name(),
+            load.errors,
+            load.timeouts
         );
         Ok(rack)
     }
 
     /// `pegasus bench --keys KEYS --json - ARGS` in the rack's client namespace.
-    fn bench(&self, keys: u64, args: &[&str]) -> Result<Value> {
+    fn bench(&self, keys: u64, args: &[&str]) -> Result<Summary> {
         let out = lab::client_command(&self.name, 0, &self.exe)?
             .args(["bench", "--keys", &keys.to_string(), "--json", "-"])
             .args(args)
@@ -343,7 +345,7 @@ impl Rack {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        serde_json::from_slice(&out.stdout).context("pegasus bench printed no JSON")
+        serde_json::from_slice(&out.stdout).context("pegasus bench printed no summary")
     }
 
     /// Offers `rate` requests/s of the point's mix and measures what the rack did.
@@ -370,17 +372,15 @@ impl Rack {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let s = self.bench(sweep.keys, &args)?;
-        let number = |v: &Value| v.as_f64().with_context(|| format!("not a number in {s}"));
         let probe = Probe {
             offered: rate,
-            throughput: number(&s["ops_per_second"])?,
-            p99_us: s["latency_us"]["p99"].as_u64().unwrap_or(u64::MAX),
-            errors: s["errors"].as_u64().unwrap_or(0),
-            operations: s["operations"].as_u64().unwrap_or(0),
-            per_server: serde_json::from_value(s["per_server"].clone())
-                .context("per_server in the bench's JSON")?,
-            switch_answered: s["switch_answered"].as_u64().unwrap_or(0),
-            max_over_mean: number(&s["max_over_mean"])?,
+            throughput: s.ops_per_second,
+            p99_us: s.latency_us.p99,
+            errors: s.errors,
+            operations: s.operations,
+            per_server: s.per_server,
+            switch_answered: s.switch_answered,
+            max_over_mean: s.max_over_mean,
         };
         if !probe.passes(sweep.p99_bound_us) {
             // A rate the rack could not sustain leaves its queues full: let them drain (at
@@ -431,7 +431,7 @@ const TARGETS: [(f64, f64, f64); 4] = [
 ];
 
 /// Keys Pegasus's controller keeps hot (the switch's default).
-const HOT_KEYS: u32 = 16;
+const HOT_KEYS: u32 = pegasus_control::service::config::HOT_KEYS_DEFAULT;
 /// Longest wait for the stores' queues after a rate they could not sustain.
 const DRAIN_MAX_SECONDS: f64 = 3.0;
 

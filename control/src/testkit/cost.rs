@@ -4,14 +4,17 @@
 //! on who else uses it.
 
 use super::{
-    PacketVerdict, Switch, SwitchSettings, Yardstick, action,
+    fixtures,
     testbed::{self, Testbed},
+};
+use crate::switch::{
+    AttachMode, PacketVerdict, Switch, SwitchSettings, Yardstick, action, ifindex,
 };
 use anyhow::{Context, Result, ensure};
 use pegasus_common::{
     directory::{Policy, bit},
     hash::key_hash,
-    wire::{self, Header, Message, Op},
+    wire::{self, Header, Op},
 };
 use serde::Serialize;
 
@@ -35,7 +38,7 @@ pub const ROUNDS_MAX: u32 = 1_000;
 
 /// How much to measure.
 #[derive(Clone, Copy, Debug)]
-pub struct BenchOptions {
+pub struct CostOptions {
     /// Packets per measurement of a path (in test-run calls of [`BATCH`] runs each).
     pub packets: u32,
     /// Measurements of each path and of the baseline, interleaved; the report gives medians.
@@ -45,9 +48,9 @@ pub struct BenchOptions {
     pub sample_period: u16,
 }
 
-impl Default for BenchOptions {
+impl Default for CostOptions {
     fn default() -> Self {
-        BenchOptions {
+        CostOptions {
             packets: 100_000,
             rounds: 7,
             sample_period: pegasus_common::switch::SAMPLE_PERIOD_DEFAULT,
@@ -78,7 +81,7 @@ pub struct PathCost {
 
 /// The benchmark's result.
 #[derive(Clone, Debug, Serialize)]
-pub struct BenchReport {
+pub struct CostReport {
     pub packets: u32,
     pub rounds: u32,
     /// One request in this many was sampled (0: none).
@@ -88,7 +91,7 @@ pub struct BenchReport {
 
 /// Runs the benchmark in a testbed namespace (which the calling thread enters: run it on a
 /// thread of its own). Needs root.
-pub fn run(options: BenchOptions) -> Result<BenchReport> {
+pub fn run(options: CostOptions) -> Result<CostReport> {
     ensure!(
         (BATCH..=PACKETS_MAX).contains(&options.packets),
         "packets must be in {BATCH}..={PACKETS_MAX}"
@@ -106,10 +109,10 @@ pub fn run(options: BenchOptions) -> Result<BenchReport> {
     let mut bed = Testbed::new("bench", SERVERS, settings)?;
     // Both programs attached (to ports that carry no traffic), so that test runs do not wait
     // for the XDP dispatcher to change (see `Switch::load_baseline`).
-    bed.switch.attach("sv0", super::AttachMode::Native)?;
+    bed.switch.attach("sv0", AttachMode::Native)?;
     bed.switch
         .load_yardstick(Yardstick::Reflect, "cl0p", None)?;
-    let to = super::ifindex("sv0")?;
+    let to = ifindex("sv0")?;
     bed.switch
         .load_yardstick(Yardstick::Forward, "sv1p", Some(to))?;
     let switch = &mut bed.switch;
@@ -217,7 +220,7 @@ pub fn run(options: BenchOptions) -> Result<BenchReport> {
             });
         }
     }
-    Ok(BenchReport {
+    Ok(CostReport {
         packets: options.packets,
         rounds: options.rounds,
         sample_period: options.sample_period,
@@ -290,16 +293,14 @@ fn make_hot(switch: &mut Switch) -> Result<()> {
     Ok(())
 }
 
-/// A Pegasus message for `key` from client 7 with `request_id` and `version`.
+/// A Pegasus message for `key` from the fixtures' client with `request_id` and `version`.
 fn message(op: Op, key: &[u8], request_id: u32, version: u64) -> Vec<u8> {
-    let mut header = Header::new(op);
-    header.keyhash = key_hash(key);
-    header.request_id = request_id;
-    header.client_id = 7;
-    header.version = version;
+    let header = Header {
+        version,
+        ..Header::request(op, key_hash(key), fixtures::CLIENT_ID, request_id, 0)
+    };
     let value: &[u8] = if op == Op::Put { b"value" } else { b"" };
-    let m = Message { header, key, value };
-    m.to_vec().expect("a small message fits")
+    fixtures::payload(header, key, value)
 }
 
 /// Replies carry an empty key: their key hash names the key.

@@ -73,7 +73,7 @@ struct RecordArgs {
     #[arg(long, conflicts_with_all = ["seconds", "hot_share", "write_share"])]
     read_back: bool,
     #[command(flatten)]
-    client: super::ClientArgs,
+    client: crate::ClientArgs,
     /// Seed of the key and operation choices (default: random).
     #[arg(long)]
     seed: Option<u64>,
@@ -100,8 +100,8 @@ const WORKERS_MAX: u32 = 1024;
 /// Longest recording.
 const SECONDS_MAX: f64 = 3600.0;
 
+/// Runs `pegasus history`.
 pub fn run(args: HistoryArgs) -> Result<ExitCode> {
-    super::init_logging("warn");
     match args.command {
         HistoryCommand::Record(args) => record(args),
         HistoryCommand::Check(args) => check(args),
@@ -142,7 +142,7 @@ fn record(args: RecordArgs) -> Result<ExitCode> {
     let keys = Arc::new(Keys::new(&args));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
-    let records = super::block_on(2, async move {
+    let records = crate::block_on(2, async move {
         let client = Arc::new(Client::connect(cluster, options).await?);
         let mut workers = JoinSet::new();
         for worker in 0..args.workers {

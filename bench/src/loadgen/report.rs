@@ -4,7 +4,7 @@
 
 use hdrhistogram::Histogram;
 use pegasus_common::{cache::SWITCH_SERVER_ID, directory::SERVERS_MAX};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
@@ -184,28 +184,58 @@ impl Recorder {
     }
 }
 
+/// Which phase a summary is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Every key written once.
+    Load,
+    /// A mix of reads and updates.
+    Run,
+}
+
+/// How keys were chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyOrder {
+    /// Each key once, in rank order (the load phase).
+    Sequential,
+    Uniform,
+    Zipf,
+    Hotspot,
+}
+
+/// How requests were paced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaceKind {
+    /// A fixed number of requests outstanding.
+    Closed,
+    /// A fixed rate, whatever the replies.
+    Open,
+}
+
 /// What was run: every setting that shapes the numbers.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Setup {
-    /// `load` or `run`.
-    pub phase: &'static str,
+    pub phase: Phase,
     pub keys: u64,
     /// Bytes per key name; `None`: unpadded names (`user42`).
     pub key_size: Option<usize>,
     pub value_size: usize,
     /// Fraction of requests that are reads.
     pub read_ratio: f64,
-    /// `uniform`, `zipf` or `hotspot`, with `theta` or `hotspot_fraction`/`hotspot_share`.
-    pub distribution: &'static str,
+    /// With `theta` (Zipf) or `hotspot_fraction`/`hotspot_share` (hotspot).
+    pub distribution: KeyOrder,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub theta: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hotspot_fraction: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hotspot_share: Option<f64>,
-    /// `closed` (`concurrency` requests outstanding) or `open` (`target_rate` requests/s,
+    /// Closed (`concurrency` requests outstanding) or open (`target_rate` requests/s,
     /// latency counted from each request's intended send time).
-    pub pace: &'static str,
+    pub pace: PaceKind,
     pub concurrency: Option<u32>,
     pub target_rate: Option<f64>,
     pub warmup_seconds: f64,
@@ -216,7 +246,7 @@ pub struct Setup {
 }
 
 /// Latency percentiles, in microseconds.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Latency {
     pub mean: f64,
     pub min: u64,
@@ -245,7 +275,7 @@ impl Latency {
 }
 
 /// One operation's part of the summary.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OpSummary {
     /// Answered requests.
     pub operations: u64,
@@ -255,7 +285,7 @@ pub struct OpSummary {
 }
 
 /// Replies per server per interval, from the start of the run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Timeline {
     pub interval_ms: u64,
     pub swap_at_ms: Option<u64>,
@@ -264,7 +294,7 @@ pub struct Timeline {
 }
 
 /// What a phase did (the `--json` document).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     pub setup: Setup,
     /// Length of the measured part (after the warm-up).
@@ -355,22 +385,45 @@ mod tests {
 
     fn setup() -> Setup {
         Setup {
-            phase: "run",
+            phase: Phase::Run,
             keys: 10,
             key_size: None,
             value_size: 8,
             read_ratio: 0.5,
-            distribution: "uniform",
+            distribution: KeyOrder::Uniform,
             theta: None,
             hotspot_fraction: None,
             hotspot_share: None,
-            pace: "closed",
+            pace: PaceKind::Closed,
             concurrency: Some(1),
             target_rate: None,
             warmup_seconds: 0.0,
             swap_at_seconds: None,
             seed: 1,
         }
+    }
+
+    #[test]
+    fn the_summary_reads_back_as_it_was_written() {
+        let mut r = Recorder::new(None);
+        r.record(
+            OpKind::Read,
+            Duration::from_micros(7),
+            Outcome::Ok { server: 2 },
+        );
+        let written = r.summarize(setup(), 1.0, 3);
+        let json = serde_json::to_string(&written).unwrap();
+        let read: Summary = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&read).unwrap(), json);
+        assert_eq!(read.setup.phase, Phase::Run);
+        assert_eq!(read.per_server, BTreeMap::from([(2, 1)]));
+        // The documented spelling of the enums (docs/bench.md).
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["setup"]["distribution"], "uniform");
+        assert_eq!(value["setup"]["pace"], "closed");
+        // A renamed or missing field is an error, not a silent 0.
+        let broken = json.replace("\"ops_per_second\"", "\"ops_per_sec\"");
+        assert!(serde_json::from_str::<Summary>(&broken).is_err());
     }
 
     #[test]

@@ -14,7 +14,8 @@ use pegasus_client::{
     Client,
     workload::{HotSwap, KeyChooser, KeyNames, Popularity},
 };
-use report::{OpKind, Recorder, Setup, Summary};
+pub use report::{KeyOrder, Latency, OpSummary, PaceKind, Phase, Setup, Summary, Timeline};
+use report::{OpKind, Recorder};
 use std::{
     path::PathBuf,
     process::ExitCode,
@@ -29,7 +30,7 @@ use tokio::task::JoinSet;
 #[derive(Args)]
 pub struct BenchArgs {
     #[command(flatten)]
-    client: super::ClientArgs,
+    client: crate::ClientArgs,
     #[command(flatten)]
     keys: KeySpaceArgs,
     /// Also write the summary as JSON to FILE ('-': standard output, instead of the
@@ -147,8 +148,8 @@ const SECONDS_MAX: f64 = 3600.0;
 /// Fastest open loop.
 const RATE_MAX: f64 = 10_000_000.0;
 
+/// Runs `pegasus bench`: the load or the run phase, then prints or writes its summary.
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    super::init_logging("warn");
     let names = KeyNames::new(args.keys.keys, args.keys.key_size)?;
     // Flags are checked before the cluster file is read.
     let rack = || -> Result<_> {
@@ -162,16 +163,16 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             let keys = args.keys.keys;
             KeyChooser::new(keys, Popularity::Uniform)?;
             let setup = Setup {
-                phase: "load",
+                phase: Phase::Load,
                 keys,
                 key_size: args.keys.key_size,
                 value_size: value.len(),
                 read_ratio: 0.0,
-                distribution: "sequential",
+                distribution: KeyOrder::Sequential,
                 theta: None,
                 hotspot_fraction: None,
                 hotspot_share: None,
-                pace: "closed",
+                pace: PaceKind::Closed,
                 concurrency: Some(concurrency),
                 target_rate: None,
                 warmup_seconds: 0.0,
@@ -179,7 +180,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
                 seed: 0,
             };
             let (servers, cluster, options) = rack()?;
-            let (recorder, seconds) = super::block_on(2, async move {
+            let (recorder, seconds) = crate::block_on(2, async move {
                 let client = Arc::new(Client::connect(cluster, options).await?);
                 load(client, keys, names, value, concurrency).await
             })?;
@@ -191,7 +192,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             let (servers, cluster, options) = rack()?;
             let total = plan.warmup + plan.measure;
             let seconds = plan.measure.as_secs_f64();
-            let recorder = super::block_on(2, async move {
+            let recorder = crate::block_on(2, async move {
                 let client = Arc::new(Client::connect(cluster, options).await?);
                 let start = Instant::now();
                 let recorder = Arc::new(Mutex::new(Recorder::new(timeline.map(|t| (start, t)))));
@@ -218,7 +219,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     };
     report(&summary, args.json.as_deref())?;
     // A load that left keys unwritten fails: a run over them would read nothing.
-    if summary.setup.phase == "load" && summary.errors > 0 {
+    if summary.setup.phase == Phase::Load && summary.errors > 0 {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -310,15 +311,15 @@ fn plan(
     };
     let seed = run.seed.unwrap_or_else(rand::random);
     let (distribution, theta, hotspot) = match popularity {
-        Popularity::Uniform => ("uniform", None, None),
-        Popularity::Zipf(theta) => ("zipf", Some(theta), None),
+        Popularity::Uniform => (KeyOrder::Uniform, None, None),
+        Popularity::Zipf(theta) => (KeyOrder::Zipf, Some(theta), None),
         Popularity::Hotspot {
             hot_fraction,
             hot_share,
-        } => ("hotspot", None, Some((hot_fraction, hot_share))),
+        } => (KeyOrder::Hotspot, None, Some((hot_fraction, hot_share))),
     };
     let setup = Setup {
-        phase: "run",
+        phase: Phase::Run,
         keys: keys.keys,
         key_size: keys.key_size,
         value_size: value.len(),
@@ -328,8 +329,8 @@ fn plan(
         hotspot_fraction: hotspot.map(|h| h.0),
         hotspot_share: hotspot.map(|h| h.1),
         pace: match pace {
-            Pace::Closed { .. } => "closed",
-            Pace::Open { .. } => "open",
+            Pace::Closed { .. } => PaceKind::Closed,
+            Pace::Open { .. } => PaceKind::Open,
         },
         concurrency: match pace {
             Pace::Closed { concurrency } => Some(concurrency),

@@ -1,0 +1,311 @@
+//! The switch daemon's configuration: one type that `pegasus switch`'s flags and a
+//! configuration file (`pegasus switch --config FILE`, TOML) both produce. The lab writes this
+//! file instead of building a command line, so the two cannot drift apart; a test in the
+//! binary checks that every flag has a field here and every field a flag.
+
+use crate::{
+    controller::hotkeys::STATS_INTERVAL_MS_DEFAULT,
+    switch::{AttachMode, SwitchMode},
+};
+use anyhow::{Context, Result, ensure};
+use pegasus_common::{
+    directory::{Policy, SERVERS_MAX},
+    switch::{
+        DIRECTORY_CAPACITY_DEFAULT, REPLICATION_DEFAULT, SAMPLE_PERIOD_DEFAULT, SAMPLE_PERIOD_MAX,
+    },
+    wire::DEFAULT_PORT,
+};
+use serde::{Deserialize, Serialize};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+/// Hot keys the controller keeps by default.
+pub const HOT_KEYS_DEFAULT: u32 = 16;
+/// Where the controller keeps its epoch and hot keys by default.
+pub const STATE_PATH_DEFAULT: &str = "/var/lib/pegasus/switch-state.json";
+/// Longest configuration file read.
+const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// Server choice policies, as configuration values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyName {
+    /// The candidate with the lowest reported load.
+    LeastLoaded,
+    /// Candidates in turn.
+    RoundRobin,
+    /// The less loaded of two random candidates.
+    TwoChoices,
+}
+
+impl From<PolicyName> for Policy {
+    fn from(p: PolicyName) -> Policy {
+        match p {
+            PolicyName::LeastLoaded => Policy::LeastLoaded,
+            PolicyName::RoundRobin => Policy::RoundRobin,
+            PolicyName::TwoChoices => Policy::TwoChoices,
+        }
+    }
+}
+
+/// Everything `pegasus switch` needs to run: load the program, attach it to `ports`, run the
+/// controller until Ctrl-C/SIGTERM, then detach. Field names are the flags' names with `_`
+/// for `-`; a configuration file may leave out any field but `ports`.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// The ToR's ports, comma-separated (e.g. s0,s1,c0). The program forwards between them.
+    #[arg(long, value_delimiter = ',', required_unless_present = "config")]
+    pub ports: Vec<String>,
+    /// XDP attach mode: native (driver) or skb (generic, works everywhere, slower).
+    #[arg(long, default_value = "native")]
+    pub mode: AttachMode,
+    /// The rack's cluster file (server ids and addresses). Without it the switch only forwards
+    /// and stamps versions: the directory needs to know the servers.
+    #[arg(long, env = "PEGASUS_CLUSTER")]
+    pub cluster: Option<PathBuf>,
+    /// The stores' UDP port: only packets to or from it are Pegasus packets.
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub store_port: u16,
+    /// The smallest version epoch to stamp into the high 16 bits of every version; every
+    /// start takes one larger than the last (see --state).
+    #[arg(long, default_value_t = 1)]
+    pub epoch: u16,
+    /// Where the controller keeps the version epoch and the hot keys across restarts: a
+    /// restarted switch stamps with a larger epoch (else new writes would get versions below
+    /// the stored ones) and brings the homes of the keys that were hot up to date before it
+    /// forwards.
+    #[arg(long, default_value = STATE_PATH_DEFAULT)]
+    pub state: PathBuf,
+    /// How the directory picks a server for a hot key's reads and writes.
+    #[arg(long, value_enum, default_value = "least-loaded")]
+    pub policy: PolicyName,
+    /// Copies of each hot key: a hot write goes to one server and is copied to this many minus
+    /// one more; a key made hot is pushed from home to this many minus one servers.
+    #[arg(long, default_value_t = REPLICATION_DEFAULT,
+          value_parser = clap::value_parser!(u8).range(1..=SERVERS_MAX as i64))]
+    pub replication: u8,
+    /// Most hot keys in the directory (fixed when the program is loaded).
+    #[arg(long, default_value_t = DIRECTORY_CAPACITY_DEFAULT)]
+    pub directory_capacity: u32,
+    /// Hot keys the controller keeps in the directory, found from sampled requests (the most
+    /// requested ones, with hysteresis). 0: none; only `switch hot add|del` changes the
+    /// directory. At most --directory-capacity.
+    #[arg(long, default_value_t = HOT_KEYS_DEFAULT)]
+    pub hot_keys: u32,
+    /// Length of a statistics interval: the controller reads the samples, updates its top-k
+    /// and changes the directory this often; counts halve every 5 intervals.
+    #[arg(long, alias = "epoch-ms", default_value_t = STATS_INTERVAL_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[serde(alias = "epoch_ms")]
+    pub stats_interval_ms: u64,
+    /// Sample one GET or PUT in this many for hot-key detection (0: no sampling).
+    #[arg(long, alias = "sample-rate", default_value_t = SAMPLE_PERIOD_DEFAULT,
+          value_parser = clap::value_parser!(u16).range(0..=SAMPLE_PERIOD_MAX as i64))]
+    #[serde(alias = "sample_rate")]
+    pub sample_period: u16,
+    /// Serve metrics in the Prometheus text format at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9464): the XDP counters, server loads, the directory, detection.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Serve status, counters and hot-key control on this Unix socket.
+    #[arg(long)]
+    pub admin: Option<PathBuf>,
+    /// Run the in-switch cache baseline (NetCache-style) instead of the directory: the switch
+    /// answers reads of the hot keys from values it caches (up to 128 bytes; longer ones are
+    /// read from home), writes go home and the cached copy follows them (docs/cache.md). Hot
+    /// keys are found as for the directory; --replication and --policy do not apply.
+    #[arg(long)]
+    pub cache: bool,
+}
+
+impl Default for DaemonConfig {
+    /// The same values as the flags' defaults (a test checks it), with no ports.
+    fn default() -> Self {
+        DaemonConfig {
+            ports: Vec::new(),
+            mode: AttachMode::Native,
+            cluster: None,
+            store_port: DEFAULT_PORT,
+            epoch: 1,
+            state: PathBuf::from(STATE_PATH_DEFAULT),
+            policy: PolicyName::LeastLoaded,
+            replication: REPLICATION_DEFAULT,
+            directory_capacity: DIRECTORY_CAPACITY_DEFAULT,
+            hot_keys: HOT_KEYS_DEFAULT,
+            stats_interval_ms: STATS_INTERVAL_MS_DEFAULT,
+            sample_period: SAMPLE_PERIOD_DEFAULT,
+            metrics: None,
+            admin: None,
+            cache: false,
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Reads a configuration file (TOML).
+    pub fn load(path: &Path) -> Result<DaemonConfig> {
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .with_context(|| format!("opening {}", path.display()))?
+            .take(CONFIG_FILE_BYTES_MAX)
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let config: DaemonConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Writes it as a configuration file (TOML) that [`DaemonConfig::load`] reads back.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = toml::to_string_pretty(self)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The directory or the cache baseline.
+    pub fn switch_mode(&self) -> SwitchMode {
+        if self.cache {
+            SwitchMode::Cache
+        } else {
+            SwitchMode::Directory
+        }
+    }
+
+    /// Copies of each hot key in effect: a cached key lives at home only.
+    pub fn replication_in_effect(&self) -> u8 {
+        match self.switch_mode() {
+            SwitchMode::Cache => 1,
+            SwitchMode::Directory => self.replication,
+        }
+    }
+
+    /// Checks what the flags' parsers check, for values that come from a file, and the
+    /// relations between fields. `detecting`: whether the controller will detect hot keys
+    /// (it needs servers to place them).
+    pub fn validate(&self, detecting: bool) -> Result<()> {
+        ensure!(
+            !self.ports.is_empty(),
+            "no ports given (--ports or `ports` in the file)"
+        );
+        ensure!(self.store_port != 0, "the store port must not be 0");
+        ensure!(
+            (1..=SERVERS_MAX).contains(&(self.replication as u32)),
+            "replication must be between 1 and {SERVERS_MAX}"
+        );
+        ensure!(
+            (1..=60_000).contains(&self.stats_interval_ms),
+            "the statistics interval must be between 1 and 60,000 ms"
+        );
+        ensure!(
+            self.sample_period <= SAMPLE_PERIOD_MAX,
+            "the sample period must be at most {SAMPLE_PERIOD_MAX}"
+        );
+        if detecting {
+            ensure!(
+                self.hot_keys <= self.directory_capacity,
+                "--hot-keys {} exceeds --directory-capacity {}",
+                self.hot_keys,
+                self.directory_capacity
+            );
+            ensure!(
+                self.sample_period > 0,
+                "--hot-keys needs sampling: give --sample-period N > 0, or --hot-keys 0"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, FromArgMatches};
+
+    fn parse(args: &[&str]) -> DaemonConfig {
+        let command = DaemonConfig::augment_args(
+            clap::Command::new("switch").arg(clap::Arg::new("config").long("config")),
+        );
+        let matches = command
+            .try_get_matches_from(std::iter::once("switch").chain(args.iter().copied()))
+            .unwrap();
+        DaemonConfig::from_arg_matches(&matches).unwrap()
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_types_defaults() {
+        // SAFETY: no other thread of this test reads the environment.
+        unsafe { std::env::remove_var("PEGASUS_CLUSTER") };
+        let parsed = parse(&["--ports", "s0,c0"]);
+        let expected = DaemonConfig {
+            ports: vec!["s0".into(), "c0".into()],
+            ..DaemonConfig::default()
+        };
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn a_file_and_flags_give_the_same_value() {
+        let flags = parse(&[
+            "--ports",
+            "s0,s1,c0",
+            "--mode",
+            "skb",
+            "--cluster",
+            "/tmp/c.toml",
+            "--store-port",
+            "7500",
+            "--policy",
+            "two-choices",
+            "--replication",
+            "3",
+            "--stats-interval-ms",
+            "20",
+            "--sample-period",
+            "16",
+            "--metrics",
+            "127.0.0.1:9464",
+            "--admin",
+            "/tmp/a.sock",
+            "--cache",
+        ]);
+        let dir = std::env::temp_dir().join(format!("pegasus-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("switch.toml");
+        flags.save(&path).unwrap();
+        assert_eq!(DaemonConfig::load(&path).unwrap(), flags);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn old_spellings_still_parse() {
+        let old = parse(&["--ports", "s0", "--epoch-ms", "25", "--sample-rate", "4"]);
+        assert_eq!((old.stats_interval_ms, old.sample_period), (25, 4));
+        let file: DaemonConfig =
+            toml::from_str("ports = [\"s0\"]\nepoch_ms = 25\nsample_rate = 4\n").unwrap();
+        assert_eq!((file.stats_interval_ms, file.sample_period), (25, 4));
+    }
+
+    #[test]
+    fn files_are_checked() {
+        assert!(toml::from_str::<DaemonConfig>("ports = [\"s0\"]\nbogus = 1\n").is_err());
+        let no_ports = DaemonConfig::default();
+        assert!(no_ports.validate(false).is_err());
+        let too_many_hot = DaemonConfig {
+            ports: vec!["s0".into()],
+            hot_keys: 100,
+            directory_capacity: 10,
+            ..DaemonConfig::default()
+        };
+        assert!(too_many_hot.validate(false).is_ok());
+        assert!(too_many_hot.validate(true).is_err());
+        let zero_replication = DaemonConfig {
+            ports: vec!["s0".into()],
+            replication: 0,
+            ..DaemonConfig::default()
+        };
+        assert!(zero_replication.validate(false).is_err());
+    }
+}
