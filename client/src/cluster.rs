@@ -14,8 +14,8 @@ use std::{collections::BTreeSet, net::SocketAddr, path::Path};
 
 /// Environment variable naming the cluster file.
 pub const ENV_VAR: &str = "PEGASUS_CLUSTER";
-/// Most servers in a rack (the switch's replica bitmap has 32 bits).
-pub const SERVERS_MAX: usize = 32;
+/// Most servers in a rack (the switch's replica bitmap's width).
+const SERVERS_MAX: usize = pegasus_common::directory::SERVERS_MAX as usize;
 
 /// One store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@
 //! without the entry seeing it could leave a stale value served. A write that cannot take it
 //! goes home unrecorded (its reply then invalidates the entry).
 
-use super::*;
+use crate::*;
 use aya_ebpf::helpers::generated::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_store_bytes};
 use pegasus_common::cache::{
     CACHE_VALUE_MAX, CacheEntry, CacheMeta, CacheState, ReplyEffect, SWITCH_SERVER_ID,

@@ -297,6 +297,9 @@ mod tests {
     fn a_config_file_excludes_the_flags() {
         assert!(Cli::try_parse_from(["switch", "--config", "x.toml"]).is_ok());
         assert!(Cli::try_parse_from(["switch", "--config", "x.toml", "--ports", "s0"]).is_err());
-        assert!(Cli::try_parse_from(["switch"]).is_err(), "--ports or --config");
+        assert!(
+            Cli::try_parse_from(["switch"]).is_err(),
+            "--ports or --config"
+        );
     }
 }

@@ -14,7 +14,6 @@ use std::{
 const LATENCY_MAX_US: u64 = 60_000_000;
 /// Significant figures of the latency histograms.
 const LATENCY_FIGURES: u8 = 3;
-const SERVERS: usize = SERVERS_MAX as usize;
 
 /// The operations of a workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,14 +64,14 @@ impl OpStats {
 struct TimelineRecorder {
     start: Instant,
     interval: Duration,
-    intervals: Vec<[u64; SERVERS]>,
+    intervals: Vec<[u64; SERVERS_MAX as usize]>,
 }
 
 /// Collects what a phase measured.
 pub struct Recorder {
     read: OpStats,
     update: OpStats,
-    replies: [u64; SERVERS],
+    replies: [u64; SERVERS_MAX as usize],
     /// Replies the switch's cache answered.
     switch_replies: u64,
     timeline: Option<TimelineRecorder>,
@@ -84,7 +83,7 @@ impl Recorder {
         Recorder {
             read: OpStats::new(),
             update: OpStats::new(),
-            replies: [0; SERVERS],
+            replies: [0; SERVERS_MAX as usize],
             switch_replies: 0,
             timeline: timeline.map(|(start, interval)| TimelineRecorder {
                 start,
@@ -111,12 +110,12 @@ impl Recorder {
                     self.switch_replies += 1;
                     return;
                 }
-                let server = server as usize % SERVERS;
+                let server = server as usize % SERVERS_MAX as usize;
                 self.replies[server] += 1;
                 if let Some(t) = &mut self.timeline {
                     let i = (t.start.elapsed().as_nanos() / t.interval.as_nanos().max(1)) as usize;
                     if i >= t.intervals.len() {
-                        t.intervals.resize(i + 1, [0; SERVERS]);
+                        t.intervals.resize(i + 1, [0; SERVERS_MAX as usize]);
                     }
                     t.intervals[i][server] += 1;
                 }
@@ -151,7 +150,7 @@ impl Recorder {
                 .max()
                 .map_or(0, |last| last + 1)
                 .max(servers)
-                .min(SERVERS);
+                .min(SERVERS_MAX as usize);
             Timeline {
                 interval_ms: t.interval.as_millis() as u64,
                 swap_at_ms: setup.swap_at_seconds.map(|s| (s * 1000.0) as u64),

@@ -33,6 +33,7 @@ use crate::{
 use anyhow::{Context, Result, bail, ensure};
 use pegasus_client::cluster::{Cluster, ServerEntry};
 use pegasus_common::{
+    directory::SERVERS_MAX,
     hash::key_hash,
     switch::{DIRECTORY_CAPACITY_DEFAULT, REPLICATION_DEFAULT, SAMPLE_PERIOD_DEFAULT},
     wire::{self, DEFAULT_PORT, Header, Message, Op},
@@ -48,8 +49,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Most servers in a rack (the replica bitmap's width).
-pub const SERVERS_MAX: u8 = pegasus_common::directory::SERVERS_MAX as u8;
 /// Most client namespaces.
 pub const CLIENTS_MAX: u8 = 64;
 /// The client id of the lab's readiness probes (the stores answer any client id).
@@ -156,7 +155,7 @@ impl LabSpec {
     fn validate(&self) -> Result<()> {
         validate_name(&self.name)?;
         ensure!(
-            (1..=SERVERS_MAX).contains(&self.servers),
+            (1..=SERVERS_MAX).contains(&u32::from(self.servers)),
             "--servers must be between 1 and {SERVERS_MAX}"
         );
         ensure!(
@@ -276,7 +275,7 @@ pub fn client_ip(j: u8) -> Ipv4Addr {
 }
 
 /// A MAC address as `ip` writes it.
-fn mac_text(mac: [u8; 6]) -> String {
+pub fn mac_text(mac: [u8; 6]) -> String {
     mac.map(|b| format!("{b:02x}")).join(":")
 }
 

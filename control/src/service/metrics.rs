@@ -4,6 +4,7 @@
 
 use super::admin::Status;
 use anyhow::{Context, Result};
+use pegasus_common::switch::Counter;
 use std::{fmt::Write as _, net::SocketAddr, time::Duration};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -25,12 +26,12 @@ pub fn render(status: &Status) -> String {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    for (counter, value) in &status.counters.0 {
+    for &counter in Counter::ALL {
         metric(
-            &format!("pegasus_switch_{counter}_total"),
+            &format!("pegasus_switch_{}_total", counter.name()),
             "counter",
-            &format!("XDP program counter {counter}, summed over CPUs."),
-            &[(String::new(), *value)],
+            &format!("{} (XDP program, summed over CPUs)", counter.help().trim()),
+            &[(String::new(), status.counters.get(counter))],
         );
     }
     let loads: Vec<(String, u64)> = status

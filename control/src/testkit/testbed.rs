@@ -5,46 +5,45 @@
 
 use super::packet;
 use crate::{
-    lab::netns::{self, ScopedNetns},
+    lab::{
+        Host, HostAddressing, mac_text,
+        netns::{self, ScopedNetns},
+    },
     switch::{Switch, SwitchSettings},
 };
 use anyhow::{Result, ensure};
+use pegasus_common::directory::SERVERS_MAX;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-/// The switch's MAC address on the client port.
+/// The switch's MAC address on the client port (the lab's addressing, client 0).
 pub const CLIENT_PORT_MAC: [u8; 6] = [0x02, 0, 0, 2, 0, 1];
 /// The client's MAC address.
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 2, 0, 2];
-/// Most servers a testbed has.
-pub const SERVERS_MAX: u8 = 32;
 
 /// The switch's MAC address on server `i`'s port.
 pub fn server_port_mac(i: u8) -> [u8; 6] {
-    [0x02, 0, 0, 1, i, 1]
+    Host::Server(i).addressing().tor_mac
 }
 
 /// Server `i`'s MAC address.
 pub fn server_mac(i: u8) -> [u8; 6] {
-    [0x02, 0, 0, 1, i, 2]
+    Host::Server(i).addressing().host_mac
 }
 
 /// Server `i`'s address.
 pub fn server_ip(i: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 1, i, 2)
+    Host::Server(i).addressing().host_ip
 }
 
 /// The client's address.
 pub fn client_ip() -> Ipv4Addr {
-    Ipv4Addr::new(10, 2, 0, 2)
+    Host::Client(0).addressing().host_ip
 }
 
 /// A UDP address of server `i`.
 pub fn server_addr(i: u8, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(server_ip(i), port)
 }
-
-/// (port, port MAC, port address, host address, host MAC) of one switch port.
-type PortSpec = (String, [u8; 6], String, Ipv4Addr, [u8; 6]);
 
 /// The namespace and the switch loaded in it.
 pub struct Testbed {
@@ -62,38 +61,25 @@ impl Testbed {
             "the switch testbed needs root (BPF_PROG_TEST_RUN, namespaces)"
         );
         ensure!(
-            (1..=SERVERS_MAX).contains(&servers),
+            (1..=SERVERS_MAX).contains(&u32::from(servers)),
             "a testbed has 1 to {SERVERS_MAX} servers"
         );
         let ns = ScopedNetns::new(tag)?;
         let n = ns.name();
-        let mut ports: Vec<PortSpec> = (0..servers)
-            .map(|i| {
-                (
-                    format!("sv{i}"),
-                    server_port_mac(i),
-                    format!("10.1.{i}.1/24"),
-                    server_ip(i),
-                    server_mac(i),
-                )
-            })
+        // The lab's addressing, with port names of the testbed's own.
+        let ports: Vec<(String, HostAddressing)> = (0..servers)
+            .map(|i| (format!("sv{i}"), Host::Server(i).addressing()))
+            .chain([("cl0".to_owned(), Host::Client(0).addressing())])
             .collect();
-        ports.push((
-            "cl0".into(),
-            CLIENT_PORT_MAC,
-            "10.2.0.1/24".into(),
-            client_ip(),
-            CLIENT_MAC,
-        ));
-        for (port, port_mac, port_ip, host_ip, host_mac) in &ports {
+        for (port, a) in &ports {
             let peer = format!("{port}p");
-            let (port_mac, host_mac) = (mac(port_mac), mac(host_mac));
-            let host_ip = host_ip.to_string();
+            let (port_mac, host_mac) = (mac_text(a.tor_mac), mac_text(a.host_mac));
+            let (port_ip, host_ip) = (format!("{}/24", a.tor_ip), a.host_ip.to_string());
             netns::ip(&[
                 "-n", n, "link", "add", port, "address", &port_mac, "type", "veth", "peer", "name",
                 &peer,
             ])?;
-            netns::ip(&["-n", n, "addr", "add", port_ip, "dev", port])?;
+            netns::ip(&["-n", n, "addr", "add", &port_ip, "dev", port])?;
             netns::ip(&["-n", n, "link", "set", port, "up"])?;
             netns::ip(&["-n", n, "link", "set", &peer, "up"])?;
             netns::set_neighbour(n, &host_ip, &host_mac, port)?;
@@ -107,13 +93,6 @@ impl Testbed {
         }
         Ok(Testbed { switch, _ns: ns })
     }
-}
-
-fn mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// A frame from the client to server `i`'s store port.

@@ -1,0 +1,55 @@
+//! The switch program's maps (their one user-space owner is `control::switch`; capacities
+//! marked "set at load time" are the controller's to choose).
+
+use crate::*;
+
+#[map(name = "CONFIG")]
+pub(crate) static CONFIG: Array<SwitchConfig> = Array::with_max_entries(1, 0);
+
+#[map(name = "VERSION_COUNTER")]
+pub(crate) static VERSION_COUNTER: Array<u64> = Array::with_max_entries(1, 0);
+
+#[map(name = "COUNTERS")]
+pub(crate) static COUNTERS: PerCpuArray<CounterBlock> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "PORTS")]
+pub(crate) static PORTS: DevMapHash = DevMapHash::with_max_entries(switch::MAX_PORTS, 0);
+
+/// The coherence directory; its capacity is set by the controller at load time.
+#[map(name = "DIRECTORY")]
+pub(crate) static DIRECTORY: HashMap<u64, DirEntry> =
+    HashMap::with_max_entries(switch::DIRECTORY_CAPACITY_DEFAULT, 0);
+
+/// Sampled requests for the controller's hot-key detection.
+#[map(name = "SAMPLES")]
+pub(crate) static SAMPLES: RingBuf = RingBuf::with_byte_size(switch::SAMPLES_RING_BYTES, 0);
+
+/// Per CPU: requests left until the next sample.
+#[map(name = "SAMPLER")]
+pub(crate) static SAMPLER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "HOT_FILTER")]
+pub(crate) static HOT_FILTER: Array<u8> = Array::with_max_entries(switch::HOT_FILTER_SLOTS, 0);
+
+#[map(name = "EVICTIONS")]
+pub(crate) static EVICTIONS: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "EVICTING")]
+pub(crate) static EVICTING: HashMap<u64, u8> =
+    HashMap::with_max_entries(switch::DIRECTORY_CAPACITY_DEFAULT, 0);
+
+#[map(name = "SERVERS")]
+pub(crate) static SERVERS: Array<ServerTable> = Array::with_max_entries(1, 0);
+
+/// Per CPU, so that a slot is never written by two CPUs at once (no torn entries, no lock).
+#[map(name = "FIB_CACHE")]
+pub(crate) static FIB_CACHE: PerCpuArray<FibEntry> =
+    PerCpuArray::with_max_entries(switch::FIB_CACHE_SLOTS, 0);
+
+#[map(name = "FIB_GENERATION")]
+pub(crate) static FIB_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+/// Words of `switch::RetryRoute`: an array, not an LRU hash, because remembering a route is
+/// then one store instead of a node allocation (the hot write path's largest cost).
+#[map(name = "RETRY_ROUTES")]
+pub(crate) static RETRY_ROUTES: Array<RetrySlot> =
+    Array::with_max_entries(switch::RETRY_ROUTES_CAPACITY, 0);

@@ -1,0 +1,53 @@
+//! The yardsticks of `pegasus switch cost`, not a part of the switch: the least an XDP
+//! program that answers or forwards UDP must do, measured in the same run as the switch.
+
+use crate::*;
+
+/// The yardstick of `pegasus switch cost`, not a part of the switch: the least an XDP
+/// program that answers UDP must do. Parses Ethernet, IPv4 (no options) and UDP, swaps the
+/// MAC addresses, IPv4 addresses and UDP ports (no checksum changes: a swap keeps both sums)
+/// and sends the frame back out of its port. Everything else is passed.
+#[xdp]
+pub fn baseline_reflect(ctx: XdpContext) -> u32 {
+    reflect(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn reflect(ctx: &XdpContext) -> u32 {
+    let Some(frame) = Bytes::<{ PAYLOAD_OFF }>::at(ctx, 0) else {
+        return XDP_PASS;
+    };
+    if frame.u16(12) != ETH_P_IPV4
+        || frame.u8(IP_OFF) != 0x45
+        || frame.u8(IP_OFF + ipv4::PROTOCOL) != IPPROTO_UDP
+    {
+        return XDP_PASS;
+    }
+    let (dst_mac, src_mac) = (frame.u48(0), frame.u48(6));
+    frame.set_u48(0, src_mac);
+    frame.set_u48(6, dst_mac);
+    let (src_ip, dst_ip) = (frame.u32(IP_OFF + ipv4::SRC), frame.u32(IP_OFF + ipv4::DST));
+    frame.set_u32(IP_OFF + ipv4::SRC, dst_ip);
+    frame.set_u32(IP_OFF + ipv4::DST, src_ip);
+    let (src_port, dst_port) = (frame.u16(UDP_OFF), frame.u16(UDP_OFF + 2));
+    frame.set_u16(UDP_OFF, dst_port);
+    frame.set_u16(UDP_OFF + 2, src_port);
+    XDP_TX
+}
+
+/// The port `baseline_forward` sends to (set by the benchmark).
+#[map(name = "BASELINE_PORT")]
+pub(crate) static BASELINE_PORT: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The second yardstick of `pegasus switch cost`: `baseline_reflect`, but the frame leaves
+/// through the `PORTS` DEVMAP like every packet the switch forwards.
+#[xdp]
+pub fn baseline_forward(ctx: XdpContext) -> u32 {
+    if reflect(&ctx) != XDP_TX {
+        return XDP_PASS;
+    }
+    let port = BASELINE_PORT.get(0).copied().unwrap_or(0);
+    match PORTS.redirect(port, XDP_PASS as u64) {
+        Ok(action) | Err(action) => action,
+    }
+}
