@@ -586,6 +586,38 @@ impl Switch {
         Ok(map.get(&0, 0)?)
     }
 
+    /// Test kit: sets a key's directory entry to exactly `entry` (inserting it, filter slot
+    /// included, if absent), so that a fixture can start from any state. A running switch's
+    /// controller never does this: it would race the program's own updates.
+    #[cfg(feature = "testkit")]
+    pub fn set_directory_entry(&mut self, keyhash: u64, entry: DirEntry) -> Result<()> {
+        if self.directory_entry(keyhash)?.is_none() {
+            self.directory_insert(keyhash, entry.home)?;
+        }
+        let mut dir: HashMap<&mut MapData, u64, DirEntry> =
+            HashMap::try_from(self.map_mut(shared::MAP_DIRECTORY)?)?;
+        dir.insert(keyhash, entry, 0)?;
+        Ok(())
+    }
+
+    /// Test kit: sets the version counter (the next PUT is stamped with `counter + 1`).
+    #[cfg(feature = "testkit")]
+    pub fn set_version_counter(&mut self, counter: u64) -> Result<()> {
+        let mut map: Array<&mut MapData, u64> =
+            Array::try_from(self.map_mut(shared::MAP_VERSION_COUNTER)?)?;
+        map.set(0, counter, 0)?;
+        Ok(())
+    }
+
+    /// Test kit: sets one slot of the retry routes.
+    #[cfg(feature = "testkit")]
+    pub fn set_retry_slot(&mut self, slot: u32, value: RetrySlot) -> Result<()> {
+        let mut map: Array<&mut MapData, RetrySlot> =
+            Array::try_from(self.map_mut(shared::MAP_RETRY_ROUTES)?)?;
+        map.set(slot, value, 0)?;
+        Ok(())
+    }
+
     /// Runs the loaded program on one synthetic packet (`BPF_PROG_TEST_RUN`) and returns its
     /// verdict and the packet as the program left it. Maps are shared with the live program.
     /// The FIB lookups happen in the calling thread's network namespace.
