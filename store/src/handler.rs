@@ -10,7 +10,7 @@
 //!   rule and acknowledged (through the switch, which learns the new replica from the ack).
 //! - A PUT that the switch steered with a replica bitmap is also copied, as REPLICATE, to the
 //!   servers of the bitmap; a PUSH from the controller sends the stored version and value to
-//!   the servers of its bitmap. The copy is returned as [`Copy`] for the server loop to send.
+//!   the servers of its bitmap. The copy is returned as [`CopyOrder`] for the server loop to send.
 //! - Replies echo the request's HOT flag, which tells the switch that it steered the request.
 //! - A datagram that is not a Pegasus message (bad magic, truncated header) is dropped and
 //!   counted; a Pegasus request that is malformed, too large or of an unserved op gets an
@@ -124,7 +124,7 @@ impl Store {
         load: u16,
         out: &mut [u8],
         copy: &mut [u8],
-    ) -> (Option<usize>, Option<Copy>) {
+    ) -> (Option<usize>, Option<CopyOrder>) {
         assert!(out.len() >= wire::MAX_PAYLOAD_LEN, "reply buffer too small");
         assert!(copy.len() >= wire::MAX_PAYLOAD_LEN, "copy buffer too small");
         let mut pending_copy = None;
@@ -138,7 +138,7 @@ impl Store {
         load: u16,
         out: &mut [u8],
         copy: &mut [u8],
-        pending_copy: &mut Option<Copy>,
+        pending_copy: &mut Option<CopyOrder>,
     ) -> Option<usize> {
         self.stats.datagrams.fetch_add(1, Relaxed);
         let header = match Header::decode(datagram) {
@@ -180,7 +180,7 @@ impl Store {
         m: &Message<'_>,
         reply: Reply<'_, '_>,
         copy: &mut [u8],
-        pending_copy: &mut Option<Copy>,
+        pending_copy: &mut Option<CopyOrder>,
     ) -> Option<usize> {
         self.stats.pushes.fetch_add(1, Relaxed);
         let targets = m.header.replica_bitmap & !directory::bit(self.server_id);
@@ -199,7 +199,7 @@ impl Store {
         match pushed {
             Some(Some((version, len))) => {
                 if targets != 0 {
-                    *pending_copy = Some(Copy { len, targets });
+                    *pending_copy = Some(CopyOrder { len, targets });
                 }
                 reply.ok(Op::PushReply, version)
             }
@@ -267,7 +267,7 @@ impl Store {
         m: &Message<'_>,
         reply: Reply<'_, '_>,
         copy: &mut [u8],
-        pending_copy: &mut Option<Copy>,
+        pending_copy: &mut Option<CopyOrder>,
     ) -> Option<usize> {
         self.stats.puts.fetch_add(1, Relaxed);
         let h = &m.header;
@@ -285,7 +285,7 @@ impl Store {
         drop(client);
         let targets = h.replica_bitmap & !directory::bit(self.server_id);
         if targets != 0 && h.version != version::NONE {
-            *pending_copy = Some(Copy {
+            *pending_copy = Some(CopyOrder {
                 len: encode_replicate(copy, h, self.server_id, m.key, m.value),
                 targets,
             });
@@ -321,7 +321,7 @@ impl Store {
 /// A message to send to several servers: `len` bytes of the copy buffer, to every server in
 /// the `targets` bitmap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Copy {
+pub struct CopyOrder {
     pub len: usize,
     pub targets: u32,
 }

@@ -8,7 +8,7 @@
 
 use crate::{
     capacity::ServiceRate,
-    handler::{Copy, Store},
+    handler::{CopyOrder, Store},
 };
 use anyhow::{Context, Result, ensure};
 use pegasus_common::wire;
@@ -312,7 +312,7 @@ async fn serve_at_rate(
 }
 
 /// Sends a copy to every target server whose address is known.
-async fn send_copies(store: &Store, peers: &Peers, socket: &UdpSocket, copy: &[u8], c: Copy) {
+async fn send_copies(store: &Store, peers: &Peers, socket: &UdpSocket, copy: &[u8], c: CopyOrder) {
     for id in 0..32u8 {
         if c.targets & (1 << id) == 0 {
             continue;

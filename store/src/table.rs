@@ -1,6 +1,6 @@
 //! The versioned map. Keys are sharded by key hash over mutex-protected hash tables; each entry
 //! keeps key and value in one allocation, which keeps a store of a million small values under
-//! twice its raw key and value bytes (see docs/store.md for the measurement).
+//! twice its raw key and value bytes (docs/measurements.md, "Store memory", measured by `tests/memory_footprint.rs`).
 
 use hashbrown::HashTable;
 use pegasus_common::version;
