@@ -35,6 +35,7 @@
 //!   maps;
 //! - `yardstick` and `fault`: programs that are not the switch (the cost benchmark's
 //!   minimal programs; loss injection for tests).
+//!
 //! Checksums are updated incrementally for every field rewritten. Every packet region is
 //! bounds-checked against `data_end` once (`Bytes`; the verifier insists), then read with
 //! single loads at constant offsets, and nothing here can panic.
