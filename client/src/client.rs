@@ -316,6 +316,7 @@ mod tests {
 
     fn cluster() -> Cluster {
         Cluster {
+            controllers: Vec::new(),
             servers: vec![crate::cluster::ServerEntry {
                 id: 0,
                 addr: "127.0.0.1:7400".parse().unwrap(),

@@ -1,6 +1,10 @@
 //! The cluster file: which stores form the rack, by server id and UDP address.
 //!
 //! ```toml
+//! # The controller's addresses, as the stores see them: PUSH is accepted only from them
+//! # (optional; the lab writes the ToR's address on each server link).
+//! controllers = ["10.1.0.1", "10.1.1.1"]
+//!
 //! [[servers]]
 //! id = 0
 //! addr = "10.1.0.2:7400"
@@ -10,7 +14,11 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
-use std::{collections::BTreeSet, net::SocketAddr, path::Path};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+    path::Path,
+};
 
 /// Environment variable naming the cluster file.
 pub const ENV_VAR: &str = "PEGASUS_CLUSTER";
@@ -26,9 +34,12 @@ pub struct ServerEntry {
     pub addr: SocketAddr,
 }
 
-/// The rack's stores.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The rack's stores, and its controller's addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cluster {
+    /// Where the controller's requests come from (the stores trust PUSH from these only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controllers: Vec<IpAddr>,
     pub servers: Vec<ServerEntry>,
 }
 
@@ -120,6 +131,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
         let c = Cluster {
+            controllers: Vec::new(),
             servers: vec![ServerEntry {
                 id: 3,
                 addr: "127.0.0.1:7400".parse().unwrap(),

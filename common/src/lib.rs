@@ -7,7 +7,9 @@
 //! - [`version`]: how a version packs the switch epoch and a counter;
 //! - [`cache`]: the rules of the in-switch cache baseline (NetCache-style);
 //! - [`checksum`]: incremental Internet-checksum updates for the fields the switch rewrites;
-//! - [`switch`]: the plain-old-data types of the switch's BPF maps and its counter indices.
+//! - [`switch`]: the plain-old-data types of the switch's BPF maps and its counter indices;
+//! - [`directory`]: the coherence directory's rules;
+//! - [`roles`]: the trust boundary: what each switch port's role admits.
 //!
 //! Everything here is a plain function over plain values so that the eBPF program (built for
 //! `bpfel-unknown-none`) and user space run literally the same code.
@@ -20,6 +22,7 @@ pub mod cache;
 pub mod checksum;
 pub mod directory;
 pub mod hash;
+pub mod roles;
 pub mod switch;
 pub mod version;
 pub mod wire;

@@ -78,6 +78,31 @@ pub const FIB_GENERATION_PERIOD_MS: u64 = 1_000;
 pub const fn fib_slot(ipv4: u32) -> u32 {
     ipv4.wrapping_mul(0x9e37_79b1) >> 24 & (FIB_CACHE_SLOTS - 1)
 }
+/// Name of the array of [`PortSlot`]s: each switch port's [`crate::roles::PortRole`],
+/// direct-mapped by ifindex ([`port_slot`]). A packet from a port whose slot holds another
+/// ifindex (or none) is from a client-facing port: unknown means untrusted. The controller
+/// refuses two ports that share a slot.
+pub const MAP_PORT_ROLES: &str = "PORT_ROLES";
+/// Slots of the port roles (a power of two).
+pub const PORT_ROLE_SLOTS: u32 = 1024;
+
+/// One slot of [`MAP_PORT_ROLES`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortSlot {
+    /// The port's ifindex; 0: an empty slot.
+    pub ifindex: u32,
+    /// [`crate::roles::PortRole`] code.
+    pub role: u8,
+    pub reserved: [u8; 3],
+}
+
+/// The slot of a port's role.
+#[inline(always)]
+pub const fn port_slot(ifindex: u32) -> u32 {
+    ifindex & (PORT_ROLE_SLOTS - 1)
+}
+
 /// Name of the fault-injection program (random loss) and its map (loss in millionths).
 pub const PROGRAM_FAULT_LOSS: &str = "fault_loss";
 pub const MAP_FAULT_LOSS: &str = "FAULT_LOSS";
@@ -369,6 +394,8 @@ unsafe impl aya::Pod for DirEntry {}
 unsafe impl aya::Pod for ServerTable {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FibEntry {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PortSlot {}
 
 /// Declares the switch's counters once: the enum (its discriminant is the index into
 /// [`MAP_COUNTERS`]), [`Counter::COUNT`], [`Counter::ALL`], and each counter's stable name and
@@ -420,7 +447,7 @@ counters! {
     Replies = "replies",
     /// Writes stamped with a version.
     WritesStamped = "writes_stamped",
-    /// Packets on the Pegasus port that are not valid Pegasus messages.
+    /// Packets on the Pegasus port that are not valid Pegasus messages: dropped.
     ParseFailures = "parse_failures",
     /// Pegasus packets the FIB could not forward (no route or no neighbour yet): passed.
     FibMisses = "fib_misses",
@@ -456,6 +483,15 @@ counters! {
     CacheFills = "cache_fills",
     /// Cache entries invalidated by a write or a reply (cache mode).
     CacheInvalidations = "cache_invalidations",
+    /// Requests and replies that the role of the port they arrived on forbids (an op a
+    /// client may not send, a reply not from the server it claims): dropped.
+    RoleDrops = "role_drops",
+    /// Requests from a client-facing port whose switch-only fields (version, replica
+    /// bitmap, STAMPED, HOT, CACHED) were set, and were cleared.
+    RequestsCleaned = "requests_cleaned",
+    /// Packets to or from the store port that the program cannot parse (IP options, VLAN
+    /// tags, first fragments): dropped, never left to the kernel to forward unchecked.
+    Unparseable = "unparseable",
 }
 
 /// One CPU's counters, the value of [`MAP_COUNTERS`].

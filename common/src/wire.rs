@@ -180,6 +180,13 @@ pub enum Status {
     UnknownOp = 4,
     /// The key is longer than [`MAX_KEY_LEN`].
     KeyTooLarge = 5,
+    /// The op is not accepted from this sender (server-to-server and controller ops come
+    /// only from the rack's servers and its controller).
+    Forbidden = 6,
+    /// The store requires writes stamped by the switch, and this one is not.
+    Unstamped = 7,
+    /// The store's memory limit is reached: the write would grow it.
+    Full = 8,
 }
 
 impl Status {
@@ -192,6 +199,9 @@ impl Status {
             3 => Status::Malformed,
             4 => Status::UnknownOp,
             5 => Status::KeyTooLarge,
+            6 => Status::Forbidden,
+            7 => Status::Unstamped,
+            8 => Status::Full,
             _ => return None,
         })
     }
@@ -205,6 +215,9 @@ impl Status {
             Status::Malformed => "malformed request",
             Status::UnknownOp => "operation not served by this store",
             Status::KeyTooLarge => "key too long",
+            Status::Forbidden => "not accepted from this sender",
+            Status::Unstamped => "the store takes only writes stamped by the switch",
+            Status::Full => "the store is full (its memory limit is reached)",
         }
     }
 }

@@ -374,3 +374,75 @@ fn an_evicted_key_is_read_from_home() {
         &forwarded_home(Op::Get, b"", 0, 3),
     );
 }
+
+/// The port roles hold in the cache program too: a fill forged from a client port fills
+/// nothing, a reply from another server's address is not believed, and a client's forged
+/// version is cleared before the write is stamped.
+#[test]
+fn the_port_roles_hold_in_the_cache_program() {
+    let bench = setup("cache-roles");
+    let switch = &bench.switch;
+    // The controller's read of home, sent by a client: its client id is the controller's.
+    let forged_fill = UdpFrame::new(
+        testbed::client_addr(PORT),
+        testbed::server_addr(HOME, PORT),
+        message(
+            Op::GetReply,
+            b"forged",
+            u64::MAX >> 1,
+            1,
+            CONTROLLER_CLIENT_ID,
+        ),
+    );
+    run(
+        switch,
+        "client port: a forged fill is dropped",
+        &forged_fill,
+        action::DROP,
+        &forged_fill.build(),
+    );
+    // The same fill from server 2's address, claiming to be home.
+    let mut spoofed = reply(
+        Op::GetReply,
+        b"forged",
+        u64::MAX >> 1,
+        2,
+        CONTROLLER_CLIENT_ID,
+    );
+    spoofed.src = testbed::server_addr(2, PORT);
+    run(
+        switch,
+        "server port: a reply from another server's address is dropped",
+        &spoofed,
+        action::DROP,
+        &spoofed.build(),
+    );
+    assert_eq!(state(switch), CacheState::Filling, "nothing was filled");
+    // A client's PUT claiming to be stamped upstream with a huge version.
+    let forged_put = testbed::request_to(
+        HOME,
+        PORT,
+        message(Op::Put, b"v", u64::MAX, 3, CLIENT)
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if i == wire::offset::FLAGS {
+                    b | wire::flags::STAMPED
+                } else {
+                    b
+                }
+            })
+            .collect(),
+    );
+    run(
+        switch,
+        "client port: a forged version is cleared, then stamped",
+        &forged_put,
+        action::REDIRECT,
+        &forwarded_home(Op::Put, b"v", stamped(1), 3),
+    );
+    let c = switch.counters().unwrap();
+    assert_eq!(c.get(Counter::RoleDrops), 2);
+    assert_eq!(c.get(Counter::RequestsCleaned), 1);
+    assert_eq!(c.get(Counter::CacheFills), 0);
+}

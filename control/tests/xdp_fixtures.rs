@@ -98,6 +98,15 @@ fn stamped(counter: u64) -> u64 {
     version::make(EPOCH, counter).unwrap()
 }
 
+/// `frame` with 4 bytes inserted at `at` (an IP option, a VLAN tag) and the IPv4 header's
+/// fields changed by `edit`; its checksums are left as they were (the frame is dropped whole).
+fn with_inserted(frame: &UdpFrame, at: usize, bytes: [u8; 4], edit: impl Fn(&mut [u8])) -> Vec<u8> {
+    let mut out = frame.build();
+    out.splice(at..at, bytes);
+    edit(&mut out);
+    out
+}
+
 #[test]
 fn every_rule_has_its_fixture() {
     let bench = setup("fx", Policy::RoundRobin, 1);
@@ -107,6 +116,12 @@ fn every_rule_has_its_fixture() {
         input: frame,
         action: action::PASS,
     };
+    let dropped = |name, frame: Vec<u8>| Fixture {
+        name,
+        output: frame.clone(),
+        input: frame,
+        action: action::DROP,
+    };
     let put = to_server(pegasus(Op::Put, b"key", b"value", 0, 0));
     let put_stamped = |n| to_server(pegasus(Op::Put, b"key", b"value", stamped(n), 0));
     let mut zero_sum_put = to_server(pegasus(Op::Put, b"z", b"v", 0, 0));
@@ -114,8 +129,54 @@ fn every_rule_has_its_fixture() {
     let mut zero_sum_expected = to_server(pegasus(Op::Put, b"z", b"v", stamped(3), 0));
     zero_sum_expected.zero_udp_checksum = true;
     let get = to_server(pegasus(Op::Get, b"key", b"", 0, 0));
-    let chained = to_server(pegasus(Op::Put, b"key", b"v", 99, wire::flags::STAMPED));
-    let reply = to_client(pegasus(Op::GetReply, b"", b"value", stamped(1), 0));
+    // A server's PUT stamped upstream (server 1 to server 0, as a copy would go).
+    let chained = UdpFrame::new(
+        server_addr(1),
+        server_addr(0),
+        pegasus(Op::Put, b"key", b"v", 99, wire::flags::STAMPED),
+    );
+    // A client forging every switch-only field of a PUT: STAMPED, HOT, CACHED, a version and
+    // a replica bitmap; only its RETRY flag is a client's to set.
+    let forged_flags = wire::flags::STAMPED | wire::flags::HOT | wire::flags::CACHED;
+    let forged_put = to_server(with_replicas(
+        pegasus(
+            Op::Put,
+            b"key",
+            b"v",
+            u64::MAX,
+            forged_flags | wire::flags::RETRY,
+        ),
+        u32::MAX,
+    ));
+    let cleaned_put = to_server(pegasus(
+        Op::Put,
+        b"key",
+        b"v",
+        stamped(4),
+        wire::flags::RETRY,
+    ));
+    let forged_get = to_server(with_replicas(
+        pegasus(Op::Get, b"key", b"", 77, forged_flags),
+        0b110,
+    ));
+    let cleaned_get = to_server(pegasus(Op::Get, b"key", b"", 0, 0));
+    let reply = reply_from(0, pegasus(Op::GetReply, b"", b"value", stamped(1), 0));
+    // A reply sent from a client's address, and one from server 1 claiming to be server 0.
+    let reply_from_client = UdpFrame::new(
+        addr("10.2.0.2:7400"),
+        server_addr(0),
+        reply_msg(Op::GetReply, b"key", b"forged", u64::MAX, 0, 1, 0),
+    );
+    let reply_for_another = reply_from(
+        1,
+        reply_msg(Op::ReplicateAck, b"key", b"", u64::MAX, 0, 1, 0),
+    );
+    let from_client = |op, client: u16| {
+        let mut m = pegasus(op, b"key", b"v", 5, 0);
+        m[wire::offset::CLIENT_ID..wire::offset::CLIENT_ID + 2]
+            .copy_from_slice(&client.to_be_bytes());
+        to_server(m).build()
+    };
     let mut ttl_one = get.clone();
     ttl_one.ttl = 1;
     let no_neighbour = UdpFrame::new(
@@ -130,8 +191,18 @@ fn every_rule_has_its_fixture() {
     let mut unknown_op = pegasus(Op::Put, b"k", b"v", 0, 0);
     unknown_op[wire::offset::OP] = 200;
     let short = pegasus(Op::Put, b"k", b"v", 0, 0)[..wire::HEADER_LEN - 1].to_vec();
-    let mut with_ip_options = put.build();
-    with_ip_options[packet::ETH_LEN] = 0x46; // IHL 6: not at the fixed offset
+    let ip = packet::ETH_LEN;
+    // IHL 6 with four NOP option bytes: the UDP header is 4 bytes further on.
+    let with_ip_options = with_inserted(&put, ip + 20, [1, 1, 1, 1], |f| {
+        f[ip] = 0x46;
+        let total = u16::from_be_bytes([f[ip + 2], f[ip + 3]]) + 4;
+        f[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+    });
+    let vlan_tagged = with_inserted(&put, 12, [0x81, 0x00, 0x00, 0x07], |_| {});
+    let mut first_fragment = put.build();
+    first_fragment[ip + 6] |= 0x20; // more fragments, offset 0
+    let mut later_fragment = put.build();
+    later_fragment[ip + 6..ip + 8].copy_from_slice(&[0x00, 0x10]); // offset 128 bytes
     let mut arp = vec![0xff; 6];
     arp.extend_from_slice(&CLIENT_MAC);
     arp.extend_from_slice(&[0x08, 0x06]);
@@ -163,17 +234,47 @@ fn every_rule_has_its_fixture() {
             output: forwarded(get.clone(), SERVER_PORT_MAC, SERVER_MAC),
         },
         Fixture {
-            name: "a PUT stamped upstream keeps its version",
+            name: "a server's PUT stamped upstream keeps its version",
             input: chained.build(),
             action: action::REDIRECT,
             output: forwarded(chained.clone(), SERVER_PORT_MAC, SERVER_MAC),
         },
         Fixture {
-            name: "a reply is forwarded to the client",
+            name: "client port: a PUT's version, bitmap, STAMPED, HOT, CACHED are cleared; stamped",
+            input: forged_put.build(),
+            action: action::REDIRECT,
+            output: forwarded(cleaned_put, SERVER_PORT_MAC, SERVER_MAC),
+        },
+        Fixture {
+            name: "client port: a GET's switch-only fields are cleared",
+            input: forged_get.build(),
+            action: action::REDIRECT,
+            output: forwarded(cleaned_get, SERVER_PORT_MAC, SERVER_MAC),
+        },
+        dropped(
+            "client port: a REPLICATE is dropped",
+            from_client(Op::Replicate, 7),
+        ),
+        dropped("client port: a PUSH is dropped", from_client(Op::Push, 7)),
+        dropped(
+            "client port: a CHAIN_PUT is dropped",
+            from_client(Op::ChainPut, 7),
+        ),
+        dropped(
+            "client port: the controller's client id is dropped",
+            from_client(Op::Get, wire::CONTROLLER_CLIENT_ID),
+        ),
+        Fixture {
+            name: "a server's reply is forwarded to the client",
             input: reply.build(),
             action: action::REDIRECT,
             output: forwarded(reply.clone(), CLIENT_PORT_MAC, CLIENT_MAC),
         },
+        dropped("client port: a reply is dropped", reply_from_client.build()),
+        dropped(
+            "server port: a reply claiming another server's id is dropped",
+            reply_for_another.build(),
+        ),
         unchanged(
             "TTL 1 goes to the kernel (ICMP time exceeded)",
             ttl_one.build(),
@@ -182,31 +283,40 @@ fn every_rule_has_its_fixture() {
             "no neighbour entry: the kernel resolves and forwards",
             no_neighbour.build(),
         ),
-        unchanged(
-            "bad magic on the store port: passed, not rewritten",
+        dropped(
+            "bad magic on the store port: dropped",
             to_server(bad_magic).build(),
         ),
-        unchanged(
-            "unknown protocol version: passed, not rewritten",
+        dropped(
+            "unknown protocol version: dropped",
             to_server(bad_version).build(),
         ),
-        unchanged(
-            "unknown op: passed, not rewritten",
-            to_server(unknown_op).build(),
-        ),
-        unchanged(
-            "truncated header: passed, not rewritten",
-            to_server(short).build(),
-        ),
-        unchanged(
-            "a request sent from the store port: passed",
+        dropped("unknown op: dropped", to_server(unknown_op).build()),
+        dropped("truncated header: dropped", to_server(short).build()),
+        dropped(
+            "a request sent from the store port: dropped",
             to_client(pegasus(Op::Put, b"k", b"v", 0, 0)).build(),
         ),
         unchanged(
             "other UDP traffic: passed",
             UdpFrame::new(addr("10.2.0.2:40000"), addr("10.1.0.2:53"), b"dns".to_vec()).build(),
         ),
-        unchanged("IPv4 with options: passed", with_ip_options),
+        dropped(
+            "IPv4 with options to the store port: dropped",
+            with_ip_options,
+        ),
+        dropped(
+            "a VLAN-tagged request to the store port: dropped",
+            vlan_tagged,
+        ),
+        dropped(
+            "a first fragment to the store port: dropped",
+            first_fragment,
+        ),
+        unchanged(
+            "a later fragment (no UDP header; its first is dropped): passed",
+            later_fragment,
+        ),
         unchanged("not IPv4 (ARP): passed", arp),
         unchanged("a runt frame: passed", vec![0u8; 14]),
     ];
@@ -216,17 +326,21 @@ fn every_rule_has_its_fixture() {
 
     let c = bench.switch.counters().unwrap();
     assert_eq!(c.get(Counter::Packets), fixtures.len() as u64);
-    assert_eq!(c.get(Counter::VerdictRedirect), 6);
-    assert_eq!(c.get(Counter::WritesStamped), 3);
+    assert_eq!(c.get(Counter::VerdictRedirect), 8);
+    assert_eq!(c.get(Counter::WritesStamped), 4);
+    assert_eq!(c.get(Counter::RequestsCleaned), 2);
+    assert_eq!(c.get(Counter::RoleDrops), 6);
     assert_eq!(c.get(Counter::ParseFailures), 5);
+    assert_eq!(c.get(Counter::Unparseable), 3);
     assert_eq!(c.get(Counter::FibMisses), 1);
-    assert_eq!(bench.switch.version_counter().unwrap(), 3);
+    assert_eq!(bench.switch.version_counter().unwrap(), 4);
 }
 
-/// Random payloads on the store port: the program either treats the packet as a valid request
-/// (then only the version, MACs, TTL and checksums may change) or passes it untouched.
+/// Random payloads from a client to the store port: the program either treats the packet as
+/// a client's GET or PUT (then only the version, flags, replica bitmap, MACs, TTL and
+/// checksums may change, and the switch-only fields end up cleared) or drops it untouched.
 #[test]
-fn random_payloads_are_forwarded_whole_or_passed_untouched() {
+fn random_payloads_are_forwarded_cleaned_or_dropped() {
     let bench = setup("fz", Policy::RoundRobin, 1);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(512));
     runner
@@ -234,7 +348,7 @@ fn random_payloads_are_forwarded_whole_or_passed_untouched() {
             &(
                 proptest::collection::vec(any::<u8>(), 0..200),
                 any::<bool>(),
-                1u8..=9,
+                1u8..=12,
             ),
             |(mut payload, valid_prefix, op)| {
                 if valid_prefix && payload.len() >= 4 {
@@ -244,14 +358,22 @@ fn random_payloads_are_forwarded_whole_or_passed_untouched() {
                 let PacketVerdict { action, packet } = bench.switch.run_on_packet(&input).unwrap();
                 prop_assert_eq!(packet.len(), input.len());
                 match action {
-                    action::PASS => prop_assert_eq!(&packet, &input),
+                    action::DROP => prop_assert_eq!(&packet, &input),
                     action::REDIRECT => {
                         prop_assert!(payload.len() >= wire::HEADER_LEN);
-                        let out_payload = &packet[packet::PAYLOAD_OFFSET..];
-                        // Only the version field may differ in the payload.
-                        let v = wire::offset::VERSION;
-                        prop_assert_eq!(&out_payload[..v], &payload[..v]);
-                        prop_assert_eq!(&out_payload[v + 8..], &payload[v + 8..]);
+                        prop_assert!(payload[3] == Op::Get as u8 || payload[3] == Op::Put as u8);
+                        let out = &packet[packet::PAYLOAD_OFFSET..];
+                        let (v, f, b) = (
+                            wire::offset::VERSION,
+                            wire::offset::FLAGS,
+                            wire::offset::REPLICA_BITMAP,
+                        );
+                        // Everything but the version, flags and bitmap is as sent.
+                        prop_assert_eq!(&out[..v], &payload[..v]);
+                        prop_assert_eq!(&out[v + 8..f], &payload[v + 8..f]);
+                        prop_assert_eq!(&out[b + 4..], &payload[b + 4..]);
+                        prop_assert_eq!(out[f], payload[f] & wire::flags::RETRY);
+                        prop_assert_eq!(&out[b..b + 4], &[0u8; 4][..]);
                         prop_assert!(packet::ipv4_checksum_ok(&packet));
                         prop_assert_eq!(
                             packet::udp_checksum_field(&packet),

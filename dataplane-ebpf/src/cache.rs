@@ -63,11 +63,21 @@ fn process_cached(ctx: &XdpContext, tally: Tally) -> u32 {
         return XDP_PASS;
     };
     let Some((frame, header, class)) = parse(ctx, config) else {
+        if let Some(frame) = Headers::at(ctx, 0)
+            && touches_store_port(ctx, frame, config.store_port)
+        {
+            tally.add(Counter::Unparseable);
+            return XDP_DROP;
+        }
         return XDP_PASS;
     };
     match (class, header) {
         (PacketClass::Request { op, stamp }, Some(header)) => {
             tally.add(Counter::Requests);
+            let stamp = match admit_request(frame, header, ingress_role(ctx), op, stamp, tally) {
+                Ok(stamp) => stamp,
+                Err(verdict) => return verdict,
+            };
             if stamp {
                 if !stamp_version(frame, header, config.epoch) {
                     tally.add(Counter::VersionExhausted);
@@ -91,6 +101,9 @@ fn process_cached(ctx: &XdpContext, tally: Tally) -> u32 {
         }
         (PacketClass::Reply { op }, Some(header)) => {
             tally.add(Counter::Replies);
+            if !admit_reply(frame, header, ingress_role(ctx), op, tally) {
+                return XDP_DROP;
+            }
             if (op == Op::GetReply || op == Op::PutReply)
                 && header.u16(offset::STATUS) == wire::Status::Ok as u16
                 && header.u64(offset::VERSION) != version::NONE
@@ -103,7 +116,7 @@ fn process_cached(ctx: &XdpContext, tally: Tally) -> u32 {
         }
         (PacketClass::Malformed, _) => {
             tally.add(Counter::ParseFailures);
-            return XDP_PASS;
+            return XDP_DROP;
         }
         _ => return XDP_PASS,
     }

@@ -63,14 +63,16 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 use pegasus_common::{
     checksum,
     directory::{self as rules, EntryView, Policy, RecentMix, ReplyAdmission},
+    roles::{self, PortRole, RequestAdmission, SwitchOnlyFields},
     switch::{
-        self, Counter, CounterBlock, DirEntry, FibEntry, HeaderPrefix, PacketClass, RetryDecision,
-        RetrySlot, Sample, ServerTable, SwitchConfig,
+        self, Counter, CounterBlock, DirEntry, FibEntry, HeaderPrefix, PacketClass, PortSlot,
+        RetryDecision, RetrySlot, Sample, ServerTable, SwitchConfig,
     },
     version,
     wire::{self, Op, offset},
 };
 
+mod boundary;
 mod bytes;
 mod cache;
 mod directory;
@@ -81,6 +83,7 @@ mod sample;
 mod tally;
 mod yardstick;
 
+use boundary::*;
 use bytes::*;
 use directory::*;
 use forward::*;
@@ -114,6 +117,10 @@ fn process(ctx: &XdpContext, tally: Tally) -> u32 {
         || frame.u16(IP_OFF + ipv4::FRAG) & 0x3fff != 0
         || frame.u8(IP_OFF + ipv4::PROTOCOL) != IPPROTO_UDP
     {
+        if touches_store_port(ctx, frame, config.store_port) {
+            tally.add(Counter::Unparseable);
+            return XDP_DROP;
+        }
         return XDP_PASS;
     }
     let src_port = frame.u16(UDP_OFF);
@@ -128,6 +135,10 @@ fn process(ctx: &XdpContext, tally: Tally) -> u32 {
     match (class, header) {
         (PacketClass::Request { op, stamp }, Some(header)) => {
             tally.add(Counter::Requests);
+            let stamp = match admit_request(frame, header, ingress_role(ctx), op, stamp, tally) {
+                Ok(stamp) => stamp,
+                Err(verdict) => return verdict,
+            };
             if stamp {
                 if !stamp_version(frame, header, config.epoch) {
                     tally.add(Counter::VersionExhausted);
@@ -141,13 +152,16 @@ fn process(ctx: &XdpContext, tally: Tally) -> u32 {
         }
         (PacketClass::Reply { op }, Some(header)) => {
             tally.add(Counter::Replies);
+            if !admit_reply(frame, header, ingress_role(ctx), op, tally) {
+                return XDP_DROP;
+            }
             if let Err(verdict) = learn_from_reply(op, header, tally) {
                 return verdict;
             }
         }
         (PacketClass::Malformed, _) => {
             tally.add(Counter::ParseFailures);
-            return XDP_PASS;
+            return XDP_DROP;
         }
         // Not ours (classification says Malformed whenever the header is missing).
         _ => return XDP_PASS,

@@ -53,3 +53,8 @@ pub(crate) static FIB_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "RETRY_ROUTES")]
 pub(crate) static RETRY_ROUTES: Array<RetrySlot> =
     Array::with_max_entries(switch::RETRY_ROUTES_CAPACITY, 0);
+
+/// Each port's role (`roles::PortRole`), direct-mapped by ifindex; written by the controller
+/// before it attaches.
+#[map(name = "PORT_ROLES")]
+pub(crate) static PORT_ROLES: Array<PortSlot> = Array::with_max_entries(switch::PORT_ROLE_SLOTS, 0);

@@ -25,25 +25,35 @@ pub struct StoreArgs {
     #[arg(long, default_value_t = QUEUE_MAX_DEFAULT)]
     queue_max: usize,
     /// The rack's cluster file: where to send copies of hot keys' writes (server ids and
-    /// addresses). Without it, copies the switch asks for are counted and not sent.
+    /// addresses), and whom to accept copies (the servers) and pushes (its `controllers`)
+    /// from. Without it, copies the switch asks for are counted and not sent, and copies and
+    /// pushes are refused.
     #[arg(long)]
     cluster: Option<PathBuf>,
+    /// Most memory for keys and values, in bytes, with an optional K, M or G suffix (powers
+    /// of 1024; each key counts 64 bytes beyond its key and value). Writes that would grow
+    /// the store past it are refused with status Full.
+    #[arg(long, default_value = "1G", value_parser = parse_bytes)]
+    memory_limit: usize,
+    /// Refuse writes that the switch did not stamp with a version (status Unstamped): for a
+    /// store behind a Pegasus switch, where every honest write is stamped.
+    #[arg(long)]
+    require_stamped: bool,
 }
 
 pub fn run(args: StoreArgs) -> Result<ExitCode> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let peers = match &args.cluster {
-        Some(path) => Cluster::load(path)?
-            .servers
-            .iter()
-            .map(|s| (s.id, s.addr))
-            .collect(),
-        None => Vec::new(),
+    let cluster = match &args.cluster {
+        Some(path) => Cluster::load(path)?,
+        None => Cluster::default(),
     };
     let config = StoreConfig {
-        peers,
+        peers: cluster.servers.iter().map(|s| (s.id, s.addr)).collect(),
+        controllers: cluster.controllers,
+        memory_limit: args.memory_limit,
+        require_stamped: args.require_stamped,
         listen: args.listen,
         server_id: args.server_id,
         threads,
@@ -57,4 +67,36 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
     let stats = serde_json::to_string(&store.snapshot())?;
     tracing::info!(stats = %stats, "store stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A byte count: digits with an optional K, M or G suffix (powers of 1024).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let (digits, unit) = match text.trim().to_ascii_uppercase() {
+        t if t.ends_with('K') => (t[..t.len() - 1].to_owned(), 1usize << 10),
+        t if t.ends_with('M') => (t[..t.len() - 1].to_owned(), 1 << 20),
+        t if t.ends_with('G') => (t[..t.len() - 1].to_owned(), 1 << 30),
+        t => (t, 1),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive size (e.g. 512M, 2G, 1000000)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_parse_with_their_units() {
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        assert_eq!(parse_bytes("512m"), Ok(512 << 20));
+        assert_eq!(parse_bytes("4k"), Ok(4096));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        for bad in ["", "0", "G", "-1M", "1.5G", "99999999999999999999G"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -12,6 +12,11 @@
 //!   servers of the bitmap; a PUSH from the controller sends the stored version and value to
 //!   the servers of its bitmap. The copy is returned as [`CopyOrder`] for the server loop to send.
 //! - Replies echo the request's HOT flag, which tells the switch that it steered the request.
+//! - Trust: REPLICATE only from the rack's servers and its controller, PUSH only from the
+//!   controller (their addresses come from the cluster file): a client cannot make a store
+//!   copy a value anywhere. With `require_stamped` (a store behind a switch), a PUT without a
+//!   version is refused: every honest write crossed the switch, which stamps it. Writes that
+//!   would take the table past its memory limit are refused with status Full.
 //! - A datagram that is not a Pegasus message (bad magic, truncated header) is dropped and
 //!   counted; a Pegasus request that is malformed, too large or of an unserved op gets an
 //!   Error reply saying why. Replies sent *to* a store are counted and dropped, never answered,
@@ -21,13 +26,14 @@ use std::time::Instant;
 
 use crate::{
     dedup::Dedup,
-    table::{Table, WriteOutcome},
+    table::{MEMORY_LIMIT_DEFAULT, Table, WriteOutcome},
 };
 use pegasus_common::{
     directory, version,
     wire::{self, DecodeError, Header, Message, Op, Status},
 };
 use serde::Serialize;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// What the store counts.
@@ -49,6 +55,12 @@ pub struct Stats {
     pub pushes: AtomicU64,
     pub copies_sent: AtomicU64,
     pub copies_unroutable: AtomicU64,
+    /// Requests refused for their sender (server-to-server or controller ops from others).
+    pub forbidden: AtomicU64,
+    /// PUTs refused because they were not stamped (with `require_stamped`).
+    pub unstamped_refused: AtomicU64,
+    /// Writes refused by the memory limit.
+    pub full_refused: AtomicU64,
 }
 
 /// A copy of [`Stats`] for printing.
@@ -69,7 +81,49 @@ pub struct StatsSnapshot {
     pub pushes: u64,
     pub copies_sent: u64,
     pub copies_unroutable: u64,
+    pub forbidden: u64,
+    pub unstamped_refused: u64,
+    pub full_refused: u64,
     pub keys: usize,
+    /// Bytes charged against the memory limit.
+    pub bytes: usize,
+    /// Writes remembered for deduplication.
+    pub dedup_entries: usize,
+}
+
+/// Who sent a request, by its source address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// One of the rack's servers.
+    Member,
+    /// The rack's controller.
+    Controller,
+    /// Anyone else: a client.
+    Other,
+}
+
+/// A store's limits and whom it trusts.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Most bytes of data ([`crate::table::charge`] per key).
+    pub memory_limit: usize,
+    /// Refuse PUTs that carry no version (a store behind a switch: every write crossed it).
+    pub require_stamped: bool,
+    /// The rack's servers' addresses (REPLICATE comes only from them or the controller).
+    pub members: Vec<IpAddr>,
+    /// The controller's addresses (PUSH comes only from it).
+    pub controllers: Vec<IpAddr>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            memory_limit: MEMORY_LIMIT_DEFAULT,
+            require_stamped: false,
+            members: Vec::new(),
+            controllers: Vec::new(),
+        }
+    }
 }
 
 /// A store's state: data, deduplication table, counters.
@@ -78,16 +132,38 @@ pub struct Store {
     pub table: Table,
     pub dedup: Dedup,
     pub stats: Stats,
+    require_stamped: bool,
+    members: Vec<IpAddr>,
+    controllers: Vec<IpAddr>,
 }
 
 impl Store {
-    /// An empty store with id `server_id`.
+    /// An empty store with id `server_id`, the default limits, and no one trusted.
     pub fn new(server_id: u8) -> Store {
+        Store::with_options(server_id, StoreOptions::default())
+    }
+
+    /// An empty store with id `server_id` and `options`.
+    pub fn with_options(server_id: u8, options: StoreOptions) -> Store {
         Store {
             server_id,
-            table: Table::new(),
+            table: Table::with_limit(options.memory_limit),
             dedup: Dedup::default(),
             stats: Stats::default(),
+            require_stamped: options.require_stamped,
+            members: options.members,
+            controllers: options.controllers,
+        }
+    }
+
+    /// Who a request from `from` is.
+    pub fn origin(&self, from: IpAddr) -> Origin {
+        if self.controllers.contains(&from) {
+            Origin::Controller
+        } else if self.members.contains(&from) {
+            Origin::Member
+        } else {
+            Origin::Other
         }
     }
 
@@ -110,17 +186,23 @@ impl Store {
             pushes: s.pushes.load(Relaxed),
             copies_sent: s.copies_sent.load(Relaxed),
             copies_unroutable: s.copies_unroutable.load(Relaxed),
+            forbidden: s.forbidden.load(Relaxed),
+            unstamped_refused: s.unstamped_refused.load(Relaxed),
+            full_refused: s.full_refused.load(Relaxed),
             keys: self.table.len(),
+            bytes: self.table.bytes(),
+            dedup_entries: self.dedup.entries(),
         }
     }
 
-    /// Handles one datagram; writes the reply into `out` and returns its length, or `None`
-    /// when nothing is to be sent. `load` is reported in the reply. `out` must hold
+    /// Handles one datagram from `from`; writes the reply into `out` and returns its length,
+    /// or `None` when nothing is to be sent. `load` is reported in the reply. `out` must hold
     /// [`wire::MAX_PAYLOAD_LEN`] bytes. A copy to send to other servers, if any, is written to
     /// `copy` (also [`wire::MAX_PAYLOAD_LEN`] bytes) and described by the second result.
     pub fn handle(
         &self,
         datagram: &[u8],
+        from: IpAddr,
         load: u16,
         out: &mut [u8],
         copy: &mut [u8],
@@ -128,13 +210,15 @@ impl Store {
         assert!(out.len() >= wire::MAX_PAYLOAD_LEN, "reply buffer too small");
         assert!(copy.len() >= wire::MAX_PAYLOAD_LEN, "copy buffer too small");
         let mut pending_copy = None;
-        let reply = self.dispatch(datagram, load, out, copy, &mut pending_copy);
+        let origin = self.origin(from);
+        let reply = self.dispatch(datagram, origin, load, out, copy, &mut pending_copy);
         (reply, pending_copy)
     }
 
     fn dispatch(
         &self,
         datagram: &[u8],
+        origin: Origin,
         load: u16,
         out: &mut [u8],
         copy: &mut [u8],
@@ -166,6 +250,15 @@ impl Store {
             Err(DecodeError::KeyTooLarge) => return reply.error(Status::KeyTooLarge),
             Err(_) => return reply.error(Status::Malformed),
         };
+        let allowed = match op {
+            Some(Op::Replicate) => origin != Origin::Other,
+            Some(Op::Push) => origin == Origin::Controller,
+            _ => true,
+        };
+        if !allowed {
+            self.stats.forbidden.fetch_add(1, Relaxed);
+            return reply.error(Status::Forbidden);
+        }
         match op {
             Some(Op::Get) => self.get(&message, reply),
             Some(Op::Put) => self.put(&message, reply, copy, pending_copy),
@@ -271,13 +364,20 @@ impl Store {
     ) -> Option<usize> {
         self.stats.puts.fetch_add(1, Relaxed);
         let h = &m.header;
+        if self.require_stamped && h.version == version::NONE {
+            self.stats.unstamped_refused.fetch_add(1, Relaxed);
+            return reply.error(Status::Unstamped);
+        }
         let mut client = self.dedup.lock(h.client_id);
         if let Some(version) = client.lookup(h.request_id, h.keyhash) {
             self.stats.dedup_hits.fetch_add(1, Relaxed);
             let held = self.table.read(h.keyhash, m.key, |held, _| held);
             return reply.ok(Op::PutReply, held.unwrap_or(version).max(version));
         }
-        let held = self.apply(m);
+        let Some(held) = self.apply(m) else {
+            // Not applied, so not recorded: a retry may find room.
+            return reply.error(Status::Full);
+        };
         let early = client.record(h.request_id, h.keyhash, h.version, Instant::now());
         if early > 0 {
             self.stats.dedup_evicted_early.fetch_add(early, Relaxed);
@@ -298,21 +398,28 @@ impl Store {
         if m.header.version == pegasus_common::version::NONE {
             return reply.error(Status::Malformed);
         }
-        let held = self.apply(m);
-        reply.ok(Op::ReplicateAck, held)
+        match self.apply(m) {
+            Some(held) => reply.ok(Op::ReplicateAck, held),
+            None => reply.error(Status::Full),
+        }
     }
 
-    /// Writes under the write rule; returns the version the store now holds for the key.
-    fn apply(&self, m: &Message<'_>) -> u64 {
+    /// Writes under the write rule; returns the version the store now holds for the key, or
+    /// `None` when the memory limit refused the write.
+    fn apply(&self, m: &Message<'_>) -> Option<u64> {
         let h = &m.header;
         match self.table.write(h.keyhash, m.key, m.value, h.version) {
             WriteOutcome::Applied { stored_version } => {
                 self.stats.writes_applied.fetch_add(1, Relaxed);
-                stored_version
+                Some(stored_version)
             }
             WriteOutcome::Superseded { stored_version } => {
                 self.stats.writes_superseded.fetch_add(1, Relaxed);
-                stored_version
+                Some(stored_version)
+            }
+            WriteOutcome::Full { .. } => {
+                self.stats.full_refused.fetch_add(1, Relaxed);
+                None
             }
         }
     }
@@ -429,6 +536,32 @@ mod tests {
         m.to_vec().unwrap()
     }
 
+    const CLIENT_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 2, 0, 2));
+    const MEMBER_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 1, 2));
+    const CONTROLLER_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 0, 1));
+
+    /// A store that knows one member and the controller by address.
+    fn trusting(server_id: u8) -> Store {
+        Store::with_options(
+            server_id,
+            StoreOptions {
+                members: vec![MEMBER_IP],
+                controllers: vec![CONTROLLER_IP],
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// Who sends each op in these tests: copies come from a member, pushes from the
+    /// controller, everything else from a client.
+    fn sender_of(datagram: &[u8]) -> IpAddr {
+        match Header::decode(datagram).ok().and_then(|h| h.op()) {
+            Some(Op::Replicate) => MEMBER_IP,
+            Some(Op::Push) => CONTROLLER_IP,
+            _ => CLIENT_IP,
+        }
+    }
+
     fn call(store: &Store, datagram: &[u8]) -> Option<(Header, Vec<u8>)> {
         call_with_copy(store, datagram).0
     }
@@ -439,7 +572,8 @@ mod tests {
     fn call_with_copy(store: &Store, datagram: &[u8]) -> Handled {
         let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
         let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
-        let (reply, pending) = store.handle(datagram, 3, &mut out, &mut copy);
+        let from = sender_of(datagram);
+        let (reply, pending) = store.handle(datagram, from, 3, &mut out, &mut copy);
         let reply = reply.map(|n| {
             let m = Message::decode(&out[..n]).unwrap();
             (m.header, m.value.to_vec())
@@ -453,7 +587,7 @@ mod tests {
 
     #[test]
     fn put_then_get() {
-        let s = Store::new(4);
+        let s = trusting(4);
         let (h, _) = call(&s, &request(Op::Put, b"k", b"v1", 10, 1, 1)).unwrap();
         assert_eq!(
             (h.op(), h.status(), h.version),
@@ -474,7 +608,7 @@ mod tests {
 
     #[test]
     fn an_older_write_is_acknowledged_but_does_not_overwrite() {
-        let s = Store::new(0);
+        let s = trusting(0);
         call(&s, &request(Op::Put, b"k", b"new", 20, 1, 1));
         let (h, _) = call(&s, &request(Op::Put, b"k", b"old", 10, 2, 1)).unwrap();
         // Acknowledged with the version the store holds: the switch must not believe that
@@ -487,7 +621,7 @@ mod tests {
 
     #[test]
     fn a_retried_write_is_answered_not_applied_again() {
-        let s = Store::new(0);
+        let s = trusting(0);
         let first = request(Op::Put, b"k", b"a", 5, 9, 77);
         call(&s, &first).unwrap();
         call(&s, &request(Op::Put, b"k", b"b", 6, 9, 78)).unwrap();
@@ -502,7 +636,7 @@ mod tests {
 
     #[test]
     fn an_unstamped_retry_is_not_applied_twice_either() {
-        let s = Store::new(0);
+        let s = trusting(0);
         let first = request(Op::Put, b"k", b"a", 0, 9, 1);
         call(&s, &first);
         call(&s, &request(Op::Put, b"k", b"b", 0, 9, 2));
@@ -513,7 +647,7 @@ mod tests {
 
     #[test]
     fn replicate_applies_and_acknowledges() {
-        let s = Store::new(2);
+        let s = trusting(2);
         let (h, _) = call(&s, &request(Op::Replicate, b"k", b"x", 8, 0, 1)).unwrap();
         assert_eq!(
             (h.op(), h.version, h.server_id),
@@ -534,7 +668,7 @@ mod tests {
 
     #[test]
     fn bad_input_gets_a_clear_answer_or_a_counted_drop() {
-        let s = Store::new(0);
+        let s = trusting(0);
         assert_eq!(call(&s, b"hello"), None);
         assert_eq!(call(&s, &[]), None);
         assert_eq!(s.snapshot().not_pegasus_dropped, 2);
@@ -573,7 +707,7 @@ mod tests {
 
     #[test]
     fn a_steered_write_is_copied_to_its_replicas_and_flags_are_echoed() {
-        let s = Store::new(2);
+        let s = trusting(2);
         let mut b = request(Op::Put, b"k", b"v", 9, 1, 5);
         b[wire::offset::FLAGS] = wire::flags::HOT;
         b[wire::offset::REPLICA_BITMAP..wire::offset::REPLICA_BITMAP + 4].copy_from_slice(
@@ -605,7 +739,7 @@ mod tests {
         // The switch stamps every attempt: the retry of request 5 carries version 12, not 9.
         // Copying it would install the old value at version 12 on the replicas, over any
         // write stamped 10 or 11 meanwhile (this broke linearizability in the lab test).
-        let s = Store::new(2);
+        let s = trusting(2);
         let steered = |version: u64| {
             let mut b = request(Op::Put, b"k", b"old", version, 1, 5);
             b[wire::offset::REPLICA_BITMAP..wire::offset::REPLICA_BITMAP + 4]
@@ -623,7 +757,7 @@ mod tests {
 
     #[test]
     fn push_sends_the_stored_version() {
-        let s = Store::new(0);
+        let s = trusting(0);
         call(&s, &request(Op::Put, b"k", b"stored", 42, 1, 1));
         let mut push = request(Op::Push, b"k", b"", 0, 0xffff, 7);
         push[wire::offset::REPLICA_BITMAP + 3] = 0b0110;
@@ -649,23 +783,116 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_datagrams_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
-            let s = Store::new(0);
+            let s = trusting(0);
             let (mut out, mut copy) = (vec![0u8; wire::MAX_PAYLOAD_LEN], vec![0u8; wire::MAX_PAYLOAD_LEN]);
-            let _ = s.handle(&bytes, 0, &mut out, &mut copy);
+            let _ = s.handle(&bytes, sender_of(&bytes), 0, &mut out, &mut copy);
         }
 
         #[test]
         fn arbitrary_bodies_behind_a_valid_header_never_panic(
             op in 0u8..12, body in proptest::collection::vec(any::<u8>(), 0..400)
         ) {
-            let s = Store::new(0);
+            let s = trusting(0);
             let mut h = Header::new(Op::Put);
             h.op_code = op;
             let mut b = vec![0u8; wire::HEADER_LEN];
             h.encode(&mut b).unwrap();
             b.extend_from_slice(&body);
             let (mut out, mut copy) = (vec![0u8; wire::MAX_PAYLOAD_LEN], vec![0u8; wire::MAX_PAYLOAD_LEN]);
-            let _ = s.handle(&b, 0, &mut out, &mut copy);
+            let _ = s.handle(&b, sender_of(&b), 0, &mut out, &mut copy);
         }
+    }
+
+    fn status_from(store: &Store, from: IpAddr, datagram: &[u8]) -> Option<Status> {
+        let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
+        let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
+        let (reply, pending) = store.handle(datagram, from, 0, &mut out, &mut copy);
+        assert!(
+            pending.is_none() || from != CLIENT_IP,
+            "a client made the store copy"
+        );
+        reply.and_then(|n| Header::decode(&out[..n]).ok()?.status())
+    }
+
+    #[test]
+    fn copies_and_pushes_come_only_from_the_rack() {
+        let s = trusting(0);
+        status_from(&s, CLIENT_IP, &request(Op::Put, b"k", b"v", 9, 1, 1));
+        let replicate = request(Op::Replicate, b"k", b"forged", u64::MAX, 1, 2);
+        let mut push = request(Op::Push, b"k", b"", 0, wire::CONTROLLER_CLIENT_ID, 3);
+        push[wire::offset::REPLICA_BITMAP..wire::offset::REPLICA_BITMAP + 4]
+            .copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(
+            status_from(&s, CLIENT_IP, &replicate),
+            Some(Status::Forbidden)
+        );
+        assert_eq!(status_from(&s, CLIENT_IP, &push), Some(Status::Forbidden));
+        assert_eq!(
+            status_from(&s, MEMBER_IP, &push),
+            Some(Status::Forbidden),
+            "a member may copy, not push"
+        );
+        assert_eq!(s.snapshot().forbidden, 3);
+        assert_eq!(
+            s.table
+                .read(key_hash(b"k"), b"k", |v, val| (v, val.to_vec())),
+            Some((9, b"v".to_vec())),
+            "nothing changed"
+        );
+        assert_eq!(status_from(&s, MEMBER_IP, &replicate), Some(Status::Ok));
+        assert_eq!(status_from(&s, CONTROLLER_IP, &push), Some(Status::Ok));
+        // A store that knows no one refuses both from anyone.
+        let alone = Store::new(0);
+        assert_eq!(
+            status_from(&alone, MEMBER_IP, &replicate),
+            Some(Status::Forbidden)
+        );
+    }
+
+    #[test]
+    fn a_store_behind_a_switch_refuses_unstamped_writes() {
+        let s = Store::with_options(
+            0,
+            StoreOptions {
+                require_stamped: true,
+                ..StoreOptions::default()
+            },
+        );
+        let unstamped = request(Op::Put, b"k", b"v", 0, 1, 1);
+        assert_eq!(
+            status_from(&s, CLIENT_IP, &unstamped),
+            Some(Status::Unstamped)
+        );
+        assert_eq!(s.table.len(), 0);
+        let stamped = request(Op::Put, b"k", b"v", 5, 1, 2);
+        assert_eq!(status_from(&s, CLIENT_IP, &stamped), Some(Status::Ok));
+        assert_eq!(s.snapshot().unstamped_refused, 1);
+    }
+
+    #[test]
+    fn a_full_store_refuses_growth_with_a_status() {
+        let s = Store::with_options(
+            0,
+            StoreOptions {
+                // Room for "a" with 4 bytes, or for "a" and "b" with a byte between them.
+                memory_limit: crate::table::charge(1, 4) + crate::table::charge(1, 1) - 1,
+                ..StoreOptions::default()
+            },
+        );
+        assert_eq!(
+            status_from(&s, CLIENT_IP, &request(Op::Put, b"a", b"1234", 1, 1, 1)),
+            Some(Status::Ok)
+        );
+        let another = request(Op::Put, b"b", b"1", 2, 1, 2);
+        assert_eq!(status_from(&s, CLIENT_IP, &another), Some(Status::Full));
+        // Not recorded as done: once there is room, its retry is applied.
+        assert_eq!(
+            status_from(&s, CLIENT_IP, &request(Op::Put, b"a", b"", 3, 1, 3)),
+            Some(Status::Ok)
+        );
+        assert_eq!(status_from(&s, CLIENT_IP, &another), Some(Status::Ok));
+        let snap = s.snapshot();
+        assert_eq!((snap.full_refused, snap.keys), (1, 2));
+        assert!(snap.bytes < crate::table::charge(1, 4) + crate::table::charge(1, 1));
     }
 }

@@ -8,14 +8,14 @@
 
 use crate::{
     capacity::ServiceRate,
-    handler::{CopyOrder, Store},
+    handler::{CopyOrder, Origin, Store, StoreOptions},
 };
 use anyhow::{Context, Result, ensure};
 use pegasus_common::wire;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::{
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering::Relaxed},
@@ -42,8 +42,16 @@ pub struct StoreConfig {
     pub capacity_ops: Option<u32>,
     /// Queue bound with an emulated capacity.
     pub queue_max: usize,
-    /// The other servers of the rack (id, address), for copies of hot keys' writes.
+    /// The other servers of the rack (id, address), for copies of hot keys' writes; their
+    /// addresses are also the ones REPLICATE is accepted from.
     pub peers: Vec<(u8, SocketAddr)>,
+    /// The controller's addresses: PUSH is accepted only from them, and their requests are
+    /// served ahead of the queue.
+    pub controllers: Vec<IpAddr>,
+    /// Most bytes of data (see `table::charge`).
+    pub memory_limit: usize,
+    /// Refuse PUTs without a version (a store behind a switch).
+    pub require_stamped: bool,
 }
 
 /// Server id -> address, for sending copies.
@@ -87,8 +95,14 @@ impl Server {
         for &(id, _) in &config.peers {
             ensure!(id < 32, "peer server id {id} out of range");
         }
+        let options = StoreOptions {
+            memory_limit: config.memory_limit,
+            require_stamped: config.require_stamped,
+            members: config.peers.iter().map(|(_, a)| a.ip()).collect(),
+            controllers: config.controllers.clone(),
+        };
         Ok(Server {
-            store: Arc::new(Store::new(config.server_id)),
+            store: Arc::new(Store::with_options(config.server_id, options)),
             peers: Arc::new(Peers::new(&config.peers)),
             config,
             sockets,
@@ -213,9 +227,9 @@ impl Worker {
 
     /// Serves `request` from `from`, which came in on `socket`, reporting `load`.
     async fn serve(&mut self, request: &[u8], from: SocketAddr, socket: &UdpSocket, load: u16) {
-        let (reply, pending) = self
-            .store
-            .handle(request, load, &mut self.out, &mut self.copy);
+        let (reply, pending) =
+            self.store
+                .handle(request, from.ip(), load, &mut self.out, &mut self.copy);
         if let Some(len) = reply {
             send(socket, &self.out[..len], from).await;
         }
@@ -253,8 +267,10 @@ async fn serve_directly(
 type Queued = (Vec<u8>, SocketAddr, usize);
 
 /// Receives on one socket for a store with emulated capacity: client requests wait in the
-/// service queue; the controller's requests (rare: a few per hot-key change) are served at
-/// once, as a real server would on a control thread. That is safe whatever their order with
+/// service queue; the controller's requests (rare: a few per hot-key change; recognised by
+/// their client id *and* the controller's address, so no client can jump the queue) are
+/// served at once, as a real server would on a control thread, and so are datagrams too
+/// large to be a request (answered with an error, never copied into the queue). That is safe whatever their order with
 /// queued writes: every reply reports the version the store holds, and the switch's reply
 /// rule keeps the directory right in any order.
 async fn enqueue(
@@ -275,7 +291,9 @@ async fn enqueue(
                 continue;
             }
         };
-        if is_from_controller(&buf[..n]) {
+        let controller =
+            is_from_controller(&buf[..n]) && store.origin(from.ip()) == Origin::Controller;
+        if controller || n > wire::MAX_PAYLOAD_LEN {
             control
                 .serve(&buf[..n], from, &socket, as_load(queued.load(Relaxed)))
                 .await;

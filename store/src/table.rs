@@ -4,7 +4,10 @@
 
 use hashbrown::HashTable;
 use pegasus_common::version;
-use std::sync::Mutex;
+use std::sync::{
+    Mutex,
+    atomic::{AtomicUsize, Ordering::Relaxed},
+};
 
 /// Shards: enough that threads rarely meet on one lock.
 pub const SHARDS: usize = 64;
@@ -48,11 +51,28 @@ pub enum WriteOutcome {
     Applied { stored_version: u64 },
     /// A newer version was already stored: this write is ordered before it and left no trace.
     Superseded { stored_version: u64 },
+    /// The write would take the table past its memory limit: not applied. `stored_version`
+    /// is the key's version, if it has one (else 0).
+    Full { stored_version: u64 },
+}
+
+/// Bytes a key costs beyond its key and value bytes: the entry's header, the allocation's and
+/// the hash table slot's (docs/measurements.md: 1.71x the raw bytes for 64-byte values).
+pub const ENTRY_OVERHEAD_BYTES: usize = 64;
+/// Default memory limit of a store's data.
+pub const MEMORY_LIMIT_DEFAULT: usize = 1 << 30;
+
+/// What a key with this key and value costs against the memory limit.
+pub const fn charge(key_len: usize, value_len: usize) -> usize {
+    ENTRY_OVERHEAD_BYTES + key_len + value_len
 }
 
 /// The store's data.
 pub struct Table {
     shards: Box<[Mutex<HashTable<Entry>>]>,
+    /// Bytes charged now ([`charge`] per key), and the most that may be.
+    bytes: AtomicUsize,
+    bytes_limit: usize,
 }
 
 impl Default for Table {
@@ -62,11 +82,39 @@ impl Default for Table {
 }
 
 impl Table {
-    /// An empty table.
+    /// An empty table with the default memory limit.
     pub fn new() -> Table {
+        Table::with_limit(MEMORY_LIMIT_DEFAULT)
+    }
+
+    /// An empty table that refuses writes that would charge more than `bytes_limit`.
+    pub fn with_limit(bytes_limit: usize) -> Table {
         Table {
             shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+            bytes: AtomicUsize::new(0),
+            bytes_limit,
         }
+    }
+
+    /// Bytes charged against the limit now.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Relaxed)
+    }
+
+    /// Charges `more - less` bytes if that stays within the limit (a write that does not
+    /// grow always fits); false when it would not.
+    fn reserve(&self, more: usize, less: usize) -> bool {
+        if more <= less {
+            self.bytes.fetch_sub(less - more, Relaxed);
+            return true;
+        }
+        let grow = more - less;
+        self.bytes
+            .fetch_update(Relaxed, Relaxed, |now| {
+                now.checked_add(grow)
+                    .filter(|&after| after <= self.bytes_limit)
+            })
+            .is_ok()
     }
 
     fn shard(&self, keyhash: u64) -> std::sync::MutexGuard<'_, HashTable<Entry>> {
@@ -96,6 +144,12 @@ impl Table {
                         stored_version: entry.version,
                     };
                 }
+                let held = charge(key.len(), entry.value().len());
+                if !self.reserve(charge(key.len(), value.len()), held) {
+                    return WriteOutcome::Full {
+                        stored_version: entry.version,
+                    };
+                }
                 let new_version = entry.version.max(version);
                 *entry = Entry::new(keyhash, new_version, key, value);
                 WriteOutcome::Applied {
@@ -103,6 +157,9 @@ impl Table {
                 }
             }
             None => {
+                if !self.reserve(charge(key.len(), value.len()), 0) {
+                    return WriteOutcome::Full { stored_version: 0 };
+                }
                 shard.insert_unique(keyhash, Entry::new(keyhash, version, key, value), |e| {
                     e.keyhash
                 });
@@ -181,6 +238,43 @@ mod tests {
         assert_eq!(t.read(42, b"one", |_, v| v.to_vec()), Some(b"1".to_vec()));
         assert_eq!(t.read(42, b"two", |_, v| v.to_vec()), Some(b"2".to_vec()));
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn the_memory_limit_refuses_growth_and_nothing_else() {
+        let t = Table::with_limit(2 * charge(1, 10));
+        assert_eq!(put(&t, "a", "0123456789", 1), applied(1));
+        assert_eq!(put(&t, "b", "0123456789", 1), applied(1));
+        assert_eq!(t.bytes(), 2 * charge(1, 10));
+        assert_eq!(
+            put(&t, "c", "x", 1),
+            WriteOutcome::Full { stored_version: 0 },
+            "a new key does not fit"
+        );
+        assert_eq!(get(&t, "c"), None);
+        assert_eq!(
+            put(&t, "a", "01234567890", 2),
+            WriteOutcome::Full { stored_version: 1 },
+            "a larger value does not fit"
+        );
+        assert_eq!(get(&t, "a"), Some((1, "0123456789".into())));
+        // Overwriting with a value no larger always fits, and frees what it no longer needs.
+        assert_eq!(put(&t, "a", "01234", 3), applied(3));
+        assert_eq!(t.bytes(), charge(1, 10) + charge(1, 5));
+        assert_eq!(
+            put(&t, "c", "x", 1),
+            WriteOutcome::Full { stored_version: 0 }
+        );
+        assert_eq!(
+            t.bytes(),
+            charge(1, 10) + charge(1, 5),
+            "a refusal charges nothing"
+        );
+        // A superseded write is not charged.
+        assert_eq!(
+            put(&t, "a", "much too long for the limit", 2),
+            WriteOutcome::Superseded { stored_version: 3 }
+        );
     }
 
     #[test]

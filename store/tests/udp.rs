@@ -24,6 +24,9 @@ async fn start(threads: usize, capacity_ops: Option<u32>, queue_max: usize) -> R
         capacity_ops,
         queue_max,
         peers: Vec::new(),
+        controllers: Vec::new(),
+        memory_limit: pegasus_store::table::MEMORY_LIMIT_DEFAULT,
+        require_stamped: false,
     })
     .unwrap();
     let (addr, store) = (server.local_addr(), server.store());
@@ -42,6 +45,7 @@ async fn start(threads: usize, capacity_ops: Option<u32>, queue_max: usize) -> R
 impl Running {
     async fn client(&self) -> Client {
         let cluster = Cluster {
+            controllers: Vec::new(),
             servers: vec![ServerEntry {
                 id: 5,
                 addr: self.addr,

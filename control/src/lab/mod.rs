@@ -26,7 +26,7 @@ use crate::{
     controller::hotkeys::STATS_INTERVAL_MS_DEFAULT,
     service::{
         admin,
-        config::{DaemonConfig, HOT_KEYS_DEFAULT},
+        config::{DaemonConfig, HOT_KEYS_DEFAULT, PortSpec},
     },
     switch::AttachMode,
 };
@@ -35,6 +35,7 @@ use pegasus_client::cluster::{Cluster, ServerEntry};
 use pegasus_common::{
     directory::SERVERS_MAX,
     hash::key_hash,
+    roles::PortRole,
     switch::{DIRECTORY_CAPACITY_DEFAULT, REPLICATION_DEFAULT, SAMPLE_PERIOD_DEFAULT},
     wire::{self, DEFAULT_PORT, Header, Message, Op},
 };
@@ -42,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use std::{
     ffi::OsStr,
     fs,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -354,6 +355,10 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
     save(&state, dir)?;
 
     let cluster = Cluster {
+        // The controller runs in the ToR: a store sees it at the ToR's end of its link.
+        controllers: (0..spec.servers)
+            .map(|i| IpAddr::V4(Host::Server(i).addressing().tor_ip))
+            .collect(),
         servers: (0..spec.servers)
             .map(|i| ServerEntry {
                 id: i,
@@ -382,6 +387,10 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
         if let Some(c) = spec.capacity_ops {
             args.extend(["--capacity-ops".to_owned(), c.to_string()]);
         }
+        if spec.dataplane.runs_switch() {
+            // Every honest write crosses the switch, which stamps it.
+            args.push("--require-stamped".to_owned());
+        }
         let child = spawn_in(&ns, exe, &args, &log)?;
         state.processes.push(LabProcess {
             role: format!("store-{i}"),
@@ -404,9 +413,9 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
     if spec.dataplane.runs_switch() {
         let socket = dir.join("switch.sock");
         let log = dir.join("switch.log");
-        let ports: Vec<String> = (0..spec.servers)
-            .map(server_port_name)
-            .chain((0..spec.clients).map(client_port_name))
+        let ports: Vec<PortSpec> = (0..spec.servers)
+            .map(|i| PortSpec::new(server_port_name(i), PortRole::Server))
+            .chain((0..spec.clients).map(|j| PortSpec::new(client_port_name(j), PortRole::Client)))
             .collect();
         let config = DaemonConfig {
             ports,

@@ -10,6 +10,7 @@ use crate::{
 use anyhow::{Context, Result, ensure};
 use pegasus_common::{
     directory::{Policy, SERVERS_MAX},
+    roles::PortRole,
     switch::{
         DIRECTORY_CAPACITY_DEFAULT, REPLICATION_DEFAULT, SAMPLE_PERIOD_DEFAULT, SAMPLE_PERIOD_MAX,
     },
@@ -27,6 +28,65 @@ pub const HOT_KEYS_DEFAULT: u32 = 16;
 pub const STATE_PATH_DEFAULT: &str = "/var/lib/pegasus/switch-state.json";
 /// Longest configuration file read.
 const CONFIG_FILE_BYTES_MAX: u64 = 1 << 20;
+
+/// A switch port and its role: `NAME:ROLE` (`client`, `server`, `upstream`, `downstream`),
+/// or a bare `NAME`, a client port. The role decides what the switch admits from the port
+/// (docs/security.md): a port the switch does not trust is a client port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortSpec {
+    pub name: String,
+    pub role: PortRole,
+}
+
+impl PortSpec {
+    /// Port `name` with `role`.
+    pub fn new(name: impl Into<String>, role: PortRole) -> PortSpec {
+        PortSpec {
+            name: name.into(),
+            role,
+        }
+    }
+}
+
+impl std::str::FromStr for PortSpec {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<PortSpec> {
+        let (name, role) = match s.split_once(':') {
+            Some((name, role)) => (
+                name,
+                PortRole::parse(role).with_context(|| {
+                    format!("unknown port role {role:?} (client, server, upstream or downstream)")
+                })?,
+            ),
+            None => (s, PortRole::Client),
+        };
+        ensure!(
+            !name.is_empty() && name.len() < libc::IFNAMSIZ,
+            "{name:?} is not an interface name"
+        );
+        Ok(PortSpec::new(name, role))
+    }
+}
+
+impl std::fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.name, self.role.name())
+    }
+}
+
+impl TryFrom<String> for PortSpec {
+    type Error = anyhow::Error;
+    fn try_from(s: String) -> Result<PortSpec> {
+        s.parse()
+    }
+}
+
+impl From<PortSpec> for String {
+    fn from(p: PortSpec) -> String {
+        p.to_string()
+    }
+}
 
 /// Server choice policies, as configuration values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -56,9 +116,13 @@ impl From<PolicyName> for Policy {
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DaemonConfig {
-    /// The ToR's ports, comma-separated (e.g. s0,s1,c0). The program forwards between them.
+    /// The ToR's ports with their roles, comma-separated: NAME:server for a port towards
+    /// storage servers, NAME:client (or just NAME) towards clients, NAME:upstream and
+    /// NAME:downstream towards the previous and next rack of a chain (e.g.
+    /// s0:server,s1:server,c0:client). The program forwards between them and admits from each
+    /// only what its role may send (docs/security.md).
     #[arg(long, value_delimiter = ',', required_unless_present = "config")]
-    pub ports: Vec<String>,
+    pub ports: Vec<PortSpec>,
     /// XDP attach mode: native (driver) or skb (generic, works everywhere, slower).
     #[arg(long, default_value = "native")]
     pub mode: AttachMode,
@@ -190,6 +254,13 @@ impl DaemonConfig {
             !self.ports.is_empty(),
             "no ports given (--ports or `ports` in the file)"
         );
+        for (i, p) in self.ports.iter().enumerate() {
+            ensure!(
+                self.ports[..i].iter().all(|q| q.name != p.name),
+                "port {} is given twice",
+                p.name
+            );
+        }
         ensure!(self.store_port != 0, "the store port must not be 0");
         ensure!(
             (1..=SERVERS_MAX).contains(&(self.replication as u32)),
@@ -238,9 +309,12 @@ mod tests {
     fn the_flags_defaults_are_the_types_defaults() {
         // SAFETY: no other thread of this test reads the environment.
         unsafe { std::env::remove_var("PEGASUS_CLUSTER") };
-        let parsed = parse(&["--ports", "s0,c0"]);
+        let parsed = parse(&["--ports", "s0:server,c0"]);
         let expected = DaemonConfig {
-            ports: vec!["s0".into(), "c0".into()],
+            ports: vec![
+                PortSpec::new("s0", PortRole::Server),
+                PortSpec::new("c0", PortRole::Client),
+            ],
             ..DaemonConfig::default()
         };
         assert_eq!(parsed, expected);
@@ -250,7 +324,7 @@ mod tests {
     fn a_file_and_flags_give_the_same_value() {
         let flags = parse(&[
             "--ports",
-            "s0,s1,c0",
+            "s0:server,s1:server,c0:client,up:upstream,down:downstream",
             "--mode",
             "skb",
             "--cluster",
@@ -285,7 +359,28 @@ mod tests {
         assert_eq!((old.stats_interval_ms, old.sample_period), (25, 4));
         let file: DaemonConfig =
             toml::from_str("ports = [\"s0\"]\nepoch_ms = 25\nsample_rate = 4\n").unwrap();
+        assert_eq!(file.ports, vec![PortSpec::new("s0", PortRole::Client)]);
         assert_eq!((file.stats_interval_ms, file.sample_period), (25, 4));
+    }
+
+    #[test]
+    fn port_specs_are_checked() {
+        assert_eq!(
+            "eth1:server".parse::<PortSpec>().unwrap(),
+            PortSpec::new("eth1", PortRole::Server)
+        );
+        assert!("eth1:trusted".parse::<PortSpec>().is_err());
+        assert!(":server".parse::<PortSpec>().is_err());
+        assert!(
+            "a-name-far-too-long-for-linux:server"
+                .parse::<PortSpec>()
+                .is_err()
+        );
+        let twice = DaemonConfig {
+            ports: vec![PortSpec::new("s0", PortRole::Server); 2],
+            ..DaemonConfig::default()
+        };
+        assert!(twice.validate(false).is_err());
     }
 
     #[test]
@@ -294,7 +389,7 @@ mod tests {
         let no_ports = DaemonConfig::default();
         assert!(no_ports.validate(false).is_err());
         let too_many_hot = DaemonConfig {
-            ports: vec!["s0".into()],
+            ports: vec![PortSpec::new("s0", PortRole::Server)],
             hot_keys: 100,
             directory_capacity: 10,
             ..DaemonConfig::default()
@@ -302,7 +397,7 @@ mod tests {
         assert!(too_many_hot.validate(false).is_ok());
         assert!(too_many_hot.validate(true).is_err());
         let zero_replication = DaemonConfig {
-            ports: vec!["s0".into()],
+            ports: vec![PortSpec::new("s0", PortRole::Server)],
             replication: 0,
             ..DaemonConfig::default()
         };

@@ -20,9 +20,9 @@ use crate::{
     },
     switch::{Switch, SwitchSettings},
 };
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use pegasus_client::Cluster;
-use pegasus_common::switch::FIB_GENERATION_PERIOD_MS;
+use pegasus_common::{roles::PortRole, switch::FIB_GENERATION_PERIOD_MS};
 use std::{future::Future, net::IpAddr, sync::Arc, time::Duration};
 
 /// Fewest (decayed) samples a key needs before detection makes it hot: one or two samples
@@ -34,11 +34,17 @@ pub fn run(config: DaemonConfig) -> Result<()> {
     let cluster = match &config.cluster {
         Some(path) => Cluster::load(path)?,
         None => Cluster {
+            controllers: Vec::new(),
             servers: Vec::new(),
         },
     };
     let detecting = config.hot_keys > 0 && !cluster.servers.is_empty();
     config.validate(detecting)?;
+    ensure!(
+        cluster.servers.is_empty() || config.ports.iter().any(|p| p.role == PortRole::Server),
+        "the cluster has servers but no port has the role server: their replies would be \
+         dropped (name the ports towards them NAME:server)"
+    );
     let settings_servers = server_addresses(&cluster, config.store_port)?;
 
     // 1. state
@@ -85,7 +91,7 @@ pub fn run(config: DaemonConfig) -> Result<()> {
     {
         let mut switch = controller.switch();
         for port in &config.ports {
-            switch.attach(port, config.mode)?;
+            switch.attach(&port.name, port.role, config.mode)?;
         }
     }
     // 6. tasks
@@ -160,7 +166,7 @@ async fn serve(
         None => None,
     };
     tracing::info!(
-        ports = ?config.ports,
+        ports = %config.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
         mode = ?config.mode,
         store_port = config.store_port,
         epoch,

@@ -10,9 +10,10 @@ use aya::{
 use pegasus_common::{
     cache::CacheEntry,
     directory::{Policy, SERVERS_MAX, bit},
+    roles::PortRole,
     switch::{
-        self as shared, Counter, CounterBlock, DirEntry, RetrySlot, ServerSlot, ServerTable,
-        SwitchConfig,
+        self as shared, Counter, CounterBlock, DirEntry, PortSlot, RetrySlot, ServerSlot,
+        ServerTable, SwitchConfig,
     },
 };
 use serde::Serialize;
@@ -183,6 +184,8 @@ pub struct Switch {
     attached: Vec<(String, XdpLinkId)>,
     directory_capacity: u32,
     mode: SwitchMode,
+    /// Test runs: the port a frame from each /24 arrives on (see [`Switch::run_on_packet`]).
+    test_ingress: Vec<([u8; 3], u32)>,
 }
 
 impl Switch {
@@ -211,6 +214,7 @@ impl Switch {
             attached: Vec::new(),
             directory_capacity: settings.directory_capacity,
             mode: settings.mode,
+            test_ingress: Vec::new(),
         };
         let mut table = ServerTable::default();
         let mut all_servers = 0u32;
@@ -507,9 +511,28 @@ impl Switch {
             .with_context(|| format!("the object has no map {name}"))
     }
 
-    /// Lets the program redirect packets to `interface` (adds it to the PORTS DEVMAP).
-    pub fn add_port(&mut self, interface: &str) -> Result<u32> {
+    /// Lets the program redirect packets to `interface` (adds it to the PORTS DEVMAP) and
+    /// records the port's role, which decides what the program admits from it
+    /// (`pegasus_common::roles`). Two ports whose ifindexes share a role slot are refused.
+    pub fn add_port(&mut self, interface: &str, role: PortRole) -> Result<u32> {
         let ifindex = ifindex(interface)?;
+        let mut roles: Array<&mut MapData, PortSlot> =
+            Array::try_from(self.map_mut(shared::MAP_PORT_ROLES)?)?;
+        let slot = shared::port_slot(ifindex);
+        let held = roles.get(&slot, 0)?;
+        ensure!(
+            held.ifindex == 0 || held.ifindex == ifindex,
+            "{interface} (ifindex {ifindex}) shares its role slot with ifindex {}; the switch \
+             tells ports apart by ifindex modulo {}",
+            held.ifindex,
+            shared::PORT_ROLE_SLOTS
+        );
+        let entry = PortSlot {
+            ifindex,
+            role: role as u8,
+            reserved: [0; 3],
+        };
+        roles.set(slot, entry, 0)?;
         let mut ports: DevMapHash<&mut MapData> =
             DevMapHash::try_from(self.map_mut(shared::MAP_PORTS)?)?;
         ports
@@ -518,9 +541,9 @@ impl Switch {
         Ok(ifindex)
     }
 
-    /// Adds `interface` as a port and attaches the program to it.
-    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<()> {
-        self.add_port(interface)?;
+    /// Adds `interface` as a port with `role` and attaches the program to it.
+    pub fn attach(&mut self, interface: &str, role: PortRole, mode: AttachMode) -> Result<()> {
+        self.add_port(interface, role)?;
         let program: &mut Xdp = self
             .ebpf
             .program_mut(self.mode.program())
@@ -673,10 +696,33 @@ impl Switch {
         self.test_run(yardstick.program(), packet, repeat)
     }
 
+    /// Test kit: a frame whose IPv4 source is in `prefix`/24 is test-run as if it arrived on
+    /// port `ifindex` (whose role then applies); other frames arrive on no port (the
+    /// namespace's loopback, a client port for the program).
+    #[cfg(feature = "testkit")]
+    pub fn set_test_ingress(&mut self, prefix: [u8; 3], ifindex: u32) {
+        self.test_ingress.retain(|(p, _)| *p != prefix);
+        self.test_ingress.push((prefix, ifindex));
+    }
+
+    /// The `xdp_md` a test run of `packet` starts from: its ingress port, when known.
+    fn test_context(&self, packet: &[u8]) -> Option<[u8; 24]> {
+        let is_ipv4 = packet.get(12..14) == Some(&[0x08, 0x00][..]);
+        let source = packet.get(26..29).filter(|_| is_ipv4)?;
+        let &(_, ifindex) = self.test_ingress.iter().find(|(p, _)| p == source)?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex (u32 each); data_end must be the packet's length.
+        let mut md = [0u8; 24];
+        md[4..8].copy_from_slice(&(packet.len() as u32).to_ne_bytes());
+        md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        Some(md)
+    }
+
     fn test_run(&self, name: &str, packet: &[u8], repeat: u32) -> Result<(PacketVerdict, f64)> {
         if repeat == 0 {
             bail!("repeat must be at least 1");
         }
+        let context = self.test_context(packet);
         let program: &Xdp = self
             .ebpf
             .program(name)
@@ -688,6 +734,7 @@ impl Switch {
             .test_run(TestRunOptions {
                 data_in: Some(packet),
                 data_out: Some(&mut out),
+                ctx_in: context.as_ref().map(|c| &c[..]),
                 repeat,
                 ..Default::default()
             })

@@ -11,6 +11,7 @@ use crate::switch::{
     AttachMode, PacketVerdict, Switch, SwitchSettings, Yardstick, action, ifindex,
 };
 use anyhow::{Context, Result, ensure};
+use pegasus_common::roles::PortRole;
 use pegasus_common::{
     directory::{Policy, bit},
     hash::key_hash,
@@ -109,7 +110,8 @@ pub fn run(options: CostOptions) -> Result<CostReport> {
     let mut bed = Testbed::new("bench", SERVERS, settings)?;
     // Both programs attached (to ports that carry no traffic), so that test runs do not wait
     // for the XDP dispatcher to change (see `Switch::load_baseline`).
-    bed.switch.attach("sv0", AttachMode::Native)?;
+    bed.switch
+        .attach("sv0", PortRole::Server, AttachMode::Native)?;
     bed.switch
         .load_yardstick(Yardstick::Reflect, "cl0p", None)?;
     let to = ifindex("sv0")?;

@@ -12,7 +12,7 @@ use crate::{
     switch::{Switch, SwitchSettings},
 };
 use anyhow::{Result, ensure};
-use pegasus_common::directory::SERVERS_MAX;
+use pegasus_common::{directory::SERVERS_MAX, roles::PortRole};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// The switch's MAC address on the client port (the lab's addressing, client 0).
@@ -38,6 +38,11 @@ pub fn server_ip(i: u8) -> Ipv4Addr {
 /// The client's address.
 pub fn client_ip() -> Ipv4Addr {
     Host::Client(0).addressing().host_ip
+}
+
+/// The client's UDP address on `port`.
+pub fn client_addr(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(client_ip(), port)
 }
 
 /// A UDP address of server `i`.
@@ -88,8 +93,15 @@ impl Testbed {
         netns::enter_current_thread(n)?;
         settings.servers = (0..servers).map(|i| (i, server_ip(i))).collect();
         let mut switch = Switch::load(&settings)?;
-        for (port, ..) in &ports {
-            switch.add_port(port)?;
+        for (port, a) in &ports {
+            let role = if port.starts_with("sv") {
+                PortRole::Server
+            } else {
+                PortRole::Client
+            };
+            let ifindex = switch.add_port(port, role)?;
+            let [a0, a1, a2, _] = a.host_ip.octets();
+            switch.set_test_ingress([a0, a1, a2], ifindex);
         }
         Ok(Testbed { switch, _ns: ns })
     }

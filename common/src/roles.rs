@@ -1,0 +1,258 @@
+//! The trust boundary at the switch: every switch port has a role, and what arrives on a port
+//! is admitted, cleaned or dropped by these rules before the directory sees it
+//! (docs/security.md). The XDP programs (the switch and the cache baseline) call them for
+//! every request and reply; the tests below go through every role, op and field.
+//!
+//! Only the switch may order writes (version, STAMPED) and choose copies (replica bitmap,
+//! HOT); only a server may speak for a server (replies, acks, loads); only the controller,
+//! which runs on the switch itself and never sends through a switch port, uses the
+//! controller's client id. A client-facing port therefore carries GETs and PUTs only, with
+//! those fields cleared.
+
+use crate::{
+    directory::SERVERS_MAX,
+    switch::ServerTable,
+    wire::{CONTROLLER_CLIENT_ID, Op, flags},
+};
+
+/// What a switch port faces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PortRole {
+    /// Clients (or anything untrusted): GETs and PUTs only, switch-only fields cleared.
+    Client = 0,
+    /// The rack's storage servers: trusted to speak for the server whose address they use.
+    Server = 1,
+    /// The previous rack of a chain: as a client port, plus CHAIN_PUTs with their versions.
+    Upstream = 2,
+    /// The next rack of a chain: as a client port, plus CHAIN_ACKs.
+    Downstream = 3,
+}
+
+impl PortRole {
+    /// Every role, for exhaustive tests.
+    pub const ALL: [PortRole; 4] = [
+        PortRole::Client,
+        PortRole::Server,
+        PortRole::Upstream,
+        PortRole::Downstream,
+    ];
+
+    /// The role of a code; an unknown code is the least trusted role.
+    #[inline(always)]
+    pub const fn from_u8(code: u8) -> PortRole {
+        match code {
+            1 => PortRole::Server,
+            2 => PortRole::Upstream,
+            3 => PortRole::Downstream,
+            _ => PortRole::Client,
+        }
+    }
+
+    /// Its name in configuration files and on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PortRole::Client => "client",
+            PortRole::Server => "server",
+            PortRole::Upstream => "upstream",
+            PortRole::Downstream => "downstream",
+        }
+    }
+
+    /// The role named `name`.
+    pub fn parse(name: &str) -> Option<PortRole> {
+        PortRole::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// The flags a client may set on a request; the others are the switch's (STAMPED, HOT) or a
+/// switch's reply's (CACHED).
+pub const CLIENT_FLAGS: u8 = flags::RETRY;
+
+/// What the switch does with a request, by the role of the port it arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestAdmission {
+    /// Forwarded as it is: a trusted sender.
+    Accept,
+    /// Forwarded with the switch-only fields cleared ([`clean`]): version 0, replica bitmap
+    /// 0, flags limited to [`CLIENT_FLAGS`].
+    Clean,
+    /// Dropped and counted: an op or a client id that this port may not send.
+    Drop,
+}
+
+/// The request rule: servers are trusted; a previous rack may send CHAIN_PUTs; anything else
+/// is a client's GET or PUT, cleaned, and every other op, or the controller's client id, is
+/// dropped.
+#[inline(always)]
+pub const fn admit_request(role: PortRole, op: Op, client_id: u16) -> RequestAdmission {
+    match (role, op) {
+        (PortRole::Server, _) | (PortRole::Upstream, Op::ChainPut) => RequestAdmission::Accept,
+        _ if client_id == CONTROLLER_CLIENT_ID => RequestAdmission::Drop,
+        (_, Op::Get | Op::Put) => RequestAdmission::Clean,
+        _ => RequestAdmission::Drop,
+    }
+}
+
+/// The fields of a request that cleaning may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SwitchOnlyFields {
+    pub version: u64,
+    pub replica_bitmap: u32,
+    pub flags: u8,
+}
+
+/// The fields after cleaning; equal to the input for an honest client's request (then the
+/// program rewrites nothing).
+#[inline(always)]
+pub const fn clean(fields: SwitchOnlyFields) -> SwitchOnlyFields {
+    SwitchOnlyFields {
+        version: 0,
+        replica_bitmap: 0,
+        flags: fields.flags & CLIENT_FLAGS,
+    }
+}
+
+/// The reply rule: a reply (or ack) is believed only when it arrives on a server-facing port
+/// from the address of the server id it claims (its UDP port, the store port, is checked by
+/// classification); a next rack may send CHAIN_ACKs. Anything else is dropped and counted:
+/// it would speak for a server (its version, its load, a cached value).
+#[inline(always)]
+pub fn admit_reply(
+    role: PortRole,
+    op: Op,
+    sender: u8,
+    source_ipv4: [u8; 4],
+    servers: &ServerTable,
+) -> bool {
+    match role {
+        PortRole::Server => {
+            (sender as u32) < SERVERS_MAX && {
+                let slot = &servers.slots[(sender as u32 % SERVERS_MAX) as usize];
+                slot.valid != 0 && slot.ipv4 == source_ipv4
+            }
+        }
+        PortRole::Downstream => matches!(op, Op::ChainAck),
+        PortRole::Client | PortRole::Upstream => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::switch::ServerSlot;
+
+    const CLIENT: u16 = 7;
+
+    fn servers() -> ServerTable {
+        let mut t = ServerTable::default();
+        for i in 0..3u8 {
+            t.slots[i as usize] = ServerSlot {
+                ipv4: [10, 1, i, 2],
+                load: 0,
+                valid: 1,
+                reserved: 0,
+            };
+        }
+        t
+    }
+
+    #[test]
+    fn roles_round_trip_and_unknown_codes_are_clients() {
+        for role in PortRole::ALL {
+            assert_eq!(PortRole::from_u8(role as u8), role);
+            assert_eq!(PortRole::parse(role.name()), Some(role));
+        }
+        for code in 4..=u8::MAX {
+            assert_eq!(PortRole::from_u8(code), PortRole::Client);
+        }
+        assert_eq!(PortRole::parse("Server"), None);
+    }
+
+    /// Every role and every request op, with a client's and the controller's client id.
+    #[test]
+    fn the_request_rule_for_every_role_and_op() {
+        for role in PortRole::ALL {
+            for op in Op::ALL.into_iter().filter(|op| op.is_request()) {
+                for client_id in [CLIENT, CONTROLLER_CLIENT_ID] {
+                    let got = admit_request(role, op, client_id);
+                    let expected = if role == PortRole::Server
+                        || (role == PortRole::Upstream && op == Op::ChainPut)
+                    {
+                        RequestAdmission::Accept
+                    } else if client_id == CONTROLLER_CLIENT_ID {
+                        RequestAdmission::Drop
+                    } else if op == Op::Get || op == Op::Put {
+                        RequestAdmission::Clean
+                    } else {
+                        RequestAdmission::Drop
+                    };
+                    assert_eq!(got, expected, "{role:?} {op:?} client {client_id}");
+                }
+            }
+        }
+        // The ops a client port must never carry.
+        for op in [Op::Replicate, Op::Push, Op::ChainPut] {
+            assert_eq!(
+                admit_request(PortRole::Client, op, CLIENT),
+                RequestAdmission::Drop
+            );
+        }
+    }
+
+    #[test]
+    fn cleaning_keeps_only_what_a_client_may_set() {
+        for flags_in in 0..=u8::MAX {
+            let forged = SwitchOnlyFields {
+                version: u64::MAX,
+                replica_bitmap: u32::MAX,
+                flags: flags_in,
+            };
+            let c = clean(forged);
+            assert_eq!((c.version, c.replica_bitmap), (0, 0));
+            assert_eq!(c.flags, flags_in & flags::RETRY);
+            assert_eq!(c.flags & (flags::STAMPED | flags::HOT | flags::CACHED), 0);
+            assert_eq!(clean(c), c, "cleaning twice changes nothing");
+        }
+        let honest = SwitchOnlyFields {
+            version: 0,
+            replica_bitmap: 0,
+            flags: flags::RETRY,
+        };
+        assert_eq!(clean(honest), honest, "an honest request is not rewritten");
+    }
+
+    /// Every role, every reply op, every claimed sender, from its own and from another
+    /// address.
+    #[test]
+    fn the_reply_rule_for_every_role_op_and_sender() {
+        let t = servers();
+        for role in PortRole::ALL {
+            for op in Op::ALL.into_iter().filter(|op| !op.is_request()) {
+                for sender in 0..=u8::MAX {
+                    let own = [10, 1, sender, 2];
+                    let believed = admit_reply(role, op, sender, own, &t);
+                    let expected = match role {
+                        PortRole::Server => sender < 3,
+                        PortRole::Downstream => op == Op::ChainAck,
+                        _ => false,
+                    };
+                    assert_eq!(believed, expected, "{role:?} {op:?} from server {sender}");
+                    // Another server's (or any other) address never speaks for `sender`.
+                    let other = [10, 1, sender.wrapping_add(1), 2];
+                    if role == PortRole::Server {
+                        assert!(!admit_reply(role, op, sender, other, &t));
+                    }
+                }
+            }
+        }
+        // A server id beyond the table cannot alias a slot.
+        assert!(!admit_reply(
+            PortRole::Server,
+            Op::GetReply,
+            32,
+            [10, 1, 0, 2],
+            &t
+        ));
+    }
+}
