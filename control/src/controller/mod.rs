@@ -120,6 +120,9 @@ pub struct DetectionStats {
     pub failures: AtomicU64,
     /// Copies made of read-mostly keys whose replica set had shrunk (`restore_copies`).
     pub restored: AtomicU64,
+    /// Samples discarded because their key does not hash to their key hash (a forged or
+    /// broken request: it would rank one key under another's hash).
+    pub samples_discarded: AtomicU64,
 }
 
 /// A copy of [`DetectionStats`] (status replies, metrics).
@@ -132,6 +135,8 @@ pub struct DetectionSnapshot {
     pub failures: u64,
     #[serde(default)]
     pub restored: u64,
+    #[serde(default)]
+    pub samples_discarded: u64,
 }
 
 impl DetectionStats {
@@ -144,6 +149,7 @@ impl DetectionStats {
             evicts: self.evicts.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             restored: self.restored.load(Ordering::Relaxed),
+            samples_discarded: self.samples_discarded.load(Ordering::Relaxed),
         }
     }
 }
@@ -315,11 +321,14 @@ impl Controller {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let read = samples.drain(|s| {
-                if let Some(key) = s.key() {
-                    top.observe(s.keyhash, key);
-                }
+            let mut discarded = 0;
+            let read = samples.drain(|s| match s.key() {
+                Some(key) if key_hash(key) == s.keyhash => top.observe(s.keyhash, key),
+                _ => discarded += 1,
             });
+            self.stats
+                .samples_discarded
+                .fetch_add(discarded, Ordering::Relaxed);
             self.stats.samples.fetch_add(read as u64, Ordering::Relaxed);
             let entries = match self.switch().directory_list() {
                 Ok(entries) => entries,
@@ -511,6 +520,12 @@ impl Controller {
 
     /// Makes `key` hot: installs its entry, then replicates it from home.
     pub async fn add(&self, key: &[u8]) -> Result<HotKey> {
+        ensure!(
+            key.len() <= wire::MAX_KEY_LEN,
+            "a key of {} bytes cannot be hot: keys are at most {} bytes",
+            key.len(),
+            wire::MAX_KEY_LEN
+        );
         let keyhash = key_hash(key);
         let home = self.placement.home(keyhash);
         if let Some(state) = &self.state {

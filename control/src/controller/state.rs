@@ -14,7 +14,8 @@
 //! Every change is written to a temporary file, synced and renamed over the old one: a crash
 //! leaves the old state or the new one, never half of either.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use pegasus_common::wire;
 use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeSet,
@@ -33,9 +34,26 @@ pub struct SavedState {
 }
 
 impl SavedState {
-    /// The hot keys, decoded.
-    pub fn keys(&self) -> Result<Vec<Vec<u8>>> {
-        self.hot_keys.iter().map(|k| decode_hex(k)).collect()
+    /// The hot keys that decode to keys the protocol can carry, and the entries that do not
+    /// (not hex, or longer than a key may be), each with why.
+    pub fn keys(&self) -> (Vec<Vec<u8>>, Vec<(String, String)>) {
+        let mut keys = Vec::with_capacity(self.hot_keys.len());
+        let mut bad = Vec::new();
+        for entry in &self.hot_keys {
+            match decode_hex(entry).and_then(|key| {
+                ensure!(
+                    key.len() <= wire::MAX_KEY_LEN,
+                    "a key of {} bytes (at most {})",
+                    key.len(),
+                    wire::MAX_KEY_LEN
+                );
+                Ok(key)
+            }) {
+                Ok(key) => keys.push(key),
+                Err(e) => bad.push((entry.clone(), format!("{e:#}"))),
+            }
+        }
+        (keys, bad)
     }
 }
 
@@ -80,14 +98,20 @@ impl StateFile {
             ),
             Some(p) => requested.max(p.epoch + 1),
         };
-        let state = SavedState {
+        let mut state = SavedState {
             epoch,
             hot_keys: previous
                 .as_ref()
                 .map(|p| p.hot_keys.clone())
                 .unwrap_or_default(),
         };
-        let previously_hot = state.keys()?;
+        // A bad entry (written by hand, or by an older version) is reported and left out: the
+        // switch must still start, and no key it names can have been hot.
+        let (previously_hot, bad) = state.keys();
+        for (entry, why) in &bad {
+            tracing::warn!(entry = %entry, "skipping a bad hot key in {}: {why}", path.display());
+            state.hot_keys.remove(entry);
+        }
         save(path, &state)?;
         Ok(Begun {
             file: StateFile {
@@ -142,13 +166,18 @@ fn encode_hex(bytes: &[u8]) -> String {
 }
 
 fn decode_hex(text: &str) -> Result<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
         bail!("odd-length hex key {text:?}");
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&text[i..i + 2], 16).with_context(|| format!("bad hex key {text:?}"))
+    bytes
+        .chunks_exact(2)
+        .map(|pair| {
+            digit(pair[0])
+                .zip(digit(pair[1]))
+                .map(|(high, low)| high << 4 | low)
+                .with_context(|| format!("bad hex key {text:?}"))
         })
         .collect()
 }
@@ -185,6 +214,26 @@ mod tests {
         assert_eq!(begun.epoch, 9, "a larger requested epoch is taken as it is");
         assert_eq!(begun.file.saved().epoch, 9);
         assert_eq!(StateFile::begin(&path, 3).unwrap().epoch, 10);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn bad_hot_keys_are_skipped_and_the_switch_still_starts() {
+        let path = scratch("bad-keys");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let too_long = encode_hex(&[b'k'; wire::MAX_KEY_LEN + 1]);
+        let fine = encode_hex(b"user7");
+        let text =
+            format!(r#"{{"epoch": 4, "hot_keys": ["{too_long}", "zz", "abc", "éé", "{fine}"]}}"#);
+        std::fs::write(&path, text).unwrap();
+        let begun = StateFile::begin(&path, 1).unwrap();
+        assert_eq!(begun.epoch, 5);
+        assert_eq!(begun.previously_hot, vec![b"user7".to_vec()]);
+        assert_eq!(
+            begun.file.saved().hot_keys,
+            BTreeSet::from([fine]),
+            "the bad entries are gone from the file too"
+        );
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

@@ -5,7 +5,7 @@
 
 use crate::controller::{Controller, DetectionSnapshot, HotKey};
 use crate::switch::Counters;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use std::{
     path::{Path, PathBuf},
@@ -130,6 +130,8 @@ pub async fn serve(path: PathBuf, handle: Arc<Controller>) -> Result<()> {
     }
 }
 
+/// Binds the socket readable and writable by its owner only (mode 0600, whatever the
+/// umask): the admin socket changes the directory.
 async fn bind(path: &Path) -> Result<UnixListener> {
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
@@ -137,10 +139,40 @@ async fn bind(path: &Path) -> Result<UnixListener> {
         }
         std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
     }
-    UnixListener::bind(path).with_context(|| format!("binding admin socket {}", path.display()))
+    // The socket is created with the umask's mode: no one else may connect even before the
+    // chmod below. (Start-up is the only time the daemon creates files on other threads'
+    // behalf, so the process-wide umask is briefly ours.)
+    // SAFETY: umask(2) cannot fail.
+    let umask = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(umask) };
+    let listener = bound.with_context(|| format!("binding admin socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))?;
+    Ok(listener)
+}
+
+/// Whether a peer may use the admin socket: root, or the user the switch runs as.
+fn peer_allowed(stream: &UnixStream) -> Result<()> {
+    let peer = stream
+        .peer_cred()
+        .context("reading the peer's credentials")?;
+    // SAFETY: getuid(2) cannot fail.
+    let own = unsafe { libc::getuid() };
+    ensure!(
+        peer.uid() == 0 || peer.uid() == own,
+        "user {} may not use the admin socket",
+        peer.uid()
+    );
+    Ok(())
 }
 
 async fn serve_one(stream: UnixStream, handle: &Controller) -> Result<()> {
+    if let Err(e) = peer_allowed(&stream) {
+        tracing::warn!("admin connection refused: {e:#}");
+        return Err(e);
+    }
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(REQUEST_LEN_MAX as u64);
@@ -212,5 +244,41 @@ pub fn probe(path: &Path, timeout: Duration) -> Result<Status> {
         Reply::Status(s) => Ok(s),
         Reply::Error(e) => bail!("switch: {e}"),
         Reply::Hot(_) => bail!("unexpected reply from the switch"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Whatever the umask, the socket is its owner's only; a stale one is replaced and a live
+    /// one refused.
+    #[tokio::test]
+    async fn the_socket_is_private_and_single() {
+        let dir = std::env::temp_dir().join(format!("pegasus-admin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("switch.sock");
+        // SAFETY: umask(2) cannot fail; this test's thread is the only one creating files.
+        let before = unsafe { libc::umask(0) };
+        let listener = bind(&path).await;
+        // SAFETY: as above.
+        unsafe { libc::umask(before) };
+        let listener = listener.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            bind(&path).await.is_err(),
+            "a live socket is not taken over"
+        );
+        drop(listener);
+        assert!(bind(&path).await.is_ok(), "a stale socket is replaced");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_the_same_user_is_allowed() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert!(peer_allowed(&a).is_ok());
     }
 }

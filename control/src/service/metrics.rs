@@ -15,6 +15,10 @@ use tokio::{
 const REQUEST_HEAD_MAX: usize = 8 * 1024;
 /// How long a scraper may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a whole exchange may take.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Scrapers served at once.
+pub const CONNECTIONS_MAX: usize = 16;
 
 /// The metrics of `status`, in the Prometheus text format.
 pub fn render(status: &Status) -> String {
@@ -83,6 +87,11 @@ pub fn render(status: &Status) -> String {
             "Copies made of read-mostly hot keys whose replica set had shrunk.",
             d.restored,
         ),
+        (
+            "samples_discarded",
+            "Samples whose key does not hash to their key hash (forged or broken).",
+            d.samples_discarded,
+        ),
     ] {
         metric(
             &format!("pegasus_controller_{name}_total"),
@@ -131,12 +140,28 @@ fn key_label(k: &crate::controller::HotKey) -> String {
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped; `scrape` gives the body.
-pub async fn serve(listener: TcpListener, scrape: impl Fn() -> Result<String>) -> Result<()> {
+/// Connections are served concurrently, at most [`CONNECTIONS_MAX`] at once (the others wait
+/// to be accepted), each within [`CONNECTION_TIMEOUT`]: a slow or silent scraper holds up no
+/// one.
+pub async fn serve(
+    listener: TcpListener,
+    scrape: impl Fn() -> Result<String> + Send + Sync + 'static,
+) -> Result<()> {
+    let scrape = std::sync::Arc::new(scrape);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
+        let slot = slots.clone().acquire_owned().await?;
         let (stream, peer) = listener.accept().await?;
-        if let Err(e) = answer(stream, &scrape).await {
-            tracing::debug!(%peer, "metrics request: {e:#}");
-        }
+        let scrape = scrape.clone();
+        tokio::spawn(async move {
+            let answered = tokio::time::timeout(CONNECTION_TIMEOUT, answer(stream, &*scrape)).await;
+            match answered {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, "metrics request: {e:#}"),
+                Err(_) => tracing::debug!(%peer, "metrics request timed out"),
+            }
+            drop(slot);
+        });
     }
 }
 
@@ -211,6 +236,7 @@ mod tests {
                 evicts: 0,
                 failures: 0,
                 restored: 0,
+                samples_discarded: 0,
             },
             hot: vec![HotKey {
                 key: Some("us\"er0".into()),
@@ -269,6 +295,32 @@ mod tests {
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains("pegasus_directory_keys 1\n"), "{ok}");
         assert!(get("/other").await.starts_with("HTTP/1.1 404"));
+        server.abort();
+    }
+
+    /// Scrapers that connect and say nothing (as many as may be served at once, less one)
+    /// do not hold up a scraper that asks.
+    #[tokio::test]
+    async fn a_silent_scraper_holds_up_no_one() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, || Ok(render(&status()))));
+        let mut silent = Vec::new();
+        for _ in 0..CONNECTIONS_MAX - 1 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let asked = async {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.unwrap();
+            let mut response = String::new();
+            s.read_to_string(&mut response).await.unwrap();
+            response
+        };
+        let response = tokio::time::timeout(Duration::from_secs(2), asked)
+            .await
+            .expect("answered while the others stay silent");
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        drop(silent);
         server.abort();
     }
 }
