@@ -343,6 +343,7 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
     };
     netns::add(&tor)?;
     netns::exec_in(&tor, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    quiet(&tor)?;
 
     let hosts = (0..spec.servers)
         .map(|i| (server_ns(name, i), Host::Server(i)))
@@ -350,6 +351,7 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
     for (ns, host) in hosts {
         netns::add(&ns)?;
         state.namespaces.push(ns.clone());
+        quiet(&ns)?;
         wire_host(&tor, &ns, &host.addressing())?;
     }
     save(&state, dir)?;
@@ -463,6 +465,20 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
         wait_ready(&mut child, &log, 0, &readiness)?;
     }
     Ok(state)
+}
+
+/// Turns IPv6 off in a lab namespace (before its interfaces exist): the rack speaks IPv4,
+/// and without router solicitations and multicast reports an interface's counters count the
+/// rack's own traffic only (the trust tests measure what a datagram causes by them).
+fn quiet(ns: &str) -> Result<()> {
+    for key in ["all", "default"] {
+        netns::exec_in(
+            ns,
+            "sysctl",
+            &["-qw", &format!("net.ipv6.conf.{key}.disable_ipv6=1")],
+        )?;
+    }
+    Ok(())
 }
 
 /// Stops the ToR namespace's kernel from forwarding store traffic (UDP to or from the store
