@@ -391,6 +391,74 @@ pub fn admit_reply(entry: Option<EntryView>, sender: u8, steered: bool) -> Reply
     }
 }
 
+/// Load one replica of a hot key may carry, in thousandths of a server's fair share (the
+/// rack's load over its servers): a hot key gets enough replicas that each takes at most half
+/// a fair share of its requests, leaving the rest of every replica's capacity to its cold keys.
+pub const REPLICA_LOAD_PERMILLE: u64 = 500;
+
+/// The replicas a hot key needs for its share of all requests (`share_ppm`, parts per
+/// million) on a rack of `servers`: ceil(share × servers / 0.5), at least `floor` (the
+/// configured replication), at most every server. Pegasus's load-aware selective replication:
+/// a key with a fifth of the requests on 32 servers needs 13 of them, one with a thousandth
+/// needs the floor.
+#[inline(always)]
+pub const fn replicas_for_share(share_ppm: u32, servers: u32, floor: u32) -> u32 {
+    let scaled = share_ppm as u64 * servers as u64 * 1000;
+    let per_replica = 1_000_000 * REPLICA_LOAD_PERMILLE;
+    let needed = scaled.div_ceil(per_replica);
+    let floor = if floor < servers { floor } else { servers };
+    if needed < floor as u64 {
+        floor
+    } else if needed > servers as u64 {
+        servers
+    } else {
+        needed as u32
+    }
+}
+
+/// A hot key's next replica target from its current one and what its load needs now: grows at
+/// once (an overloaded replica set is the imbalance this exists to fix), shrinks only to
+/// what is needed when that is at most half the current target (a key whose load wobbles
+/// around a boundary keeps its replicas: every change costs copies).
+#[inline(always)]
+pub const fn next_replicas(current: u32, needed: u32) -> u32 {
+    if needed > current || needed * 2 <= current {
+        needed
+    } else {
+        current
+    }
+}
+
+/// Servers a hot key's writes go to: its own target when the controller set one (non-zero),
+/// else the configured replication.
+#[inline(always)]
+pub const fn replication_in_effect(target: u8, configured: u8) -> u32 {
+    if target == 0 {
+        configured as u32
+    } else {
+        target as u32
+    }
+}
+
+/// Hot keys the controller keeps by default on a rack of `servers`: n·log2(n) (the theory
+/// behind Pegasus: replicating the O(n log n) most popular keys balances any popularity; log2
+/// interpolated linearly between powers of two, exact at them), and at least 16.
+pub const fn hot_keys_for_rack(servers: u32) -> u32 {
+    let n = if servers == 0 { 1 } else { servers };
+    let k = n.ilog2();
+    let below = 1u32 << k;
+    // n·(k + (n - 2^k) / 2^k), rounded up.
+    let n_log_n = n * k + (n * (n - below)).div_ceil(below);
+    if n_log_n > 16 { n_log_n } else { 16 }
+}
+
+/// Directory capacity by default on a rack of `servers`: room for twice the default hot keys
+/// (evictions under way, hand-added keys), a power of two, at least 64.
+pub const fn directory_capacity_for_rack(servers: u32) -> u32 {
+    let capacity = (2 * hot_keys_for_rack(servers)).next_power_of_two();
+    if capacity > 64 { capacity } else { 64 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -760,5 +828,69 @@ mod tests {
             }
             .listens_to_home_only()
         );
+    }
+
+    #[test]
+    fn replicas_follow_the_share_of_the_load() {
+        // A key with a fifth of the load on 32 servers: 0.2 * 32 / 0.5 = 12.8, so 13.
+        assert_eq!(replicas_for_share(200_000, 32, 4), 13);
+        // A tenth: 6.4, so 7.
+        assert_eq!(replicas_for_share(100_000, 32, 4), 7);
+        // Little load: the floor; more than the rack can give: every server.
+        assert_eq!(replicas_for_share(1_000, 32, 4), 4);
+        assert_eq!(replicas_for_share(0, 32, 4), 4);
+        assert_eq!(replicas_for_share(900_000, 32, 4), 32);
+        assert_eq!(replicas_for_share(1_000_000, 64, 4), 64);
+        // A floor above the rack's size is the rack.
+        assert_eq!(replicas_for_share(0, 3, 4), 3);
+        // Monotonic in the share, within [floor, servers], for every rack size.
+        for servers in 1..=SERVERS_MAX {
+            let mut last = 0;
+            for share in (0..=1_000_000).step_by(997) {
+                let r = replicas_for_share(share, servers, 2);
+                assert!(r >= last && r >= 2.min(servers) && r <= servers);
+                // Each replica carries at most half a fair share (unless every server is one).
+                assert!(
+                    r == servers
+                        || share as u64 * servers as u64 * 1000
+                            <= r as u64 * 1_000_000 * REPLICA_LOAD_PERMILLE
+                );
+                last = r;
+            }
+        }
+    }
+
+    #[test]
+    fn replica_targets_grow_at_once_and_shrink_with_hysteresis() {
+        assert_eq!(next_replicas(4, 13), 13);
+        assert_eq!(next_replicas(13, 12), 13, "a small dip keeps the copies");
+        assert_eq!(next_replicas(13, 7), 13);
+        assert_eq!(next_replicas(13, 6), 6, "half or less: shrink");
+        assert_eq!(next_replicas(4, 4), 4);
+        for current in 1..=64 {
+            for needed in 1..=64 {
+                let next = next_replicas(current, needed);
+                assert!(next >= needed, "never below what the load needs");
+                assert!(next == current || next == needed);
+            }
+        }
+    }
+
+    #[test]
+    fn rack_defaults_scale_as_n_log_n() {
+        assert_eq!(hot_keys_for_rack(8), 24);
+        assert_eq!(hot_keys_for_rack(32), 160);
+        assert_eq!(hot_keys_for_rack(64), 384);
+        assert_eq!(hot_keys_for_rack(1), 16);
+        for n in 1..=SERVERS_MAX {
+            let n_log_n = n as f64 * (n as f64).log2();
+            let hot = hot_keys_for_rack(n);
+            assert!(hot as f64 >= (n_log_n * 0.9).max(16.0), "{n}: {hot}");
+            assert!(
+                directory_capacity_for_rack(n) as f64 >= n_log_n.ceil(),
+                "{n}"
+            );
+            assert!(directory_capacity_for_rack(n) >= 2 * hot);
+        }
     }
 }

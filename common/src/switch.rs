@@ -37,6 +37,13 @@ pub const fn hot_filter_slot(keyhash: u64) -> u32 {
     (keyhash >> 48) as u32 & (HOT_FILTER_SLOTS - 1)
 }
 
+/// Name of the array of hot keys' replica targets (`u8`: servers a hot write goes to, copies
+/// included; 0: the configured replication), indexed by [`DirEntry::replica_slot`]. The
+/// controller sizes each key's target by its share of the load
+/// ([`crate::directory::replicas_for_share`]); one array store changes it, with no race on
+/// the entry the program updates. Capacity: the directory's.
+pub const MAP_REPLICA_TARGETS: &str = "REPLICA_TARGETS";
+
 /// Name of the hash map keyhash -> u8 of keys the controller is evicting.
 pub const MAP_EVICTING: &str = "EVICTING";
 /// Name of the single-entry array holding how many keys are marked in [`MAP_EVICTING`]: while
@@ -206,7 +213,9 @@ pub struct DirEntry {
     /// The key's [`crate::directory::RecentMix`]: recent reads and writes.
     pub mix_reads: u16,
     pub mix_writes: u16,
-    pub reserved: [u8; 2],
+    /// The key's slot in [`MAP_REPLICA_TARGETS`]: how many servers its writes go to. Written
+    /// with the entry, never changed (the target itself changes in that map).
+    pub replica_slot: u16,
 }
 
 impl DirEntry {
@@ -224,7 +233,7 @@ impl DirEntry {
             installing: 1,
             mix_reads: crate::directory::RecentMix::NEW.reads,
             mix_writes: crate::directory::RecentMix::NEW.writes,
-            reserved: [0; 2],
+            replica_slot: 0,
         }
     }
 

@@ -1377,3 +1377,51 @@ fn write_heavy_keys_are_not_copied() {
     assert!(mix(&switch).copies_pay(), "{:?}", mix(&switch));
     assert_eq!(run(Op::Put, 500).count_ones(), 1);
 }
+
+/// A hot key's writes are copied to as many servers as its replica target says (set by the
+/// controller from its share of the load), not the configured replication.
+#[test]
+fn hot_writes_follow_the_keys_replica_target() {
+    let mut bench = setup("target", Policy::RoundRobin, 2);
+    let keyhash = key_hash(HOT_KEY);
+    bench.switch.directory_insert(keyhash, 0).unwrap();
+    confirm_from_home(&bench.switch, 1);
+    let hot_flag = wire::flags::HOT;
+    for (target, request_id, copies) in [
+        (3u8, 300u32, bit(1) | bit(2)),
+        (1, 301, 0),
+        (0, 302, bit(0)),
+    ] {
+        bench.switch.set_replica_target(keyhash, target).unwrap();
+        assert_eq!(bench.switch.replica_target(keyhash).unwrap(), Some(target));
+        bench.switch.set_version_counter(0).unwrap();
+        // Round robin over the writes: the first to server 0, the next to 1, then 2.
+        let primary = (request_id - 300) as u8;
+        let input = request_to(0, message(Op::Put, HOT_KEY, b"v", 0, 0, request_id, 0));
+        let expected = forwarded(
+            request_to(
+                primary,
+                with_replicas(
+                    message(Op::Put, HOT_KEY, b"v", stamped(1), hot_flag, request_id, 0),
+                    copies,
+                ),
+            ),
+            server_port_mac(primary),
+            server_mac(primary),
+        );
+        check(
+            &bench.switch,
+            &Fixture {
+                name: "a hot write's copies follow the key's replica target",
+                input: input.build(),
+                action: action::REDIRECT,
+                output: expected,
+            },
+        );
+    }
+    bench.switch.directory_remove(keyhash).unwrap();
+    assert!(
+        bench.switch.set_replica_target(keyhash, 2).is_err(),
+        "no entry, no target"
+    );
+}

@@ -52,13 +52,16 @@ pub(crate) fn route_request(
         if view.writes_go_home() {
             return Ok(());
         }
+        // SAFETY: `entry` points to a live map value; the slot is written once, at insertion.
+        let slot = unsafe { (*entry).replica_slot } as u32;
+        let target = REPLICA_TARGETS.get(slot).copied().unwrap_or(0);
         let Some(write) = rules::route_hot_write(
             config.all_servers,
             policy,
             servers,
             random,
             sequence as u32,
-            config.replication as u32,
+            rules::replication_in_effect(target, config.replication),
             mix.copies_pay(),
         ) else {
             return Ok(());

@@ -20,6 +20,10 @@ pub(crate) static PORTS: DevMapHash = DevMapHash::with_max_entries(switch::MAX_P
 pub(crate) static DIRECTORY: HashMap<u64, DirEntry> =
     HashMap::with_max_entries(switch::DIRECTORY_CAPACITY_DEFAULT, 0);
 
+/// Each hot key's replica target, by its entry's `replica_slot`; capacity set at load time.
+#[map(name = "REPLICA_TARGETS")]
+pub(crate) static REPLICA_TARGETS: Array<u8> = Array::with_max_entries(1, 0);
+
 /// Sampled requests for the controller's hot-key detection.
 #[map(name = "SAMPLES")]
 pub(crate) static SAMPLES: RingBuf = RingBuf::with_byte_size(switch::SAMPLES_RING_BYTES, 0);

@@ -239,17 +239,18 @@ fn print_status(s: &admin::Status) {
 
 fn print_hot(keys: &[HotKey]) {
     println!(
-        "{:<24} {:>18} {:>5} {:<20} {:>16} {:>10} {:>10}",
-        "key", "keyhash", "home", "replicas", "version", "reads", "writes"
+        "{:<24} {:>18} {:>5} {:>6} {:<20} {:>16} {:>10} {:>10}",
+        "key", "keyhash", "home", "target", "replicas", "version", "reads", "writes"
     );
     for k in keys {
         let replicas: Vec<String> = k.replicas.iter().map(u8::to_string).collect();
         let name = k.key.clone().unwrap_or_else(|| "?".into());
         println!(
-            "{:<24} {:>#18x} {:>5} {:<20} {:>16} {:>10} {:>10}{}",
+            "{:<24} {:>#18x} {:>5} {:>6} {:<20} {:>16} {:>10} {:>10}{}",
             name,
             k.keyhash,
             k.home,
+            k.replica_target,
             replicas.join(","),
             k.ver_completed,
             k.reads,

@@ -54,6 +54,8 @@ pub struct TopK {
     tracked: HashMap<u64, Tracked>,
     /// (count, keyhash) of every tracked key, least counted first.
     order: BTreeSet<(u64, u64)>,
+    /// Every sample observed, decayed as the counts are: the denominator of a key's share.
+    total: u64,
 }
 
 impl TopK {
@@ -64,11 +66,13 @@ impl TopK {
             capacity,
             tracked: HashMap::with_capacity(capacity),
             order: BTreeSet::new(),
+            total: 0,
         }
     }
 
     /// Counts one sample of `key` (whose hash is `keyhash`).
     pub fn observe(&mut self, keyhash: u64, key: &[u8]) {
+        self.total += ONE_SAMPLE;
         if let Some(t) = self.tracked.get_mut(&keyhash) {
             self.order.remove(&(t.count, keyhash));
             t.count += ONE_SAMPLE;
@@ -99,6 +103,7 @@ impl TopK {
     /// [`decay_per_epoch`]); keys counted below a quarter sample are forgotten.
     pub fn decay(&mut self, factor: u64) {
         assert!(factor <= 65_536, "a decay never raises counts");
+        self.total = ((self.total as u128 * factor as u128) >> 16) as u64;
         let order = std::mem::take(&mut self.order);
         for (count, keyhash) in order {
             let halved = ((count as u128 * factor as u128) >> 16) as u64;
@@ -125,6 +130,17 @@ impl TopK {
     /// The estimated count of a key, in [`ONE_SAMPLE`] units (0 when not tracked).
     pub fn count(&self, keyhash: u64) -> u64 {
         self.tracked.get(&keyhash).map_or(0, |t| t.count)
+    }
+
+    /// A key's estimated share of all requests sampled (decayed alike), in parts per million.
+    /// Space-saving may overestimate a count, never underestimate it: a hot key's share is
+    /// not understated.
+    pub fn share_ppm(&self, keyhash: u64) -> u32 {
+        if self.total == 0 {
+            return 0;
+        }
+        let share = self.count(keyhash) as u128 * 1_000_000 / self.total as u128;
+        share.min(1_000_000) as u32
     }
 
     /// The key whose hash is `keyhash`, if tracked.
@@ -465,5 +481,25 @@ mod tests {
         let c = decide(&rules(0), &ranking, &[12, 11, 10]);
         assert_eq!(c.evict, vec![12, 11, 10]);
         assert!(c.add.is_empty());
+    }
+
+    #[test]
+    fn shares_are_of_every_sample_and_decay_alike() {
+        let mut top = TopK::new(2);
+        for _ in 0..6 {
+            top.observe(1, b"a");
+        }
+        for _ in 0..3 {
+            top.observe(2, b"b");
+        }
+        top.observe(3, b"c"); // takes over b's counter (space-saving)
+        assert_eq!(top.share_ppm(1), 600_000);
+        top.decay(decay_per_epoch());
+        assert!(
+            (top.share_ppm(1) as i64 - 600_000).abs() <= 1,
+            "a decay keeps shares"
+        );
+        assert_eq!(top.share_ppm(99), 0);
+        assert_eq!(TopK::new(1).share_ppm(1), 0);
     }
 }

@@ -33,7 +33,10 @@ use anyhow::{Context, Result, bail, ensure};
 use pegasus_client::{Cluster, placement::Placement};
 use pegasus_common::{
     cache::CacheState,
-    directory::{RecentMix, SERVERS_MAX, bit, lowest_bit_index, nth_set_bit, successors},
+    directory::{
+        RecentMix, SERVERS_MAX, bit, lowest_bit_index, next_replicas, nth_set_bit,
+        replicas_for_share, replication_in_effect, successors,
+    },
     hash::key_hash,
     switch::DirEntry,
     version,
@@ -88,6 +91,9 @@ pub struct HotKey {
     pub cached: Option<bool>,
     #[serde(default)]
     pub cache_hits: Option<u64>,
+    /// Servers its writes go to now, copies included (sized by its share of the load).
+    #[serde(default)]
+    pub replica_target: u32,
 }
 
 /// The controller of one rack's switch.
@@ -120,6 +126,8 @@ pub struct DetectionStats {
     pub failures: AtomicU64,
     /// Copies made of read-mostly keys whose replica set had shrunk (`restore_copies`).
     pub restored: AtomicU64,
+    /// Changes of a hot key's replica target (sized by its share of the load).
+    pub resized: AtomicU64,
     /// Samples discarded because their key does not hash to their key hash (a forged or
     /// broken request: it would rank one key under another's hash).
     pub samples_discarded: AtomicU64,
@@ -137,6 +145,8 @@ pub struct DetectionSnapshot {
     pub restored: u64,
     #[serde(default)]
     pub samples_discarded: u64,
+    #[serde(default)]
+    pub resized: u64,
 }
 
 impl DetectionStats {
@@ -150,6 +160,7 @@ impl DetectionStats {
             failures: self.failures.load(Ordering::Relaxed),
             restored: self.restored.load(Ordering::Relaxed),
             samples_discarded: self.samples_discarded.load(Ordering::Relaxed),
+            resized: self.resized.load(Ordering::Relaxed),
         }
     }
 }
@@ -377,6 +388,9 @@ impl Controller {
                     keyhash
                 });
             }
+            if self.switch().mode() == SwitchMode::Directory {
+                self.size_replicas(&top, &entries);
+            }
             for (keyhash, entry) in entries {
                 let unchanged =
                     settled.insert(keyhash, entry.ver_completed) == Some(entry.ver_completed);
@@ -400,6 +414,48 @@ impl Controller {
             top.decay(decay);
             self.stats.epochs.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Sizes each hot key's replica target by its share of the sampled requests
+    /// (`directory::replicas_for_share`, with hysteresis: `directory::next_replicas`). A
+    /// larger target takes effect with the key's next write, or by the copies that
+    /// `wants_copies` has made for a read-mostly key; a smaller one with the next write.
+    fn size_replicas(&self, top: &TopK, entries: &[(u64, DirEntry)]) {
+        let servers = self.all_servers().count_ones();
+        let floor = u32::from(self.replication);
+        let mut switch = self.switch();
+        for &(keyhash, _) in entries {
+            let Ok(Some(current)) = switch.replica_target(keyhash) else {
+                continue;
+            };
+            let current = replication_in_effect(current, self.replication);
+            let needed = replicas_for_share(top.share_ppm(keyhash), servers, floor);
+            let next = next_replicas(current, needed);
+            if next != current {
+                if let Err(e) = switch.set_replica_target(keyhash, next as u8) {
+                    tracing::warn!("sizing a hot key's replicas: {e:#}");
+                    continue;
+                }
+                self.stats.resized.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    keyhash = format_args!("{keyhash:#x}"),
+                    current,
+                    next,
+                    "replica target"
+                );
+            }
+        }
+    }
+
+    /// Servers a hot key's writes go to now (copies included).
+    fn replicas_wanted(&self, keyhash: u64) -> u32 {
+        let target = self
+            .switch()
+            .replica_target(keyhash)
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        replication_in_effect(target, self.replication).min(self.all_servers().count_ones())
     }
 
     async fn detected_add(&self, key: &[u8]) {
@@ -468,7 +524,7 @@ impl Controller {
             reads: entry.mix_reads,
             writes: entry.mix_writes,
         };
-        let wanted = (self.replication as u32).min(self.all_servers().count_ones());
+        let wanted = self.replicas_wanted(keyhash);
         entry.installing == 0
             && entry.ver_completed != version::NONE
             && entry.rset.count_ones() < wanted
@@ -506,10 +562,11 @@ impl Controller {
         }
     }
 
-    /// Has `source` PUSH `key` to the `replication - 1` servers after it, less those in
-    /// `holding`; true when there was any to push to.
+    /// Has `source` PUSH `key` to the servers after it that the key's replica target wants,
+    /// less those in `holding`; true when there was any to push to.
     async fn copy_to_successors(&self, source: u8, key: &[u8], holding: u32) -> Result<bool> {
-        let wanted = successors(self.all_servers(), source, self.replication as u32 - 1);
+        let wanted = self.replicas_wanted(key_hash(key));
+        let wanted = successors(self.all_servers(), source, wanted.saturating_sub(1));
         let targets = wanted & !holding;
         if targets == 0 {
             return Ok(false);
@@ -634,6 +691,9 @@ impl Controller {
         };
         let evicting = switch.is_evicting(keyhash)?;
         let cache = switch.cache_entry(keyhash)?;
+        let replica_target = switch
+            .replica_target(keyhash)?
+            .map_or(0, |t| replication_in_effect(t, self.replication));
         let key = self
             .keys
             .lock()
@@ -654,6 +714,7 @@ impl Controller {
             installing: e.installing != 0,
             cached: cache.map(|c| c.meta().serves_reads()),
             cache_hits: cache.map(|c| c.hits),
+            replica_target,
         }))
     }
 

@@ -88,6 +88,11 @@ pub fn render(status: &Status) -> String {
             d.restored,
         ),
         (
+            "resized",
+            "Changes of hot keys' replica targets (sized by their share of the load).",
+            d.resized,
+        ),
+        (
             "samples_discarded",
             "Samples whose key does not hash to their key hash (forged or broken).",
             d.samples_discarded,
@@ -118,6 +123,12 @@ pub fn render(status: &Status) -> String {
         "counter",
         "Writes the directory routed, per hot key.",
         &per_key(|k| k.writes),
+    );
+    metric(
+        "pegasus_hot_key_replica_target",
+        "gauge",
+        "Servers each hot key's writes go to, sized by its share of the load.",
+        &per_key(|k| k.replica_target as u64),
     );
     metric(
         "pegasus_hot_key_replicas",
@@ -237,6 +248,7 @@ mod tests {
                 failures: 0,
                 restored: 0,
                 samples_discarded: 0,
+                resized: 0,
             },
             hot: vec![HotKey {
                 key: Some("us\"er0".into()),
@@ -250,6 +262,7 @@ mod tests {
                 installing: false,
                 cached: None,
                 cache_hits: None,
+                replica_target: 2,
             }],
         }
     }

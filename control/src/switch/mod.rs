@@ -186,6 +186,9 @@ pub struct Switch {
     mode: SwitchMode,
     /// Test runs: the port a frame from each /24 arrives on (see [`Switch::run_on_packet`]).
     test_ingress: Vec<([u8; 3], u32)>,
+    /// Replica target slots: free ones, and the one each key in the directory holds.
+    free_replica_slots: Vec<u16>,
+    replica_slots: std::collections::HashMap<u64, u16>,
 }
 
 impl Switch {
@@ -197,6 +200,7 @@ impl Switch {
             .map_max_entries(shared::MAP_DIRECTORY, settings.directory_capacity)
             .map_max_entries(shared::MAP_EVICTING, settings.directory_capacity)
             .map_max_entries(shared::MAP_CACHE, settings.directory_capacity)
+            .map_max_entries(shared::MAP_REPLICA_TARGETS, settings.directory_capacity)
             .load(OBJECT)
             .context(
                 "loading the XDP object into the kernel failed (are you root, with a kernel >= 5.12?)",
@@ -215,6 +219,12 @@ impl Switch {
             directory_capacity: settings.directory_capacity,
             mode: settings.mode,
             test_ingress: Vec::new(),
+            // Slot 0 last: taken slots are never 0 while others are free.
+            free_replica_slots: (0..settings.directory_capacity.min(u16::MAX as u32 + 1))
+                .rev()
+                .map(|s| s as u16)
+                .collect(),
+            replica_slots: std::collections::HashMap::new(),
         };
         let mut table = ServerTable::default();
         let mut all_servers = 0u32;
@@ -261,7 +271,17 @@ impl Switch {
                 .insert(keyhash, CacheEntry::new(), BPF_NOEXIST)
                 .map_err(|e| anyhow::anyhow!("adding the key to the cache: {e}"))?;
         }
-        let entry = DirEntry::new(home);
+        let slot = *self
+            .free_replica_slots
+            .last()
+            .context("the directory is full (no replica target slot left)")?;
+        // The key starts with the configured replication (target 0) until the controller
+        // sizes it by its load.
+        self.write_replica_target(slot, 0)?;
+        let entry = DirEntry {
+            replica_slot: slot,
+            ..DirEntry::new(home)
+        };
         // The filter first: from now on the program looks the key up.
         self.adjust_hot_filter(keyhash, true)?;
         let mut dir: HashMap<&mut MapData, u64, DirEntry> =
@@ -281,6 +301,38 @@ impl Switch {
             }
             other => other.into(),
         })?;
+        self.free_replica_slots.pop();
+        self.replica_slots.insert(keyhash, slot);
+        Ok(())
+    }
+
+    /// Sets how many servers a hot key's writes go to (copies included; 0: the configured
+    /// replication). One array store: the program reads the target on each hot write.
+    pub fn set_replica_target(&mut self, keyhash: u64, replicas: u8) -> Result<()> {
+        ensure!(
+            u32::from(replicas) <= SERVERS_MAX,
+            "a replica target of {replicas} is more than {SERVERS_MAX} servers"
+        );
+        let slot = *self
+            .replica_slots
+            .get(&keyhash)
+            .context("the key is not in the directory")?;
+        self.write_replica_target(slot, replicas)
+    }
+
+    /// A hot key's replica target (0: the configured replication), if it is in the directory.
+    pub fn replica_target(&self, keyhash: u64) -> Result<Option<u8>> {
+        let Some(&slot) = self.replica_slots.get(&keyhash) else {
+            return Ok(None);
+        };
+        let map: Array<&MapData, u8> = Array::try_from(self.map(shared::MAP_REPLICA_TARGETS)?)?;
+        Ok(Some(map.get(&u32::from(slot), 0)?))
+    }
+
+    fn write_replica_target(&mut self, slot: u16, replicas: u8) -> Result<()> {
+        let mut map: Array<&mut MapData, u8> =
+            Array::try_from(self.map_mut(shared::MAP_REPLICA_TARGETS)?)?;
+        map.set(u32::from(slot), replicas, 0)?;
         Ok(())
     }
 
@@ -292,6 +344,9 @@ impl Switch {
         if removed(dir.remove(&keyhash))? {
             // After the removal: the program looks the key up until it is gone.
             self.adjust_hot_filter(keyhash, false)?;
+        }
+        if let Some(slot) = self.replica_slots.remove(&keyhash) {
+            self.free_replica_slots.push(slot);
         }
         self.cache_remove(keyhash)?;
         self.set_evicting(keyhash, false)
@@ -617,6 +672,10 @@ impl Switch {
         if self.directory_entry(keyhash)?.is_none() {
             self.directory_insert(keyhash, entry.home)?;
         }
+        let entry = DirEntry {
+            replica_slot: self.replica_slots[&keyhash],
+            ..entry
+        };
         let mut dir: HashMap<&mut MapData, u64, DirEntry> =
             HashMap::try_from(self.map_mut(shared::MAP_DIRECTORY)?)?;
         dir.insert(keyhash, entry, 0)?;
