@@ -21,8 +21,8 @@ fn a_failed_up_leaves_nothing_behind() {
         port: 7400,
         store_threads: 1,
         replication: 3,
-        directory_capacity: 64,
-        hot_keys: 0,
+        directory_capacity: Some(64),
+        hot_keys: Some(0),
         stats_interval_ms: 10,
         sample_period: 16,
     };

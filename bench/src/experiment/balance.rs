@@ -54,7 +54,7 @@ pub fn run(args: BalanceArgs) -> Result<ExitCode> {
         args.rack.servers,
         Some(args.rack.capacity_ops),
         Dataplane::Xdp,
-        0, // the directory is set by hand
+        Some(0), // the directory is set by hand
     );
     spec.replication = args.replication;
     let rack = Rack::up(spec)?;

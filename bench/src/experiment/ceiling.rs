@@ -52,7 +52,7 @@ pub fn run(args: CeilingArgs) -> Result<ExitCode> {
         "the experiment needs at least {} CPUs",
         STORE_CPU + 1
     );
-    let mut spec = rack::spec("ceil", 1, None, args.dataplane, 0);
+    let mut spec = rack::spec("ceil", 1, None, args.dataplane, Some(0));
     spec.clients = CLIENTS;
     let rack = Rack::up(spec)?;
     rack.load(args.keys)?;

@@ -71,10 +71,9 @@ pub fn run(args: HotKeysArgs) -> Result<ExitCode> {
                     servers,
                     Some(args.capacity_ops),
                     Dataplane::Xdp,
-                    hot_keys,
+                    Some(hot_keys),
                 );
                 spec.replication = args.replication;
-                spec.directory_capacity = spec.directory_capacity.max(hot_keys);
                 let rack = Rack::up(spec)?;
                 rack.load(args.keys)?;
                 let run = BenchRun {

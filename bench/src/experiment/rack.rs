@@ -35,13 +35,14 @@ pub struct Rack {
 
 /// A lab rack's specification with the experiments' defaults: `servers` stores with an
 /// emulated capacity of `capacity_ops` requests/s each, one client namespace, the switch's
-/// defaults, and `hot_keys` found by its controller.
+/// defaults, and `hot_keys` found by its controller (`None`: the switch's default for the
+/// rack's size).
 pub fn spec(
     name: &str,
     servers: u8,
     capacity_ops: Option<u32>,
     dataplane: Dataplane,
-    hot_keys: u32,
+    hot_keys: Option<u32>,
 ) -> LabSpec {
     LabSpec {
         name: format!("{name}-{}", std::process::id()),
@@ -53,7 +54,7 @@ pub fn spec(
         port: pegasus_common::wire::DEFAULT_PORT,
         store_threads: 1,
         replication: pegasus_common::switch::REPLICATION_DEFAULT,
-        directory_capacity: pegasus_common::switch::DIRECTORY_CAPACITY_DEFAULT,
+        directory_capacity: None,
         hot_keys,
         stats_interval_ms: pegasus_control::controller::hotkeys::STATS_INTERVAL_MS_DEFAULT,
         sample_period: pegasus_common::switch::SAMPLE_PERIOD_DEFAULT,

@@ -95,7 +95,7 @@ pub fn run(args: ReactionArgs) -> Result<ExitCode> {
         args.rack.servers,
         Some(args.rack.capacity_ops),
         Dataplane::Xdp,
-        args.hot_keys,
+        Some(args.hot_keys),
     );
     spec.replication = args.replication;
     spec.stats_interval_ms = args.stats_interval_ms;

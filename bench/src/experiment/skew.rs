@@ -217,7 +217,7 @@ pub fn run(args: SkewArgs) -> Result<ExitCode> {
     for &system in &sweep.systems {
         let hot_keys = match system {
             System::Pegasus | System::Cache => HOT_KEYS,
-            System::Kernel | System::Xdp => 0,
+            System::Kernel | System::Xdp => Some(0),
         };
         let dataplane = match system {
             System::Kernel => Dataplane::Kernel,
@@ -319,8 +319,8 @@ const TARGETS: [(f64, f64, f64); 4] = [
     (1.2, 0.5, 0.9),
 ];
 
-/// Keys Pegasus's controller keeps hot (the switch's default).
-const HOT_KEYS: u32 = pegasus_control::service::config::HOT_KEYS_DEFAULT;
+/// Keys Pegasus's controller keeps hot: the switch's default for the rack's size.
+const HOT_KEYS: Option<u32> = None;
 /// Longest wait for the stores' queues after a rate they could not sustain.
 const DRAIN_MAX_SECONDS: f64 = 3.0;
 

@@ -26,7 +26,7 @@ use crate::{
     controller::hotkeys::STATS_INTERVAL_MS_DEFAULT,
     service::{
         admin,
-        config::{DaemonConfig, HOT_KEYS_DEFAULT, PortSpec},
+        config::{DaemonConfig, PortSpec},
     },
     switch::AttachMode,
 };
@@ -36,7 +36,7 @@ use pegasus_common::{
     directory::SERVERS_MAX,
     hash::key_hash,
     roles::PortRole,
-    switch::{DIRECTORY_CAPACITY_DEFAULT, REPLICATION_DEFAULT, SAMPLE_PERIOD_DEFAULT},
+    switch::{REPLICATION_DEFAULT, SAMPLE_PERIOD_DEFAULT},
     wire::{self, DEFAULT_PORT, Header, Message, Op},
 };
 use serde::{Deserialize, Serialize};
@@ -130,14 +130,16 @@ pub struct LabSpec {
     /// Copies of each hot key (the switch's --replication).
     #[arg(long, default_value_t = REPLICATION_DEFAULT)]
     pub replication: u8,
-    /// Most hot keys in the switch's directory.
-    #[arg(long, default_value_t = DIRECTORY_CAPACITY_DEFAULT)]
-    pub directory_capacity: u32,
-    /// Hot keys the switch's controller finds and keeps by itself (the switch's
-    /// --hot-keys); 0 leaves the directory to `switch hot add|del`.
-    #[arg(long, default_value_t = HOT_KEYS_DEFAULT)]
+    /// Most hot keys in the switch's directory (default: the switch's, from the rack's size).
+    #[arg(long)]
     #[serde(default)]
-    pub hot_keys: u32,
+    pub directory_capacity: Option<u32>,
+    /// Hot keys the switch's controller finds and keeps by itself (the switch's
+    /// --hot-keys; default n·log2(n) for n servers, at least 16); 0 leaves the directory to
+    /// `switch hot add|del`.
+    #[arg(long)]
+    #[serde(default)]
+    pub hot_keys: Option<u32>,
     /// The switch's --stats-interval-ms (hot-key detection's statistics interval).
     #[arg(long, alias = "epoch-ms", default_value_t = STATS_INTERVAL_MS_DEFAULT)]
     #[serde(default = "default_stats_interval_ms", alias = "epoch_ms")]

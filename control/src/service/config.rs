@@ -9,10 +9,10 @@ use crate::{
 };
 use anyhow::{Context, Result, ensure};
 use pegasus_common::{
-    directory::{Policy, SERVERS_MAX},
+    directory::{Policy, SERVERS_MAX, directory_capacity_for_rack, hot_keys_for_rack},
     roles::PortRole,
     switch::{
-        DIRECTORY_CAPACITY_DEFAULT, REPLICATION_DEFAULT, SAMPLE_PERIOD_DEFAULT, SAMPLE_PERIOD_MAX,
+        DIRECTORY_CAPACITY_MAX, REPLICATION_DEFAULT, SAMPLE_PERIOD_DEFAULT, SAMPLE_PERIOD_MAX,
     },
     wire::DEFAULT_PORT,
 };
@@ -22,8 +22,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// Hot keys the controller keeps by default.
-pub const HOT_KEYS_DEFAULT: u32 = 16;
 /// Where the controller keeps its epoch and hot keys by default.
 pub const STATE_PATH_DEFAULT: &str = "/var/lib/pegasus/switch-state.json";
 /// Longest configuration file read.
@@ -151,14 +149,16 @@ pub struct DaemonConfig {
     #[arg(long, default_value_t = REPLICATION_DEFAULT,
           value_parser = clap::value_parser!(u8).range(1..=SERVERS_MAX as i64))]
     pub replication: u8,
-    /// Most hot keys in the directory (fixed when the program is loaded).
-    #[arg(long, default_value_t = DIRECTORY_CAPACITY_DEFAULT)]
-    pub directory_capacity: u32,
+    /// Most hot keys in the directory (fixed when the program is loaded). Default: twice
+    /// the default hot keys for the rack's size, a power of two, at least 64.
+    #[arg(long)]
+    pub directory_capacity: Option<u32>,
     /// Hot keys the controller keeps in the directory, found from sampled requests (the most
     /// requested ones, with hysteresis). 0: none; only `switch hot add|del` changes the
-    /// directory. At most --directory-capacity.
-    #[arg(long, default_value_t = HOT_KEYS_DEFAULT)]
-    pub hot_keys: u32,
+    /// directory. At most --directory-capacity. Default: n·log2(n) for a rack of n servers
+    /// (the theory behind Pegasus), at least 16.
+    #[arg(long)]
+    pub hot_keys: Option<u32>,
     /// Length of a statistics interval: the controller reads the samples, updates its top-k
     /// and changes the directory this often; counts halve every 5 intervals.
     #[arg(long, alias = "epoch-ms", default_value_t = STATS_INTERVAL_MS_DEFAULT,
@@ -197,8 +197,8 @@ impl Default for DaemonConfig {
             state: PathBuf::from(STATE_PATH_DEFAULT),
             policy: PolicyName::LeastLoaded,
             replication: REPLICATION_DEFAULT,
-            directory_capacity: DIRECTORY_CAPACITY_DEFAULT,
-            hot_keys: HOT_KEYS_DEFAULT,
+            directory_capacity: None,
+            hot_keys: None,
             stats_interval_ms: STATS_INTERVAL_MS_DEFAULT,
             sample_period: SAMPLE_PERIOD_DEFAULT,
             metrics: None,
@@ -246,10 +246,25 @@ impl DaemonConfig {
         }
     }
 
+    /// Hot keys the controller keeps on a rack of `servers`: the configured number, or
+    /// n·log2(n) (`directory::hot_keys_for_rack`).
+    pub fn hot_keys_for(&self, servers: usize) -> u32 {
+        self.hot_keys
+            .unwrap_or_else(|| hot_keys_for_rack(servers as u32))
+    }
+
+    /// The directory's capacity on a rack of `servers`: the configured one, or
+    /// `directory::directory_capacity_for_rack`, and never below the hot keys it must hold.
+    pub fn directory_capacity_for(&self, servers: usize) -> u32 {
+        self.directory_capacity.unwrap_or_else(|| {
+            directory_capacity_for_rack(servers as u32).max(self.hot_keys_for(servers))
+        })
+    }
+
     /// Checks what the flags' parsers check, for values that come from a file, and the
-    /// relations between fields. `detecting`: whether the controller will detect hot keys
-    /// (it needs servers to place them).
-    pub fn validate(&self, detecting: bool) -> Result<()> {
+    /// relations between fields, for a rack of `servers`. `detecting`: whether the controller
+    /// will detect hot keys (it needs servers to place them).
+    pub fn validate(&self, servers: usize, detecting: bool) -> Result<()> {
         ensure!(
             !self.ports.is_empty(),
             "no ports given (--ports or `ports` in the file)"
@@ -274,12 +289,16 @@ impl DaemonConfig {
             self.sample_period <= SAMPLE_PERIOD_MAX,
             "the sample period must be at most {SAMPLE_PERIOD_MAX}"
         );
+        let capacity = self.directory_capacity_for(servers);
+        ensure!(
+            (1..=DIRECTORY_CAPACITY_MAX).contains(&capacity),
+            "the directory capacity must be between 1 and {DIRECTORY_CAPACITY_MAX}"
+        );
         if detecting {
+            let hot_keys = self.hot_keys_for(servers);
             ensure!(
-                self.hot_keys <= self.directory_capacity,
-                "--hot-keys {} exceeds --directory-capacity {}",
-                self.hot_keys,
-                self.directory_capacity
+                hot_keys <= capacity,
+                "--hot-keys {hot_keys} exceeds --directory-capacity {capacity}",
             );
             ensure!(
                 self.sample_period > 0,
@@ -380,27 +399,27 @@ mod tests {
             ports: vec![PortSpec::new("s0", PortRole::Server); 2],
             ..DaemonConfig::default()
         };
-        assert!(twice.validate(false).is_err());
+        assert!(twice.validate(8, false).is_err());
     }
 
     #[test]
     fn files_are_checked() {
         assert!(toml::from_str::<DaemonConfig>("ports = [\"s0\"]\nbogus = 1\n").is_err());
         let no_ports = DaemonConfig::default();
-        assert!(no_ports.validate(false).is_err());
+        assert!(no_ports.validate(8, false).is_err());
         let too_many_hot = DaemonConfig {
             ports: vec![PortSpec::new("s0", PortRole::Server)],
-            hot_keys: 100,
-            directory_capacity: 10,
+            hot_keys: Some(100),
+            directory_capacity: Some(10),
             ..DaemonConfig::default()
         };
-        assert!(too_many_hot.validate(false).is_ok());
-        assert!(too_many_hot.validate(true).is_err());
+        assert!(too_many_hot.validate(8, false).is_ok());
+        assert!(too_many_hot.validate(8, true).is_err());
         let zero_replication = DaemonConfig {
             ports: vec![PortSpec::new("s0", PortRole::Server)],
             replication: 0,
             ..DaemonConfig::default()
         };
-        assert!(zero_replication.validate(false).is_err());
+        assert!(zero_replication.validate(8, false).is_err());
     }
 }

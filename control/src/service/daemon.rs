@@ -38,8 +38,13 @@ pub fn run(config: DaemonConfig) -> Result<()> {
             servers: Vec::new(),
         },
     };
-    let detecting = config.hot_keys > 0 && !cluster.servers.is_empty();
-    config.validate(detecting)?;
+    let servers = cluster.servers.len();
+    let (hot_keys, directory_capacity) = (
+        config.hot_keys_for(servers),
+        config.directory_capacity_for(servers),
+    );
+    let detecting = hot_keys > 0 && servers > 0;
+    config.validate(servers, detecting)?;
     ensure!(
         cluster.servers.is_empty() || config.ports.iter().any(|p| p.role == PortRole::Server),
         "the cluster has servers but no port has the role server: their replies would be \
@@ -56,7 +61,7 @@ pub fn run(config: DaemonConfig) -> Result<()> {
         epoch,
         policy: config.policy.into(),
         replication,
-        directory_capacity: config.directory_capacity,
+        directory_capacity,
         sample_period: config.sample_period,
         servers: settings_servers,
         mode: config.switch_mode(),
@@ -97,9 +102,9 @@ pub fn run(config: DaemonConfig) -> Result<()> {
     // 6. tasks
     let detection = Detection {
         rules: HotSetRules {
-            hot_keys: config.hot_keys as usize,
+            hot_keys: hot_keys as usize,
             min_count: HOT_KEY_MIN_SAMPLES * ONE_SAMPLE,
-            capacity: config.directory_capacity as usize,
+            capacity: directory_capacity as usize,
         },
         interval: Duration::from_millis(config.stats_interval_ms),
     };
@@ -187,7 +192,7 @@ async fn serve(
     };
     if samples.is_some() {
         tracing::info!(
-            hot_keys = config.hot_keys,
+            hot_keys = detection.rules.hot_keys,
             stats_interval_ms = config.stats_interval_ms,
             sample_period = config.sample_period,
             "hot-key detection on"
