@@ -416,13 +416,14 @@ pub const fn replicas_for_share(share_ppm: u32, servers: u32, floor: u32) -> u32
     }
 }
 
-/// A hot key's next replica target from its current one and what its load needs now: grows at
-/// once (an overloaded replica set is the imbalance this exists to fix), shrinks only to
-/// what is needed when that is at most half the current target (a key whose load wobbles
-/// around a boundary keeps its replicas: every change costs copies).
+/// A hot key's next replica target from its current one and what its load needs now (never
+/// below `floor`, the configured replication): grows at once (an overloaded replica set is
+/// the imbalance this exists to fix); shrinks when the need is at most half the current
+/// target, or back to the floor when the key needs no more than that (a key whose load
+/// wobbles around a boundary keeps its replicas: every regrowth costs copies).
 #[inline(always)]
-pub const fn next_replicas(current: u32, needed: u32) -> u32 {
-    if needed > current || needed * 2 <= current {
+pub const fn next_replicas(current: u32, needed: u32, floor: u32) -> u32 {
+    if needed > current || needed * 2 <= current || needed <= floor {
         needed
     } else {
         current
@@ -862,16 +863,19 @@ mod tests {
 
     #[test]
     fn replica_targets_grow_at_once_and_shrink_with_hysteresis() {
-        assert_eq!(next_replicas(4, 13), 13);
-        assert_eq!(next_replicas(13, 12), 13, "a small dip keeps the copies");
-        assert_eq!(next_replicas(13, 7), 13);
-        assert_eq!(next_replicas(13, 6), 6, "half or less: shrink");
-        assert_eq!(next_replicas(4, 4), 4);
-        for current in 1..=64 {
-            for needed in 1..=64 {
-                let next = next_replicas(current, needed);
-                assert!(next >= needed, "never below what the load needs");
-                assert!(next == current || next == needed);
+        assert_eq!(next_replicas(4, 13, 2), 13);
+        assert_eq!(next_replicas(13, 12, 2), 13, "a small dip keeps the copies");
+        assert_eq!(next_replicas(13, 7, 2), 13);
+        assert_eq!(next_replicas(13, 6, 2), 6, "half or less: shrink");
+        assert_eq!(next_replicas(3, 2, 2), 2, "no more than the floor needed: the floor");
+        assert_eq!(next_replicas(4, 4, 2), 4);
+        for floor in 1..=4 {
+            for current in floor..=64 {
+                for needed in floor..=64 {
+                    let next = next_replicas(current, needed, floor);
+                    assert!(next >= needed, "never below what the load needs");
+                    assert!(next == current || next == needed);
+                }
             }
         }
     }

@@ -430,7 +430,7 @@ impl Controller {
             };
             let current = replication_in_effect(current, self.replication);
             let needed = replicas_for_share(top.share_ppm(keyhash), servers, floor);
-            let next = next_replicas(current, needed);
+            let next = next_replicas(current, needed, floor.min(servers));
             if next != current {
                 if let Err(e) = switch.set_replica_target(keyhash, next as u8) {
                     tracing::warn!("sizing a hot key's replicas: {e:#}");
