@@ -867,7 +867,11 @@ mod tests {
         assert_eq!(next_replicas(13, 12, 2), 13, "a small dip keeps the copies");
         assert_eq!(next_replicas(13, 7, 2), 13);
         assert_eq!(next_replicas(13, 6, 2), 6, "half or less: shrink");
-        assert_eq!(next_replicas(3, 2, 2), 2, "no more than the floor needed: the floor");
+        assert_eq!(
+            next_replicas(3, 2, 2),
+            2,
+            "no more than the floor needed: the floor"
+        );
         assert_eq!(next_replicas(4, 4, 2), 4);
         for floor in 1..=4 {
             for current in floor..=64 {

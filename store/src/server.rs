@@ -2,12 +2,14 @@
 //! spreads clients over them, one worker task each), and, with an emulated capacity, one
 //! bounded queue drained at the service rate.
 //!
-//! Load reporting: every reply carries the store's load, the number of requests waiting (the
-//! queue length with an emulated capacity, else the other requests in flight), which is what the
-//! switch's least-loaded policy compares.
+//! Load reporting: every reply carries the store's load, which is what the switch's
+//! least-loaded policy compares: the requests waiting (the queue length with an emulated
+//! capacity, else the other requests in flight), in steps of 16, and below that, with an
+//! emulated capacity, how busy the server was over the last 10 ms (`capacity::Utilisation`),
+//! which tells servers apart before any of them queues.
 
 use crate::{
-    capacity::ServiceRate,
+    capacity::{self, ServiceRate, Utilisation},
     handler::{CopyOrder, Origin, Store, StoreOptions},
 };
 use anyhow::{Context, Result, ensure};
@@ -160,6 +162,7 @@ impl Server {
                     sockets,
                     rx,
                     ServiceRate::new(rate),
+                    rate,
                     load.clone(),
                 ));
             }
@@ -201,9 +204,9 @@ fn is_from_controller(datagram: &[u8]) -> bool {
     datagram.get(at..at + 2) == Some(&wire::CONTROLLER_CLIENT_ID.to_be_bytes()[..])
 }
 
-/// A count of requests as the 16-bit load a reply carries.
+/// A count of requests waiting as the 16-bit load a reply carries.
 fn as_load(requests: usize) -> u16 {
-    requests.min(u16::MAX as usize) as u16
+    capacity::load(requests, 0)
 }
 
 /// Serves one request at a time: handles it, sends the reply and any copies. Its buffers are
@@ -314,18 +317,21 @@ async fn serve_at_rate(
     sockets: Vec<Arc<UdpSocket>>,
     mut queue: mpsc::Receiver<Queued>,
     mut rate: ServiceRate,
+    ops_per_second: u32,
     queued: Arc<AtomicUsize>,
 ) {
     let mut worker = Worker::new(store, peers);
+    let mut utilisation = Utilisation::new(ops_per_second, Instant::now());
     while let Some((bytes, from, index)) = queue.recv().await {
         let at = rate.admit(Instant::now());
         if at > Instant::now() {
             tokio::time::sleep_until(at.into()).await;
         }
         queued.fetch_sub(1, Relaxed);
-        worker
-            .serve(&bytes, from, &sockets[index], as_load(queued.load(Relaxed)))
-            .await;
+        let now = Instant::now();
+        utilisation.served(now);
+        let load = capacity::load(queued.load(Relaxed), utilisation.steps(now));
+        worker.serve(&bytes, from, &sockets[index], load).await;
     }
 }
 
