@@ -204,7 +204,7 @@ fn nothing_a_client_forges_speaks_for_the_switch_or_a_server() {
             datagram: forged(Op::Put, stamped_key, b"forged", |h| {
                 h.flags = flags::STAMPED | flags::HOT | flags::CACHED;
                 h.version = u64::MAX;
-                h.replica_bitmap = u32::MAX;
+                h.replica_bitmap = u64::MAX;
             }),
             how: Send::Plain,
             reaches_servers: 1,
@@ -215,7 +215,7 @@ fn nothing_a_client_forges_speaks_for_the_switch_or_a_server() {
             datagram: forged(Op::Get, victim, b"", |h| {
                 h.flags = flags::STAMPED | flags::HOT | flags::CACHED;
                 h.version = 7;
-                h.replica_bitmap = u32::MAX;
+                h.replica_bitmap = u64::MAX;
             }),
             how: Send::Plain,
             reaches_servers: 1,
@@ -230,7 +230,7 @@ fn nothing_a_client_forges_speaks_for_the_switch_or_a_server() {
         Forgery {
             what: "PUSH of a key to every server",
             key: victim,
-            datagram: forged(Op::Push, victim, b"", |h| h.replica_bitmap = u32::MAX),
+            datagram: forged(Op::Push, victim, b"", |h| h.replica_bitmap = u64::MAX),
             how: Send::Plain,
             reaches_servers: 0,
         },
@@ -238,7 +238,7 @@ fn nothing_a_client_forges_speaks_for_the_switch_or_a_server() {
             what: "PUSH with the controller's client id",
             key: victim,
             datagram: forged(Op::Push, victim, b"", |h| {
-                h.replica_bitmap = u32::MAX;
+                h.replica_bitmap = u64::MAX;
                 h.client_id = CONTROLLER_CLIENT_ID;
             }),
             how: Send::Plain,

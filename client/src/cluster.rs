@@ -28,7 +28,7 @@ const SERVERS_MAX: usize = pegasus_common::directory::SERVERS_MAX as usize;
 /// One store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerEntry {
-    /// The server id carried in the header (0..32, unique).
+    /// The server id carried in the header (0..64, unique).
     pub id: u8,
     /// Its UDP address.
     pub addr: SocketAddr,
@@ -121,7 +121,8 @@ mod tests {
             Cluster::parse("[[servers]]\nid = 0\naddr = \"1.2.3.4:1\"\n[[servers]]\nid = 0\naddr = \"1.2.3.5:1\"\n")
                 .is_err()
         );
-        assert!(Cluster::parse("[[servers]]\nid = 40\naddr = \"1.2.3.4:1\"\n").is_err());
+        assert!(Cluster::parse("[[servers]]\nid = 63\naddr = \"1.2.3.4:1\"\n").is_ok());
+        assert!(Cluster::parse("[[servers]]\nid = 64\naddr = \"1.2.3.4:1\"\n").is_err());
         assert!(Cluster::parse("[[servers]]\nid = 0\naddr = \"nonsense\"\n").is_err());
     }
 

@@ -16,13 +16,17 @@
 //!   ([`EntryView::writes_go_home`], [`admit_reply`]);
 //! - eviction is safe ([`admit_reply`], [`EntryView::reads_home_only`]): see the docs.
 
-/// Most servers in a rack: replica sets are 32-bit bitmaps.
-pub const SERVERS_MAX: u32 = 32;
+/// Most servers in a rack: replica sets are 64-bit bitmaps ([`ServerSet`]).
+pub const SERVERS_MAX: u32 = 64;
+
+/// A set of servers of a rack: bit i is server i (the replica bitmap of the wire format, a
+/// directory entry's replica set).
+pub type ServerSet = u64;
 
 /// The bit of server `id` in a bitmap.
 #[inline(always)]
-pub const fn bit(id: u8) -> u32 {
-    1u32 << (id as u32 & 31)
+pub const fn bit(id: u8) -> ServerSet {
+    1 << (id as u32 % SERVERS_MAX)
 }
 
 /// How the switch picks one server among candidates.
@@ -67,49 +71,74 @@ impl Policy {
 
 /// The last load each server reported.
 pub trait Loads {
-    /// Load of server `id` (0..32).
+    /// Load of server `id` (0..64).
     fn load(&self, id: u32) -> u16;
 }
 
 impl Loads for [u16; SERVERS_MAX as usize] {
     fn load(&self, id: u32) -> u16 {
-        self[(id & 31) as usize]
+        self[(id % SERVERS_MAX) as usize]
     }
 }
 
 /// The `n`-th set bit of `bits` (counting from bit 0), if `bits` has more than `n` set bits.
 ///
-/// Clears the lowest set bit `n` times, then takes the lowest: as many short steps as the
-/// rank asked for (a replica set has a few members), and neither a population count nor a
-/// count of trailing zeros, which BPF lacks and LLVM expands into long sequences.
+/// The half that holds it is found by the low half's population count (arithmetic, no
+/// branch); within the half, the lowest set bit is cleared `n` times, then the lowest taken:
+/// as many short steps as the rank asked for (a replica set has a few members). A search
+/// over all 64 bits at once, by a loop or by branches, is more than the BPF verifier will
+/// follow in the switch's paths.
 #[inline(always)]
-pub fn nth_set_bit(bits: u32, n: u32) -> Option<u8> {
+pub fn nth_set_bit(bits: ServerSet, n: u32) -> Option<u8> {
+    let low = bits as u32;
+    let in_low = low.count_ones();
+    if n < in_low {
+        nth_set_bit_32(low, n)
+    } else {
+        nth_set_bit_32((bits >> 32) as u32, n - in_low).map(|i| i + 32)
+    }
+}
+
+/// [`nth_set_bit`] within 32 bits.
+#[inline(always)]
+fn nth_set_bit_32(bits: u32, n: u32) -> Option<u8> {
     let mut rest = bits;
     // A constant trip count, so that the BPF verifier sees the bound (a loop bounded only by
     // `rest` running out of bits would look unbounded to it).
-    for step in 0..SERVERS_MAX {
+    for step in 0..32 {
         if step >= n || rest == 0 {
             break;
         }
         rest &= rest - 1;
     }
-    (rest != 0).then(|| lowest_bit_index(rest))
+    (rest != 0).then(|| lowest_bit_index(rest as u64))
 }
 
-/// The index of the lowest set bit of `bits` (0 when `bits` is 0). Branch-free, five
-/// independent mask tests on the isolated bit, instead of LLVM's expansion of
-/// `trailing_zeros` for BPF (a population count).
+/// The index of the lowest set bit of `bits` (0 when `bits` is 0). Branch-free: which half
+/// holds the isolated bit, then five independent mask tests on that half, instead of LLVM's
+/// expansion of `trailing_zeros` for BPF (a population count).
 #[inline(always)]
-pub fn lowest_bit_index(bits: u32) -> u8 {
-    let lowest = (bits & bits.wrapping_neg()) as u64;
+pub fn lowest_bit_index(bits: ServerSet) -> u8 {
+    let lowest = bits & bits.wrapping_neg();
+    let (high, low) = (lowest >> 32, lowest & 0xffff_ffff);
     // (x + 0xffff_ffff) >> 32 is 1 for a non-zero 32-bit x, 0 for zero (no branch, no setcc).
-    let set = |mask: u64| ((lowest & mask) + 0xffff_ffff) >> 32;
-    (set(0xffff_0000) << 4
-        | set(0xff00_ff00) << 3
-        | set(0xf0f0_f0f0) << 2
-        | set(0xcccc_cccc) << 1
-        | set(0xaaaa_aaaa)) as u8
+    let set = |x: u64| (x + 0xffff_ffff) >> 32;
+    // One of the halves is 0: their sum is the half that holds the bit.
+    let half = high + low;
+    let in_half = |mask: u64| set(half & mask);
+    (set(high) << 5
+        | in_half(0xffff_0000) << 4
+        | in_half(0xff00_ff00) << 3
+        | in_half(0xf0f0_f0f0) << 2
+        | in_half(0xcccc_cccc) << 1
+        | in_half(0xaaaa_aaaa)) as u8
 }
+
+/// Candidates the least-loaded policy compares at most: the ones from the sequence's
+/// candidate on. A bound the BPF verifier can follow at 64 servers (and an eighth of the cost
+/// per packet); over consecutive requests the starting candidate goes round, so every
+/// candidate is compared.
+pub const LEAST_LOADED_SCAN_MAX: u32 = 16;
 
 /// Picks one of `candidates` by `policy`. `random` is a fresh random number (read by
 /// [`Policy::TwoChoices`] only: see [`Policy::needs_random`]), `sequence` a per-key counter.
@@ -117,7 +146,7 @@ pub fn lowest_bit_index(bits: u32) -> u8 {
 #[inline(always)]
 pub fn choose(
     policy: Policy,
-    candidates: u32,
+    candidates: ServerSet,
     loads: &impl Loads,
     random: u32,
     sequence: u32,
@@ -130,14 +159,14 @@ pub fn choose(
         Policy::LeastLoaded => {
             // Candidates in turn from the sequence's candidate (so that ties go round),
             // visiting set bits only (a replica set has a few): bit k of `rest` is server
-            // (start + k) % 32. Plain integers, not an Option: LLVM may read an Option's
+            // (start + k) % 64. Plain integers, not an Option: LLVM may read an Option's
             // payload while it is None, which the BPF verifier rejects as a read of an
             // uninitialised register.
             let start = nth_set_bit(candidates, sequence % count)? as u32;
             let mut rest = candidates.rotate_right(start);
             let (mut best_id, mut best_load) = (SERVERS_MAX, u32::MAX);
             let mut step = 0u32;
-            while step < SERVERS_MAX && rest != 0 {
+            while step < LEAST_LOADED_SCAN_MAX && rest != 0 {
                 let id = (lowest_bit_index(rest) as u32 + start) % SERVERS_MAX;
                 let load = loads.load(id) as u32;
                 if load < best_load {
@@ -166,7 +195,7 @@ pub fn choose(
 /// Loop-free: rotate so that the server after `after` is bit 0, keep the lowest `count` set
 /// bits, rotate back.
 #[inline(always)]
-pub fn successors(candidates: u32, after: u8, count: u32) -> u32 {
+pub fn successors(candidates: ServerSet, after: u8, count: u32) -> ServerSet {
     let shift = (after as u32 + 1) % SERVERS_MAX;
     let rotated = (candidates & !bit(after)).rotate_right(shift);
     let kept = match count
@@ -174,7 +203,7 @@ pub fn successors(candidates: u32, after: u8, count: u32) -> u32 {
         .and_then(|last| nth_set_bit(rotated, last))
     {
         // Bits up to and including the count-th set bit.
-        Some(last_pos) => rotated & (u32::MAX >> (31 - last_pos as u32)),
+        Some(last_pos) => rotated & (ServerSet::MAX >> (SERVERS_MAX - 1 - last_pos as u32)),
         None if count == 0 => 0,
         None => rotated, // fewer candidates than asked for: all of them
     };
@@ -187,7 +216,7 @@ pub struct WriteRoute {
     /// The server that applies it and answers the client.
     pub primary: u8,
     /// Servers the primary copies it to (REPLICATE); their acks add them to the replica set.
-    pub replicas: u32,
+    pub replicas: ServerSet,
 }
 
 /// Routes a write to a hot key: the primary by `policy` among all servers and, when `copy`
@@ -195,7 +224,7 @@ pub struct WriteRoute {
 /// `None` when there is no server.
 #[inline(always)]
 pub fn route_hot_write(
-    all_servers: u32,
+    all_servers: ServerSet,
     policy: Policy,
     loads: &impl Loads,
     random: u32,
@@ -207,7 +236,7 @@ pub fn route_hot_write(
     let copies = successors(all_servers, primary, replication.saturating_sub(1));
     Some(WriteRoute {
         primary,
-        replicas: copies & 0u32.wrapping_sub(copy as u32),
+        replicas: copies & 0u64.wrapping_sub(copy as u64),
     })
 }
 
@@ -297,7 +326,7 @@ pub enum ReplyEffect {
 #[inline(always)]
 pub fn apply_reply(
     ver_completed: &mut u64,
-    rset: &mut u32,
+    rset: &mut ServerSet,
     version: u64,
     sender: u8,
 ) -> ReplyEffect {
@@ -324,7 +353,7 @@ pub const fn still_installing(installing: bool, sender: u8, home: u8) -> bool {
 /// The parts of a directory entry the routing and admission rules look at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryView {
-    pub rset: u32,
+    pub rset: ServerSet,
     pub home: u8,
     /// The controller is evicting the key.
     pub evicting: bool,
@@ -464,10 +493,10 @@ pub const fn directory_capacity_for_rack(servers: u32) -> u32 {
 mod tests {
     use super::*;
 
-    const ALL8: u32 = 0xff;
+    const ALL8: ServerSet = 0xff;
 
-    fn loads(pairs: &[(usize, u16)]) -> [u16; 32] {
-        let mut l = [0u16; 32];
+    fn loads(pairs: &[(usize, u16)]) -> [u16; SERVERS_MAX as usize] {
+        let mut l = [0u16; SERVERS_MAX as usize];
         for &(i, v) in pairs {
             l[i] = v;
         }
@@ -491,7 +520,7 @@ mod tests {
     fn reply_rule_exhaustively_on_small_values() {
         // Every (completed, set, version, sender) in a small domain: the rule's postcondition.
         for vc in 0..4u64 {
-            for set in 0..16u32 {
+            for set in 0..16u64 {
                 for version in 0..5u64 {
                     for sender in 0..4u8 {
                         let (mut v, mut r) = (vc, set);
@@ -513,29 +542,34 @@ mod tests {
     #[test]
     fn lowest_bit_index_agrees_with_trailing_zeros() {
         assert_eq!(lowest_bit_index(0), 0);
-        for i in 0..32 {
+        for i in 0..64 {
             assert_eq!(lowest_bit_index(1 << i) as u32, i);
-            assert_eq!(lowest_bit_index(u32::MAX << i) as u32, i);
+            assert_eq!(lowest_bit_index(u64::MAX << i) as u32, i);
         }
-        let mut x = 0x9e37_79b9u32;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..10_000 {
             x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
+            x ^= x >> 7;
+            x ^= x << 17;
             assert_eq!(lowest_bit_index(x) as u32, x.trailing_zeros());
+            // Sparse sets, with their bits in either half.
+            let sparse = x & (x >> 11) & (x >> 23);
+            if sparse != 0 {
+                assert_eq!(lowest_bit_index(sparse) as u32, sparse.trailing_zeros());
+            }
         }
     }
 
     #[test]
     fn nth_set_bit_agrees_with_a_scan() {
-        let mut x = 0x2545_f491u32;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..5_000 {
             x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
+            x ^= x >> 7;
+            x ^= x << 17;
             let bits = x & (x >> 7); // sparser sets too
-            let set: std::vec::Vec<u8> = (0..32).filter(|&i| bits & (1 << i) != 0).collect();
-            for n in 0..34 {
+            let set: std::vec::Vec<u8> = (0..64).filter(|&i| bits & (1 << i) != 0).collect();
+            for n in 0..66 {
                 assert_eq!(
                     nth_set_bit(bits, n),
                     set.get(n as usize).copied(),
@@ -552,6 +586,10 @@ mod tests {
         assert_eq!(nth_set_bit(0b1010_0100, 3), None);
         assert_eq!(nth_set_bit(0, 0), None);
         assert_eq!(nth_set_bit(1 << 31, 0), Some(31));
+        assert_eq!(nth_set_bit(1 << 63, 0), Some(63));
+        let all64 = ServerSet::MAX;
+        assert_eq!(successors(all64, 62, 3), bit(63) | bit(0) | bit(1));
+        assert_eq!(successors(all64, 0, 64).count_ones(), 63);
         assert_eq!(successors(ALL8, 6, 3), bit(7) | bit(0) | bit(1));
         assert_eq!(successors(ALL8, 2, 0), 0);
         assert_eq!(successors(bit(2), 2, 3), 0, "never the primary itself");
@@ -573,15 +611,21 @@ mod tests {
         }
         assert_eq!(picks[1], picks[3], "ties alternate");
         // All idle: consecutive sequence numbers use every candidate equally, wherever the
-        // candidates lie among the 32 server ids.
-        let idle = [0u16; 32];
-        for set in [ALL8, bit(3) | bit(17) | bit(30), 0xffff_0000] {
-            let mut uses = [0u32; 32];
+        // candidates lie among the 64 server ids.
+        let idle = [0u16; SERVERS_MAX as usize];
+        for set in [
+            ALL8,
+            bit(3) | bit(17) | bit(30),
+            0xffff_0000,
+            bit(31) | bit(32) | bit(63),
+            ServerSet::MAX,
+        ] {
+            let mut uses = [0u32; SERVERS_MAX as usize];
             let count = set.count_ones();
             for sequence in 0..count * 5 {
                 uses[choose(Policy::LeastLoaded, set, &idle, 0, sequence).unwrap() as usize] += 1;
             }
-            for id in 0..32u8 {
+            for id in 0..SERVERS_MAX as u8 {
                 let expected = if set & bit(id) != 0 { 5 } else { 0 };
                 assert_eq!(uses[id as usize], expected, "server {id} of {set:#x}");
             }
@@ -601,7 +645,7 @@ mod tests {
 
     #[test]
     fn round_robin_cycles_through_candidates() {
-        let idle = [0u16; 32];
+        let idle = [0u16; SERVERS_MAX as usize];
         let set = bit(1) | bit(4) | bit(6);
         let picks: [u8; 6] =
             core::array::from_fn(|s| choose(Policy::RoundRobin, set, &idle, 0, s as u32).unwrap());

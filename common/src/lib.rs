@@ -1,7 +1,7 @@
 //! The `no_std` core of Pegasus, shared by the XDP program, the store, the client, the
 //! controller and the tests. It is the only contract between them:
 //!
-//! - [`wire`]: the UDP message format (fixed 36-byte header at a fixed offset, then the body),
+//! - [`wire`]: the UDP message format (fixed 40-byte header at a fixed offset, then the body),
 //!   encoded and decoded without ever panicking;
 //! - [`hash`]: the one key-hash function used everywhere;
 //! - [`version`]: how a version packs the switch epoch and a counter;

@@ -98,7 +98,7 @@ pub const fn admit_request(role: PortRole, op: Op, client_id: u16) -> RequestAdm
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SwitchOnlyFields {
     pub version: u64,
-    pub replica_bitmap: u32,
+    pub replica_bitmap: crate::directory::ServerSet,
     pub flags: u8,
 }
 
@@ -205,7 +205,7 @@ mod tests {
         for flags_in in 0..=u8::MAX {
             let forged = SwitchOnlyFields {
                 version: u64::MAX,
-                replica_bitmap: u32::MAX,
+                replica_bitmap: u64::MAX,
                 flags: flags_in,
             };
             let c = clean(forged);
@@ -250,7 +250,7 @@ mod tests {
         assert!(!admit_reply(
             PortRole::Server,
             Op::GetReply,
-            32,
+            64,
             [10, 1, 0, 2],
             &t
         ));

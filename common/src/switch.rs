@@ -85,6 +85,12 @@ pub const FIB_GENERATION_PERIOD_MS: u64 = 1_000;
 pub const fn fib_slot(ipv4: u32) -> u32 {
     ipv4.wrapping_mul(0x9e37_79b1) >> 24 & (FIB_CACHE_SLOTS - 1)
 }
+// The map values are copied byte for byte between user space and the kernel: no padding.
+const _: () = assert!(core::mem::size_of::<SwitchConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<DirEntry>() == 56);
+const _: () =
+    assert!(core::mem::size_of::<ServerTable>() == 8 * crate::directory::SERVERS_MAX as usize);
+
 /// Name of the array of [`PortSlot`]s: each switch port's [`crate::roles::PortRole`],
 /// direct-mapped by ifindex ([`port_slot`]). A packet from a port whose slot holds another
 /// ifindex (or none) is from a client-facing port: unknown means untrusted. The controller
@@ -170,12 +176,12 @@ pub const MAX_PORTS: u32 = 64;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SwitchConfig {
+    /// Bitmap of the servers in the [`ServerTable`].
+    pub all_servers: crate::directory::ServerSet,
     /// The stores' UDP port (host byte order); 0 means "not configured": pass everything.
     pub store_port: u16,
     /// The epoch stamped into the high 16 bits of every version.
     pub epoch: u16,
-    /// Bitmap of the servers in the [`ServerTable`].
-    pub all_servers: u32,
     /// [`crate::directory::Policy`] code.
     pub policy: u8,
     /// Copies of a hot key's write, primary included (1 = no copies).
@@ -183,8 +189,8 @@ pub struct SwitchConfig {
     /// One GET or PUT in this many is sampled into [`MAP_SAMPLES`] (per CPU, in turn);
     /// 0 = no sampling.
     pub sample_period: u16,
-    /// Reserved, 0.
-    pub reserved: [u8; 4],
+    /// Reserved, 0 (no padding: the value is copied byte for byte).
+    pub reserved: [u8; 8],
 }
 
 /// One hot key's entry in the directory. Written by user space only when the key is added;
@@ -202,7 +208,7 @@ pub struct DirEntry {
     /// Writes routed by the entry.
     pub writes: u64,
     /// Replica set: bit i = server i holds `ver_completed`.
-    pub rset: u32,
+    pub rset: crate::directory::ServerSet,
     /// Spin lock word: 0 free, 1 held (compare-and-swap in the XDP program).
     pub lock: u32,
     /// The key's home server.
@@ -216,6 +222,8 @@ pub struct DirEntry {
     /// The key's slot in [`MAP_REPLICA_TARGETS`]: how many servers its writes go to. Written
     /// with the entry, never changed (the target itself changes in that map).
     pub replica_slot: u16,
+    /// Reserved, 0 (no padding: the value is copied byte for byte).
+    pub reserved: [u8; 4],
 }
 
 impl DirEntry {
@@ -234,6 +242,7 @@ impl DirEntry {
             mix_reads: crate::directory::RecentMix::NEW.reads,
             mix_writes: crate::directory::RecentMix::NEW.writes,
             replica_slot: 0,
+            reserved: [0; 4],
         }
     }
 
@@ -279,7 +288,7 @@ impl Default for ServerTable {
 impl crate::directory::Loads for ServerTable {
     #[inline(always)]
     fn load(&self, id: u32) -> u16 {
-        self.slots[(id & 31) as usize].load
+        self.slots[(id % crate::directory::SERVERS_MAX) as usize].load
     }
 }
 

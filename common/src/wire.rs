@@ -1,4 +1,4 @@
-//! The Pegasus wire format: one UDP datagram per message, a fixed 36-byte header right after
+//! The Pegasus wire format: one UDP datagram per message, a fixed 40-byte header right after
 //! the UDP header (so that a switch parses it at a fixed offset), then the body.
 //!
 //! Header (all integers big-endian):
@@ -14,9 +14,9 @@
 //! | 24  | 2    | client id      |
 //! | 26  | 1    | server id      |
 //! | 27  | 1    | flags          |
-//! | 28  | 4    | replica bitmap |
-//! | 32  | 2    | load           |
-//! | 34  | 2    | status         |
+//! | 28  | 8    | replica bitmap |
+//! | 36  | 2    | load           |
+//! | 38  | 2    | status         |
 //!
 //! Body: key length (u16), key bytes, value length (u16), value bytes; nothing after.
 //! `docs/protocol.md` is the full specification; this module is its implementation.
@@ -26,10 +26,11 @@ use crate::hash::key_hash;
 
 /// "PG".
 pub const MAGIC: u16 = 0x5047;
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version this crate speaks: 2 since the replica bitmap has 64 bits (racks of
+/// up to 64 servers); version 1 had 32.
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Size of the fixed header.
-pub const HEADER_LEN: usize = 36;
+pub const HEADER_LEN: usize = 40;
 /// Size of the two length prefixes of the body.
 pub const BODY_PREFIX_LEN: usize = 4;
 /// The store's default UDP port.
@@ -61,8 +62,8 @@ pub mod offset {
     pub const SERVER_ID: usize = 26;
     pub const FLAGS: usize = 27;
     pub const REPLICA_BITMAP: usize = 28;
-    pub const LOAD: usize = 32;
-    pub const STATUS: usize = 34;
+    pub const LOAD: usize = 36;
+    pub const STATUS: usize = 38;
 }
 
 /// Header flag bits.
@@ -292,7 +293,7 @@ pub struct Header {
     /// Requests: the home server of the key; replies: the sender.
     pub server_id: u8,
     pub flags: u8,
-    pub replica_bitmap: u32,
+    pub replica_bitmap: u64,
     /// Replies: the sender's current load (requests queued).
     pub load: u16,
     /// Replies: a [`Status`] code; requests: 0.
@@ -388,7 +389,7 @@ impl Header {
             client_id: be_u16(h, offset::CLIENT_ID),
             server_id: h[offset::SERVER_ID],
             flags: h[offset::FLAGS],
-            replica_bitmap: be_u32(h, offset::REPLICA_BITMAP),
+            replica_bitmap: be_u64(h, offset::REPLICA_BITMAP),
             load: be_u16(h, offset::LOAD),
             status: be_u16(h, offset::STATUS),
         })
@@ -408,9 +409,9 @@ impl Header {
         h[24..26].copy_from_slice(&self.client_id.to_be_bytes());
         h[offset::SERVER_ID] = self.server_id;
         h[offset::FLAGS] = self.flags;
-        h[28..32].copy_from_slice(&self.replica_bitmap.to_be_bytes());
-        h[32..34].copy_from_slice(&self.load.to_be_bytes());
-        h[34..36].copy_from_slice(&self.status.to_be_bytes());
+        h[28..36].copy_from_slice(&self.replica_bitmap.to_be_bytes());
+        h[36..38].copy_from_slice(&self.load.to_be_bytes());
+        h[38..40].copy_from_slice(&self.status.to_be_bytes());
         Ok(())
     }
 }
@@ -527,7 +528,7 @@ mod tests {
             any::<u16>(),
             any::<u8>(),
             any::<u8>(),
-            any::<u32>(),
+            any::<u64>(),
             any::<u16>(),
             any::<u16>(),
         )
@@ -555,16 +556,16 @@ mod tests {
             client_id: 0x3132,
             server_id: 0x41,
             flags: 0x51,
-            replica_bitmap: 0x6162_6364,
+            replica_bitmap: 0x6162_6364_6566_6768,
             load: 0x7172,
             status: 0x8182,
         };
         let mut b = [0u8; HEADER_LEN];
         h.encode(&mut b).unwrap();
         let expected: [u8; HEADER_LEN] = [
-            0x50, 0x47, 1, 2, 1, 2, 3, 4, 5, 6, 7, 8, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
-            0x18, 0x21, 0x22, 0x23, 0x24, 0x31, 0x32, 0x41, 0x51, 0x61, 0x62, 0x63, 0x64, 0x71,
-            0x72, 0x81, 0x82,
+            0x50, 0x47, 2, 2, 1, 2, 3, 4, 5, 6, 7, 8, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+            0x18, 0x21, 0x22, 0x23, 0x24, 0x31, 0x32, 0x41, 0x51, 0x61, 0x62, 0x63, 0x64, 0x65,
+            0x66, 0x67, 0x68, 0x71, 0x72, 0x81, 0x82,
         ];
         assert_eq!(b, expected);
     }
@@ -629,8 +630,9 @@ mod tests {
         b[0] = 0;
         assert_eq!(Message::decode(&b), Err(DecodeError::BadMagic));
         b[0] = 0x50;
-        b[2] = 2;
-        assert_eq!(Message::decode(&b), Err(DecodeError::UnsupportedVersion(2)));
+        // Version 1 had a 32-bit replica bitmap, so its fields sit elsewhere: refused.
+        b[2] = 1;
+        assert_eq!(Message::decode(&b), Err(DecodeError::UnsupportedVersion(1)));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! that its FIB lookups give a known answer. Needs root (as CI runs).
 
 use pegasus_common::{
-    directory::{MIX_WINDOW, Policy, RecentMix, bit},
+    directory::{MIX_WINDOW, Policy, RecentMix, ServerSet, bit},
     hash::key_hash,
     switch::{self, Counter, hot_filter_slot},
     version,
@@ -146,7 +146,7 @@ fn every_rule_has_its_fixture() {
             u64::MAX,
             forged_flags | wire::flags::RETRY,
         ),
-        u32::MAX,
+        u64::MAX,
     ));
     let cleaned_put = to_server(pegasus(
         Op::Put,
@@ -403,9 +403,9 @@ fn reply_from(i: u8, payload: Vec<u8>) -> UdpFrame {
 }
 
 /// Sets the replica bitmap of a built Pegasus payload.
-fn with_replicas(mut payload: Vec<u8>, replicas: u32) -> Vec<u8> {
+fn with_replicas(mut payload: Vec<u8>, replicas: ServerSet) -> Vec<u8> {
     let at = wire::offset::REPLICA_BITMAP;
-    payload[at..at + 4].copy_from_slice(&replicas.to_be_bytes());
+    payload[at..at + 8].copy_from_slice(&replicas.to_be_bytes());
     payload
 }
 
@@ -421,7 +421,7 @@ fn confirm_from_home(switch: &Switch, version: u64) {
     assert_eq!(e.installing, 0, "home's reply ends the installing state");
 }
 
-fn entry_state(switch: &Switch) -> (u64, u32) {
+fn entry_state(switch: &Switch) -> (u64, ServerSet) {
     let e = switch
         .directory_entry(key_hash(HOT_KEY))
         .unwrap()
@@ -433,7 +433,7 @@ fn entry_state(switch: &Switch) -> (u64, u32) {
 #[derive(Clone, Copy, Debug)]
 struct EntryState {
     version: u64,
-    rset: u32,
+    rset: ServerSet,
     /// Installing: only home's replies count (a new entry).
     installing: bool,
     evicting: bool,
@@ -443,7 +443,7 @@ struct EntryState {
 }
 
 /// An entry of the hot key (home: server 0) with `version` complete at `rset`.
-const fn entry(version: u64, rset: u32) -> EntryState {
+const fn entry(version: u64, rset: ServerSet) -> EntryState {
     EntryState {
         version,
         rset,
@@ -474,7 +474,7 @@ struct DirectoryRow {
     /// The retry slot of the packet's request (client 7, its request id).
     route: Option<(u32, RouteState)>,
     /// (completed version, replica set, installing) after; `None`: not in the directory.
-    after: Option<(u64, u32, bool)>,
+    after: Option<(u64, ServerSet, bool)>,
     /// Counters the packet must raise by one each.
     counted: &'static [Counter],
 }
@@ -1342,7 +1342,7 @@ fn write_heavy_keys_are_not_copied() {
             .run_on_packet(&request_to(0, message(op, HOT_KEY, b"v", 0, 0, req, 0)).build())
             .unwrap();
         assert_eq!(out.action, action::REDIRECT);
-        u32::from_be_bytes(out.packet[payload_at..payload_at + 4].try_into().unwrap())
+        u64::from_be_bytes(out.packet[payload_at..payload_at + 8].try_into().unwrap())
     };
     let mix = |switch: &Switch| {
         let e = switch.directory_entry(keyhash).unwrap().unwrap();

@@ -39,7 +39,7 @@ pub(crate) fn admit_request(
         RequestAdmission::Clean => {
             let before = SwitchOnlyFields {
                 version: header.u64(offset::VERSION),
-                replica_bitmap: header.u32(offset::REPLICA_BITMAP),
+                replica_bitmap: header.u64(offset::REPLICA_BITMAP),
                 flags: header.u8(offset::FLAGS),
             };
             let after = roles::clean(before);
@@ -61,11 +61,11 @@ fn clean(frame: Headers, header: Header, before: SwitchOnlyFields, after: Switch
     let new_word = (old_word & 0xff00) | after.flags as u16;
     header.set_u16(offset::SERVER_ID, new_word);
     header.set_u64(offset::VERSION, after.version);
-    header.set_u32(offset::REPLICA_BITMAP, after.replica_bitmap);
+    header.set_u64(offset::REPLICA_BITMAP, after.replica_bitmap);
     fix_udp_checksum(frame, |sum| {
         let sum = checksum::replace_u16(sum, old_word, new_word);
         let sum = checksum::replace_u64(sum, before.version, after.version);
-        checksum::replace_u32(sum, before.replica_bitmap, after.replica_bitmap)
+        checksum::replace_u64(sum, before.replica_bitmap, after.replica_bitmap)
     });
 }
 

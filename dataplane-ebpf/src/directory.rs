@@ -66,7 +66,7 @@ pub(crate) fn route_request(
         ) else {
             return Ok(());
         };
-        let target = servers.slots[(write.primary & 31) as usize];
+        let target = servers.slots[(write.primary & 63) as usize];
         if target.valid == 0 {
             return Ok(());
         }
@@ -91,7 +91,7 @@ pub(crate) fn route_request(
         bump(unsafe { &raw mut (*entry).reads });
     count_mix(entry, true);
     let target = rules::route_hot_read(view, policy, servers, random, sequence as u32);
-    let slot = servers.slots[(target & 31) as usize];
+    let slot = servers.slots[(target & 63) as usize];
     if slot.valid == 0 {
         return Ok(());
     }
@@ -200,7 +200,7 @@ pub(crate) fn learn_from_reply(op: Op, header: Header, tally: Tally) -> Result<(
         // Stored only when it changed: every CPU reads this line for every hot request, and
         // a store on every reply would take it from all of them.
         unsafe {
-            let slot = &raw mut (*servers).slots[(sender & 31) as usize].load;
+            let slot = &raw mut (*servers).slots[(sender & 63) as usize].load;
             if core::ptr::read_volatile(slot) != load {
                 core::ptr::write_volatile(slot, load);
             }
@@ -323,7 +323,13 @@ impl SpinLock {
 /// the replica bitmap) and rewrites the destination address, with the IPv4 checksum and one
 /// incremental update of the UDP checksum for all three fields.
 #[inline(always)]
-pub(crate) fn steer(frame: Headers, header: Header, flags: u8, replicas: Option<u32>, new_ip: u32) {
+pub(crate) fn steer(
+    frame: Headers,
+    header: Header,
+    flags: u8,
+    replicas: Option<ServerSet>,
+    new_ip: u32,
+) {
     // The server id and flags share one 16-bit checksum word.
     let old_word = header.u16(offset::SERVER_ID);
     let new_word = old_word | (flags | wire::flags::HOT) as u16;
@@ -332,9 +338,9 @@ pub(crate) fn steer(frame: Headers, header: Header, flags: u8, replicas: Option<
     let original_udp_sum = udp_sum;
     udp_sum = checksum::replace_u16(udp_sum, old_word, new_word);
     if let Some(bitmap) = replicas {
-        let old_bitmap = header.u32(offset::REPLICA_BITMAP);
-        header.set_u32(offset::REPLICA_BITMAP, bitmap);
-        udp_sum = checksum::replace_u32(udp_sum, old_bitmap, bitmap);
+        let old_bitmap = header.u64(offset::REPLICA_BITMAP);
+        header.set_u64(offset::REPLICA_BITMAP, bitmap);
+        udp_sum = checksum::replace_u64(udp_sum, old_bitmap, bitmap);
     }
     let old_ip = frame.u32(IP_OFF + ipv4::DST);
     if old_ip != new_ip {

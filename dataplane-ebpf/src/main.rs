@@ -62,7 +62,7 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 use pegasus_common::{
     checksum,
-    directory::{self as rules, EntryView, Policy, RecentMix, ReplyAdmission},
+    directory::{self as rules, EntryView, Policy, RecentMix, ReplyAdmission, ServerSet},
     roles::{self, PortRole, RequestAdmission, SwitchOnlyFields},
     switch::{
         self, Counter, CounterBlock, DirEntry, FibEntry, HeaderPrefix, PacketClass, PortSlot,

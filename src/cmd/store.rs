@@ -11,8 +11,8 @@ pub struct StoreArgs {
     /// Address and UDP port to listen on.
     #[arg(long, default_value = "0.0.0.0:7400")]
     listen: SocketAddr,
-    /// This server's id in the rack (0-31); carried in every reply.
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..32))]
+    /// This server's id in the rack (0-63); carried in every reply.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..pegasus_common::directory::SERVERS_MAX as i64))]
     server_id: u8,
     /// Worker threads (and SO_REUSEPORT sockets). Default: every core.
     #[arg(long)]

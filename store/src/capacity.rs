@@ -152,6 +152,10 @@ mod tests {
         // One waiting request outweighs any utilisation.
         assert!(load(1, 0) > load(0, UTILISATION_STEPS - 1));
         assert_eq!(load(0, 99), UTILISATION_STEPS - 1);
-        assert_eq!(load(usize::MAX, 15), (u16::MAX / UTILISATION_STEPS - 1) * 16 + 15, "saturates");
+        assert_eq!(
+            load(usize::MAX, 15),
+            (u16::MAX / UTILISATION_STEPS - 1) * 16 + 15,
+            "saturates"
+        );
     }
 }

@@ -430,7 +430,7 @@ impl Store {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CopyOrder {
     pub len: usize,
-    pub targets: u32,
+    pub targets: directory::ServerSet,
 }
 
 /// Encodes the REPLICATE that copies a write (or a pushed value) to other servers.
@@ -567,7 +567,10 @@ mod tests {
     }
 
     /// A decoded reply (header, value) and a decoded copy with its targets.
-    type Handled = (Option<(Header, Vec<u8>)>, Option<(Message<'static>, u32)>);
+    type Handled = (
+        Option<(Header, Vec<u8>)>,
+        Option<(Message<'static>, directory::ServerSet)>,
+    );
 
     fn call_with_copy(store: &Store, datagram: &[u8]) -> Handled {
         let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
@@ -710,7 +713,7 @@ mod tests {
         let s = trusting(2);
         let mut b = request(Op::Put, b"k", b"v", 9, 1, 5);
         b[wire::offset::FLAGS] = wire::flags::HOT;
-        b[wire::offset::REPLICA_BITMAP..wire::offset::REPLICA_BITMAP + 4].copy_from_slice(
+        b[wire::offset::REPLICA_BITMAP..wire::offset::REPLICA_BITMAP + 8].copy_from_slice(
             &(directory::bit(2) | directory::bit(3) | directory::bit(7)).to_be_bytes(),
         );
         // The keyhash covers the key only, so rewriting flags and bitmap keeps it valid.
@@ -742,7 +745,7 @@ mod tests {
         let s = trusting(2);
         let steered = |version: u64| {
             let mut b = request(Op::Put, b"k", b"old", version, 1, 5);
-            b[wire::offset::REPLICA_BITMAP..wire::offset::REPLICA_BITMAP + 4]
+            b[wire::offset::REPLICA_BITMAP..wire::offset::REPLICA_BITMAP + 8]
                 .copy_from_slice(&directory::bit(3).to_be_bytes());
             b
         };
@@ -820,8 +823,8 @@ mod tests {
         status_from(&s, CLIENT_IP, &request(Op::Put, b"k", b"v", 9, 1, 1));
         let replicate = request(Op::Replicate, b"k", b"forged", u64::MAX, 1, 2);
         let mut push = request(Op::Push, b"k", b"", 0, wire::CONTROLLER_CLIENT_ID, 3);
-        push[wire::offset::REPLICA_BITMAP..wire::offset::REPLICA_BITMAP + 4]
-            .copy_from_slice(&u32::MAX.to_be_bytes());
+        push[wire::offset::REPLICA_BITMAP..wire::offset::REPLICA_BITMAP + 8]
+            .copy_from_slice(&u64::MAX.to_be_bytes());
         assert_eq!(
             status_from(&s, CLIENT_IP, &replicate),
             Some(Status::Forbidden)

@@ -13,7 +13,10 @@ use crate::{
     handler::{CopyOrder, Origin, Store, StoreOptions},
 };
 use anyhow::{Context, Result, ensure};
-use pegasus_common::wire;
+use pegasus_common::{
+    directory::{self, SERVERS_MAX},
+    wire,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::{
     future::Future,
@@ -57,14 +60,14 @@ pub struct StoreConfig {
 }
 
 /// Server id -> address, for sending copies.
-#[derive(Clone, Debug, Default)]
-struct Peers([Option<SocketAddr>; 32]);
+#[derive(Clone, Debug)]
+struct Peers([Option<SocketAddr>; SERVERS_MAX as usize]);
 
 impl Peers {
     fn new(list: &[(u8, SocketAddr)]) -> Peers {
-        let mut peers = Peers::default();
+        let mut peers = Peers([None; SERVERS_MAX as usize]);
         for &(id, addr) in list {
-            peers.0[(id & 31) as usize] = Some(addr);
+            peers.0[id as usize % SERVERS_MAX as usize] = Some(addr);
         }
         peers
     }
@@ -95,7 +98,10 @@ impl Server {
             sockets.push(bind(local_addr)?);
         }
         for &(id, _) in &config.peers {
-            ensure!(id < 32, "peer server id {id} out of range");
+            ensure!(
+                u32::from(id) < SERVERS_MAX,
+                "peer server id {id} out of range"
+            );
         }
         let options = StoreOptions {
             memory_limit: config.memory_limit,
@@ -337,8 +343,8 @@ async fn serve_at_rate(
 
 /// Sends a copy to every target server whose address is known.
 async fn send_copies(store: &Store, peers: &Peers, socket: &UdpSocket, copy: &[u8], c: CopyOrder) {
-    for id in 0..32u8 {
-        if c.targets & (1 << id) == 0 {
+    for id in 0..SERVERS_MAX as u8 {
+        if c.targets & directory::bit(id) == 0 {
             continue;
         }
         match peers.0[id as usize] {

@@ -34,7 +34,7 @@ use pegasus_client::{Cluster, placement::Placement};
 use pegasus_common::{
     cache::CacheState,
     directory::{
-        RecentMix, SERVERS_MAX, bit, lowest_bit_index, next_replicas, nth_set_bit,
+        RecentMix, SERVERS_MAX, ServerSet, bit, lowest_bit_index, next_replicas, nth_set_bit,
         replicas_for_share, replication_in_effect, successors,
     },
     hash::key_hash,
@@ -509,7 +509,7 @@ impl Controller {
         self.epoch
     }
 
-    fn all_servers(&self) -> u32 {
+    fn all_servers(&self) -> ServerSet {
         self.cluster
             .servers
             .iter()
@@ -564,7 +564,7 @@ impl Controller {
 
     /// Has `source` PUSH `key` to the servers after it that the key's replica target wants,
     /// less those in `holding`; true when there was any to push to.
-    async fn copy_to_successors(&self, source: u8, key: &[u8], holding: u32) -> Result<bool> {
+    async fn copy_to_successors(&self, source: u8, key: &[u8], holding: ServerSet) -> Result<bool> {
         let wanted = self.replicas_wanted(key_hash(key));
         let wanted = successors(self.all_servers(), source, wanted.saturating_sub(1));
         let targets = wanted & !holding;
@@ -720,7 +720,7 @@ impl Controller {
 
     /// Asks server `source` to send its version of `key` to the servers in `targets`, and
     /// waits for its answer. Returns the version pushed (None if it does not hold the key).
-    pub async fn push(&self, source: u8, key: &[u8], targets: u32) -> Result<Option<u64>> {
+    pub async fn push(&self, source: u8, key: &[u8], targets: ServerSet) -> Result<Option<u64>> {
         let h = self.exchange(source, Op::Push, key, targets).await?;
         match (h.op(), h.status()) {
             (Some(Op::PushReply), Some(Status::Ok)) => Ok(Some(h.version)),
@@ -735,7 +735,7 @@ impl Controller {
 
     /// Sends `op` for `key` (with a replica bitmap `targets`) to server `server` and returns
     /// its reply's header. Retries a few times.
-    async fn exchange(&self, server: u8, op: Op, key: &[u8], targets: u32) -> Result<Header> {
+    async fn exchange(&self, server: u8, op: Op, key: &[u8], targets: ServerSet) -> Result<Header> {
         let request = ControlRequest {
             targets,
             ..ControlRequest::new(op, key)
@@ -792,7 +792,7 @@ struct ControlRequest<'a> {
     value: &'a [u8],
     version: u64,
     /// The replica bitmap (a PUSH's targets).
-    targets: u32,
+    targets: ServerSet,
 }
 
 impl<'a> ControlRequest<'a> {

@@ -103,7 +103,7 @@ pub struct LabSpec {
     /// The lab's name (a-z, 0-9, '-'); every namespace and file it makes carries it.
     #[arg(long)]
     pub name: String,
-    /// Number of storage servers (1-32).
+    /// Number of storage servers (1-64).
     #[arg(long, default_value_t = 4)]
     pub servers: u8,
     /// Number of client namespaces (1-64).

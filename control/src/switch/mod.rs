@@ -9,7 +9,7 @@ use aya::{
 };
 use pegasus_common::{
     cache::CacheEntry,
-    directory::{Policy, SERVERS_MAX, bit},
+    directory::{Policy, SERVERS_MAX, ServerSet, bit},
     roles::PortRole,
     switch::{
         self as shared, Counter, CounterBlock, DirEntry, PortSlot, RetrySlot, ServerSlot,
@@ -227,7 +227,7 @@ impl Switch {
             replica_slots: std::collections::HashMap::new(),
         };
         let mut table = ServerTable::default();
-        let mut all_servers = 0u32;
+        let mut all_servers: ServerSet = 0;
         for &(id, ip) in &settings.servers {
             table.slots[id as usize] = ServerSlot {
                 ipv4: ip.octets(),
@@ -247,7 +247,7 @@ impl Switch {
             policy: settings.policy as u8,
             replication: settings.replication,
             sample_period: settings.sample_period,
-            reserved: [0; 4],
+            reserved: [0; 8],
         };
         let mut config_map: Array<&mut MapData, SwitchConfig> =
             Array::try_from(switch.map_mut(shared::MAP_CONFIG)?)?;
