@@ -169,8 +169,9 @@ impl Sample {
     }
 }
 
-/// Most ports one switch drives (the DEVMAP's capacity).
-pub const MAX_PORTS: u32 = 64;
+/// Most ports one switch drives (the DEVMAP's capacity): a rack of 64 servers and its
+/// client-facing and inter-rack ports.
+pub const MAX_PORTS: u32 = 128;
 
 /// Run-time configuration of the switch, written by the controller before it attaches.
 #[repr(C)]
