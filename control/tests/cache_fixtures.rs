@@ -167,7 +167,7 @@ fn the_cache_rules_have_their_fixtures() {
         switch,
         "valid: a read is answered by the switch",
         &request(Op::Get, b"", 3),
-        action::TX,
+        action::REDIRECT,
         &answered(b"v1", before_epoch(), 3),
     );
 
@@ -185,7 +185,7 @@ fn the_cache_rules_have_their_fixtures() {
         switch,
         "a write in flight: the value before it is answered",
         &request(Op::Get, b"", 5),
-        action::TX,
+        action::REDIRECT,
         &answered(b"v1", before_epoch(), 5),
     );
 
@@ -203,7 +203,7 @@ fn the_cache_rules_have_their_fixtures() {
         switch,
         "validated: the new value is answered",
         &request(Op::Get, b"", 6),
-        action::TX,
+        action::REDIRECT,
         &answered(b"v2", stamped(1), 6),
     );
     // An older read reply changes nothing.
@@ -219,7 +219,7 @@ fn the_cache_rules_have_their_fixtures() {
         switch,
         "still the newest value",
         &request(Op::Get, b"", 6),
-        action::TX,
+        action::REDIRECT,
         &answered(b"v2", stamped(1), 6),
     );
 
@@ -272,14 +272,18 @@ fn the_cache_rules_have_their_fixtures() {
             switch,
             "answered with the value, whatever its length",
             &request(Op::Get, b"", id + 1),
-            action::TX,
+            action::REDIRECT,
             &answered(value, version, id + 1),
         );
     }
 
     let counters = switch.counters().unwrap();
     assert_eq!(counters.get(Counter::CacheHits), 6);
-    assert_eq!(counters.get(Counter::VerdictTx), 6);
+    assert_eq!(
+        counters.get(Counter::VerdictTx),
+        0,
+        "hits are redirected, not XDP_TX"
+    );
     let entry = switch.cache_entry(key_hash(HOT_KEY)).unwrap().unwrap();
     assert_eq!(entry.hits, 6);
 }
@@ -341,7 +345,7 @@ fn a_padded_get_is_answered_without_its_padding() {
         action: got,
         packet,
     } = bench.switch.run_on_packet(&padded).unwrap();
-    assert_eq!(action::name(got), action::name(action::TX));
+    assert_eq!(action::name(got), action::name(action::REDIRECT));
     assert_eq!(packet, answered(b"v1", before_epoch(), 2));
 }
 
@@ -355,7 +359,7 @@ fn an_evicted_key_is_read_from_home() {
         &bench.switch,
         "cached",
         &request(Op::Get, b"", 2),
-        action::TX,
+        action::REDIRECT,
         &answered(b"v1", stamped(1), 2),
     );
     bench.switch.directory_remove(key_hash(HOT_KEY)).unwrap();
