@@ -733,7 +733,7 @@ mod tests {
         assert_eq!(m.header.server_id, 2);
         // Unstamped writes (no switch) are not copied.
         let mut unstamped = request(Op::Put, b"k", b"v", 0, 1, 6);
-        unstamped[wire::offset::REPLICA_BITMAP + 3] = 0x08;
+        unstamped[wire::offset::REPLICA_BITMAP + 7] = 0x08;
         assert!(call_with_copy(&s, &unstamped).1.is_none());
     }
 
@@ -763,7 +763,7 @@ mod tests {
         let s = trusting(0);
         call(&s, &request(Op::Put, b"k", b"stored", 42, 1, 1));
         let mut push = request(Op::Push, b"k", b"", 0, 0xffff, 7);
-        push[wire::offset::REPLICA_BITMAP + 3] = 0b0110;
+        push[wire::offset::REPLICA_BITMAP + 7] = 0b0110;
         let (reply, copy) = call_with_copy(&s, &push);
         let (h, _) = reply.unwrap();
         assert_eq!(
@@ -777,7 +777,7 @@ mod tests {
         );
         // A key the store does not have.
         let mut missing = request(Op::Push, b"nope", b"", 0, 0xffff, 8);
-        missing[wire::offset::REPLICA_BITMAP + 3] = 0b0110;
+        missing[wire::offset::REPLICA_BITMAP + 7] = 0b0110;
         let (reply, copy) = call_with_copy(&s, &missing);
         assert_eq!(reply.unwrap().0.status(), Some(Status::NotFound));
         assert!(copy.is_none());
