@@ -18,7 +18,7 @@ pub mod loadgen;
 
 use anyhow::Result;
 use pegasus_client::{ClientOptions, Cluster};
-use std::{future::Future, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 /// How a command reaches a rack: the cluster file and the client's timeouts (every command
 /// that runs a client takes these).
@@ -53,10 +53,4 @@ impl ClientArgs {
 }
 
 /// Runs `f` on a multi-threaded tokio runtime with `threads` workers.
-pub fn block_on<T>(threads: usize, f: impl Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()?
-        .block_on(f)
-}
+pub use pegasus_control::service::daemon::run_on_runtime as block_on;

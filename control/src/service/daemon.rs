@@ -227,8 +227,14 @@ async fn failed(task: Option<tokio::task::JoinHandle<Result<()>>>, what: &str) -
 
 /// Runs `f` on the daemon's runtime (one worker: the XDP program does the per-packet work).
 fn block_on<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    run_on_runtime(1, f)
+}
+
+/// Runs `f` on a multi-threaded tokio runtime with `threads` workers (at least one): the
+/// one way the daemon and the command-line tools start a runtime.
+pub fn run_on_runtime<T>(threads: usize, f: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(threads.max(1))
         .enable_all()
         .build()?
         .block_on(f)
