@@ -297,6 +297,12 @@ mod tests {
 
     #[test]
     fn a_config_file_excludes_the_flags() {
+        // The environment's cluster file is no flag: it does not conflict with a file.
+        // SAFETY: no other thread of this test binary reads this variable.
+        unsafe { std::env::set_var("PEGASUS_CLUSTER", "/nonexistent/cluster.toml") };
+        assert!(Cli::try_parse_from(["switch", "--config", "x.toml"]).is_ok());
+        // SAFETY: as above.
+        unsafe { std::env::remove_var("PEGASUS_CLUSTER") };
         assert!(Cli::try_parse_from(["switch", "--config", "x.toml"]).is_ok());
         assert!(Cli::try_parse_from(["switch", "--config", "x.toml", "--ports", "s0"]).is_err());
         assert!(

@@ -124,9 +124,10 @@ pub struct DaemonConfig {
     /// XDP attach mode: native (driver) or skb (generic, works everywhere, slower).
     #[arg(long, default_value = "native")]
     pub mode: AttachMode,
-    /// The rack's cluster file (server ids and addresses). Without it the switch only forwards
-    /// and stamps versions: the directory needs to know the servers.
-    #[arg(long, env = "PEGASUS_CLUSTER")]
+    /// The rack's cluster file (server ids and addresses); default: the file PEGASUS_CLUSTER
+    /// names, if set. Without one the switch only forwards and stamps versions: the
+    /// directory needs to know the servers.
+    #[arg(long)]
     pub cluster: Option<PathBuf>,
     /// The stores' UDP port: only packets to or from it are Pegasus packets.
     #[arg(long, default_value_t = DEFAULT_PORT)]
@@ -229,6 +230,14 @@ impl DaemonConfig {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     }
 
+    /// The cluster file: `cluster`, or else the file PEGASUS_CLUSTER names. (Read here, not
+    /// by the flag's parser, so that the environment never conflicts with `--config`.)
+    pub fn cluster_file(&self) -> Option<PathBuf> {
+        self.cluster
+            .clone()
+            .or_else(|| std::env::var_os(pegasus_client::cluster::ENV_VAR).map(PathBuf::from))
+    }
+
     /// The directory or the cache baseline.
     pub fn switch_mode(&self) -> SwitchMode {
         if self.cache {
@@ -326,8 +335,6 @@ mod tests {
 
     #[test]
     fn the_flags_defaults_are_the_types_defaults() {
-        // SAFETY: no other thread of this test reads the environment.
-        unsafe { std::env::remove_var("PEGASUS_CLUSTER") };
         let parsed = parse(&["--ports", "s0:server,c0"]);
         let expected = DaemonConfig {
             ports: vec![

@@ -31,8 +31,8 @@ const HOT_KEY_MIN_SAMPLES: u64 = 3;
 
 /// Runs the switch daemon until Ctrl-C or SIGTERM (or a task fails), then detaches.
 pub fn run(config: DaemonConfig) -> Result<()> {
-    let cluster = match &config.cluster {
-        Some(path) => Cluster::load(path)?,
+    let cluster = match config.cluster_file() {
+        Some(path) => Cluster::load(&path)?,
         None => Cluster {
             controllers: Vec::new(),
             servers: Vec::new(),
