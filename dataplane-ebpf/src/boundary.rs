@@ -69,8 +69,8 @@ fn clean(frame: Headers, header: Header, before: SwitchOnlyFields, after: Switch
     });
 }
 
-/// Applies the reply rule: false (counted) when the reply may not speak for the server it
-/// claims.
+/// Applies the reply rule: the server table (for the reply's load and the directory, one
+/// lookup for both) when the reply may speak for the server it claims; else `None`, counted.
 #[inline(always)]
 pub(crate) fn admit_reply(
     frame: Headers,
@@ -78,16 +78,17 @@ pub(crate) fn admit_reply(
     role: PortRole,
     op: Op,
     tally: Tally,
-) -> bool {
-    let Some(servers) = SERVERS.get(0) else {
-        return false;
-    };
+) -> Option<*mut ServerTable> {
+    let servers = SERVERS.get_ptr_mut(0)?;
     let source = frame.u32(IP_OFF + ipv4::SRC).to_be_bytes();
-    let admitted = roles::admit_reply(role, op, header.u8(offset::SERVER_ID), source, servers);
-    if !admitted {
+    // SAFETY: a valid map value for the program's duration; only read here.
+    let table = unsafe { &*servers };
+    if roles::admit_reply(role, op, header.u8(offset::SERVER_ID), source, table) {
+        Some(servers)
+    } else {
         tally.add(Counter::RoleDrops);
+        None
     }
-    admitted
 }
 
 /// For a frame that is not plain Ethernet/IPv4/UDP without options: true when it is UDP to

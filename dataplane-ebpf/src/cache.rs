@@ -104,7 +104,7 @@ fn process_cached(ctx: &XdpContext, tally: Tally) -> u32 {
         }
         (PacketClass::Reply { op }, Some(header)) => {
             tally.add(Counter::Replies);
-            if !admit_reply(frame, header, ingress_role(ctx), op, tally) {
+            if admit_reply(frame, header, ingress_role(ctx), op, tally).is_none() {
                 return XDP_DROP;
             }
             if (op == Op::GetReply || op == Op::PutReply)

@@ -192,18 +192,21 @@ pub(crate) fn retry_route_of(header: Header) -> switch::RetryRoute {
 /// Applies what a reply says to the directory and the server's load. `Err(verdict)` ends the
 /// packet's processing (a dropped reply, or a replicate ack, whose only reader is the switch).
 #[inline(always)]
-pub(crate) fn learn_from_reply(op: Op, header: Header, tally: Tally) -> Result<(), u32> {
+pub(crate) fn learn_from_reply(
+    op: Op,
+    header: Header,
+    servers: *mut ServerTable,
+    tally: Tally,
+) -> Result<(), u32> {
     let sender = header.u8(offset::SERVER_ID);
-    if let Some(servers) = SERVERS.get_ptr_mut(0) {
-        let load = header.u16(offset::LOAD);
-        // SAFETY: a valid map value; a racing store of another load is as good as this one.
-        // Stored only when it changed: every CPU reads this line for every hot request, and
-        // a store on every reply would take it from all of them.
-        unsafe {
-            let slot = &raw mut (*servers).slots[(sender & 63) as usize].load;
-            if core::ptr::read_volatile(slot) != load {
-                core::ptr::write_volatile(slot, load);
-            }
+    let load = header.u16(offset::LOAD);
+    // SAFETY: `servers` is the SERVERS map value (from `admit_reply`); a racing store of
+    // another load is as good as this one. Stored only when it changed: every CPU reads this
+    // line for every hot request, and a store on every reply would take it from all of them.
+    unsafe {
+        let slot = &raw mut (*servers).slots[(sender & 63) as usize].load;
+        if core::ptr::read_volatile(slot) != load {
+            core::ptr::write_volatile(slot, load);
         }
     }
     let version = header.u64(offset::VERSION);

@@ -152,10 +152,10 @@ fn process(ctx: &XdpContext, tally: Tally) -> u32 {
         }
         (PacketClass::Reply { op }, Some(header)) => {
             tally.add(Counter::Replies);
-            if !admit_reply(frame, header, ingress_role(ctx), op, tally) {
+            let Some(servers) = admit_reply(frame, header, ingress_role(ctx), op, tally) else {
                 return XDP_DROP;
-            }
-            if let Err(verdict) = learn_from_reply(op, header, tally) {
+            };
+            if let Err(verdict) = learn_from_reply(op, header, servers, tally) {
                 return verdict;
             }
         }

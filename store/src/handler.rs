@@ -210,15 +210,14 @@ impl Store {
         assert!(out.len() >= wire::MAX_PAYLOAD_LEN, "reply buffer too small");
         assert!(copy.len() >= wire::MAX_PAYLOAD_LEN, "copy buffer too small");
         let mut pending_copy = None;
-        let origin = self.origin(from);
-        let reply = self.dispatch(datagram, origin, load, out, copy, &mut pending_copy);
+        let reply = self.dispatch(datagram, from, load, out, copy, &mut pending_copy);
         (reply, pending_copy)
     }
 
     fn dispatch(
         &self,
         datagram: &[u8],
-        origin: Origin,
+        from: IpAddr,
         load: u16,
         out: &mut [u8],
         copy: &mut [u8],
@@ -250,9 +249,10 @@ impl Store {
             Err(DecodeError::KeyTooLarge) => return reply.error(Status::KeyTooLarge),
             Err(_) => return reply.error(Status::Malformed),
         };
+        // Who sent it matters for these two only: clients' GETs and PUTs skip the lookup.
         let allowed = match op {
-            Some(Op::Replicate) => origin != Origin::Other,
-            Some(Op::Push) => origin == Origin::Controller,
+            Some(Op::Replicate) => self.origin(from) != Origin::Other,
+            Some(Op::Push) => self.origin(from) == Origin::Controller,
             _ => true,
         };
         if !allowed {
