@@ -2,26 +2,41 @@
 //!
 //! A request goes to its key's home server (the switch may steer it to another). If no reply
 //! comes within the timeout, the same bytes (same client id and request id, the RETRY flag set)
-//! are sent again, up to `attempts` times, so that a store that already applied a write answers
-//! from its deduplication table instead of applying it twice. Client ids are random and request ids
-//! start at a random point, so a restarted client does not collide with its earlier self in a
-//! store's table.
+//! are sent again, up to `attempts` times, so that the switch gives the retry its write's
+//! version again and a store that already applied it answers from its deduplication table.
+//! Client ids are random and request ids start at a random point, so a restarted client does
+//! not collide with its earlier self.
+//!
+//! At-most-once writes ([`pegasus_common::once`]) ask two things of a client, both kept here:
+//! - writes take their request ids from their own sequence (with [`WRITE_ID_BIT`]), and
+//!   write `r + WRITE_WINDOW` is not sent before write `r` has ended ([`WriteWindow`]);
+//! - every write carries the switch epoch the client last learned (from write replies). A
+//!   write refused with `StaleEpoch` that carried no epoch was never applied, and is sent
+//!   again with the epoch the refusal taught; one that carried an older epoch was sent before
+//!   a switch restart and may have been applied then: it ends as
+//!   [`ClientError::Indeterminate`].
 
 use crate::{cluster::Cluster, placement::Placement};
 use pegasus_common::{
     hash::key_hash,
+    once::{WRITE_ID_BIT, WRITE_WINDOW},
+    version,
     wire::{self, Header, Message, Op, Status},
 };
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU16, AtomicU32, Ordering},
     },
     time::Duration,
 };
-use tokio::{net::UdpSocket, sync::oneshot, task::JoinHandle};
+use tokio::{
+    net::UdpSocket,
+    sync::{Notify, oneshot},
+    task::JoinHandle,
+};
 
 /// Most requests one client may have outstanding (bounds the pending table).
 pub const OUTSTANDING_MAX: usize = 65_536;
@@ -70,6 +85,11 @@ pub enum ClientError {
     RetryWindow(Duration),
     #[error("a request must be sent at least once (attempts >= 1)")]
     NoAttempts,
+    #[error(
+        "the switch restarted while this write was outstanding: it may or may not have been \
+         applied (it will not be applied later)"
+    )]
+    Indeterminate,
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -115,7 +135,11 @@ pub struct Client {
     cluster: Cluster,
     placement: Placement,
     client_id: u16,
+    /// Reads' request ids (the write bit clear).
     next_request_id: AtomicU32,
+    writes: WriteWindow,
+    /// The switch epoch last learned (0: none yet).
+    epoch: AtomicU16,
     pending: Arc<Pending>,
     options: ClientOptions,
     receiver: JoinHandle<()>,
@@ -143,6 +167,8 @@ impl Client {
                 .client_id
                 .unwrap_or_else(|| rand::random_range(0..wire::CONTROLLER_CLIENT_ID)),
             next_request_id: AtomicU32::new(rand::random()),
+            writes: WriteWindow::new(rand::random()),
+            epoch: AtomicU16::new(0),
             pending,
             options,
             receiver,
@@ -164,9 +190,15 @@ impl Client {
         self.placement.home(key_hash(key))
     }
 
+    /// The switch epoch this client last learned (0: none yet).
+    pub fn epoch(&self) -> u16 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
     /// Reads `key`.
     pub async fn get(&self, key: &[u8]) -> Result<ReadResult, ClientError> {
-        let reply = self.request(Op::Get, key, &[]).await?;
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed) & !WRITE_ID_BIT;
+        let reply = self.request(Op::Get, key, &[], request_id, 0).await?;
         match (reply.header.op(), reply.header.status()) {
             (Some(Op::GetReply), Some(Status::Ok)) => Ok(ReadResult {
                 value: Some(reply.value),
@@ -184,20 +216,55 @@ impl Client {
         }
     }
 
-    /// Writes `value` under `key`.
+    /// Writes `value` under `key`. Waits first while the write that is a window older is
+    /// outstanding ([`WriteWindow`]).
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<WriteResult, ClientError> {
-        let reply = self.request(Op::Put, key, value).await?;
-        match (reply.header.op(), reply.header.status()) {
-            (Some(Op::PutReply), Some(Status::Ok)) => Ok(WriteResult {
-                version: reply.header.version,
-                server_id: reply.header.server_id,
-                load: reply.header.load,
-            }),
-            _ => Err(unexpected(&reply.header, "PUT")),
+        let ticket = self.writes.enter().await;
+        let request_id = ticket.request_id();
+        let mut sent_epoch = self.epoch();
+        loop {
+            let reply = self
+                .request(Op::Put, key, value, request_id, sent_epoch)
+                .await?;
+            let h = &reply.header;
+            match (h.op(), h.status()) {
+                (Some(Op::PutReply), Some(Status::Ok)) => {
+                    self.learn_epoch(version::epoch(h.version));
+                    return Ok(WriteResult {
+                        version: h.version,
+                        server_id: h.server_id,
+                        load: h.load,
+                    });
+                }
+                (Some(Op::Error), Some(Status::StaleEpoch)) => {
+                    let current = version::epoch(h.version);
+                    self.learn_epoch(current);
+                    // Sent with no epoch, no copy of it can ever be applied: send it again,
+                    // once, with the epoch just learned. Otherwise it may have been applied
+                    // before the switch restarted.
+                    if sent_epoch != 0 || current == 0 {
+                        return Err(ClientError::Indeterminate);
+                    }
+                    sent_epoch = current;
+                }
+                _ => return Err(unexpected(h, "PUT")),
+            }
         }
     }
 
-    async fn request(&self, op: Op, key: &[u8], value: &[u8]) -> Result<Reply, ClientError> {
+    /// Keeps the newest switch epoch seen.
+    fn learn_epoch(&self, epoch: u16) {
+        self.epoch.fetch_max(epoch, Ordering::Relaxed);
+    }
+
+    async fn request(
+        &self,
+        op: Op,
+        key: &[u8],
+        value: &[u8],
+        request_id: u32,
+        epoch: u16,
+    ) -> Result<Reply, ClientError> {
         if key.len() > wire::MAX_KEY_LEN {
             return Err(ClientError::KeyTooLarge);
         }
@@ -212,8 +279,8 @@ impl Client {
             .server(home)
             .expect("placement only names servers of the cluster")
             .addr;
-        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let header = Header::request(op, keyhash, self.client_id, request_id, home);
+        let header =
+            Header::request(op, keyhash, self.client_id, request_id, home).with_client_epoch(epoch);
         let message = Message { header, key, value };
         let mut bytes = message.to_vec().expect("sizes were checked above");
 
@@ -249,6 +316,74 @@ impl Client {
         let sent = self.socket.send_to(bytes, addr).await?;
         debug_assert_eq!(sent, bytes.len());
         Ok(())
+    }
+}
+
+/// The span rule of at-most-once writes: write `n + WRITE_WINDOW` waits until write `n` has
+/// ended. Writes are numbered by a 64-bit count that never wraps; a write's request id is the
+/// count's low 31 bits with [`WRITE_ID_BIT`].
+struct WriteWindow {
+    state: Mutex<WriteWindowState>,
+    ended: Notify,
+}
+
+struct WriteWindowState {
+    next: u64,
+    outstanding: BTreeSet<u64>,
+}
+
+impl WriteWindow {
+    fn new(start: u32) -> WriteWindow {
+        WriteWindow {
+            state: Mutex::new(WriteWindowState {
+                next: start as u64,
+                outstanding: BTreeSet::new(),
+            }),
+            ended: Notify::new(),
+        }
+    }
+
+    /// Takes the next write number and waits until it is within a window of the oldest
+    /// write outstanding.
+    async fn enter(&self) -> WriteTicket<'_> {
+        let n = {
+            let mut state = self.state.lock().expect("write window poisoned");
+            state.next += 1;
+            state.next - 1
+        };
+        loop {
+            let ended = self.ended.notified();
+            {
+                let mut state = self.state.lock().expect("write window poisoned");
+                let oldest = state.outstanding.first().copied().unwrap_or(n);
+                if n < oldest + WRITE_WINDOW as u64 {
+                    state.outstanding.insert(n);
+                    return WriteTicket { window: self, n };
+                }
+            }
+            ended.await;
+        }
+    }
+}
+
+/// An outstanding write: leaves the window when dropped, however the write ended.
+struct WriteTicket<'a> {
+    window: &'a WriteWindow,
+    n: u64,
+}
+
+impl WriteTicket<'_> {
+    fn request_id(&self) -> u32 {
+        WRITE_ID_BIT | (self.n as u32 & !WRITE_ID_BIT)
+    }
+}
+
+impl Drop for WriteTicket<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.window.state.lock() {
+            state.outstanding.remove(&self.n);
+        }
+        self.window.ended.notify_waiters();
     }
 }
 
@@ -347,5 +482,94 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_while_the_write_a_window_older_is_outstanding() {
+        let window = WriteWindow::new(u32::MAX - 3);
+        let mut tickets = Vec::new();
+        for _ in 0..WRITE_WINDOW {
+            tickets.push(window.enter().await);
+        }
+        let ids: Vec<u32> = tickets.iter().map(WriteTicket::request_id).collect();
+        assert!(ids.iter().all(|id| id & WRITE_ID_BIT != 0));
+        assert_eq!(ids[0] & !WRITE_ID_BIT, (u32::MAX - 3) & !WRITE_ID_BIT);
+        // The count wraps in 31 bits, the switch's serial arithmetic with it.
+        assert_eq!(ids[4], WRITE_ID_BIT);
+        let next = window.enter();
+        tokio::pin!(next);
+        let waited = tokio::time::timeout(Duration::from_millis(50), &mut next).await;
+        assert!(waited.is_err(), "write n + window went out before write n ended");
+        // Ending a newer write does not help; ending the oldest does.
+        tickets.remove(5);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut next)
+                .await
+                .is_err()
+        );
+        tickets.remove(0);
+        let ticket = tokio::time::timeout(Duration::from_secs(1), next)
+            .await
+            .expect("the oldest write ended");
+        assert!(pegasus_common::once::within_window(
+            tickets[0].request_id(),
+            ticket.request_id()
+        ));
+    }
+
+    /// A store that refuses a write carrying no epoch with `StaleEpoch` (as the switch makes
+    /// it), and one carrying an old epoch likewise; a write with the right epoch is applied.
+    async fn fake_store(switch_epoch: Arc<AtomicU16>) -> (Cluster, JoinHandle<()>) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+                let request = Message::decode(&buf[..n]).unwrap().header;
+                let epoch = switch_epoch.load(Ordering::Relaxed);
+                let reply = if request.client_epoch() == epoch {
+                    let v = version::make(epoch, 1).unwrap();
+                    Header::reply(Op::PutReply, &request, 0, v, Status::Ok, 0)
+                } else {
+                    let v = version::make(epoch, 0).unwrap();
+                    Header::reply(Op::Error, &request, 0, v, Status::StaleEpoch, 0)
+                };
+                let bytes = Message {
+                    header: reply,
+                    key: &[],
+                    value: &[],
+                }
+                .to_vec()
+                .unwrap();
+                socket.send_to(&bytes, from).await.unwrap();
+            }
+        });
+        let cluster = Cluster {
+            controllers: Vec::new(),
+            servers: vec![crate::cluster::ServerEntry { id: 0, addr }],
+        };
+        (cluster, task)
+    }
+
+    #[tokio::test]
+    async fn a_client_learns_the_epoch_and_reports_writes_from_before_a_restart() {
+        let switch_epoch = Arc::new(AtomicU16::new(6));
+        let (cluster, store) = fake_store(switch_epoch.clone()).await;
+        let client = Client::connect(cluster, ClientOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(client.epoch(), 0);
+        // No epoch yet: refused, never applied, sent again with the epoch learned.
+        let w = client.put(b"k", b"v").await.unwrap();
+        assert_eq!(version::epoch(w.version), 6);
+        assert_eq!(client.epoch(), 6);
+        // The switch restarts with epoch 7: a write carrying 6 may have been applied before.
+        switch_epoch.store(7, Ordering::Relaxed);
+        let err = client.put(b"k", b"v").await.unwrap_err();
+        assert!(matches!(err, ClientError::Indeterminate), "{err}");
+        assert_eq!(client.epoch(), 7);
+        assert!(client.put(b"k", b"v").await.is_ok());
+        store.abort();
     }
 }

@@ -9,7 +9,8 @@
 //! - [`checksum`]: incremental Internet-checksum updates for the fields the switch rewrites;
 //! - [`switch`]: the plain-old-data types of the switch's BPF maps and its counter indices;
 //! - [`directory`]: the coherence directory's rules;
-//! - [`roles`]: the trust boundary: what each switch port's role admits.
+//! - [`roles`]: the trust boundary: what each switch port's role admits;
+//! - [`once`]: at-most-once writes: one version for every copy of a write.
 //!
 //! Everything here is a plain function over plain values so that the eBPF program (built for
 //! `bpfel-unknown-none`) and user space run literally the same code.
@@ -22,6 +23,7 @@ pub mod cache;
 pub mod checksum;
 pub mod directory;
 pub mod hash;
+pub mod once;
 pub mod roles;
 pub mod switch;
 pub mod version;

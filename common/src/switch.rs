@@ -56,6 +56,10 @@ pub const MAP_SERVERS: &str = "SERVERS";
 /// Name of the array of retry routes: one 64-bit word per slot, direct-mapped by client and
 /// request id ([`retry_route`]).
 pub const MAP_RETRY_ROUTES: &str = "RETRY_ROUTES";
+/// Name of the array, by client id, of [`crate::once::ClientWindow`]s: the writes each client
+/// had stamped recently, so that every copy of a write gets one version. 512 bytes for each of
+/// the 65,536 client ids: 32 MiB, allocated when the program is loaded.
+pub const MAP_WRITE_WINDOWS: &str = "WRITE_WINDOWS";
 /// Default directory capacity (hot keys).
 pub const DIRECTORY_CAPACITY_DEFAULT: u32 = 64;
 /// Copies of each hot key by default. Measured (docs/measurements.md): on 8 servers under Zipf
@@ -464,8 +468,14 @@ counters! {
     Requests = "requests",
     /// Pegasus replies (sent by a store).
     Replies = "replies",
-    /// Writes stamped with a version.
+    /// Writes stamped with a new version.
     WritesStamped = "writes_stamped",
+    /// Copies of a write stamped before (duplicates, retries): given its version again.
+    StampsReused = "stamps_reused",
+    /// Copies of a write whose client has finished it (a window of newer writes since): dropped.
+    StaleDuplicates = "stale_duplicates",
+    /// Writes whose client epoch is not the switch's: marked for the store to refuse.
+    StaleEpochs = "stale_epochs",
     /// Packets on the Pegasus port that are not valid Pegasus messages: dropped.
     ParseFailures = "parse_failures",
     /// Pegasus packets the FIB could not forward (no route or no neighbour yet): passed.

@@ -26,9 +26,10 @@ use crate::hash::key_hash;
 
 /// "PG".
 pub const MAGIC: u16 = 0x5047;
-/// The protocol version this crate speaks: 2 since the replica bitmap has 64 bits (racks of
-/// up to 64 servers); version 1 had 32.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// The protocol version this crate speaks: 3 since requests carry the switch epoch their
+/// client last learned (at-most-once writes across switch restarts, [`crate::once`]); version
+/// 2 had the 64-bit replica bitmap, version 1 a 32-bit one.
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 40;
 /// Size of the two length prefixes of the body.
@@ -62,7 +63,10 @@ pub mod offset {
     pub const SERVER_ID: usize = 26;
     pub const FLAGS: usize = 27;
     pub const REPLICA_BITMAP: usize = 28;
+    /// Replies: the sender's load.
     pub const LOAD: usize = 36;
+    /// Requests: the switch epoch the client last learned (the same bytes as `LOAD`).
+    pub const CLIENT_EPOCH: usize = 36;
     pub const STATUS: usize = 38;
 }
 
@@ -79,6 +83,10 @@ pub mod flags {
     /// Set by a switch on a GET reply it answered from its own cache (the in-switch cache
     /// baseline); the server id is then [`crate::cache::SWITCH_SERVER_ID`].
     pub const CACHED: u8 = 0x08;
+    /// Set by the switch on a write whose client epoch is not the switch's (a copy sent before
+    /// a switch restart, or by a client that has learned no epoch yet): the store must refuse
+    /// it with `StaleEpoch`, never apply it. Its version field carries the switch's epoch.
+    pub const STALE_EPOCH: u8 = 0x10;
 }
 
 /// Message types.
@@ -188,6 +196,10 @@ pub enum Status {
     Unstamped = 7,
     /// The store's memory limit is reached: the write would grow it.
     Full = 8,
+    /// The write carried a switch epoch that is not the switch's (it was sent before a switch
+    /// restart, or its client had learned no epoch): refused, never applied. The reply's
+    /// version is the switch's epoch in the high 16 bits, for the client to learn.
+    StaleEpoch = 9,
 }
 
 impl Status {
@@ -203,6 +215,7 @@ impl Status {
             6 => Status::Forbidden,
             7 => Status::Unstamped,
             8 => Status::Full,
+            9 => Status::StaleEpoch,
             _ => return None,
         })
     }
@@ -219,6 +232,7 @@ impl Status {
             Status::Forbidden => "not accepted from this sender",
             Status::Unstamped => "the store takes only writes stamped by the switch",
             Status::Full => "the store is full (its memory limit is reached)",
+            Status::StaleEpoch => "the switch restarted (or was never asked): learn its epoch",
         }
     }
 }
@@ -294,7 +308,8 @@ pub struct Header {
     pub server_id: u8,
     pub flags: u8,
     pub replica_bitmap: u64,
-    /// Replies: the sender's current load (requests queued).
+    /// Replies: the sender's current load (requests queued). Requests: the switch epoch the
+    /// client last learned, 0 for none ([`Header::client_epoch`]).
     pub load: u16,
     /// Replies: a [`Status`] code; requests: 0.
     pub status: u16,
@@ -358,6 +373,19 @@ impl Header {
             status: status as u16,
             ..Header::new(op)
         }
+    }
+
+    /// This request with the switch epoch its client last learned.
+    pub const fn with_client_epoch(self, epoch: u16) -> Header {
+        Header {
+            load: epoch,
+            ..self
+        }
+    }
+
+    /// A request's switch epoch, as its client last learned it (0: none).
+    pub const fn client_epoch(&self) -> u16 {
+        self.load
     }
 
     /// The op, if the code is known.
@@ -563,7 +591,7 @@ mod tests {
         let mut b = [0u8; HEADER_LEN];
         h.encode(&mut b).unwrap();
         let expected: [u8; HEADER_LEN] = [
-            0x50, 0x47, 2, 2, 1, 2, 3, 4, 5, 6, 7, 8, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+            0x50, 0x47, 3, 2, 1, 2, 3, 4, 5, 6, 7, 8, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
             0x18, 0x21, 0x22, 0x23, 0x24, 0x31, 0x32, 0x41, 0x51, 0x61, 0x62, 0x63, 0x64, 0x65,
             0x66, 0x67, 0x68, 0x71, 0x72, 0x81, 0x82,
         ];

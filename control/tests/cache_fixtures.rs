@@ -51,9 +51,10 @@ fn before_epoch() -> u64 {
 
 /// A Pegasus message about the hot key.
 fn message(op: Op, value: &[u8], version: u64, request_id: u32, client: u16) -> Vec<u8> {
+    let epoch = if op.is_request() { EPOCH } else { 0 };
     let header = Header {
         version,
-        ..Header::request(op, key_hash(HOT_KEY), client, request_id, HOME)
+        ..Header::request(op, key_hash(HOT_KEY), client, request_id, HOME).with_client_epoch(epoch)
     };
     fixtures::payload(header, HOT_KEY, value)
 }

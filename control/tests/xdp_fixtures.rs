@@ -8,6 +8,7 @@
 use pegasus_common::{
     directory::{MIX_WINDOW, Policy, RecentMix, ServerSet, bit},
     hash::key_hash,
+    once,
     switch::{self, Counter, hot_filter_slot},
     version,
     wire::{self, Header, Op},
@@ -41,7 +42,33 @@ fn setup(tag: &str, policy: Policy, replication: u8) -> Testbed {
 }
 
 fn pegasus(op: Op, key: &[u8], value: &[u8], version: u64, flags: u8) -> Vec<u8> {
-    message(op, key, value, version, flags, 0xabcd, 0)
+    message(op, key, value, version, flags, FIRST_REQUEST, 0)
+}
+
+/// The request id of the fixtures' first write (and of every message built by `pegasus`).
+const FIRST_REQUEST: u32 = 0xabcd;
+
+/// `pegasus(...)` as request `request_id`.
+fn nth_request(op: Op, key: &[u8], version: u64, flags: u8, request_id: u32) -> Vec<u8> {
+    message(op, key, b"value", version, flags, request_id, 0)
+}
+
+/// `payload` with its client epoch set to `epoch` (a request from before a switch restart,
+/// or from a client that has learned no epoch).
+fn with_client_epoch(mut payload: Vec<u8>, epoch: u16) -> Vec<u8> {
+    let at = wire::offset::CLIENT_EPOCH;
+    payload[at..at + 2].copy_from_slice(&epoch.to_be_bytes());
+    payload
+}
+
+/// `payload` as the switch marks a write with a stale epoch: `STALE_EPOCH` set, the switch's
+/// epoch in the version.
+fn marked_stale(payload: Vec<u8>) -> Vec<u8> {
+    let mut out = payload;
+    out[wire::offset::FLAGS] |= wire::flags::STALE_EPOCH;
+    let at = wire::offset::VERSION;
+    out[at..at + 8].copy_from_slice(&version::make(EPOCH, 0).unwrap().to_be_bytes());
+    out
 }
 
 /// A reply as a store sends it: the request's key hash, an empty key, maybe a value.
@@ -60,12 +87,15 @@ fn reply_msg(
     )
 }
 
-/// A header with every field the directory looks at, from the fixtures' client.
+/// A header with every field the directory looks at, from the fixtures' client; a request
+/// carries the switch's epoch, as a client that has learned it.
 fn header(op: Op, key: &[u8], version: u64, flags: u8, request_id: u32, server_id: u8) -> Header {
+    let epoch = if op.is_request() { EPOCH } else { 0 };
     Header {
         version,
         flags,
         ..Header::request(op, key_hash(key), CLIENT_ID, request_id, server_id)
+            .with_client_epoch(epoch)
     }
 }
 
@@ -124,10 +154,23 @@ fn every_rule_has_its_fixture() {
     };
     let put = to_server(pegasus(Op::Put, b"key", b"value", 0, 0));
     let put_stamped = |n| to_server(pegasus(Op::Put, b"key", b"value", stamped(n), 0));
-    let mut zero_sum_put = to_server(pegasus(Op::Put, b"z", b"v", 0, 0));
+    let nth_put = |id| to_server(nth_request(Op::Put, b"key", 0, 0, id));
+    let nth_put_stamped = |id, n| to_server(nth_request(Op::Put, b"key", stamped(n), 0, id));
+    let a_window_later = FIRST_REQUEST + once::WRITE_WINDOW;
+    let mut zero_sum_put = to_server(message(Op::Put, b"z", b"v", 0, 0, FIRST_REQUEST + 2, 0));
     zero_sum_put.zero_udp_checksum = true;
-    let mut zero_sum_expected = to_server(pegasus(Op::Put, b"z", b"v", stamped(3), 0));
+    let mut zero_sum_expected = to_server(message(
+        Op::Put,
+        b"z",
+        b"v",
+        stamped(3),
+        0,
+        FIRST_REQUEST + 2,
+        0,
+    ));
     zero_sum_expected.zero_udp_checksum = true;
+    let before_restart = with_client_epoch(nth_request(Op::Put, b"key", 0, 0, 7), EPOCH - 1);
+    let no_epoch = with_client_epoch(nth_request(Op::Put, b"key", 0, 0, 8), 0);
     let get = to_server(pegasus(Op::Get, b"key", b"", 0, 0));
     // A server's PUT stamped upstream (server 1 to server 0, as a copy would go).
     let chained = UdpFrame::new(
@@ -139,21 +182,25 @@ fn every_rule_has_its_fixture() {
     // a replica bitmap; only its RETRY flag is a client's to set.
     let forged_flags = wire::flags::STAMPED | wire::flags::HOT | wire::flags::CACHED;
     let forged_put = to_server(with_replicas(
-        pegasus(
+        message(
             Op::Put,
             b"key",
             b"v",
             u64::MAX,
             forged_flags | wire::flags::RETRY,
+            FIRST_REQUEST + 3,
+            0,
         ),
         u64::MAX,
     ));
-    let cleaned_put = to_server(pegasus(
+    let cleaned_put = to_server(message(
         Op::Put,
         b"key",
         b"v",
         stamped(4),
         wire::flags::RETRY,
+        FIRST_REQUEST + 3,
+        0,
     ));
     let forged_get = to_server(with_replicas(
         pegasus(Op::Get, b"key", b"", 77, forged_flags),
@@ -217,9 +264,19 @@ fn every_rule_has_its_fixture() {
         },
         Fixture {
             name: "the next PUT gets a larger version",
+            input: nth_put(FIRST_REQUEST + 1).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                nth_put_stamped(FIRST_REQUEST + 1, 2),
+                SERVER_PORT_MAC,
+                SERVER_MAC,
+            ),
+        },
+        Fixture {
+            name: "a copy of the first PUT (a duplicate, a retry) gets its version again",
             input: put.build(),
             action: action::REDIRECT,
-            output: forwarded(put_stamped(2), SERVER_PORT_MAC, SERVER_MAC),
+            output: forwarded(put_stamped(1), SERVER_PORT_MAC, SERVER_MAC),
         },
         Fixture {
             name: "a zero UDP checksum stays zero when the version is stamped",
@@ -244,6 +301,40 @@ fn every_rule_has_its_fixture() {
             input: forged_put.build(),
             action: action::REDIRECT,
             output: forwarded(cleaned_put, SERVER_PORT_MAC, SERVER_MAC),
+        },
+        Fixture {
+            name: "a PUT a window after the first takes its slot in the client's window",
+            input: nth_put(a_window_later).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                nth_put_stamped(a_window_later, 5),
+                SERVER_PORT_MAC,
+                SERVER_MAC,
+            ),
+        },
+        dropped(
+            "then a copy of the first PUT is stale (its client has finished it): dropped",
+            put.build(),
+        ),
+        Fixture {
+            name: "a PUT from before a switch restart is marked STALE_EPOCH, not stamped",
+            input: to_server(before_restart.clone()).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                to_server(marked_stale(before_restart)),
+                SERVER_PORT_MAC,
+                SERVER_MAC,
+            ),
+        },
+        Fixture {
+            name: "a PUT from a client that has learned no epoch is marked STALE_EPOCH",
+            input: to_server(no_epoch.clone()).build(),
+            action: action::REDIRECT,
+            output: forwarded(
+                to_server(marked_stale(no_epoch)),
+                SERVER_PORT_MAC,
+                SERVER_MAC,
+            ),
         },
         Fixture {
             name: "client port: a GET's switch-only fields are cleared",
@@ -326,14 +417,17 @@ fn every_rule_has_its_fixture() {
 
     let c = bench.switch.counters().unwrap();
     assert_eq!(c.get(Counter::Packets), fixtures.len() as u64);
-    assert_eq!(c.get(Counter::VerdictRedirect), 8);
-    assert_eq!(c.get(Counter::WritesStamped), 4);
+    assert_eq!(c.get(Counter::VerdictRedirect), 12);
+    assert_eq!(c.get(Counter::WritesStamped), 5);
+    assert_eq!(c.get(Counter::StampsReused), 1);
+    assert_eq!(c.get(Counter::StaleDuplicates), 1);
+    assert_eq!(c.get(Counter::StaleEpochs), 2);
     assert_eq!(c.get(Counter::RequestsCleaned), 2);
     assert_eq!(c.get(Counter::RoleDrops), 6);
     assert_eq!(c.get(Counter::ParseFailures), 5);
     assert_eq!(c.get(Counter::Unparseable), 3);
     assert_eq!(c.get(Counter::FibMisses), 1);
-    assert_eq!(bench.switch.version_counter().unwrap(), 4);
+    assert_eq!(bench.switch.version_counter().unwrap(), 5);
 }
 
 /// Random payloads from a client to the store port: the program either treats the packet as
@@ -480,10 +574,14 @@ struct DirectoryRow {
 }
 
 /// Puts the switch in the row's state: the hot key's entry (or none), its evicting mark, the
-/// version counter at 0 (a stamped PUT gets counter 1), the request's retry slot.
+/// version counter at 0 (a stamped PUT gets counter 1) with the client's write window empty,
+/// the request's retry slot.
 fn set_state(switch: &mut Switch, row: &DirectoryRow) {
     let keyhash = key_hash(HOT_KEY);
     switch.set_version_counter(0).unwrap();
+    switch
+        .set_write_window(CLIENT_ID, once::ClientWindow::default())
+        .unwrap();
     match row.before {
         Some(e) => {
             let mut value = switch::DirEntry::new(0);

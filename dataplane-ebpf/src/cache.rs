@@ -81,12 +81,8 @@ fn process_cached(ctx: &XdpContext, tally: Tally) -> u32 {
                 Ok(stamp) => stamp,
                 Err(verdict) => return verdict,
             };
-            if stamp {
-                if !stamp_version(frame, header, config.epoch) {
-                    tally.add(Counter::VersionExhausted);
-                    return XDP_DROP;
-                }
-                tally.add(Counter::WritesStamped);
+            if stamp && let Stamp::Drop = stamp_write(frame, header, config.epoch, tally) {
+                return XDP_DROP;
             }
             if op == Op::Get || op == Op::Put {
                 let keyhash = header.u64(offset::KEYHASH);

@@ -6,7 +6,9 @@
 //! 2. A packet on the store port that is not a valid Pegasus message is counted and passed
 //!    untouched, never half-rewritten.
 //! 3. Requests: a PUT gets the next version (atomic fetch-add on the global counter, epoch in
-//!    the high bits). A GET or PUT of a key in the directory is steered: its destination
+//!    the high bits), once: a copy of a PUT stamped before gets its version again, a copy of
+//!    one its client has finished is dropped, and a PUT from before a switch restart is
+//!    marked for its store to refuse (`stamp`, `pegasus_common::once`). A GET or PUT of a key in the directory is steered: its destination
 //!    becomes the server the directory's policy picks (a member of the replica set for a read;
 //!    any server, plus copies, for a write) and it carries the HOT flag; whether a key is in
 //!    the directory is asked of the hot filter first (an array), of the directory (a hash map)
@@ -24,7 +26,8 @@
 //! Every decision is a plain function of `pegasus_common` (`switch::classify`, `version::stamp`,
 //! `directory::*`, imported here as `rules`); this program only moves bytes between packets,
 //! maps and those functions. Its rooms:
-//! - `main.rs`: the entry point and the per-packet pipeline above (and version stamping);
+//! - `main.rs`: the entry point and the per-packet pipeline above;
+//! - `stamp`: version stamping, at most once per write;
 //! - `bytes`: frame offsets, bounds-checked byte views, the parse, checksum fixing;
 //! - `maps`: every map of the switch;
 //! - `directory`: steering hot requests, retry routes, learning from replies under a lock;
@@ -63,6 +66,7 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 use pegasus_common::{
     checksum,
     directory::{self as rules, EntryView, Policy, RecentMix, ReplyAdmission, ServerSet},
+    once::{self, ClientWindow},
     roles::{self, PortRole, RequestAdmission, SwitchOnlyFields},
     switch::{
         self, Counter, CounterBlock, DirEntry, FibEntry, HeaderPrefix, PacketClass, PortSlot,
@@ -80,6 +84,7 @@ mod fault;
 mod forward;
 mod maps;
 mod sample;
+mod stamp;
 mod tally;
 mod yardstick;
 
@@ -89,6 +94,7 @@ use directory::*;
 use forward::*;
 use maps::*;
 use sample::*;
+use stamp::*;
 use tally::*;
 
 #[xdp]
@@ -139,12 +145,8 @@ fn process(ctx: &XdpContext, tally: Tally) -> u32 {
                 Ok(stamp) => stamp,
                 Err(verdict) => return verdict,
             };
-            if stamp {
-                if !stamp_version(frame, header, config.epoch) {
-                    tally.add(Counter::VersionExhausted);
-                    return XDP_DROP;
-                }
-                tally.add(Counter::WritesStamped);
+            if stamp && let Stamp::Drop = stamp_write(frame, header, config.epoch, tally) {
+                return XDP_DROP;
             }
             if let Err(verdict) = route_request(ctx, frame, header, config, op, tally) {
                 return verdict;
@@ -167,31 +169,6 @@ fn process(ctx: &XdpContext, tally: Tally) -> u32 {
         _ => return XDP_PASS,
     }
     forward(ctx, frame, tally)
-}
-
-/// Stamps the next version on the PUT and fixes its UDP checksum. False when the epoch's
-/// counter is exhausted (the write must not go out unstamped).
-#[inline(always)]
-pub(crate) fn stamp_version(frame: Headers, header: Header, epoch: u16) -> bool {
-    let Some(counter) = VERSION_COUNTER.get_ptr_mut(0) else {
-        return false;
-    };
-    // The one place where CPUs race on the version order: an atomic fetch-add (BPF_ATOMIC
-    // with BPF_FETCH) makes every stamped version unique. SeqCst, not Relaxed: for a
-    // `monotonic` atomicrmw, LLVM 22's BPF backend emits the non-fetching `lock add` yet reads
-    // the register as if it had fetched (every write would get the same version). The
-    // fixtures in control/tests/xdp_fixtures.rs check that consecutive stamps differ.
-    // SAFETY: the map value is a u64, valid and aligned for the program's lifetime.
-    let before = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, 1) };
-    let Some(new_version) = version::stamp(epoch, before) else {
-        return false;
-    };
-    let old_version = header.u64(offset::VERSION);
-    header.set_u64(offset::VERSION, new_version);
-    fix_udp_checksum(frame, |sum| {
-        checksum::replace_u64(sum, old_version, new_version)
-    });
-    true
 }
 
 #[cfg(not(test))]

@@ -9,6 +9,10 @@ pub(crate) static CONFIG: Array<SwitchConfig> = Array::with_max_entries(1, 0);
 #[map(name = "VERSION_COUNTER")]
 pub(crate) static VERSION_COUNTER: Array<u64> = Array::with_max_entries(1, 0);
 
+/// Each client's recently stamped writes (`pegasus_common::once`), by client id.
+#[map(name = "WRITE_WINDOWS")]
+pub(crate) static WRITE_WINDOWS: Array<ClientWindow> = Array::with_max_entries(once::CLIENTS, 0);
+
 #[map(name = "COUNTERS")]
 pub(crate) static COUNTERS: PerCpuArray<CounterBlock> = PerCpuArray::with_max_entries(1, 0);
 

@@ -59,6 +59,8 @@ pub struct Stats {
     pub forbidden: AtomicU64,
     /// PUTs refused because they were not stamped (with `require_stamped`).
     pub unstamped_refused: AtomicU64,
+    /// PUTs the switch marked `STALE_EPOCH` (sent before a switch restart): refused.
+    pub stale_epoch_refused: AtomicU64,
     /// Writes refused by the memory limit.
     pub full_refused: AtomicU64,
 }
@@ -83,6 +85,7 @@ pub struct StatsSnapshot {
     pub copies_unroutable: u64,
     pub forbidden: u64,
     pub unstamped_refused: u64,
+    pub stale_epoch_refused: u64,
     pub full_refused: u64,
     pub keys: usize,
     /// Bytes charged against the memory limit.
@@ -188,6 +191,7 @@ impl Store {
             copies_unroutable: s.copies_unroutable.load(Relaxed),
             forbidden: s.forbidden.load(Relaxed),
             unstamped_refused: s.unstamped_refused.load(Relaxed),
+            stale_epoch_refused: s.stale_epoch_refused.load(Relaxed),
             full_refused: s.full_refused.load(Relaxed),
             keys: self.table.len(),
             bytes: self.table.bytes(),
@@ -364,6 +368,11 @@ impl Store {
     ) -> Option<usize> {
         self.stats.puts.fetch_add(1, Relaxed);
         let h = &m.header;
+        if h.flags & wire::flags::STALE_EPOCH != 0 {
+            // Never applied: the client learns the switch's epoch from the version.
+            self.stats.stale_epoch_refused.fetch_add(1, Relaxed);
+            return reply.error_with_version(Status::StaleEpoch, h.version);
+        }
         if self.require_stamped && h.version == version::NONE {
             self.stats.unstamped_refused.fetch_add(1, Relaxed);
             return reply.error(Status::Unstamped);
@@ -479,13 +488,17 @@ impl Reply<'_, '_> {
     }
 
     fn error(self, status: Status) -> Option<usize> {
+        self.error_with_version(status, 0)
+    }
+
+    fn error_with_version(self, status: Status, version: u64) -> Option<usize> {
         self.store.stats.errors_sent.fetch_add(1, Relaxed);
         Some(encode(
             self.out,
             self.request,
             Op::Error,
             status,
-            0,
+            version,
             self.store.server_id,
             self.load,
             &[],
@@ -870,6 +883,28 @@ mod tests {
         let stamped = request(Op::Put, b"k", b"v", 5, 1, 2);
         assert_eq!(status_from(&s, CLIENT_IP, &stamped), Some(Status::Ok));
         assert_eq!(s.snapshot().unstamped_refused, 1);
+    }
+
+    #[test]
+    fn a_write_marked_stale_epoch_is_refused_with_the_switch_epoch_and_never_applied() {
+        let s = Store::new(0);
+        let epoch_only = pegasus_common::version::make(4, 0).unwrap();
+        let mut stale = request(Op::Put, b"k", b"v", epoch_only, 1, 1);
+        stale[wire::offset::FLAGS] |= wire::flags::STALE_EPOCH | wire::flags::RETRY;
+        let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
+        let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
+        let (reply, pending) = s.handle(&stale, CLIENT_IP, 0, &mut out, &mut copy);
+        let reply = Header::decode(&out[..reply.unwrap()]).unwrap();
+        assert_eq!(reply.op(), Some(Op::Error));
+        assert_eq!(reply.status(), Some(Status::StaleEpoch));
+        assert_eq!(reply.version, epoch_only, "the client learns the epoch from it");
+        assert!(pending.is_none());
+        assert_eq!(s.table.len(), 0, "never applied");
+        assert_eq!(s.snapshot().stale_epoch_refused, 1);
+        // Nor recorded: the same request, stamped, is applied.
+        let stamped = request(Op::Put, b"k", b"v", epoch_only + 1, 1, 1);
+        assert_eq!(status_from(&s, CLIENT_IP, &stamped), Some(Status::Ok));
+        assert_eq!(s.table.len(), 1);
     }
 
     #[test]

@@ -691,6 +691,19 @@ impl Switch {
         Ok(())
     }
 
+    /// Test kit: sets a client's window of recently stamped writes.
+    #[cfg(feature = "testkit")]
+    pub fn set_write_window(
+        &mut self,
+        client_id: u16,
+        window: pegasus_common::once::ClientWindow,
+    ) -> Result<()> {
+        let mut map: Array<&mut MapData, pegasus_common::once::ClientWindow> =
+            Array::try_from(self.map_mut(shared::MAP_WRITE_WINDOWS)?)?;
+        map.set(client_id as u32, window, 0)?;
+        Ok(())
+    }
+
     /// Test kit: sets one slot of the retry routes.
     #[cfg(feature = "testkit")]
     pub fn set_retry_slot(&mut self, slot: u32, value: RetrySlot) -> Result<()> {
