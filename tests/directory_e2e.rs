@@ -87,12 +87,13 @@ fn directory_history(tag: &str, loss_percent: Option<f64>, path: HotPath) {
         ],
     );
     let _loss = loss_percent.map(|percent| {
-        let targets: Vec<(String, String)> = (0..6u8)
-            .map(|i| pegasus_control::lab::server_ns(&lab.name, i))
-            .chain((0..CLIENTS).map(|j| pegasus_control::lab::client_ns(&lab.name, j)))
-            .map(|ns| (ns, "eth0".to_string()))
+        use pegasus_control::lab::Host;
+        let links: Vec<_> = (0..6u8)
+            .map(Host::Server)
+            .chain((0..CLIENTS).map(Host::Client))
+            .map(|host| host.link(&lab.name))
             .collect();
-        pegasus_control::lab::fault::PacketLoss::start(&targets, percent).unwrap()
+        pegasus_control::lab::fault::PacketLoss::start(&links, percent, rand::random()).unwrap()
     });
     // Under loss every lost datagram costs its worker a 200 ms timeout: far fewer operations.
     let busy = if loss_percent.is_some() { 200 } else { 1000 };

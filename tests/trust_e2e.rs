@@ -74,10 +74,15 @@ fn send_from(ns: &str, to: SocketAddrV4, datagram: Vec<u8>, how: Send) -> Vec<Ve
 
 /// A message for `key` with the given header fields.
 fn message(op: Op, key: &[u8], value: &[u8], edit: impl FnOnce(&mut Header)) -> Vec<u8> {
-    let mut header = Header::request(op, key_hash(key), CLIENT_ID, rand_id(), 0);
+    let mut header =
+        Header::request(op, key_hash(key), CLIENT_ID, rand_id(), 0).with_client_epoch(LAB_EPOCH);
     edit(&mut header);
     Message { header, key, value }.to_vec().unwrap()
 }
+
+/// The epoch a new lab's switch stamps (its first start), which an honest client would have
+/// learned from its first write's reply.
+const LAB_EPOCH: u16 = 1;
 
 /// A request id no other request of this test uses.
 fn rand_id() -> u32 {

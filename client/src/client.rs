@@ -499,7 +499,10 @@ mod tests {
         let next = window.enter();
         tokio::pin!(next);
         let waited = tokio::time::timeout(Duration::from_millis(50), &mut next).await;
-        assert!(waited.is_err(), "write n + window went out before write n ended");
+        assert!(
+            waited.is_err(),
+            "write n + window went out before write n ended"
+        );
         // Ending a newer write does not help; ending the oldest does.
         tickets.remove(5);
         assert!(

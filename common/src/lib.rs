@@ -10,7 +10,8 @@
 //! - [`switch`]: the plain-old-data types of the switch's BPF maps and its counter indices;
 //! - [`directory`]: the coherence directory's rules;
 //! - [`roles`]: the trust boundary: what each switch port's role admits;
-//! - [`once`]: at-most-once writes: one version for every copy of a write.
+//! - [`once`]: at-most-once writes: one version for every copy of a write;
+//! - [`fault`]: the lab's fault injector (drop, duplicate, delay, reorder), not the switch.
 //!
 //! Everything here is a plain function over plain values so that the eBPF program (built for
 //! `bpfel-unknown-none`) and user space run literally the same code.
@@ -22,6 +23,7 @@ extern crate alloc;
 pub mod cache;
 pub mod checksum;
 pub mod directory;
+pub mod fault;
 pub mod hash;
 pub mod once;
 pub mod roles;

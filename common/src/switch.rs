@@ -120,9 +120,6 @@ pub const fn port_slot(ifindex: u32) -> u32 {
     ifindex & (PORT_ROLE_SLOTS - 1)
 }
 
-/// Name of the fault-injection program (random loss) and its map (loss in millionths).
-pub const PROGRAM_FAULT_LOSS: &str = "fault_loss";
-pub const MAP_FAULT_LOSS: &str = "FAULT_LOSS";
 /// Name of the XDP program that is the switch.
 pub const PROGRAM_SWITCH: &str = "pegasus_switch";
 /// The in-switch cache baseline (`crate::cache`): the same switch, but hot keys' reads are

@@ -36,8 +36,9 @@
 //! - `tally`: the per-CPU counters;
 //! - `cache`: the in-switch cache baseline (`pegasus_cache`), a second program on the same
 //!   maps;
-//! - `yardstick` and `fault`: programs that are not the switch (the cost benchmark's
-//!   minimal programs; loss injection for tests).
+//! - `yardstick`: programs that are not the switch (the cost benchmark's minimal programs).
+//!
+//! The lab's fault injector is another object of this crate (`faults.rs`), not the switch.
 //!
 //! Checksums are updated incrementally for every field rewritten. Every packet region is
 //! bounds-checked against `data_end` once (`Bytes`; the verifier insists), then read with
@@ -80,7 +81,6 @@ mod boundary;
 mod bytes;
 mod cache;
 mod directory;
-mod fault;
 mod forward;
 mod maps;
 mod sample;

@@ -897,7 +897,10 @@ mod tests {
         let reply = Header::decode(&out[..reply.unwrap()]).unwrap();
         assert_eq!(reply.op(), Some(Op::Error));
         assert_eq!(reply.status(), Some(Status::StaleEpoch));
-        assert_eq!(reply.version, epoch_only, "the client learns the epoch from it");
+        assert_eq!(
+            reply.version, epoch_only,
+            "the client learns the epoch from it"
+        );
         assert!(pending.is_none());
         assert_eq!(s.table.len(), 0, "never applied");
         assert_eq!(s.snapshot().stale_epoch_refused, 1);

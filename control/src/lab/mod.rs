@@ -257,6 +257,26 @@ impl Host {
     }
 }
 
+impl Host {
+    /// This host's namespace in lab `name`.
+    pub fn namespace(self, name: &str) -> String {
+        match self {
+            Host::Server(i) => server_ns(name, i),
+            Host::Client(j) => client_ns(name, j),
+        }
+    }
+
+    /// The link between this host and the ToR of lab `name`, for fault injection.
+    pub fn link(self, name: &str) -> fault::Link {
+        fault::Link {
+            host_ns: self.namespace(name),
+            host_interface: "eth0".into(),
+            tor_ns: tor_ns(name),
+            tor_interface: self.addressing().tor_port,
+        }
+    }
+}
+
 /// The ToR port towards server `i`.
 pub fn server_port_name(i: u8) -> String {
     Host::Server(i).addressing().tor_port

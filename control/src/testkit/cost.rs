@@ -131,7 +131,8 @@ pub fn run(options: CostOptions) -> Result<CostReport> {
     let cold_get = request(COLD_KEY, Op::Get, 1, 0);
     let cold_put = request(COLD_KEY, Op::Put, 2, 0);
     let hot_get = request(HOT_KEY, Op::Get, 3, 0);
-    // Every run of the same first attempt is steered afresh and remembers its route again.
+    // Every run of the same first attempt is steered afresh and remembers its route again (its
+    // version comes from its window slot after the first run, as for a duplicate).
     let hot_put = request(HOT_KEY, Op::Put, 4, 0);
     let hot_put_retry = request(HOT_KEY, Op::Put, 4, wire::flags::RETRY);
     let mut reply = message(Op::PutReply, b"", 5, HOT_VERSION);
@@ -151,7 +152,8 @@ pub fn run(options: CostOptions) -> Result<CostReport> {
         ),
         (
             "cold_write",
-            "PUT of a cold key: also stamps a version",
+            "PUT of a cold key: also stamps a version (a repeated run is a copy of one write: \
+             its window slot gives the version again)",
             &cold_put,
             1.3,
         ),
@@ -295,11 +297,14 @@ fn make_hot(switch: &mut Switch) -> Result<()> {
     Ok(())
 }
 
-/// A Pegasus message for `key` from the fixtures' client with `request_id` and `version`.
+/// A Pegasus message for `key` from the fixtures' client with `request_id` and `version`; a
+/// request carries the switch's epoch, as from a client that has learned it.
 fn message(op: Op, key: &[u8], request_id: u32, version: u64) -> Vec<u8> {
+    let epoch = if op.is_request() { EPOCH } else { 0 };
     let header = Header {
         version,
         ..Header::request(op, key_hash(key), fixtures::CLIENT_ID, request_id, 0)
+            .with_client_epoch(epoch)
     };
     let value: &[u8] = if op == Op::Put { b"value" } else { b"" };
     fixtures::payload(header, key, value)
