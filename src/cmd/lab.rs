@@ -1,8 +1,12 @@
 //! `pegasus lab`: an emulated rack on this host.
 
-use anyhow::{Result, ensure};
-use clap::{Args, Subcommand};
-use pegasus_control::lab::{self, LabSpec};
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Args, Subcommand, ValueEnum};
+use pegasus_control::lab::{
+    self, Host, LabSpec,
+    fault::{DirectionFaults, Injector, LinkPlan, LinkReport},
+};
+use serde::Serialize;
 use std::{process::ExitCode, time::Duration};
 
 /// Longest `restart-switch --down-ms`.
@@ -51,6 +55,13 @@ enum LabCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Inject network faults on links of a running lab (netem's drop, duplicate, delay,
+    /// jitter and reorder, which this kernel lacks), seeded, until --seconds pass or the
+    /// command is interrupted; then print what was done. Faults apply where the link meets
+    /// its host: --direction to-switch faults what the host sends, from-switch what it
+    /// receives. Example: `pegasus lab fault --name r1 --link c0 --dup 0.05 --dup-delay-ms
+    /// 10-30 --seconds 20`.
+    Fault(FaultArgs),
     /// Show a lab's namespaces, processes and switch counters.
     Status {
         #[arg(long)]
@@ -61,8 +72,192 @@ enum LabCommand {
     },
 }
 
+/// `pegasus lab fault`'s flags.
+#[derive(Args)]
+struct FaultArgs {
+    /// The lab.
+    #[arg(long)]
+    name: String,
+    /// A link, by its host: `sI` (server I) or `cJ` (client J); repeat for several.
+    #[arg(long = "link", required = true, value_parser = parse_host)]
+    links: Vec<Host>,
+    /// Which way the faults apply.
+    #[arg(long, value_enum, default_value = "both")]
+    direction: WhichWay,
+    /// Share of packets dropped (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    drop: f64,
+    /// Share of packets duplicated (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    dup: f64,
+    /// How late a duplicate follows its packet, in milliseconds: `MS` or `LO-HI` (uniform).
+    #[arg(long, default_value = "0", value_parser = parse_ms_range)]
+    dup_delay_ms: (Duration, Duration),
+    /// Delay of every packet, in milliseconds.
+    #[arg(long, default_value_t = 0.0)]
+    delay_ms: f64,
+    /// Plus or minus this much, uniformly, in milliseconds (reorders packets); at most
+    /// --delay-ms.
+    #[arg(long, default_value_t = 0.0)]
+    jitter_ms: f64,
+    /// With --delay-ms: share of packets sent at once instead of delayed (netem's reorder).
+    #[arg(long, default_value_t = 0.0)]
+    reorder: f64,
+    /// Seed of every decision and delay (default: random, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long to inject, in seconds; 0: until interrupted (Ctrl-C, SIGTERM).
+    #[arg(long, default_value_t = 0.0)]
+    seconds: f64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WhichWay {
+    Both,
+    ToSwitch,
+    FromSwitch,
+}
+
+fn parse_host(text: &str) -> Result<Host, String> {
+    let bad = || format!("{text:?} is not a link: sI (server I) or cJ (client J)");
+    let (kind, index) = text.split_at_checked(1).ok_or_else(bad)?;
+    let index: u8 = index.parse().map_err(|_| bad())?;
+    match kind {
+        "s" => Ok(Host::Server(index)),
+        "c" => Ok(Host::Client(index)),
+        _ => Err(bad()),
+    }
+}
+
+fn parse_ms_range(text: &str) -> Result<(Duration, Duration), String> {
+    let ms = |t: &str| -> Result<Duration, String> {
+        let v: f64 = t
+            .trim()
+            .parse()
+            .map_err(|_| format!("{t:?} is not a number of milliseconds"))?;
+        if !(0.0..=lab::fault::DELAY_MAX.as_secs_f64() * 1000.0).contains(&v) {
+            return Err(format!("{v} ms is outside 0..={:?}", lab::fault::DELAY_MAX));
+        }
+        Ok(Duration::from_secs_f64(v / 1000.0))
+    };
+    match text.split_once('-') {
+        Some((lo, hi)) => Ok((ms(lo)?, ms(hi)?)),
+        None => ms(text).map(|d| (d, d)),
+    }
+}
+
+/// What `lab fault` reports: its settings and, per link, what the injector did.
+#[derive(Serialize)]
+struct FaultOutcome {
+    seed: u64,
+    seconds: f64,
+    links: Vec<(String, LinkReport)>,
+}
+
+fn inject(args: FaultArgs) -> Result<ExitCode> {
+    let state = lab::load(&args.name)?;
+    let faults = DirectionFaults {
+        drop: args.drop,
+        duplicate: args.dup,
+        duplicate_delay: args.dup_delay_ms,
+        delay: Duration::from_secs_f64(args.delay_ms.max(0.0) / 1000.0),
+        jitter: Duration::from_secs_f64(args.jitter_ms.max(0.0) / 1000.0),
+        reorder: args.reorder,
+    };
+    ensure!(
+        args.seconds >= 0.0 && args.seconds.is_finite(),
+        "--seconds must be 0 or more"
+    );
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let mut injectors = Vec::new();
+    for (i, host) in args.links.iter().enumerate() {
+        let exists = match *host {
+            Host::Server(s) => s < state.spec.servers,
+            Host::Client(c) => c < state.spec.clients,
+        };
+        if !exists {
+            bail!("lab {} has no host {host:?}", args.name);
+        }
+        let pick = |wanted: bool| {
+            if wanted {
+                faults.clone()
+            } else {
+                DirectionFaults::default()
+            }
+        };
+        let plan = LinkPlan {
+            to_switch: pick(!matches!(args.direction, WhichWay::FromSwitch)),
+            from_switch: pick(!matches!(args.direction, WhichWay::ToSwitch)),
+            // Each link draws its own faults from the one seed.
+            seed: pegasus_common::fault::splitmix64(seed ^ i as u64),
+        };
+        let injector = Injector::start(&host.link(&args.name), &plan)
+            .with_context(|| format!("faults on {}", host.addressing().tor_port))?;
+        injectors.push((host.addressing().tor_port, injector));
+    }
+    if !args.json {
+        eprintln!(
+            "injecting on {} link(s) with seed {seed}{}",
+            injectors.len(),
+            if args.seconds > 0.0 {
+                format!(" for {} s", args.seconds)
+            } else {
+                " until interrupted".into()
+            }
+        );
+    }
+    let started = std::time::Instant::now();
+    pegasus_bench::block_on(1, async {
+        let interrupted = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r,
+                _ = term.recv() => Ok(()),
+            }
+        };
+        let waited: std::io::Result<()> = if args.seconds > 0.0 {
+            tokio::select! {
+                r = interrupted => r,
+                _ = tokio::time::sleep(Duration::from_secs_f64(args.seconds)) => Ok(()),
+            }
+        } else {
+            interrupted.await
+        };
+        anyhow::Ok(waited?)
+    })?;
+    let mut links = Vec::new();
+    for (port, injector) in injectors {
+        links.push((port, injector.stop()?));
+    }
+    let outcome = FaultOutcome {
+        seed,
+        seconds: started.elapsed().as_secs_f64(),
+        links,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        println!("seed {} ({:.1} s)", outcome.seed, outcome.seconds);
+        for (port, r) in &outcome.links {
+            for (way, d) in [("to switch", r.to_switch), ("from switch", r.from_switch)] {
+                println!(
+                    "  {port} {way:<11} packets {:>8}  dropped {:>6}  duplicated {:>6}  \
+                     held {:>6}  relayed {:>6}  not carried {:>4}",
+                    d.packets, d.dropped, d.duplicated, d.held, d.relayed, d.not_carried
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(args: LabArgs) -> Result<ExitCode> {
     match args.command {
+        LabCommand::Fault(args) => inject(args),
         LabCommand::Up(spec) => {
             let exe = std::env::current_exe()?;
             let state = lab::up(&spec, &exe)?;

@@ -365,6 +365,11 @@ impl Relay {
         let mut last_refresh = Instant::now();
         loop {
             let stopping = stop.load(Ordering::Relaxed);
+            if stopping {
+                // Detached first, so that the last drain below sees every frame the programs
+                // handed over and the counts read after it match what was relayed.
+                self.detach()?;
+            }
             while let Some(item) = ring.next() {
                 if item.len() < std::mem::size_of::<HeldFrame>() {
                     continue;
@@ -450,6 +455,23 @@ impl Relay {
                 .min(RELAY_TICK);
             poll_readable(ring.as_raw_fd(), wait);
         }
+    }
+}
+
+impl Relay {
+    fn detach(&mut self) -> Result<()> {
+        for name in [
+            shared::PROGRAM_FAULT_TO_SWITCH,
+            shared::PROGRAM_FAULT_FROM_SWITCH,
+        ] {
+            let program: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("no {name} program"))?
+                .try_into()?;
+            program.unload().context("detaching a fault program")?;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,155 @@
+//! End to end: a network that duplicates datagrams and delivers the copies late, from 1 ms to
+//! well beyond the stores' 3-second deduplication window, on every link of a rack and in both
+//! directions, with some loss. Clients record reads and writes of hot and cold keys while keys
+//! are made hot and cold again; once every late copy has landed, every key is read back. The
+//! whole history must be linearizable: no copy of a write is applied as a newer write, however
+//! late it comes (the switch gives every copy its write's version, or drops it). Needs root,
+//! as CI runs.
+
+mod support;
+
+use pegasus_control::lab::{
+    Host,
+    fault::{DirectionFaults, Injector, LinkPlan},
+};
+use std::{thread, time::Duration};
+use support::{Lab, assert_linearizable, json, run_ok};
+
+const SERVERS: u8 = 6;
+const CLIENTS: u8 = 2;
+const HOT: usize = 4;
+const COLD: usize = 40;
+const RUN: Duration = Duration::from_secs(6);
+/// The latest a duplicate arrives after its packet: beyond the stores' 3-second window.
+const LATEST_COPY: Duration = Duration::from_millis(4500);
+
+#[test]
+fn late_duplicates_never_bring_an_old_value_back() {
+    let lab = Lab::up(
+        "e2edup",
+        &[
+            "--servers",
+            &SERVERS.to_string(),
+            "--clients",
+            &CLIENTS.to_string(),
+            "--hot-keys",
+            "0",
+        ],
+    );
+    let scratch = std::env::temp_dir().join(format!("pegasus-e2edup-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let file = |name: &str| scratch.join(format!("{name}.jsonl")).display().to_string();
+    let prefix = format!("dup{}", std::process::id());
+    let hot: Vec<String> = (0..HOT).map(|i| format!("{prefix}-hot-{i}")).collect();
+    let seed: u64 = rand::random();
+    eprintln!("fault seed {seed}");
+    let faults = DirectionFaults {
+        drop: 0.005,
+        duplicate: 0.04,
+        duplicate_delay: (Duration::from_millis(1), LATEST_COPY),
+        ..DirectionFaults::default()
+    };
+    let injectors: Vec<Injector> = (0..SERVERS)
+        .map(Host::Server)
+        .chain((0..CLIENTS).map(Host::Client))
+        .enumerate()
+        .map(|(i, host)| {
+            let plan = LinkPlan {
+                to_switch: faults.clone(),
+                from_switch: faults.clone(),
+                seed: seed ^ i as u64,
+            };
+            Injector::start(&host.link(&lab.name), &plan).unwrap()
+        })
+        .collect();
+
+    let hot_cmd = |verb: &str, keys: &[&String]| {
+        let mut args = vec!["switch", "hot", verb, "--lab", &lab.name];
+        args.extend(keys.iter().map(|k| k.as_str()));
+        run_ok(&args);
+    };
+    let mut files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
+    thread::scope(|s| {
+        let recorders: Vec<_> = files
+            .iter()
+            .enumerate()
+            .map(|(j, file)| {
+                let (lab, prefix) = (&lab, &prefix);
+                s.spawn(move || {
+                    lab.record_history(
+                        j as u8,
+                        file,
+                        prefix,
+                        &[
+                            "--hot",
+                            &HOT.to_string(),
+                            "--hot-share",
+                            "0.6",
+                            "--cold",
+                            &COLD.to_string(),
+                            "--write-share",
+                            "0.3",
+                            "--seconds",
+                            &RUN.as_secs_f64().to_string(),
+                            "--workers",
+                            "4",
+                        ],
+                    )
+                })
+            })
+            .collect();
+        // Keys become hot, one leaves and comes back: copies of writes cross every transition.
+        let pause = |ms| thread::sleep(Duration::from_millis(ms));
+        pause(300);
+        hot_cmd("add", &hot.iter().collect::<Vec<_>>());
+        pause(2500);
+        hot_cmd("del", &[&hot[0]]);
+        pause(1000);
+        hot_cmd("add", &[&hot[0]]);
+        for r in recorders {
+            let summary = r.join().unwrap();
+            assert!(
+                summary["operations"].as_u64().unwrap() >= 500,
+                "a recorder barely ran: {summary}"
+            );
+        }
+    });
+    // Every copy still on its way lands, then every key is read back.
+    thread::sleep(LATEST_COPY + Duration::from_millis(500));
+    let read_back = file("read-back");
+    let summary = lab.record_history(
+        0,
+        &read_back,
+        &prefix,
+        &[
+            "--hot",
+            &HOT.to_string(),
+            "--cold",
+            &COLD.to_string(),
+            "--read-back",
+        ],
+    );
+    assert_eq!(summary["reads"], (HOT + COLD) as u64, "{summary}");
+    files.push(read_back);
+
+    let reports: Vec<_> = injectors.into_iter().map(|i| i.stop().unwrap()).collect();
+    let duplicated: u64 = reports
+        .iter()
+        .map(|r| r.to_switch.duplicated + r.from_switch.duplicated)
+        .sum();
+    let relayed: u64 = reports
+        .iter()
+        .map(|r| r.to_switch.relayed + r.from_switch.relayed)
+        .sum();
+    assert!(duplicated >= 300, "few duplicates: {reports:?}");
+    assert_eq!(relayed, duplicated, "every copy was delivered: {reports:?}");
+
+    let report = assert_linearizable(&files);
+    assert_eq!(report["keys"], (HOT + COLD) as u64, "{report}");
+    let status = json(&run_ok(&["switch", "status", "--lab", &lab.name, "--json"]));
+    let counter = |name: &str| status["counters"][name].as_u64().unwrap();
+    // Copies of writes reached the switch and got their writes' versions again.
+    assert!(counter("stamps_reused") > 0, "{status}");
+    assert!(counter("hot_writes") > 0, "{status}");
+    let _ = std::fs::remove_dir_all(&scratch);
+}
