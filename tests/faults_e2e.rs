@@ -12,8 +12,8 @@ use pegasus_control::lab::{
     Host,
     fault::{DirectionFaults, Injector, LinkPlan},
 };
-use std::{thread, time::Duration};
-use support::{Lab, assert_linearizable, json, run_ok};
+use std::{process::Stdio, thread, time::Duration};
+use support::{Lab, assert_linearizable, json, pegasus, run_ok};
 
 const SERVERS: u8 = 6;
 const CLIENTS: u8 = 2;
@@ -152,4 +152,80 @@ fn late_duplicates_never_bring_an_old_value_back() {
     assert!(counter("stamps_reused") > 0, "{status}");
     assert!(counter("hot_writes") > 0, "{status}");
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// `pegasus lab fault` from the command line: while it drops everything a client sends, the
+/// client's write fails; its report says so; once it ends, writes go through again.
+#[test]
+fn lab_fault_on_the_command_line_does_what_it_reports() {
+    let lab = Lab::up("e2efcli", &["--servers", "2", "--clients", "1"]);
+    let fault = pegasus()
+        .args([
+            "lab",
+            "fault",
+            "--name",
+            &lab.name,
+            "--link",
+            "c0",
+            "--direction",
+            "to-switch",
+            "--drop",
+            "1",
+            "--seconds",
+            "3",
+            "--seed",
+            "5",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(800));
+    let put = |value: &str| {
+        pegasus()
+            .args(["lab", "run", "--name", &lab.name, "--"])
+            .arg(env!("CARGO_BIN_EXE_pegasus"))
+            .args(["kv", "put", "--attempts", "3", "k", value])
+            .output()
+            .unwrap()
+    };
+    let during = put("during");
+    assert!(
+        !during.status.success(),
+        "a write crossed a link that drops all"
+    );
+    let out = fault.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report["seed"], 5);
+    let (port, link) = (&report["links"][0][0], &report["links"][0][1]);
+    assert_eq!(port, "c0");
+    assert!(
+        link["to_switch"]["dropped"].as_u64().unwrap() >= 3,
+        "{report}"
+    );
+    assert_eq!(link["to_switch"]["dropped"], link["to_switch"]["packets"]);
+    assert_eq!(link["from_switch"]["dropped"], 0, "{report}");
+    let after = put("after");
+    assert!(after.status.success(), "{after:?}");
+    // A host the lab does not have is an error that says so.
+    let out = pegasus()
+        .args([
+            "lab",
+            "fault",
+            "--name",
+            &lab.name,
+            "--link",
+            "s7",
+            "--seconds",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no host"),
+        "{out:?}"
+    );
 }
