@@ -229,3 +229,59 @@ fn lab_fault_on_the_command_line_does_what_it_reports() {
         "{out:?}"
     );
 }
+
+/// `pegasus experiment faults`: a short campaign passes, writes its table, and a run replays
+/// from its seed.
+#[test]
+fn a_short_fault_campaign_passes_and_replays() {
+    assert!(pegasus_control::lab::netns::is_root(), "needs root");
+    let out_dir = std::env::temp_dir().join(format!("pegasus-campaign-{}", std::process::id()));
+    let out_text = out_dir.display().to_string();
+    let common = [
+        "--seconds",
+        "2",
+        "--max-dup-delay-ms",
+        "1500",
+        "--servers",
+        "3",
+        "--out",
+        &out_text,
+    ];
+    let mut args = vec!["experiment", "faults", "--runs", "2", "--seed", "7"];
+    args.extend(common);
+    let text = run_ok(&args);
+    assert!(
+        text.contains("**passed** (0 violations, 0 unknown) | **2**"),
+        "{text}"
+    );
+    let csv = std::fs::read_to_string(out_dir.join("runs.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let seed = csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let mut args = vec!["experiment", "faults", "--replay", &seed];
+    args.extend(common);
+    let replayed = run_ok(&args);
+    assert!(
+        replayed.contains("**passed** (0 violations, 0 unknown) | **1**"),
+        "{replayed}"
+    );
+    let again = std::fs::read_to_string(out_dir.join("runs.csv")).unwrap();
+    // The replay draws the same faults.
+    let faults = |csv: &str| {
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .rsplit(',')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(faults(&again), faults(&csv));
+    let _ = std::fs::remove_dir_all(&out_dir);
+}

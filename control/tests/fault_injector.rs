@@ -197,8 +197,10 @@ fn to_the_switch_drops_duplicates_delays_and_reorders_as_asked() {
     // And it is what was asked, within sampling noise.
     assert!((share(PACKETS as usize - arrived) - 0.1).abs() < 0.04);
     assert!((share(duplicated) - 0.9 * 0.2).abs() < 0.05);
-    // Delays: 20 ms plus or minus 10 (and the relay's scheduling, a few ms at most).
-    let slack = Duration::from_millis(15);
+    // Delays: 20 ms plus or minus 10, give or take how late the relay sent anything (it
+    // reports its worst lateness: a busy machine delays a frame, never sends it early).
+    let late = Duration::from_micros(r.worst_lateness_us) + Duration::from_millis(2);
+    let slack = late + Duration::from_millis(5);
     for copies in arrivals.copies.values() {
         let first = copies.iter().min().unwrap();
         assert!(*first >= Duration::from_millis(10), "{first:?}");
@@ -206,8 +208,8 @@ fn to_the_switch_drops_duplicates_delays_and_reorders_as_asked() {
         if let [a, b] = copies[..] {
             let gap = a.max(b) - a.min(b);
             assert!(
-                gap >= Duration::from_millis(38),
-                "a duplicate {gap:?} after"
+                gap + late >= Duration::from_millis(40),
+                "a duplicate {gap:?} after ({late:?} late at worst)"
             );
             assert!(gap <= Duration::from_millis(60) + slack, "{gap:?}");
         }

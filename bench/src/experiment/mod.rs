@@ -4,10 +4,12 @@
 //! - [`balance`]: busiest server over the mean without and with the top keys in the directory;
 //! - [`hot_keys`]: balance against the number of hot keys the controller keeps, per rack size;
 //! - [`reaction`]: how fast the controller follows an abrupt change of the hot set;
-//! - [`ceiling`]: one store's ceiling on one core.
+//! - [`ceiling`]: one store's ceiling on one core;
+//! - [`faults`]: a campaign of seeded fault runs, each history checked for linearizability.
 
 pub mod balance;
 pub mod ceiling;
+pub mod faults;
 pub mod hot_keys;
 mod plot;
 pub mod rack;
@@ -41,6 +43,11 @@ enum ExperimentCommand {
     /// The ceiling of one store on one core: closed loops from two clients against a store
     /// pinned to a core of its own (root).
     StoreCeiling(ceiling::CeilingArgs),
+    /// A campaign of seeded fault runs (root): each builds a rack, records concurrent reads and
+    /// writes while loss, duplication (copies up to 10 s late), delay, reordering, switch and
+    /// store crashes are injected, reads every key back and checks the history. Writes
+    /// OUT/runs.csv and OUT/summary.md; a failed run prints its seed for --replay.
+    Faults(faults::FaultsArgs),
 }
 
 /// Runs `pegasus experiment`.
@@ -52,6 +59,7 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
         ExperimentCommand::HotKeys(args) => hot_keys::run(args),
         ExperimentCommand::Reaction(args) => reaction::run(args),
         ExperimentCommand::StoreCeiling(args) => ceiling::run(args),
+        ExperimentCommand::Faults(args) => faults::run(args),
     }
 }
 

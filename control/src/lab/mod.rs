@@ -531,46 +531,72 @@ fn only_the_switch_forwards(tor: &str, port: u16, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// What [`restart_switch`] did.
+/// What [`restart_switch`] or [`restart_store`] did.
 #[derive(Clone, Debug, Serialize)]
-pub struct SwitchRestart {
+pub struct Restart {
     /// The process killed.
     pub killed_pid: u32,
-    /// The new switch process.
+    /// The new process.
     pub pid: u32,
     /// From the kill to the new process's start.
     pub down_ms: u64,
-    /// From the new process's start until it forwarded again (recovery of the keys that were
-    /// hot included).
+    /// From the new process's start until it served again (for the switch: recovery of the
+    /// keys that were hot included).
     pub recovery_ms: u64,
 }
 
 /// Crashes lab `name`'s switch (SIGKILL: nothing of it runs after, and the kernel detaches its
-/// XDP program with its last file descriptor), waits `down`, then starts it again with the
+/// program: the rack forwards nothing), waits until `down` has passed, starts it again with the
 /// same arguments (so the same state file) and waits until it forwards. `exe` is the
 /// `pegasus` binary to start.
-pub fn restart_switch(name: &str, down: Duration, exe: &Path) -> Result<SwitchRestart> {
+pub fn restart_switch(name: &str, down: Duration, exe: &Path) -> Result<Restart> {
+    restart_process(name, SWITCH_ROLE, down, exe)
+}
+
+/// Crashes server `server`'s store in lab `name` (SIGKILL: it loses every key it held, as a
+/// store without replicas across racks does), waits until `down` has passed and starts it
+/// again, empty, with the same arguments.
+pub fn restart_store(name: &str, server: u8, down: Duration, exe: &Path) -> Result<Restart> {
+    restart_process(name, &format!("store-{server}"), down, exe)
+}
+
+fn restart_process(name: &str, role: &str, down: Duration, exe: &Path) -> Result<Restart> {
     ensure!(netns::is_root(), "the lab needs root");
     let mut state = load(name)?;
     let index = state
         .processes
         .iter()
-        .position(|p| p.role == SWITCH_ROLE)
-        .with_context(|| format!("lab {name:?} has no switch (its dataplane is kernel)"))?;
+        .position(|p| p.role == role)
+        .with_context(|| match role {
+            SWITCH_ROLE => format!("lab {name:?} has no switch (its dataplane is kernel)"),
+            _ => format!("lab {name:?} has no {role}"),
+        })?;
     let process = state.processes[index].clone();
     ensure!(
         !process.args.is_empty(),
-        "lab {name:?} was made by an older pegasus that did not record the switch's arguments"
+        "lab {name:?} was made by an older pegasus that did not record its processes' arguments"
     );
+    let readiness = match role.strip_prefix("store-") {
+        Some(server) => Readiness::Store {
+            namespace: process.namespace.clone(),
+            address: SocketAddrV4::new(server_ip(server.parse()?), state.spec.port),
+        },
+        None => Readiness::Switch {
+            admin: state
+                .admin_socket
+                .clone()
+                .with_context(|| format!("lab {name:?} has a switch but no admin socket"))?,
+        },
+    };
     let killed = Instant::now();
     if alive(process.pid as i32) {
-        // SAFETY: kill(2) of the pid the lab started its switch as.
+        // SAFETY: kill(2) of the pid the lab started this process as.
         unsafe { libc::kill(process.pid as i32, libc::SIGKILL) };
         let deadline = killed + STOP_TIMEOUT;
         while alive(process.pid as i32) {
             ensure!(
                 Instant::now() < deadline,
-                "switch {} still alive {STOP_TIMEOUT:?} after SIGKILL",
+                "{role} {} still alive {STOP_TIMEOUT:?} after SIGKILL",
                 process.pid
             );
             std::thread::sleep(Duration::from_millis(5));
@@ -583,17 +609,8 @@ pub fn restart_switch(name: &str, down: Duration, exe: &Path) -> Result<SwitchRe
     let down_ms = started.duration_since(killed).as_millis() as u64;
     state.processes[index].pid = child.id();
     save(&state, &lab_dir(name))?;
-    let admin = state
-        .admin_socket
-        .clone()
-        .with_context(|| format!("lab {name:?} has a switch but no admin socket"))?;
-    wait_ready(
-        &mut child,
-        &process.log,
-        log_len,
-        &Readiness::Switch { admin },
-    )?;
-    Ok(SwitchRestart {
+    wait_ready(&mut child, &process.log, log_len, &readiness)?;
+    Ok(Restart {
         killed_pid: process.pid,
         pid: child.id(),
         down_ms,
