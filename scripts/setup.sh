@@ -6,10 +6,12 @@
 #   - nightly Rust 1.97 with LLVM 22 (already on the machine; never updated: a newer nightly
 #     uses an LLVM that Debian does not package), plus its rust-src component;
 #   - llvm-22-dev from Debian (its major must match the nightly's LLVM);
-#   - bpf-linker 0.13.0 built against that LLVM.
+#   - bpf-linker 0.13.0 built against that LLVM;
+#   - cargo-fuzz 0.13.1 (for scripts/fuzz.sh).
 set -euo pipefail
 
 BPF_LINKER_VERSION=0.13.0
+CARGO_FUZZ_VERSION=0.13.1
 LLVM_MAJOR=22
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -54,4 +56,11 @@ if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
     --no-default-features --features "llvm-$LLVM_MAJOR" --force
 fi
 
-log "ready: $(bpf-linker --version), $(rustc +nightly --version)"
+# cargo fuzz drives the nightly toolchain but is itself built with stable (0.12's pinned
+# dependencies no longer build with this nightly).
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo +stable install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --force
+fi
+
+log "ready: $(bpf-linker --version), $(cargo fuzz --version), $(rustc +nightly --version)"

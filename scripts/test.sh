@@ -14,5 +14,9 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo clippy (the XDP program, for bpfel-unknown-none)"
 cargo +nightly clippy --locked -p pegasus-dataplane-ebpf --target bpfel-unknown-none \
   -Z build-std=core --release -- -D warnings
-echo "== cargo test"
-cargo test --workspace --exclude pegasus-dataplane-ebpf --locked
+echo "== cargo test (all but the model check)"
+cargo test --workspace --exclude pegasus-dataplane-ebpf --exclude pegasus-model --locked
+echo "== the model check (release build: it explores every reachable state)"
+cargo test --release -p pegasus-model --locked
+echo "== fuzz smoke runs (100,000 executions per parser)"
+bash scripts/fuzz.sh 100000

@@ -14,12 +14,23 @@ fn three_servers(stamp_once: bool) -> RackModel {
     }
 }
 
-/// Two servers, two clients that learn the epoch, and a switch that may restart once.
+/// Two servers, two clients that know the first epoch, and a switch that may restart once.
 fn a_restart() -> RackModel {
     RackModel {
         servers: 2,
         clients: vec!['A', 'B'],
         restarts: true,
+        clients_know_epoch: true,
+        stamp_once: true,
+    }
+}
+
+/// Two servers, two clients that learn the epoch from their first write's refusal.
+fn learning_the_epoch() -> RackModel {
+    RackModel {
+        servers: 2,
+        clients: vec!['A', 'B'],
+        restarts: false,
         clients_know_epoch: false,
         stamp_once: true,
     }
@@ -46,6 +57,11 @@ fn three_servers_keep_every_property_in_every_state() {
 #[test]
 fn a_restarting_switch_keeps_every_property_in_every_state() {
     assert_safe(a_restart());
+}
+
+#[test]
+fn clients_learning_the_epoch_keep_every_property_in_every_state() {
+    assert_safe(learning_the_epoch());
 }
 
 #[test]
