@@ -333,7 +333,8 @@ impl Relay {
                 .program_mut(program)
                 .with_context(|| format!("no {program} program"))?
                 .try_into()?;
-            program.load().context("verifying the fault program")?;
+            crate::switch::load_retrying(|| program.load())
+                .context("verifying the fault program")?;
             program
                 .attach(&link.host_interface, attach)
                 .with_context(|| {

@@ -22,6 +22,29 @@ use std::{collections::BTreeMap, ffi::CString, net::Ipv4Addr};
 /// `bpf_map_update_elem` flag: fail if the key exists (linux/bpf.h).
 const BPF_NOEXIST: u64 = 1;
 
+/// How many times a program load is tried when the verifier gave up because a signal arrived
+/// during its run (EAGAIN; a long verification on a busy machine meets one now and then, and
+/// libbpf retries likewise).
+const LOAD_ATTEMPTS: u32 = 5;
+
+/// Runs `load` (a program's `load()`), again on EAGAIN, up to [`LOAD_ATTEMPTS`] times.
+pub(crate) fn load_retrying(
+    mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), aya::programs::ProgramError> {
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS =>
+            {
+                attempt += 1;
+                tracing::debug!("program load interrupted (EAGAIN); attempt {attempt}");
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The XDP object built by `build.rs`.
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pegasus-dataplane"));
@@ -210,8 +233,7 @@ impl Switch {
             .program_mut(name)
             .with_context(|| format!("the object has no program {name}"))?
             .try_into()?;
-        program
-            .load()
+        load_retrying(|| program.load())
             .with_context(|| format!("the kernel's verifier rejected the program {name}"))?;
         let mut switch = Switch {
             ebpf,
@@ -749,8 +771,7 @@ impl Switch {
             .program_mut(yardstick.program())
             .with_context(|| format!("the object has no program {}", yardstick.program()))?
             .try_into()?;
-        program
-            .load()
+        load_retrying(|| program.load())
             .with_context(|| format!("the kernel's verifier rejected {}", yardstick.program()))?;
         program
             .attach(interface, AttachMode::Native.xdp_mode())
