@@ -176,11 +176,35 @@ struct RunOutcome {
     /// Keys whose check gave up (step limit) or whose history was invalid.
     unknown: usize,
     seconds: f64,
+    /// Why the run could not complete (the rack failed to start or to restart a process).
+    error: Option<String>,
 }
 
 impl RunOutcome {
     fn passed(&self) -> bool {
-        self.violations == 0 && self.unknown == 0
+        self.violations == 0 && self.unknown == 0 && self.error.is_none()
+    }
+
+    /// A run that could not complete: counted, never passed.
+    fn errored(run: u32, seed: u64, error: &anyhow::Error) -> RunOutcome {
+        RunOutcome {
+            run,
+            seed,
+            faulty_links: 0,
+            link_faults: String::new(),
+            max_dup_delay_ms: 0,
+            switch_crash: false,
+            store_crash: None,
+            operations: 0,
+            duplicates: 0,
+            dropped: 0,
+            violations: 0,
+            exposed: 0,
+            lost_to_store_crash: 0,
+            unknown: 0,
+            seconds: 0.0,
+            error: Some(format!("{error:#}")),
+        }
     }
 }
 
@@ -214,9 +238,16 @@ pub fn run(args: FaultsArgs) -> Result<ExitCode> {
     let mut outcomes = Vec::new();
     for (run, seed) in seeds {
         ensure!(!rack::interrupted(), "interrupted");
-        let outcome = one_run(&args, run, seed)
-            .with_context(|| format!("run {run} (seed {seed}; --replay {seed})"))?;
-        if !outcome.passed() {
+        let outcome = match one_run(&args, run, seed) {
+            Ok(outcome) => outcome,
+            Err(e) => RunOutcome::errored(run, seed, &e),
+        };
+        if let Some(error) = &outcome.error {
+            progress.println(format!(
+                "run {run} could not complete: {error}; rerun with `pegasus experiment faults \
+                 --replay {seed}`"
+            ));
+        } else if !outcome.passed() {
             progress.println(format!(
                 "run {run} FAILED: {} keys not linearizable, {} unknown; rerun with \
                  `pegasus experiment faults --replay {seed}`",
@@ -423,6 +454,7 @@ fn one_run(args: &FaultsArgs, run: u32, seed: u64) -> Result<RunOutcome> {
         lost_to_store_crash: lost,
         unknown,
         seconds: started.elapsed().as_secs_f64(),
+        error: None,
     })
 }
 
@@ -436,12 +468,12 @@ fn tempdir(out: &std::path::Path, run: u32) -> Result<PathBuf> {
 fn write_results(args: &FaultsArgs, campaign: u64, outcomes: &[RunOutcome]) -> Result<()> {
     let mut csv = String::from(
         "run,seed,faulty_links,max_dup_delay_ms,switch_crash,store_crash,operations,duplicates,\
-         dropped,violations,exposed,lost_to_store_crash,unknown,seconds,link_faults\n",
+         dropped,violations,exposed,lost_to_store_crash,unknown,seconds,error,link_faults\n",
     );
     for o in outcomes {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{:.1},\"{}\"",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{:.1},\"{}\",\"{}\"",
             o.run,
             o.seed,
             o.faulty_links,
@@ -456,6 +488,7 @@ fn write_results(args: &FaultsArgs, campaign: u64, outcomes: &[RunOutcome]) -> R
             o.lost_to_store_crash,
             o.unknown,
             o.seconds,
+            o.error.as_deref().unwrap_or("").replace('"', "'"),
             o.link_faults
         );
     }

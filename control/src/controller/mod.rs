@@ -70,6 +70,10 @@ const DRAIN_QUIET_ROUNDS: u32 = 2;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reads of home a new cache entry gets before the controller leaves it to the next write.
 const CACHE_FILL_ATTEMPTS: u32 = 4;
+/// Recovery: how long a server may stay silent (a lossy link, a store restarting) before a
+/// restarted switch gives up starting. Recovery's requests are idempotent (GET, a REPLICATE
+/// of one version), so they are simply asked again.
+const RECOVERY_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A hot key as `switch hot list` shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -224,7 +228,7 @@ impl Controller {
             let mut at_home = version::NONE;
             for server in self.cluster.servers.iter().map(|s| s.id) {
                 let reply = self
-                    .request(server, ControlRequest::new(Op::Get, key))
+                    .request_until_answered(server, ControlRequest::new(Op::Get, key))
                     .await
                     .with_context(|| format!("asking server {server} for {name}"))?;
                 let h = reply.header;
@@ -253,7 +257,7 @@ impl Controller {
                     version,
                     ..ControlRequest::new(Op::Replicate, key)
                 };
-                let ack = self.request(home, copy).await?.header;
+                let ack = self.request_until_answered(home, copy).await?.header;
                 ensure!(
                     ack.op() == Some(Op::ReplicateAck)
                         && ack.status() == Some(Status::Ok)
@@ -785,7 +789,28 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// [`Self::request`] again and again until the server answers or
+    /// [`RECOVERY_ANSWER_TIMEOUT`] has passed.
+    async fn request_until_answered(
+        &self,
+        server: u8,
+        request: ControlRequest<'_>,
+    ) -> Result<ControlReply> {
+        let deadline = std::time::Instant::now() + RECOVERY_ANSWER_TIMEOUT;
+        loop {
+            match self.request(server, request).await {
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::warn!(server, "recovery: {e:#}; asking again");
+                }
+                answered => return answered,
+            }
+        }
+    }
+}
+
 /// A request of the controller to one server.
+#[derive(Clone, Copy)]
 struct ControlRequest<'a> {
     op: Op,
     key: &'a [u8],
