@@ -344,21 +344,24 @@ impl WriteWindow {
     }
 
     /// Takes the next write number and waits until it is within a window of the oldest
-    /// write outstanding.
+    /// write outstanding. The number counts as outstanding from the moment it is taken (so
+    /// that a later write cannot pass an earlier one still waiting here and take its slot at
+    /// the switch), until its ticket is dropped, however the write ends.
     async fn enter(&self) -> WriteTicket<'_> {
-        let n = {
+        let ticket = {
             let mut state = self.state.lock().expect("write window poisoned");
+            let n = state.next;
             state.next += 1;
-            state.next - 1
+            state.outstanding.insert(n);
+            WriteTicket { window: self, n }
         };
         loop {
             let ended = self.ended.notified();
             {
-                let mut state = self.state.lock().expect("write window poisoned");
-                let oldest = state.outstanding.first().copied().unwrap_or(n);
-                if n < oldest + WRITE_WINDOW as u64 {
-                    state.outstanding.insert(n);
-                    return WriteTicket { window: self, n };
+                let state = self.state.lock().expect("write window poisoned");
+                let oldest = state.outstanding.first().copied().unwrap_or(ticket.n);
+                if ticket.n < oldest + WRITE_WINDOW as u64 {
+                    return ticket;
                 }
             }
             ended.await;
@@ -518,6 +521,49 @@ mod tests {
             tickets[0].request_id(),
             ticket.request_id()
         ));
+    }
+
+    /// A write still waiting to enter keeps its place: 64 later writes cannot all pass it
+    /// (the 64th would take its slot at the switch and make it a stale copy).
+    #[tokio::test]
+    async fn a_waiting_write_is_not_overtaken_by_a_window_of_later_ones() {
+        let window = WriteWindow::new(7);
+        let first: Vec<_> = futures_take(&window, WRITE_WINDOW as usize).await;
+        let waiting = window.enter();
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut waiting)
+                .await
+                .is_err()
+        );
+        drop(first);
+        // Later writes may go while `waiting` has not been polled again, but not a window
+        // of them.
+        let later = futures_take(&window, WRITE_WINDOW as usize - 1).await;
+        let one_more = window.enter();
+        tokio::pin!(one_more);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut one_more)
+                .await
+                .is_err(),
+            "write n + 64 went out while write n was still waiting"
+        );
+        let ticket = waiting.await;
+        drop(ticket);
+        drop(later);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), one_more)
+                .await
+                .is_ok()
+        );
+    }
+
+    async fn futures_take(window: &WriteWindow, n: usize) -> Vec<WriteTicket<'_>> {
+        let mut tickets = Vec::new();
+        for _ in 0..n {
+            tickets.push(window.enter().await);
+        }
+        tickets
     }
 
     /// A store that refuses a write carrying no epoch with `StaleEpoch` (as the switch makes
