@@ -150,19 +150,7 @@ fn workload(
 /// Reads every key once from client 0; each read must return the last acknowledged write (or
 /// one whose outcome was unknown). Returns the history file.
 fn read_back(lab: &Lab, prefix: &str, file: &str) -> String {
-    let summary = lab.record_history(
-        0,
-        file,
-        prefix,
-        &[
-            "--hot",
-            &HOT.to_string(),
-            "--cold",
-            &COLD.to_string(),
-            "--read-back",
-        ],
-    );
-    assert_eq!(summary["reads"], (HOT + COLD) as u64, "{summary}");
+    let summary = lab.read_back(prefix, file, HOT, COLD);
     assert_eq!(summary["unanswered"], 0, "{summary}");
     file.to_owned()
 }

@@ -19,7 +19,7 @@
 use crate::{cluster::Cluster, placement::Placement};
 use pegasus_common::{
     hash::key_hash,
-    once::{WRITE_ID_BIT, WRITE_WINDOW},
+    once::WRITE_ID_BIT,
     version,
     wire::{self, Header, Message, Op, Status},
 };
@@ -360,7 +360,8 @@ impl WriteWindow {
             {
                 let state = self.state.lock().expect("write window poisoned");
                 let oldest = state.outstanding.first().copied().unwrap_or(ticket.n);
-                if ticket.n < oldest + WRITE_WINDOW as u64 {
+                // The switch's own span rule, on the request ids the two writes carry.
+                if pegasus_common::once::within_window(write_id(oldest), ticket.request_id()) {
                     return ticket;
                 }
             }
@@ -377,8 +378,13 @@ struct WriteTicket<'a> {
 
 impl WriteTicket<'_> {
     fn request_id(&self) -> u32 {
-        WRITE_ID_BIT | (self.n as u32 & !WRITE_ID_BIT)
+        write_id(self.n)
     }
+}
+
+/// The request id of write number `n`: its low 31 bits, with the write bit.
+fn write_id(n: u64) -> u32 {
+    WRITE_ID_BIT | (n as u32 & !WRITE_ID_BIT)
 }
 
 impl Drop for WriteTicket<'_> {
@@ -451,6 +457,7 @@ async fn receive_replies(socket: Arc<UdpSocket>, pending: Arc<Pending>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pegasus_common::once::WRITE_WINDOW;
 
     fn cluster() -> Cluster {
         Cluster {

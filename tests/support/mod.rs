@@ -79,6 +79,27 @@ impl Lab {
         json(&self.run_pegasus(client, &args))
     }
 
+    /// Reads every key of a recorded history (`hot` hot and `cold` cold keys named after
+    /// `prefix`) once from client 0, into `file`; each read must return the last acknowledged
+    /// write (or one whose outcome was unknown). Returns the recorder's summary, whose reads
+    /// are checked to cover every key.
+    pub fn read_back(&self, prefix: &str, file: &str, hot: usize, cold: usize) -> Value {
+        let summary = self.record_history(
+            0,
+            file,
+            prefix,
+            &[
+                "--hot",
+                &hot.to_string(),
+                "--cold",
+                &cold.to_string(),
+                "--read-back",
+            ],
+        );
+        assert_eq!(summary["reads"], (hot + cold) as u64, "{summary}");
+        summary
+    }
+
     /// `pegasus lab run --name NAME --client C -- pegasus ARGS...`, returning stdout.
     pub fn run_pegasus(&self, client: u8, args: &[&str]) -> String {
         let exe = env!("CARGO_BIN_EXE_pegasus");
