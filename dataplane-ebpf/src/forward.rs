@@ -80,7 +80,12 @@ pub(crate) fn fib_lookup(
     fib.l4_protocol = IPPROTO_UDP;
     fib.sport = frame.u16(UDP_OFF).to_be();
     fib.dport = frame.u16(UDP_OFF + 2).to_be();
-    fib.__bindgen_anon_1.tot_len = frame.u16(IP_OFF + ipv4::TOT_LEN);
+    // No MTU check (tot_len 0): the answer is cached per destination and reused for packets
+    // of any length, so checking the first packet's length would make a packet's fate depend
+    // on what came before it (the differential test found this). Every port of a rack has
+    // one MTU, so a frame that arrived fits; one that does not fit its egress is dropped by
+    // the redirect, as it would be on a cache hit.
+    fib.__bindgen_anon_1.tot_len = 0;
     fib.ifindex = ctx.ingress_ifindex() as u32;
     fib.__bindgen_anon_2.tos = frame.u8(IP_OFF + ipv4::TOS);
     fib.__bindgen_anon_3.ipv4_src = frame.u32(IP_OFF + ipv4::SRC).to_be();

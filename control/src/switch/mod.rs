@@ -726,6 +726,14 @@ impl Switch {
         Ok(())
     }
 
+    /// Test kit: a client's window of recently stamped writes.
+    #[cfg(feature = "testkit")]
+    pub fn write_window(&self, client_id: u16) -> Result<pegasus_common::once::ClientWindow> {
+        let map: Array<&MapData, pegasus_common::once::ClientWindow> =
+            Array::try_from(self.map(shared::MAP_WRITE_WINDOWS)?)?;
+        Ok(map.get(&(client_id as u32), 0)?)
+    }
+
     /// Test kit: sets one slot of the retry routes.
     #[cfg(feature = "testkit")]
     pub fn set_retry_slot(&mut self, slot: u32, value: RetrySlot) -> Result<()> {
