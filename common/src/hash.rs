@@ -19,12 +19,16 @@ pub fn key_hash(key: &[u8]) -> u64 {
     fmix64(h)
 }
 
+/// `fmix64`'s multipliers (named for the P4 programs, which restate the finalizer).
+pub const FMIX64_C1: u64 = 0xff51_afd7_ed55_8ccd;
+pub const FMIX64_C2: u64 = 0xc4ce_b9fe_1a85_ec53;
+
 /// MurmurHash3's 64-bit finalizer: a bijection with full avalanche.
 pub const fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k = k.wrapping_mul(FMIX64_C1);
     k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k = k.wrapping_mul(FMIX64_C2);
     k ^= k >> 33;
     k
 }

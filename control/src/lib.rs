@@ -23,6 +23,7 @@
 
 pub mod controller;
 pub mod lab;
+pub mod p4;
 pub mod service;
 pub mod switch;
 #[cfg(feature = "testkit")]
