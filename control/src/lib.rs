@@ -13,6 +13,8 @@
 //!   socket ([`service::admin`]) and its Prometheus metrics ([`service::metrics`]).
 //! - [`lab`]: emulated racks on one Linux host (network namespaces, veth pairs, processes),
 //!   with the namespace helpers ([`lab::netns`]) and fault injection ([`lab::fault`]).
+//! - [`p4`]: the switch's P4 face: its generated constants and a P4 rack's control plane as
+//!   table entries (`pegasus p4`).
 //! - `testkit` (feature `testkit`): a packet builder, a namespace testbed for running the
 //!   program on synthetic packets, the fixtures' shared helpers, and the per-packet cost
 //!   measurement (`pegasus switch cost`).

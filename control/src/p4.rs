@@ -1,8 +1,12 @@
-//! The P4 face of the switch (`p4/`, docs/p4.md): the constants its programs share with every
-//! other face, generated from `pegasus_common` so that they cannot drift
-//! (`p4/include/constants.p4`; `control/tests/p4_constants.rs` regenerates it and fails on
-//! any difference).
+//! The P4 face of the switch (`p4/`, docs/p4.md):
+//! - [`constants`]: the constants its programs share with every other face, generated from
+//!   `pegasus_common` so that they cannot drift (`p4/include/constants.p4`;
+//!   `control/tests/p4_constants.rs` regenerates it and fails on any difference);
+//! - [`P4Rack`] and [`bmv2_entries`]: the control plane of a P4 rack (ports, hosts, servers,
+//!   configuration, hot keys) as the `simple_switch_CLI` commands that load it
+//!   (`pegasus p4 entries`).
 
+use anyhow::{Context, Result, ensure};
 use pegasus_common::{
     directory::{self, Policy},
     hash, once,
@@ -11,7 +15,8 @@ use pegasus_common::{
     version,
     wire::{self, Op, flags, offset},
 };
-use std::fmt::Write as _;
+use serde::Deserialize;
+use std::{collections::BTreeSet, fmt::Write as _, net::Ipv4Addr, path::Path};
 
 /// Where the generated file lives, from the repository's root.
 pub const CONSTANTS_PATH: &str = "p4/include/constants.p4";
@@ -233,6 +238,229 @@ pub fn constants() -> String {
     )
 }
 
+/// The v1model program's ingress control, which names its tables, actions and registers.
+const I: &str = "PegasusIngress";
+
+/// Servers the v1model program chooses among (its unrolled choices; `P4_SERVERS` there).
+pub const P4_SERVERS: u8 = 8;
+
+/// A P4 rack: what its switch's control plane must be told (a TOML file; see
+/// `p4/tests/rack.toml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P4Rack {
+    /// The switch epoch (versions are stamped in it; bump it on every restart).
+    pub epoch: u16,
+    /// `least-loaded` or `round-robin`.
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    /// Servers a hot key's writes go to, copies included.
+    #[serde(default = "default_replication")]
+    pub replication: u8,
+    pub ports: Vec<P4Port>,
+    /// Keys in the directory.
+    #[serde(default)]
+    pub hot: Vec<HotKey>,
+}
+
+fn default_policy() -> String {
+    Policy::LeastLoaded.name().to_owned()
+}
+
+fn default_replication() -> u8 {
+    2
+}
+
+/// One port of the switch and the host behind it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P4Port {
+    /// The target's port number.
+    pub port: u16,
+    /// `client`, `server`, `upstream` or `downstream`.
+    pub role: String,
+    /// For a server port: the server id behind it.
+    pub server: Option<u8>,
+    /// The host's address, its MAC, and the switch's MAC on this port.
+    pub ipv4: Ipv4Addr,
+    pub mac: String,
+    pub switch_mac: String,
+}
+
+/// A key in the directory: by its name, or by its hash.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotKey {
+    pub key: Option<String>,
+    pub keyhash: Option<u64>,
+    /// The key's home server.
+    pub home: u8,
+}
+
+impl P4Rack {
+    pub fn load(path: &Path) -> Result<P4Rack> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let rack: P4Rack =
+            toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        rack.validate()?;
+        Ok(rack)
+    }
+
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            self.epoch != 0,
+            "epoch 0 is never a switch's (clients send it for none)"
+        );
+        let policy = self.policy()?;
+        ensure!(
+            !policy.needs_random(),
+            "the P4 programs choose by least load or round robin, not {}",
+            policy.name()
+        );
+        ensure!(
+            (1..=P4_SERVERS).contains(&self.replication),
+            "replication is 1 to {P4_SERVERS} on a P4 rack"
+        );
+        let mut ports = BTreeSet::new();
+        let mut servers = BTreeSet::new();
+        for p in &self.ports {
+            ensure!(ports.insert(p.port), "port {} appears twice", p.port);
+            let role = PortRole::parse(&p.role)
+                .with_context(|| format!("port {}: unknown role {:?}", p.port, p.role))?;
+            mac(&p.mac)?;
+            mac(&p.switch_mac)?;
+            match (role, p.server) {
+                (PortRole::Server, Some(id)) => {
+                    ensure!(
+                        id < P4_SERVERS,
+                        "server {id}: a P4 rack has servers 0..{P4_SERVERS}"
+                    );
+                    ensure!(servers.insert(id), "server {id} is behind two ports");
+                }
+                (PortRole::Server, None) => {
+                    anyhow::bail!("port {}: a server port names its server", p.port)
+                }
+                (_, Some(_)) => anyhow::bail!("port {}: only a server port names a server", p.port),
+                _ => {}
+            }
+        }
+        for hot in &self.hot {
+            ensure!(
+                hot.key.is_some() != hot.keyhash.is_some(),
+                "a hot key has a key or a keyhash, not both or neither"
+            );
+            ensure!(
+                servers.contains(&hot.home),
+                "hot key's home {} is not a server here",
+                hot.home
+            );
+        }
+        ensure!(
+            self.hot.len() <= switch::DIRECTORY_CAPACITY_MAX as usize,
+            "more hot keys than the directory holds"
+        );
+        Ok(())
+    }
+
+    fn policy(&self) -> Result<Policy> {
+        [Policy::LeastLoaded, Policy::RoundRobin, Policy::TwoChoices]
+            .into_iter()
+            .find(|p| p.name() == self.policy)
+            .with_context(|| format!("unknown policy {:?}", self.policy))
+    }
+}
+
+/// A MAC address "02:00:00:01:00:02" as the CLI's 48-bit number.
+fn mac(text: &str) -> Result<u64> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad MAC address {text:?}"))?;
+    ensure!(bytes.len() == 6, "bad MAC address {text:?}");
+    Ok(bytes.iter().fold(0, |m, &b| m << 8 | b as u64))
+}
+
+/// The `simple_switch_CLI` commands that load `rack` into the v1model program: the
+/// configuration, port roles, L3 routes, server addresses, and each hot key's directory entry
+/// (index, home, not evicting, the configured replication) with its registers as
+/// `Switch::directory_insert` sets them (installing, the home its only replica).
+pub fn bmv2_entries(rack: &P4Rack) -> Result<String> {
+    rack.validate()?;
+    let mut out = String::new();
+    let all_servers = rack
+        .ports
+        .iter()
+        .filter_map(|p| p.server)
+        .fold(0u8, |set, id| set | 1 << id);
+    let _ = writeln!(
+        out,
+        "table_set_default {I}.config {I}.set_config {} {} {} {all_servers}",
+        rack.epoch,
+        rack.policy()? as u8,
+        rack.replication
+    );
+    for p in &rack.ports {
+        let role = PortRole::parse(&p.role).expect("validated");
+        let _ = writeln!(
+            out,
+            "table_add {I}.port_role {I}.set_role {} => {}",
+            p.port, role as u8
+        );
+        let _ = writeln!(
+            out,
+            "table_add {I}.ipv4_forward {I}.forward {} => {} {:#x} {:#x}",
+            p.ipv4,
+            p.port,
+            mac(&p.switch_mac)?,
+            mac(&p.mac)?
+        );
+        if let Some(id) = p.server {
+            let _ = writeln!(
+                out,
+                "register_write {I}.server_ip {id} {}",
+                u32::from(p.ipv4)
+            );
+        }
+    }
+    for (index, hot) in rack.hot.iter().enumerate() {
+        let keyhash = match (&hot.key, hot.keyhash) {
+            (Some(key), _) => hash::key_hash(key.as_bytes()),
+            (None, Some(h)) => h,
+            (None, None) => unreachable!("validated"),
+        };
+        let _ = writeln!(
+            out,
+            "table_add {I}.directory {I}.hot_key {keyhash:#x} => {index} {} 0 0",
+            hot.home
+        );
+        let entry = switch::DirEntry::new(hot.home);
+        let _ = writeln!(
+            out,
+            "register_write {I}.installing {index} {}",
+            entry.installing
+        );
+        let _ = writeln!(out, "register_write {I}.rset {index} {}", entry.rset);
+        let _ = writeln!(
+            out,
+            "register_write {I}.ver_completed {index} {}",
+            entry.ver_completed
+        );
+        let _ = writeln!(
+            out,
+            "register_write {I}.mix_reads {index} {}",
+            entry.mix_reads
+        );
+        let _ = writeln!(
+            out,
+            "register_write {I}.mix_writes {index} {}",
+            entry.mix_writes
+        );
+    }
+    Ok(out)
+}
+
 /// `ReplicateAck` as `REPLICATE_ACK`.
 fn screaming(camel: &str) -> String {
     let mut out = String::new();
@@ -248,6 +476,68 @@ fn screaming(camel: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const RACK: &str = r#"
+        epoch = 3
+        policy = "round-robin"
+        replication = 2
+        [[ports]]
+        port = 0
+        role = "server"
+        server = 0
+        ipv4 = "10.1.0.2"
+        mac = "02:00:00:01:00:02"
+        switch_mac = "02:00:00:01:00:01"
+        [[ports]]
+        port = 4
+        role = "client"
+        ipv4 = "10.2.0.2"
+        mac = "02:00:00:02:00:02"
+        switch_mac = "02:00:00:02:00:01"
+        [[hot]]
+        key = "hot"
+        home = 0
+    "#;
+
+    #[test]
+    fn a_rack_becomes_cli_commands() {
+        let rack: P4Rack = toml::from_str(RACK).unwrap();
+        let text = bmv2_entries(&rack).unwrap();
+        assert!(
+            text.starts_with(
+                "table_set_default PegasusIngress.config PegasusIngress.set_config 3 1 2 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("table_add PegasusIngress.port_role PegasusIngress.set_role 0 => 1\n")
+        );
+        assert!(text.contains(
+            "table_add PegasusIngress.ipv4_forward PegasusIngress.forward 10.2.0.2 => 4 0x20000020001 0x20000020002\n"
+        ));
+        assert!(text.contains(&format!(
+            "table_add PegasusIngress.directory PegasusIngress.hot_key {:#x} => 0 0 0 0\n",
+            hash::key_hash(b"hot")
+        )));
+        assert!(text.contains("register_write PegasusIngress.installing 0 1\n"));
+        assert!(text.contains("register_write PegasusIngress.rset 0 1\n"));
+    }
+
+    #[test]
+    fn bad_racks_are_refused_with_reasons() {
+        let with =
+            |from: &str, to: &str| toml::from_str::<P4Rack>(&RACK.replace(from, to)).unwrap();
+        for (from, to, why) in [
+            ("epoch = 3", "epoch = 0", "epoch 0"),
+            ("round-robin", "two-choices", "least load or round robin"),
+            ("server = 0", "server = 9", "servers 0..8"),
+            ("home = 0", "home = 5", "not a server here"),
+            ("02:00:00:01:00:02", "02:00:00:01:00", "bad MAC"),
+        ] {
+            let err = bmv2_entries(&with(from, to)).unwrap_err().to_string();
+            assert!(err.contains(why), "{from} -> {to}: {err}");
+        }
+    }
 
     #[test]
     fn op_names_become_p4_names() {

@@ -4,6 +4,7 @@
 
 pub mod kv;
 pub mod lab;
+pub mod p4;
 pub mod store;
 pub mod switch;
 
