@@ -1,6 +1,7 @@
 //! End to end: `pegasus experiment skew --quick` on a tiny sweep (three systems, two
-//! popularities, two write ratios, one rate each): every point has its CSV row, the summary
-//! has its table, the plots are PNG files of the size drawn, and no lab is left behind.
+//! popularities, two write ratios, two trials of one rate each): every trial of every point
+//! has its CSV row, the summary has its table of medians, the plots are PNG files of the size
+//! drawn, and no lab is left behind.
 //! Needs root, as CI runs.
 
 mod support;
@@ -30,6 +31,8 @@ fn the_quick_skew_experiment_writes_every_row_and_its_plots() {
         "2000",
         "--steps",
         "1",
+        "--trials",
+        "2",
         "--seconds",
         "0.3",
         "--warmup",
@@ -47,6 +50,7 @@ fn the_quick_skew_experiment_writes_every_row_and_its_plots() {
             "distribution",
             "theta",
             "write_ratio",
+            "trial",
             "throughput_ops",
             "offered_ops",
             "p99_us",
@@ -62,31 +66,34 @@ fn the_quick_skew_experiment_writes_every_row_and_its_plots() {
     for system in SYSTEMS {
         for (distribution, theta) in [("uniform", ""), ("zipf", "1.2")] {
             for write_ratio in ["0", "0.5"] {
-                points.push([system, distribution, theta, write_ratio]);
+                for trial in ["0", "1"] {
+                    points.push([system, distribution, theta, write_ratio, trial]);
+                }
             }
         }
     }
     assert_eq!(rows.len(), points.len(), "{csv}");
     for (row, point) in rows.iter().zip(&points) {
         assert_eq!(row.len(), header.len(), "{row:?}");
-        assert_eq!(&row[..4], point, "{csv}");
-        for number in [4, 5, 6, 7, 8, 10, 11] {
+        assert_eq!(&row[..5], point, "{csv}");
+        for number in [5, 6, 7, 8, 9, 11, 12] {
             row[number]
                 .parse::<f64>()
                 .unwrap_or_else(|_| panic!("column {} is not a number: {row:?}", header[number]));
         }
-        let shares: Vec<f64> = row[9].split(';').map(|s| s.parse().unwrap()).collect();
+        let shares: Vec<f64> = row[10].split(';').map(|s| s.parse().unwrap()).collect();
         assert_eq!(shares.len(), 2, "{row:?}");
-        let switch_share: f64 = row[10].parse().unwrap();
+        let switch_share: f64 = row[11].parse().unwrap();
         assert!(
             row[0] == "cache" || switch_share == 0.0,
             "only the cache answers from the switch: {row:?}"
         );
-        assert_eq!(row[11], "1", "one rate per point: {row:?}");
+        assert_eq!(row[12], "1", "one rate per trial: {row:?}");
     }
 
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(summary.contains("| zipf-1.2 | 50% |"), "{summary}");
+    assert!(summary.contains("the median of 2 trials"), "{summary}");
     assert!(
         summary.contains("- Pegasus, Zipf 1.2, 50% writes: "),
         "the targets are checked: {summary}"

@@ -51,10 +51,11 @@ fn colour(i: usize) -> RGBColor {
     COLOURS[i % COLOURS.len()]
 }
 
-/// A named line of (x, y) points.
+/// A named line of (x, y) points, with error bars (x, low, high) where measured.
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    pub ranges: Vec<(f64, f64, f64)>,
 }
 
 /// Lines of `series` over `x_range`, the y axis from 0.
@@ -68,7 +69,12 @@ pub fn lines(
     font()?;
     let y_max = series
         .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .flat_map(|s| {
+            s.points
+                .iter()
+                .map(|p| p.1)
+                .chain(s.ranges.iter().map(|r| r.2))
+        })
         .fold(0.0, f64::max)
         .max(1.0)
         * 1.15;
@@ -94,6 +100,14 @@ pub fn lines(
             .label(s.name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
         chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 5, c.filled())))?;
+        chart.draw_series(
+            s.ranges
+                .iter()
+                .filter(|r| r.1 < r.2)
+                .map(|&(x, low, high)| {
+                    ErrorBar::new_vertical(x, low, (low + high) / 2.0, high, c.stroke_width(2), 10)
+                }),
+        )?;
     }
     legend_and_write(chart, &root, SeriesLabelPosition::LowerLeft, path)
 }
@@ -189,6 +203,7 @@ mod tests {
         let series = [Series {
             name: "pegasus".into(),
             points: vec![(0.0, 15_000.0), (1.2, 14_800.0)],
+            ranges: vec![(0.0, 14_000.0, 15_500.0), (1.2, 14_800.0, 14_800.0)],
         }];
         lines(&line, "t", ("x", "y"), (0.0, 1.3), &series).unwrap();
         assert_eq!(png_size(&line), SIZE);

@@ -2,8 +2,10 @@
 //! switch with no directory, Pegasus) it builds a lab rack whose stores have an emulated
 //! capacity, loads the key space, and for each point of a sweep over key popularity and write
 //! ratio finds the throughput the rack sustains with its p99 latency under a bound (a binary
-//! search over the offered open-loop rate: `search`). Writes `results.csv`, `summary.md` and
-//! PNG plots (`plot`).
+//! search over the offered open-loop rate: `search`), several times (`--trials`): a point's
+//! figure is the median of its trials, with their range. Writes `results.csv` (one line per
+//! trial), `summary.md` (medians, ranges, and where two systems' ranges overlap) and PNG plots
+//! with the ranges as error bars (`plot`).
 
 use super::{
     plot,
@@ -84,10 +86,25 @@ pub struct SkewArgs {
     /// Seconds of warm-up before each measurement (default 2; 1 with --quick).
     #[arg(long)]
     warmup: Option<f64>,
-    /// Halvings of the rate search between 0 and 1.25x the rack's capacity (default 6; 4
-    /// with --quick).
+    /// Times each point is measured (each a whole search); its figure is the median, with
+    /// the range of the trials.
+    #[arg(long, default_value_t = 3)]
+    trials: u32,
+    /// The search's resolution: it halves the range of rates (0 to 1.25x the rack's
+    /// capacity) until its step is at most this share of the capacity.
+    #[arg(long, default_value_t = 0.02)]
+    resolution: f64,
+    /// Halvings of the rate search, instead of what --resolution gives.
     #[arg(long)]
     steps: Option<u32>,
+}
+
+/// The rate search covers 0 to this many times the rack's capacity.
+const SEARCH_TOP: f64 = 1.25;
+
+/// Halvings until the search's step is at most `resolution` of the capacity.
+fn steps_for(resolution: f64) -> u32 {
+    (SEARCH_TOP / resolution).log2().ceil().max(1.0) as u32
 }
 
 /// A point of popularity.
@@ -138,18 +155,83 @@ struct Sweep {
     seconds: f64,
     warmup: f64,
     steps: u32,
+    trials: u32,
 }
 
-/// One line of results.csv.
+/// One point of the sweep: a system at a popularity and write ratio, measured `trials` times.
 struct Row {
     system: System,
     skew: Skew,
     write_ratio: f64,
-    found: Found,
+    trials: Vec<Found>,
 }
 
-const CSV_HEADER: &str = "system,distribution,theta,write_ratio,throughput_ops,offered_ops,\
-                          p99_us,max_over_mean,errors,server_shares,switch_share,probes";
+impl Row {
+    /// Each trial's sustained throughput (0 when no rate passed).
+    fn throughputs(&self) -> Vec<f64> {
+        self.trials
+            .iter()
+            .map(|f| f.best.as_ref().map_or(0.0, |b| b.throughput))
+            .collect()
+    }
+
+    /// (median, min, max) of the trials' throughputs.
+    fn spread(&self) -> Spread {
+        Spread::of(&self.throughputs())
+    }
+
+    /// The trial whose throughput is the median (the one the plots of shares show).
+    fn median_trial(&self) -> &Found {
+        let mut by_throughput: Vec<(f64, &Found)> =
+            self.throughputs().into_iter().zip(&self.trials).collect();
+        by_throughput.sort_by(|a, b| a.0.total_cmp(&b.0));
+        by_throughput[by_throughput.len() / 2].1
+    }
+}
+
+/// The median of a point's trials and their range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Spread {
+        assert!(!values.is_empty(), "a point has at least one trial");
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        Spread {
+            median,
+            min: sorted[0],
+            max: sorted[n - 1],
+        }
+    }
+
+    fn overlaps(self, other: Spread) -> bool {
+        self.min <= other.max && other.min <= self.max
+    }
+
+    /// "12,500 (11,875-13,125)", or the one figure of a single trial.
+    fn text(self) -> String {
+        if self.min == self.max {
+            format!("{:.0}", self.median)
+        } else {
+            format!("{:.0} ({:.0}-{:.0})", self.median, self.min, self.max)
+        }
+    }
+}
+
+const CSV_HEADER: &str = "system,distribution,theta,write_ratio,trial,throughput_ops,\
+                          offered_ops,p99_us,max_over_mean,errors,server_shares,switch_share,\
+                          probes";
 
 /// Runs the sweep and writes its results.
 pub fn run(args: SkewArgs) -> Result<ExitCode> {
@@ -178,8 +260,17 @@ pub fn run(args: SkewArgs) -> Result<ExitCode> {
         p99_bound_us: (args.p99_ms * 1000.0) as u64,
         seconds: args.seconds.unwrap_or(if args.quick { 1.0 } else { 3.0 }),
         warmup: args.warmup.unwrap_or(if args.quick { 1.0 } else { 2.0 }),
-        steps: args.steps.unwrap_or(if args.quick { 4 } else { 6 }),
+        steps: args.steps.unwrap_or(steps_for(args.resolution)),
+        trials: args.trials,
     };
+    ensure!(
+        args.resolution > 0.0 && args.resolution < SEARCH_TOP,
+        "--resolution is a share of the capacity, above 0"
+    );
+    ensure!(
+        (1..=20).contains(&sweep.trials),
+        "--trials must be in 1..=20"
+    );
     ensure!(!sweep.systems.is_empty(), "--systems is empty");
     ensure!(
         !sweep.skews.is_empty() && !sweep.write_ratios.is_empty(),
@@ -207,7 +298,7 @@ pub fn run(args: SkewArgs) -> Result<ExitCode> {
     writeln!(csv, "{CSV_HEADER}")?;
 
     let points = sweep.systems.len() * sweep.skews.len() * sweep.write_ratios.len();
-    let bar = ProgressBar::new((points as u64) * sweep.steps as u64);
+    let bar = ProgressBar::new((points as u64) * u64::from(sweep.steps * sweep.trials));
     bar.set_style(
         ProgressStyle::with_template("{msg:32} [{bar:40}] {pos}/{len} rates ({eta})")
             .expect("a valid template")
@@ -235,31 +326,40 @@ pub fn run(args: SkewArgs) -> Result<ExitCode> {
         rack.load(sweep.keys)?;
         for &skew in &sweep.skews {
             for &write_ratio in &sweep.write_ratios {
-                bar.set_message(format!("{} {} w{write_ratio}", system.name(), skew.label()));
-                let max_rate = 1.25 * f64::from(sweep.servers) * f64::from(sweep.capacity_ops);
-                let found = search::sustained_throughput(
-                    max_rate,
-                    sweep.steps,
-                    sweep.p99_bound_us,
-                    |rate| {
-                        ensure!(
-                            !rack::interrupted(),
-                            "interrupted; the results so far are in {}",
-                            csv_path.display()
-                        );
-                        let probe = measure(&rack, &sweep, skew, write_ratio, rate);
-                        bar.inc(1);
-                        probe
-                    },
-                )?;
-                let row = Row {
+                let max_rate =
+                    SEARCH_TOP * f64::from(sweep.servers) * f64::from(sweep.capacity_ops);
+                let mut row = Row {
                     system,
                     skew,
                     write_ratio,
-                    found,
+                    trials: Vec::new(),
                 };
-                writeln!(csv, "{}", csv_line(&row, sweep.servers))?;
-                csv.flush()?;
+                for trial in 0..sweep.trials {
+                    bar.set_message(format!(
+                        "{} {} w{write_ratio} #{}",
+                        system.name(),
+                        skew.label(),
+                        trial + 1
+                    ));
+                    let found = search::sustained_throughput(
+                        max_rate,
+                        sweep.steps,
+                        sweep.p99_bound_us,
+                        |rate| {
+                            ensure!(
+                                !rack::interrupted(),
+                                "interrupted; the results so far are in {}",
+                                csv_path.display()
+                            );
+                            let probe = measure(&rack, &sweep, skew, write_ratio, rate);
+                            bar.inc(1);
+                            probe
+                        },
+                    )?;
+                    writeln!(csv, "{}", csv_line(&row, trial, &found, sweep.servers))?;
+                    csv.flush()?;
+                    row.trials.push(found);
+                }
                 rows.push(row);
             }
         }
@@ -324,8 +424,8 @@ const HOT_KEYS: Option<u32> = None;
 /// Longest wait for the stores' queues after a rate they could not sustain.
 const DRAIN_MAX_SECONDS: f64 = 3.0;
 
-fn csv_line(row: &Row, servers: u8) -> String {
-    let best = row.found.best.clone().unwrap_or_default();
+fn csv_line(row: &Row, trial: u32, found: &Found, servers: u8) -> String {
+    let best = found.best.clone().unwrap_or_default();
     let total: u64 = best.per_server.values().sum();
     let shares: Vec<String> = (0..servers)
         .map(|s| {
@@ -339,7 +439,7 @@ fn csv_line(row: &Row, servers: u8) -> String {
     };
     let switch_share = best.switch_answered as f64 / (total + best.switch_answered).max(1) as f64;
     format!(
-        "{},{distribution},{theta},{},{:.0},{:.0},{},{:.3},{},{},{switch_share:.4},{}",
+        "{},{distribution},{theta},{},{trial},{:.0},{:.0},{},{:.3},{},{},{switch_share:.4},{}",
         row.system.name(),
         row.write_ratio,
         best.throughput,
@@ -348,15 +448,21 @@ fn csv_line(row: &Row, servers: u8) -> String {
         best.max_over_mean,
         best.errors,
         shares.join(";"),
-        row.found.probes.len()
+        found.probes.len()
     )
 }
 
-/// The sustained throughput of a point (0 when no rate passed).
-fn throughput(rows: &[Row], system: System, skew: Skew, write_ratio: f64) -> Option<f64> {
+/// The sustained throughput of a point across its trials (0 for a trial where no rate
+/// passed).
+fn spread(rows: &[Row], system: System, skew: Skew, write_ratio: f64) -> Option<Spread> {
     rows.iter()
         .find(|r| r.system == system && r.skew == skew && r.write_ratio == write_ratio)
-        .map(|r| r.found.best.as_ref().map_or(0.0, |b| b.throughput))
+        .map(Row::spread)
+}
+
+/// The median sustained throughput of a point.
+fn throughput(rows: &[Row], system: System, skew: Skew, write_ratio: f64) -> Option<f64> {
+    spread(rows, system, skew, write_ratio).map(|s| s.median)
 }
 
 fn summary_md(sweep: &Sweep, rows: &[Row]) -> String {
@@ -366,7 +472,8 @@ fn summary_md(sweep: &Sweep, rows: &[Row]) -> String {
         md,
         "{} servers at {} requests/s each (rack capacity {}), {} keys; throughput is the best \
          rate the rack sustained with p99 under {} ms ({} halvings of the offered open-loop \
-         rate, {} s measured after {} s of warm-up).\n",
+         rate, {} s measured after {} s of warm-up), the median of {} trials with their range \
+         in parentheses.\n",
         sweep.servers,
         sweep.capacity_ops,
         u32::from(sweep.servers) * sweep.capacity_ops,
@@ -374,7 +481,8 @@ fn summary_md(sweep: &Sweep, rows: &[Row]) -> String {
         sweep.p99_bound_us as f64 / 1000.0,
         sweep.steps,
         sweep.seconds,
-        sweep.warmup
+        sweep.warmup,
+        sweep.trials
     );
     let _ = write!(md, "| popularity | writes |");
     for s in &sweep.systems {
@@ -393,8 +501,8 @@ fn summary_md(sweep: &Sweep, rows: &[Row]) -> String {
         for &w in &sweep.write_ratios {
             let _ = write!(md, "| {} | {:.0}% |", skew.label(), w * 100.0);
             for &s in &sweep.systems {
-                let t = throughput(rows, s, skew, w).unwrap_or(0.0);
-                let _ = write!(md, " {t:.0} |");
+                let text = spread(rows, s, skew, w).map_or("-".into(), Spread::text);
+                let _ = write!(md, " {text} |");
             }
             if pegasus {
                 let at = throughput(rows, System::Pegasus, skew, w).unwrap_or(0.0);
@@ -403,6 +511,14 @@ fn summary_md(sweep: &Sweep, rows: &[Row]) -> String {
             }
             md.push('\n');
         }
+    }
+    let overlaps = overlaps(sweep, rows);
+    if !overlaps.is_empty() {
+        let _ = write!(
+            md,
+            "\n## Within the noise\n\nThese systems' ranges overlap: their difference at \
+             these points is within what the trials measure.\n\n{overlaps}"
+        );
     }
     if pegasus {
         let mut targets = String::new();
@@ -430,18 +546,55 @@ fn summary_md(sweep: &Sweep, rows: &[Row]) -> String {
     md
 }
 
-/// A line per system through the points `at` gives for each of `xs` (where it has one).
+/// A line per point where two systems' trial ranges overlap (only with several trials).
+fn overlaps(sweep: &Sweep, rows: &[Row]) -> String {
+    let mut out = String::new();
+    if sweep.trials < 2 {
+        return out;
+    }
+    for &skew in &sweep.skews {
+        for &w in &sweep.write_ratios {
+            for (i, &a) in sweep.systems.iter().enumerate() {
+                for &b in &sweep.systems[i + 1..] {
+                    if let (Some(x), Some(y)) = (spread(rows, a, skew, w), spread(rows, b, skew, w))
+                        && x.overlaps(y)
+                        && x.max > 0.0
+                    {
+                        let _ = writeln!(
+                            out,
+                            "- {} {:.0}% writes: {} {} and {} {}",
+                            skew.label(),
+                            w * 100.0,
+                            a.name(),
+                            x.text(),
+                            b.name(),
+                            y.text()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A line per system through the points `at` gives for each of `xs` (where it has one), with
+/// each point's range as an error bar.
 fn per_system<X: Copy>(
     sweep: &Sweep,
     xs: &[X],
-    at: impl Fn(System, X) -> Option<(f64, f64)>,
+    at: impl Fn(System, X) -> Option<(f64, Spread)>,
 ) -> Vec<plot::Series> {
     sweep
         .systems
         .iter()
-        .map(|&s| plot::Series {
-            name: s.name().into(),
-            points: xs.iter().filter_map(|&x| at(s, x)).collect(),
+        .map(|&s| {
+            let points: Vec<(f64, Spread)> = xs.iter().filter_map(|&x| at(s, x)).collect();
+            plot::Series {
+                name: s.name().into(),
+                points: points.iter().map(|&(x, t)| (x, t.median)).collect(),
+                ranges: points.iter().map(|&(x, t)| (x, t.min, t.max)).collect(),
+            }
         })
         .collect()
 }
@@ -458,7 +611,7 @@ fn draw(out: &Path, sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>> {
     if sweep.skews.len() > 1 {
         let path = out.join("throughput_vs_skew.png");
         let series = per_system(sweep, &sweep.skews, |s, k| {
-            throughput(rows, s, k, fewest_writes).map(|t| (k.theta(), t))
+            spread(rows, s, k, fewest_writes).map(|t| (k.theta(), t))
         });
         plot::lines(
             &path,
@@ -483,7 +636,7 @@ fn draw(out: &Path, sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>> {
         let write_ratio_high = sweep.write_ratios.iter().copied().fold(0.0, f64::max);
         let path = out.join("throughput_vs_write_ratio.png");
         let series = per_system(sweep, &sweep.write_ratios, |s, w| {
-            throughput(rows, s, skewed, w).map(|t| (w * 100.0, t))
+            spread(rows, s, skewed, w).map(|t| (w * 100.0, t))
         });
         plot::lines(
             &path,
@@ -507,7 +660,7 @@ fn draw(out: &Path, sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>> {
                 .find(|r| r.system == s && r.skew == skewed && r.write_ratio == fewest_writes)?;
             // The shares at the highest rate measured: where imbalance shows.
             let probe = row
-                .found
+                .median_trial()
                 .probes
                 .iter()
                 .max_by(|a, b| a.offered.total_cmp(&b.offered))?;
@@ -534,4 +687,31 @@ fn draw(out: &Path, sweep: &Sweep, rows: &[Row]) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_search_resolves_two_percent_of_the_capacity() {
+        let steps = steps_for(0.02);
+        assert!(SEARCH_TOP / f64::from(1u32 << steps) <= 0.02);
+        assert!(
+            SEARCH_TOP / f64::from(1u32 << (steps - 1)) > 0.02,
+            "no more than needed"
+        );
+        assert_eq!(steps_for(1.0), 1);
+    }
+
+    #[test]
+    fn a_spread_is_the_median_and_range_of_the_trials() {
+        let s = Spread::of(&[3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        assert_eq!(Spread::of(&[4.0, 1.0]).median, 2.5);
+        assert_eq!(Spread::of(&[7.0]).text(), "7");
+        assert_eq!(s.text(), "2 (1-3)");
+        assert!(s.overlaps(Spread::of(&[3.0, 5.0])));
+        assert!(!s.overlaps(Spread::of(&[3.5, 5.0])));
+    }
 }
