@@ -8,6 +8,7 @@ use pegasus_control::lab::{self, Dataplane, LabSpec};
 use std::{
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
 };
 
 /// The rack and popularity of the single-rack experiments (`balance`, `reaction`).
@@ -23,6 +24,9 @@ pub struct SkewedRack {
     #[arg(long, default_value_t = 2000)]
     pub capacity_ops: u32,
 }
+
+/// How often [`Rack::drain`] asks the switch for the stores' loads.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// Requests outstanding while loading the keys.
 const LOAD_CONCURRENCY: u32 = 64;
@@ -84,6 +88,24 @@ impl Rack {
             load.errors,
             load.timeouts
         );
+        Ok(())
+    }
+
+    /// Waits until the stores have worked their queues off after a rate they could not
+    /// sustain: until every store's last reply, as the switch saw it, reported an empty
+    /// queue (then polled every 100 ms), or `limit`. A rack without a switch (kernel
+    /// forwarding) cannot be asked: it waits the whole `limit`.
+    pub fn drain(&self, limit: Duration) -> Result<()> {
+        let started = Instant::now();
+        let socket = lab::load(&self.spec.name)?.admin_socket;
+        while started.elapsed() < limit {
+            std::thread::sleep(DRAIN_POLL.min(limit.saturating_sub(started.elapsed())));
+            let Some(socket) = &socket else { continue };
+            let status = pegasus_control::service::admin::probe(socket, DRAIN_POLL)?;
+            if status.server_loads.iter().all(|&(_, load)| load == 0) {
+                break;
+            }
+        }
         Ok(())
     }
 

@@ -400,12 +400,12 @@ fn measure(rack: &Rack, sweep: &Sweep, skew: Skew, write_ratio: f64, rate: f64) 
         max_over_mean: s.max_over_mean,
     };
     if !probe.passes(sweep.p99_bound_us) {
-        // A rate the rack could not sustain leaves its queues full: let them drain (at
-        // most a full queue at the service rate) before the next rate.
+        // A rate the rack could not sustain leaves its queues full: the next rate starts
+        // once they are empty (at most a full queue at the service rate).
         let queue = pegasus_store::server::QUEUE_MAX_DEFAULT as f64;
-        std::thread::sleep(Duration::from_secs_f64(
-            (queue / f64::from(sweep.capacity_ops)).min(DRAIN_MAX_SECONDS),
-        ));
+        rack.drain(Duration::from_secs_f64(
+            queue / f64::from(sweep.capacity_ops) + DRAIN_SLACK_SECONDS,
+        ))?;
     }
     Ok(probe)
 }
@@ -421,8 +421,8 @@ const TARGETS: [(f64, f64, f64); 4] = [
 
 /// Keys Pegasus's controller keeps hot: the switch's default for the rack's size.
 const HOT_KEYS: Option<u32> = None;
-/// Longest wait for the stores' queues after a rate they could not sustain.
-const DRAIN_MAX_SECONDS: f64 = 3.0;
+/// Beyond a full queue's service time, how long a drain may wait.
+const DRAIN_SLACK_SECONDS: f64 = 0.5;
 
 fn csv_line(row: &Row, trial: u32, found: &Found, servers: u8) -> String {
     let best = found.best.clone().unwrap_or_default();

@@ -2,11 +2,21 @@
 //!
 //! - [`TopK`] counts sampled keys with the **space-saving** algorithm (Metwally, Agrawal and
 //!   El Abbadi, 2005): at most `capacity` counters; a key without one takes the counter of the
-//!   least counted key and starts from that count (an overestimate by at most it), so every
-//!   key with more than `samples / capacity` samples is tracked. Counts **decay** at the end of
-//!   every statistics epoch (by [`decay_per_epoch`]: they halve every [`HALF_LIFE_EPOCHS`]
-//!   epochs), so the ranking follows the last several epochs. Counts are fixed-point, in
-//!   [`ONE_SAMPLE`] units.
+//!   least counted key and starts from that count (an overestimate by at most it, which it
+//!   remembers as its error), so every key with more than `samples / capacity` samples is
+//!   tracked. Its ranking orders keys by their guaranteed count (count less error), so that a
+//!   key that merely inherited a counter is never taken for a hot one. Counts are fixed-point,
+//!   in [`ONE_SAMPLE`] units, and **decay**.
+//! - Two of them run side by side (`crate::controller`), because one window cannot serve both
+//!   ends: a **fast** one whose counts halve every [`HALF_LIFE_EPOCHS`] statistics epochs
+//!   ([`decay_per_epoch`]; 50 ms at the defaults), which follows a hot set that moves; and a
+//!   **slow** one whose counts halve every [`SLOW_HALF_LIFE_SAMPLES_PER_HOT_KEY`] samples per
+//!   hot key wanted ([`decay_for_samples`]), a window of samples rather than of time, which
+//!   holds enough samples to rank the tail of the hot set whatever the request rate (at 64
+//!   servers and a few hundred requests/s each, 50 ms hold too few samples to find the 384th
+//!   hottest key), and which keeps a key that sampling noise pushed out of the fast top.
+//!   A key enters the directory when either ranking puts it among the top, and leaves only
+//!   when both say it fell far ([`decide_two_speed`]).
 //! - [`decide`] turns the ranking and the current directory into keys to add and to evict,
 //!   with **hysteresis**: a newcomer must rank among the `hot_keys` most counted, with at least
 //!   `min_count`, and is added at once if the directory has room; a hot key leaves only when
@@ -34,16 +44,35 @@ pub const STATS_INTERVAL_MS_DEFAULT: u64 = 10;
 pub const HALF_LIFE_EPOCHS: f64 = 5.0;
 /// Counts below this are forgotten when they decay.
 const FORGET_BELOW: u64 = ONE_SAMPLE / 4;
+/// The slow ranking's half-life, in samples per hot key wanted: the `k`-th hottest key of a
+/// Zipf workload over a rack that wants `k` keys still collects a few samples in it.
+pub const SLOW_HALF_LIFE_SAMPLES_PER_HOT_KEY: u64 = 64;
+/// The slow ranking's shortest half-life, in samples.
+pub const SLOW_HALF_LIFE_SAMPLES_MIN: u64 = 512;
 
 /// The factor (in 1/65,536) that counts are multiplied by at the end of every epoch.
 pub fn decay_per_epoch() -> u64 {
     (65_536.0 * 0.5f64.powf(1.0 / HALF_LIFE_EPOCHS)).round() as u64
 }
 
-/// A tracked key: its estimated count, and the key itself (the controller needs it).
+/// The factor (in 1/65,536) that halves counts every `half_life` samples, for `samples`
+/// samples observed: a window measured in samples, not in time.
+pub fn decay_for_samples(samples: u64, half_life: u64) -> u64 {
+    assert!(half_life > 0, "a half-life of no samples");
+    (65_536.0 * 0.5f64.powf(samples as f64 / half_life as f64)).round() as u64
+}
+
+/// The slow ranking's half-life, in samples, for a rack that wants `hot_keys` keys.
+pub fn slow_half_life(hot_keys: usize) -> u64 {
+    (hot_keys as u64 * SLOW_HALF_LIFE_SAMPLES_PER_HOT_KEY).max(SLOW_HALF_LIFE_SAMPLES_MIN)
+}
+
+/// A tracked key: its estimated count, how much of it may be another key's (inherited with
+/// its counter), and the key itself (the controller needs it).
 #[derive(Clone, Debug)]
 struct Tracked {
     count: u64,
+    error: u64,
     key: Vec<u8>,
 }
 
@@ -79,18 +108,20 @@ impl TopK {
             self.order.insert((t.count, keyhash));
             return;
         }
-        let count = if self.tracked.len() < self.capacity {
-            ONE_SAMPLE
+        let error = if self.tracked.len() < self.capacity {
+            0
         } else {
             // Take over the least counted key's counter.
             let (least, evicted) = self.order.pop_first().expect("full, so not empty");
             self.tracked.remove(&evicted);
-            least + ONE_SAMPLE
+            least
         };
+        let count = error + ONE_SAMPLE;
         self.tracked.insert(
             keyhash,
             Tracked {
                 count,
+                error,
                 key: key.to_vec(),
             },
         );
@@ -105,24 +136,31 @@ impl TopK {
         assert!(factor <= 65_536, "a decay never raises counts");
         self.total = ((self.total as u128 * factor as u128) >> 16) as u64;
         let order = std::mem::take(&mut self.order);
+        let scale = |n: u64| ((n as u128 * factor as u128) >> 16) as u64;
         for (count, keyhash) in order {
-            let halved = ((count as u128 * factor as u128) >> 16) as u64;
+            let halved = scale(count);
             if halved < FORGET_BELOW {
                 self.tracked.remove(&keyhash);
             } else {
-                self.tracked
+                let t = self
+                    .tracked
                     .get_mut(&keyhash)
-                    .expect("order and tracked agree")
-                    .count = halved;
+                    .expect("order and tracked agree");
+                t.count = halved;
+                t.error = scale(t.error).min(halved);
                 self.order.insert((halved, keyhash));
             }
         }
     }
 
-    /// Every tracked key as (keyhash, count in [`ONE_SAMPLE`] units), most counted first
-    /// (ties: smaller hash first).
+    /// Every tracked key as (keyhash, guaranteed count in [`ONE_SAMPLE`] units: its count
+    /// less the error it inherited), most counted first (ties: smaller hash first).
     pub fn ranking(&self) -> Vec<(u64, u64)> {
-        let mut ranking: Vec<(u64, u64)> = self.order.iter().map(|&(c, h)| (h, c)).collect();
+        let mut ranking: Vec<(u64, u64)> = self
+            .tracked
+            .iter()
+            .map(|(&h, t)| (h, t.count - t.error))
+            .collect();
         ranking.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         ranking
     }
@@ -249,6 +287,33 @@ pub fn decide(rules: &HotSetRules, ranking: &[(u64, u64)], hot: &[u64]) -> Chang
     changes
 }
 
+/// The changes of the two rankings together (see the module docs): every key either
+/// ranking adds (the fast one's first), while the directory has room; evicted only the keys
+/// both rankings evict.
+pub fn decide_two_speed(
+    rules: &HotSetRules,
+    fast: &[(u64, u64)],
+    slow: &[(u64, u64)],
+    hot: &[u64],
+) -> Changes {
+    let by_fast = decide(rules, fast, hot);
+    let by_slow = decide(rules, slow, hot);
+    let evict: Vec<u64> = by_fast
+        .evict
+        .iter()
+        .copied()
+        .filter(|h| by_slow.evict.contains(h))
+        .collect();
+    let room = rules.capacity.saturating_sub(hot.len() - evict.len());
+    let mut add: Vec<u64> = Vec::new();
+    for h in by_fast.add.into_iter().chain(by_slow.add) {
+        if add.len() < room && !add.contains(&h) {
+            add.push(h);
+        }
+    }
+    Changes { add, evict }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,8 +362,9 @@ mod tests {
         for h in [1u64, 1, 1, 2, 3] {
             top.observe(h, b"k");
         }
-        // 3 replaced 2 (count 1) and starts from 1 + 1.
-        assert_eq!(in_samples(top.ranking()), vec![(1, 3), (3, 2)]);
+        // 3 replaced 2 (count 1) and starts from 1 + 1, of which 1 is certain.
+        assert_eq!(top.count(3), 2 * ONE_SAMPLE);
+        assert_eq!(in_samples(top.ranking()), vec![(1, 3), (3, 1)]);
         assert_eq!(top.len(), 2);
     }
 
@@ -501,5 +567,76 @@ mod tests {
         );
         assert_eq!(top.share_ppm(99), 0);
         assert_eq!(TopK::new(1).share_ppm(1), 0);
+    }
+
+    #[test]
+    fn an_inherited_count_ranks_below_a_counted_one() {
+        // Key 9 takes over a counter of 5 samples and is sampled once: its count says 6, but
+        // only 1 is certain; key 2, counted 3 times, ranks above it.
+        let mut top = TopK::new(2);
+        for h in [1u64, 1, 1, 1, 1, 2, 2, 2] {
+            top.observe(h, b"k");
+        }
+        top.decay(65_536);
+        for _ in 0..3 {
+            top.observe(1, b"k");
+        }
+        top.observe(9, b"k"); // takes key 2's counter (3)
+        assert_eq!(top.count(9), 4 * ONE_SAMPLE);
+        assert_eq!(in_samples(top.ranking()), vec![(1, 8), (9, 1)]);
+        // Decay scales the error with the count.
+        top.decay(32_768);
+        assert_eq!(top.ranking()[1], (9, ONE_SAMPLE / 2));
+    }
+
+    #[test]
+    fn the_slow_window_is_measured_in_samples() {
+        let half = 10_000;
+        assert_eq!(decay_for_samples(0, half), 65_536);
+        assert_eq!(decay_for_samples(half, half), 32_768);
+        assert_eq!(decay_for_samples(2 * half, half), 16_384);
+        // Ten epochs of a tenth of the half-life each halve a count, as one epoch of all of it.
+        let mut a = TopK::new(4);
+        let mut b = TopK::new(4);
+        for _ in 0..1_000 {
+            a.observe(1, b"k");
+            b.observe(1, b"k");
+        }
+        for _ in 0..10 {
+            a.decay(decay_for_samples(half / 10, half));
+        }
+        b.decay(decay_for_samples(half, half));
+        let (ca, cb) = (a.count(1) as f64, b.count(1) as f64);
+        assert!((ca / cb - 1.0).abs() < 0.01, "{ca} vs {cb}");
+        assert_eq!(slow_half_life(1), SLOW_HALF_LIFE_SAMPLES_MIN);
+        assert_eq!(
+            slow_half_life(384),
+            384 * SLOW_HALF_LIFE_SAMPLES_PER_HOT_KEY
+        );
+    }
+
+    #[test]
+    fn two_speeds_add_from_either_and_evict_only_by_both() {
+        let rules = rules(2);
+        let c = |n| n * ONE_SAMPLE;
+        // The fast ranking saw 5 and 6 lately; the slow one knows 1 and 2 over a long window.
+        let fast = vec![(5, c(40)), (6, c(30)), (1, c(2)), (2, c(1))];
+        let slow = vec![(1, c(400)), (2, c(300)), (5, c(50)), (6, c(40))];
+        // 1 and 2 are hot; the directory has room for 4.
+        let changes = decide_two_speed(&rules, &fast, &slow, &[1, 2]);
+        assert_eq!(changes.add, vec![5, 6], "the fast ranking's newcomers");
+        assert!(changes.evict.is_empty(), "the slow ranking keeps 1 and 2");
+        // Once the slow ranking lets 1 go too, it leaves.
+        let slow_later = vec![(5, c(500)), (6, c(400)), (2, c(300)), (1, c(2))];
+        let changes = decide_two_speed(&rules, &fast, &slow_later, &[1, 2, 5, 6]);
+        assert_eq!(changes.evict, vec![1]);
+        assert!(changes.add.is_empty());
+        // Adds stop at the directory's capacity.
+        let tight = HotSetRules {
+            capacity: 3,
+            ..rules
+        };
+        let changes = decide_two_speed(&tight, &fast, &slow, &[1, 2]);
+        assert_eq!(changes.add, vec![5]);
     }
 }

@@ -24,7 +24,8 @@ pub mod state;
 
 use crate::{
     controller::hotkeys::{
-        COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_per_epoch, decide,
+        COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_for_samples, decay_per_epoch,
+        decide_two_speed, slow_half_life,
     },
     controller::state::StateFile,
     switch::{SampleReader, Switch, SwitchMode},
@@ -324,8 +325,12 @@ impl Controller {
             rules.hot_keys <= capacity && rules.capacity <= capacity,
             "more hot keys than directory slots"
         );
-        let mut top = TopK::new((rules.hot_keys * COUNTERS_PER_HOT_KEY).max(COUNTERS_MIN));
-        let decay = decay_per_epoch();
+        // The fast and the slow ranking (see `hotkeys`).
+        let counters = (rules.hot_keys * COUNTERS_PER_HOT_KEY).max(COUNTERS_MIN);
+        let mut fast = TopK::new(counters);
+        let mut slow = TopK::new(counters);
+        let fast_decay = decay_per_epoch();
+        let slow_half_life = slow_half_life(rules.hot_keys);
         let mut changes_under_way = tokio::task::JoinSet::new();
         // Keys being changed in the background: true for an add, false for an eviction.
         let mut under_way: HashMap<u64, bool> = HashMap::new();
@@ -338,7 +343,10 @@ impl Controller {
             tick.tick().await;
             let mut discarded = 0;
             let read = samples.drain(|s| match s.key() {
-                Some(key) if key_hash(key) == s.keyhash => top.observe(s.keyhash, key),
+                Some(key) if key_hash(key) == s.keyhash => {
+                    fast.observe(s.keyhash, key);
+                    slow.observe(s.keyhash, key);
+                }
                 _ => discarded += 1,
             });
             self.stats
@@ -369,9 +377,10 @@ impl Controller {
                 capacity: rules.capacity.saturating_sub(evicting),
                 ..rules
             };
-            let changes = decide(&epoch_rules, &top.ranking(), &staying);
+            let changes =
+                decide_two_speed(&epoch_rules, &fast.ranking(), &slow.ranking(), &staying);
             for &keyhash in &changes.add {
-                let Some(key) = top.key(keyhash).map(<[u8]>::to_vec) else {
+                let Some(key) = fast.key(keyhash).or(slow.key(keyhash)).map(<[u8]>::to_vec) else {
                     continue;
                 };
                 under_way.insert(keyhash, true);
@@ -393,7 +402,7 @@ impl Controller {
                 });
             }
             if self.switch().mode() == SwitchMode::Directory {
-                self.size_replicas(&top, &entries);
+                self.size_replicas(&fast, &slow, &entries);
             }
             for (keyhash, entry) in entries {
                 let unchanged =
@@ -415,16 +424,19 @@ impl Controller {
                 });
             }
             settled.retain(|h, _| hot.contains(h));
-            top.decay(decay);
+            fast.decay(fast_decay);
+            slow.decay(decay_for_samples(read as u64, slow_half_life));
             self.stats.epochs.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Sizes each hot key's replica target by its share of the sampled requests
-    /// (`directory::replicas_for_share`, with hysteresis: `directory::next_replicas`). A
+    /// Sizes each hot key's replica target by its share of the sampled requests, the larger
+    /// of the fast and the slow ranking's (a key that heats up is sized at once, one that
+    /// cools keeps its replicas for the slow window) (`directory::replicas_for_share`, with
+    /// hysteresis: `directory::next_replicas`). A
     /// larger target takes effect with the key's next write, or by the copies that
     /// `wants_copies` has made for a read-mostly key; a smaller one with the next write.
-    fn size_replicas(&self, top: &TopK, entries: &[(u64, DirEntry)]) {
+    fn size_replicas(&self, fast: &TopK, slow: &TopK, entries: &[(u64, DirEntry)]) {
         let servers = self.all_servers().count_ones();
         let floor = u32::from(self.replication);
         let mut switch = self.switch();
@@ -433,7 +445,8 @@ impl Controller {
                 continue;
             };
             let current = replication_in_effect(current, self.replication);
-            let needed = replicas_for_share(top.share_ppm(keyhash), servers, floor);
+            let share = fast.share_ppm(keyhash).max(slow.share_ppm(keyhash));
+            let needed = replicas_for_share(share, servers, floor);
             let next = next_replicas(current, needed, floor.min(servers));
             if next != current {
                 if let Err(e) = switch.set_replica_target(keyhash, next as u8) {
