@@ -34,9 +34,9 @@ header ipv4_t {
     bit<32> dst;
 }
 
-// IPv4 options, kept as they came (up to 40 bytes).
-header ipv4_options_t {
-    varbit<320> options;
+// One 32-bit word of IPv4 options (an IHL of up to 15 leaves room for 10), kept as it came.
+header ipv4_option_word_t {
+    bit<32> word;
 }
 
 header udp_t {
@@ -66,7 +66,7 @@ struct headers_t {
     ethernet_t ethernet;
     vlan_t     vlan;
     ipv4_t     ipv4;
-    ipv4_options_t ipv4_options;
+    ipv4_option_word_t[10] ipv4_options;
     udp_t      udp;
     pegasus_t  pegasus;
 }

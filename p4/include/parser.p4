@@ -52,16 +52,34 @@ parser PegasusParse(packet_in pkt, out headers_t hdr, inout parse_meta_t pm) {
             default: ip_options;
         }
     }
+    // Options: IHL - 5 words, each extracted as it came (fixed-size steps, which every
+    // target parses; no varbit).
     state ip_options {
         transition select(hdr.ipv4.ihl) {
             4w0 .. 4w4: accept; // the UDP header would overlap the IPv4 header's 20 bytes
-            default: skip_ip_options;
+            4w5: parse_udp_irregular;
+            4w6: option_1;
+            4w7: option_2;
+            4w8: option_3;
+            4w9: option_4;
+            4w10: option_5;
+            4w11: option_6;
+            4w12: option_7;
+            4w13: option_8;
+            4w14: option_9;
+            4w15: option_10;
         }
     }
-    state skip_ip_options {
-        pkt.extract(hdr.ipv4_options, ((bit<32>)hdr.ipv4.ihl - 5) * 32);
-        transition parse_udp_irregular;
-    }
+    state option_10 { pkt.extract(hdr.ipv4_options.next); transition option_9; }
+    state option_9 { pkt.extract(hdr.ipv4_options.next); transition option_8; }
+    state option_8 { pkt.extract(hdr.ipv4_options.next); transition option_7; }
+    state option_7 { pkt.extract(hdr.ipv4_options.next); transition option_6; }
+    state option_6 { pkt.extract(hdr.ipv4_options.next); transition option_5; }
+    state option_5 { pkt.extract(hdr.ipv4_options.next); transition option_4; }
+    state option_4 { pkt.extract(hdr.ipv4_options.next); transition option_3; }
+    state option_3 { pkt.extract(hdr.ipv4_options.next); transition option_2; }
+    state option_2 { pkt.extract(hdr.ipv4_options.next); transition option_1; }
+    state option_1 { pkt.extract(hdr.ipv4_options.next); transition parse_udp_irregular; }
     state parse_udp_irregular {
         pm.irregular = 1;
         pkt.extract(hdr.udp);

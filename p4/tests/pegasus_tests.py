@@ -15,7 +15,7 @@ import tomllib
 import ptf
 import ptf.testutils as tu
 from ptf.base_tests import BaseTest
-from scapy.all import IP, UDP, Ether, Raw
+from scapy.all import IP, UDP, Dot1Q, Ether, IPOption_NOP, Raw
 
 CONSTANTS = os.path.join(os.path.dirname(__file__), "..", "include", "constants.p4")
 
@@ -302,6 +302,32 @@ class ParseFailures(PegasusTest):
         other = self.frame(self.rack.client_port, self.rack.server_ip(0), b"dns", dst_port=53)
         self.send_expect(other, self.forwarded(other, self.rack.server_port[0]),
                          self.rack.server_port[0])
+
+
+class IrregularStoreTraffic(PegasusTest):
+    """Store traffic behind IP options, a VLAN tag or in a first fragment is dropped (the
+    switch would not find its header where it looks: boundary::touches_store_port); other
+    traffic with options goes on with its options as they came."""
+
+    def runTest(self):
+        before = counter("UNPARSEABLE")
+        put = self.client_request(C["OP_PUT"], b"k", 0)
+        with_options = put.copy()
+        with_options[IP].options = [IPOption_NOP()] * 4
+        del with_options[IP].ihl
+        tagged = Ether(src=put[Ether].src, dst=put[Ether].dst) / Dot1Q(vlan=7) / put[IP]
+        first_fragment = put.copy()
+        first_fragment[IP].flags = "MF"
+        for f in (Ether(bytes(with_options)), tagged, first_fragment):
+            tu.send_packet(self, self.rack.client_port, f)
+        tu.verify_no_other_packets(self)
+        self.assertEqual(counter("UNPARSEABLE"), before + 3)
+        dns = self.frame(self.rack.client_port, self.rack.server_ip(1), b"dns", dst_port=53)
+        dns[IP].options = [IPOption_NOP()] * 8
+        del dns[IP].ihl
+        dns = Ether(bytes(dns))
+        self.send_expect(dns, self.forwarded(dns, self.rack.server_port[1]),
+                         self.rack.server_port[1])
 
 
 class ClientPortBoundary(PegasusTest):

@@ -485,11 +485,17 @@ control PegasusEgress(inout headers_t hdr, inout meta_t meta,
 // Pegasus message that carried a checksum (0, "none", stays 0).
 control PegasusChecksums(inout headers_t hdr, inout meta_t meta) {
     apply {
-        update_checksum(hdr.ipv4.isValid() && hdr.ipv4.ihl == 5,
+        // Options count in the IPv4 checksum; an option word not present is zero, which
+        // adds nothing to a ones' complement sum.
+        update_checksum(hdr.ipv4.isValid(),
             { hdr.ipv4.version, hdr.ipv4.ihl, hdr.ipv4.tos, hdr.ipv4.total_len,
               hdr.ipv4.identification, hdr.ipv4.reserved, hdr.ipv4.dont_fragment,
               hdr.ipv4.more_fragments, hdr.ipv4.frag_offset, hdr.ipv4.ttl,
-              hdr.ipv4.protocol, hdr.ipv4.src, hdr.ipv4.dst },
+              hdr.ipv4.protocol, hdr.ipv4.src, hdr.ipv4.dst,
+              hdr.ipv4_options[0].word, hdr.ipv4_options[1].word, hdr.ipv4_options[2].word,
+              hdr.ipv4_options[3].word, hdr.ipv4_options[4].word, hdr.ipv4_options[5].word,
+              hdr.ipv4_options[6].word, hdr.ipv4_options[7].word, hdr.ipv4_options[8].word,
+              hdr.ipv4_options[9].word },
             hdr.ipv4.checksum, HashAlgorithm.csum16);
         update_checksum_with_payload(hdr.pegasus.isValid() && hdr.udp.checksum != 0,
             { hdr.ipv4.src, hdr.ipv4.dst, 8w0, hdr.ipv4.protocol, hdr.udp.length,
