@@ -45,10 +45,12 @@ pub const HALF_LIFE_EPOCHS: f64 = 5.0;
 /// Counts below this are forgotten when they decay.
 const FORGET_BELOW: u64 = ONE_SAMPLE / 4;
 /// The slow ranking's half-life, in samples per hot key wanted: the `k`-th hottest key of a
-/// Zipf workload over a rack that wants `k` keys still collects a few samples in it.
-pub const SLOW_HALF_LIFE_SAMPLES_PER_HOT_KEY: u64 = 64;
+/// Zipf workload over a rack that wants `k` keys still collects enough samples in it to pass
+/// the minimum count (at 64 servers, k = 384: the 384th key of Zipf 1.2 over 100,000 keys
+/// holds about 0.02% of the requests, a dozen samples in the window).
+pub const SLOW_HALF_LIFE_SAMPLES_PER_HOT_KEY: u64 = 512;
 /// The slow ranking's shortest half-life, in samples.
-pub const SLOW_HALF_LIFE_SAMPLES_MIN: u64 = 512;
+pub const SLOW_HALF_LIFE_SAMPLES_MIN: u64 = 4_096;
 
 /// The factor (in 1/65,536) that counts are multiplied by at the end of every epoch.
 pub fn decay_per_epoch() -> u64 {
@@ -65,6 +67,18 @@ pub fn decay_for_samples(samples: u64, half_life: u64) -> u64 {
 /// The slow ranking's half-life, in samples, for a rack that wants `hot_keys` keys.
 pub fn slow_half_life(hot_keys: usize) -> u64 {
     (hot_keys as u64 * SLOW_HALF_LIFE_SAMPLES_PER_HOT_KEY).max(SLOW_HALF_LIFE_SAMPLES_MIN)
+}
+
+/// Samples per second detection aims for: enough to rank a rack's hot keys within a second
+/// or two, a few thousand reads of the ring buffer's records a second.
+pub const SAMPLES_PER_SECOND_WANTED: f64 = 4_000.0;
+
+/// The sample period for a rack that sees `requests_per_second` sampled-kind requests: the
+/// largest power of two that still gives [`SAMPLES_PER_SECOND_WANTED`], between 1 and `max`.
+pub fn sample_period_for(requests_per_second: f64, max: u16) -> u16 {
+    let wanted = (requests_per_second / SAMPLES_PER_SECOND_WANTED).max(1.0);
+    let power_of_two = 1u32 << (wanted.log2().floor() as u32).min(15);
+    power_of_two.min(u32::from(max.max(1))) as u16
 }
 
 /// A tracked key: its estimated count, how much of it may be another key's (inherited with
@@ -220,9 +234,11 @@ pub struct Changes {
 /// The changes that bring the directory's keys `hot` towards the `rules.hot_keys` most counted
 /// keys of `ranking` (most counted first, as [`TopK::ranking`]), with hysteresis:
 ///
-/// - every key among the top `hot_keys` with at least `min_count` is added, while the
-///   directory has room (`capacity`); when it has none, the candidate displaces the least
-///   counted hot key outside the top, if counted more than twice as often;
+/// - every key among the top `hot_keys` with at least `min_count` is added while the
+///   directory holds fewer than `hot_keys` keys (and has room below `capacity`); beyond that,
+///   a candidate displaces the least counted hot key outside the top, if counted more than
+///   twice as often (so that keys reshuffling at the edge of the top neither flap nor grow
+///   the directory);
 /// - a hot key outside the top is evicted once it has fallen far: below rank `2 x hot_keys`,
 ///   or below half the `hot_keys`-th count; never while that count is too small to tell
 ///   (below twice `min_count`: an idle or barely sampled rack keeps its keys);
@@ -264,8 +280,12 @@ pub fn decide(rules: &HotSetRules, ranking: &[(u64, u64)], hot: &[u64]) -> Chang
         }
     }
     let hot_now: std::collections::HashSet<u64> = hot.iter().copied().collect();
+    // Free adds fill the directory up to the hot keys wanted; beyond that, a key must
+    // displace one it outnumbers twice (the capacity's spare slots are for keys on their way
+    // out, and for `decide_two_speed`'s adds).
     let mut room = rules
         .capacity
+        .min(k)
         .saturating_sub(hot.len() - changes.evict.len());
     let mut next_displaced = 0;
     let candidates = ranking
@@ -287,9 +307,28 @@ pub fn decide(rules: &HotSetRules, ranking: &[(u64, u64)], hot: &[u64]) -> Chang
     changes
 }
 
-/// The changes of the two rankings together (see the module docs): every key either
-/// ranking adds (the fast one's first), while the directory has room; evicted only the keys
-/// both rankings evict.
+/// How many times the minimum count the fast ranking must count a key for it to come in
+/// beside the hot key it would displace (see [`decide_two_speed`]).
+pub const STRONG_MINIMUMS: u64 = 4;
+
+/// Whether `ranking` counts enough to tell a key that fell far from one at the edge: its
+/// `hot_keys`-th count is at least twice the minimum (`decide` evicts nothing otherwise).
+fn informative(rules: &HotSetRules, ranking: &[(u64, u64)]) -> bool {
+    rules.hot_keys > 0
+        && ranking
+            .get(rules.hot_keys - 1)
+            .is_some_and(|&(_, c)| c >= rules.min_count.saturating_mul(2))
+}
+
+/// The changes of the two rankings together (see the module docs): evicted, the keys that
+/// every ranking with an opinion evicts (both, when both count enough to tell; at a low
+/// request rate the fast window holds too few samples to have one); added, the adds of both
+/// rankings while the directory, counting only those evictions, holds fewer than the hot
+/// keys wanted. One exception: a key the fast ranking counts [`STRONG_MINIMUMS`] times the
+/// minimum comes in even so, into the capacity's spare slots, until the slow ranking lets
+/// the old keys go: that is how a hot set that moves is followed within a window, while the
+/// reshuffles at the edge of the top (where counts are small) neither flap nor grow the
+/// directory.
 pub fn decide_two_speed(
     rules: &HotSetRules,
     fast: &[(u64, u64)],
@@ -298,17 +337,43 @@ pub fn decide_two_speed(
 ) -> Changes {
     let by_fast = decide(rules, fast, hot);
     let by_slow = decide(rules, slow, hot);
-    let evict: Vec<u64> = by_fast
-        .evict
-        .iter()
-        .copied()
-        .filter(|h| by_slow.evict.contains(h))
-        .collect();
+    let evict: Vec<u64> = match (informative(rules, fast), informative(rules, slow)) {
+        (true, false) => by_fast.evict.clone(),
+        (false, true) => by_slow.evict.clone(),
+        _ => by_fast
+            .evict
+            .iter()
+            .copied()
+            .filter(|h| by_slow.evict.contains(h))
+            .collect(),
+    };
+    // Ordinary adds fill the directory up to the hot keys wanted, counting only the evictions
+    // that happen; strong fast adds may take the capacity's spare slots.
     let room = rules.capacity.saturating_sub(hot.len() - evict.len());
-    let mut add: Vec<u64> = Vec::new();
-    for h in by_fast.add.into_iter().chain(by_slow.add) {
-        if add.len() < room && !add.contains(&h) {
+    let ordinary_room = rules
+        .capacity
+        .min(rules.hot_keys)
+        .saturating_sub(hot.len() - evict.len());
+    let strong = |h: u64| {
+        fast.iter()
+            .find(|&&(k, _)| k == h)
+            .is_some_and(|&(_, c)| c >= rules.min_count.saturating_mul(STRONG_MINIMUMS))
+    };
+    let candidates = by_fast
+        .add
+        .iter()
+        .map(|&h| (h, strong(h)))
+        .chain(by_slow.add.iter().map(|&h| (h, false)));
+    let (mut add, mut ordinary) = (Vec::new(), 0);
+    for (h, strong) in candidates {
+        if add.len() >= room || add.contains(&h) {
+            continue;
+        }
+        if strong {
             add.push(h);
+        } else if ordinary < ordinary_room {
+            add.push(h);
+            ordinary += 1;
         }
     }
     Changes { add, evict }
@@ -478,14 +543,22 @@ mod tests {
         // Too few samples: not added.
         let c = decide(&rules(4), &ranking, &[10, 11, 12]);
         assert!(c.add.is_empty(), "13 has 1 sample, below min_count");
-        // A new top key is added at once, next to the one it pushed out of the top.
+        // Room is counted up to the hot keys wanted: with 2 of 3 hot, one more comes in.
+        let c = decide(&rules(3), &ranking, &[10, 11]);
+        assert_eq!(c.add, vec![12]);
+        // A new top key that barely overtook a hot one does not come in beyond the hot keys
+        // wanted (the directory would grow with every reshuffle at the edge)...
         let ranking = [(10, 50), (11, 40), (13, 35), (12, 30)];
         let c = decide(&rules(3), &ranking, &[10, 11, 12]);
-        assert_eq!(c.add, vec![13]);
-        assert!(
-            c.evict.is_empty(),
-            "12 is just outside the top: it stays for now"
+        assert_eq!(
+            c,
+            Changes::default(),
+            "12 is just outside the top: it stays"
         );
+        // ... one twice as hot displaces it.
+        let ranking = [(10, 50), (11, 40), (13, 35), (12, 17)];
+        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        assert_eq!((c.add, c.evict), (vec![13], vec![12]));
     }
 
     #[test]
@@ -500,10 +573,13 @@ mod tests {
             decide(&tight(3), &ranking, &[10, 11, 12]),
             Changes::default()
         );
-        // With room, 13 comes in and 12 stays while it is close to the top.
+        // Spare capacity changes nothing: the directory holds the hot keys wanted.
         let ranking = [(10, 50), (11, 40), (13, 31), (12, 30)];
-        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
-        assert_eq!((c.add, c.evict), (vec![13], vec![]));
+        assert_eq!(
+            decide(&rules(3), &ranking, &[10, 11, 12]),
+            Changes::default()
+        );
+        // With both in (as two-speed detection may leave them), neither leaves while close.
         let ranking = [(10, 50), (11, 40), (12, 31), (13, 30)];
         assert_eq!(
             decide(&rules(3), &ranking, &[10, 11, 12, 13]),
@@ -626,17 +702,50 @@ mod tests {
         let changes = decide_two_speed(&rules, &fast, &slow, &[1, 2]);
         assert_eq!(changes.add, vec![5, 6], "the fast ranking's newcomers");
         assert!(changes.evict.is_empty(), "the slow ranking keeps 1 and 2");
+        // Newcomers the fast ranking barely counts (below STRONG_MINIMUMS x the minimum) do
+        // not come in beside keys the slow ranking keeps: an edge reshuffle, not a new set.
+        let weak_fast = vec![(5, 7), (6, 5), (1, 1), (2, 0)];
+        let changes = decide_two_speed(&rules, &weak_fast, &slow, &[1, 2]);
+        assert_eq!(changes, Changes::default());
         // Once the slow ranking lets 1 go too, it leaves.
         let slow_later = vec![(5, c(500)), (6, c(400)), (2, c(300)), (1, c(2))];
         let changes = decide_two_speed(&rules, &fast, &slow_later, &[1, 2, 5, 6]);
         assert_eq!(changes.evict, vec![1]);
         assert!(changes.add.is_empty());
+        // A fast window too thin to tell (its counts below twice the minimum) has no say.
+        let thin_fast = vec![(5, 3), (6, 2), (1, 1)]; // below 2 x min_count (2)
+        let changes = decide_two_speed(&rules, &thin_fast, &slow_later, &[1, 2, 5, 6]);
+        assert_eq!(changes.evict, vec![1]);
         // Adds stop at the directory's capacity.
-        let tight = HotSetRules {
+        let three = HotSetRules {
             capacity: 3,
             ..rules
         };
-        let changes = decide_two_speed(&tight, &fast, &slow, &[1, 2]);
+        let changes = decide_two_speed(&three, &fast, &slow, &[1, 2]);
         assert_eq!(changes.add, vec![5]);
+        // The slow ranking's displacement stands only with its eviction: here the fast
+        // ranking keeps 2 in its top, so 7 does not come in beside it.
+        let fast_keeps_2 = vec![(1, c(40)), (2, c(30)), (7, c(2))];
+        let slow_prefers_7 = vec![(1, c(400)), (7, c(300)), (2, c(100))];
+        let changes = decide_two_speed(&tight(2), &fast_keeps_2, &slow_prefers_7, &[1, 2]);
+        assert_eq!(changes, Changes::default());
+        // When both agree, the displacement happens.
+        let fast_agrees = vec![(1, c(40)), (7, c(30)), (2, c(2))];
+        let changes = decide_two_speed(&tight(2), &fast_agrees, &slow_prefers_7, &[1, 2]);
+        assert_eq!((changes.add, changes.evict), (vec![7], vec![2]));
+    }
+
+    #[test]
+    fn a_quiet_rack_is_sampled_more() {
+        // Every request below the wanted sample rate; a power of two above it; never more
+        // than the configured period.
+        assert_eq!(sample_period_for(500.0, 8), 1);
+        assert_eq!(sample_period_for(SAMPLES_PER_SECOND_WANTED, 8), 1);
+        assert_eq!(sample_period_for(3.0 * SAMPLES_PER_SECOND_WANTED, 8), 2);
+        assert_eq!(sample_period_for(4.0 * SAMPLES_PER_SECOND_WANTED, 8), 4);
+        assert_eq!(sample_period_for(100.0 * SAMPLES_PER_SECOND_WANTED, 8), 8);
+        assert_eq!(sample_period_for(100.0 * SAMPLES_PER_SECOND_WANTED, 64), 64);
+        assert_eq!(sample_period_for(0.0, 8), 1);
+        assert_eq!(sample_period_for(f64::MAX, 16_384), 16_384);
     }
 }

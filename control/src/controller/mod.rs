@@ -25,7 +25,7 @@ pub mod state;
 use crate::{
     controller::hotkeys::{
         COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_for_samples, decay_per_epoch,
-        decide_two_speed, slow_half_life,
+        decide_two_speed, sample_period_for, slow_half_life,
     },
     controller::state::StateFile,
     switch::{SampleReader, Switch, SwitchMode},
@@ -136,6 +136,8 @@ pub struct DetectionStats {
     /// Samples discarded because their key does not hash to their key hash (a forged or
     /// broken request: it would rank one key under another's hash).
     pub samples_discarded: AtomicU64,
+    /// The switch's sample period now (see `Detection::sample_period_max`).
+    pub sample_period: AtomicU64,
 }
 
 /// A copy of [`DetectionStats`] (status replies, metrics).
@@ -152,6 +154,8 @@ pub struct DetectionSnapshot {
     pub samples_discarded: u64,
     #[serde(default)]
     pub resized: u64,
+    #[serde(default)]
+    pub sample_period: u64,
 }
 
 impl DetectionStats {
@@ -166,6 +170,7 @@ impl DetectionStats {
             restored: self.restored.load(Ordering::Relaxed),
             samples_discarded: self.samples_discarded.load(Ordering::Relaxed),
             resized: self.resized.load(Ordering::Relaxed),
+            sample_period: self.sample_period.load(Ordering::Relaxed),
         }
     }
 }
@@ -176,7 +181,14 @@ pub struct Detection {
     pub rules: HotSetRules,
     /// Length of a statistics interval (an "epoch" of the detection; not the version epoch).
     pub interval: Duration,
+    /// The sample period at high request rates (`--sample-period`). When the rack is
+    /// quieter, the controller samples more requests, down to every one, so that its
+    /// statistics fill as fast (see `hotkeys::sample_period_for`).
+    pub sample_period_max: u16,
 }
+
+/// How often the sample period is reconsidered.
+const SAMPLE_PERIOD_REVIEW: Duration = Duration::from_secs(1);
 
 impl Controller {
     /// A controller for a loaded switch serving `cluster`.
@@ -337,6 +349,11 @@ impl Controller {
         // Each hot key's completed version at the last epoch: copies are restored only to a
         // key not written for a whole epoch (a write's own copies may still be on their way).
         let mut settled: HashMap<u64, u64> = HashMap::new();
+        let mut period = detection.sample_period_max;
+        self.stats
+            .sample_period
+            .store(u64::from(period), Ordering::Relaxed);
+        let (mut review_started, mut samples_since_review) = (tokio::time::Instant::now(), 0u64);
         let mut tick = tokio::time::interval(detection.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -353,6 +370,24 @@ impl Controller {
                 .samples_discarded
                 .fetch_add(discarded, Ordering::Relaxed);
             self.stats.samples.fetch_add(read as u64, Ordering::Relaxed);
+            samples_since_review += read as u64;
+            let since = review_started.elapsed();
+            if since >= SAMPLE_PERIOD_REVIEW {
+                let requests =
+                    samples_since_review as f64 * f64::from(period) / since.as_secs_f64();
+                let next = sample_period_for(requests, detection.sample_period_max);
+                if next != period {
+                    if let Err(e) = self.switch().set_sample_period(next) {
+                        return e.context("changing the sample period");
+                    }
+                    tracing::debug!(requests, from = period, to = next, "sample period");
+                    period = next;
+                    self.stats
+                        .sample_period
+                        .store(u64::from(period), Ordering::Relaxed);
+                }
+                (review_started, samples_since_review) = (tokio::time::Instant::now(), 0);
+            }
             let entries = match self.switch().directory_list() {
                 Ok(entries) => entries,
                 Err(e) => return e.context("reading the directory"),
@@ -366,11 +401,20 @@ impl Controller {
                     under_way.remove(&keyhash);
                 }
             }
-            let staying: Vec<u64> = hot
+            // The hot keys that stay: those in the directory not being evicted, and those
+            // being added (not in the directory yet: counted, or the next epochs would see
+            // room for more and add others beside them).
+            let mut staying: Vec<u64> = hot
                 .iter()
                 .copied()
                 .filter(|h| under_way.get(h) != Some(&false))
                 .collect();
+            staying.extend(
+                under_way
+                    .iter()
+                    .filter(|&(h, &adding)| adding && !hot.contains(h))
+                    .map(|(&h, _)| h),
+            );
             // Keys being evicted still take directory slots.
             let evicting = under_way.values().filter(|&&adding| !adding).count();
             let epoch_rules = HotSetRules {
