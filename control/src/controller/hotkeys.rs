@@ -2,21 +2,11 @@
 //!
 //! - [`TopK`] counts sampled keys with the **space-saving** algorithm (Metwally, Agrawal and
 //!   El Abbadi, 2005): at most `capacity` counters; a key without one takes the counter of the
-//!   least counted key and starts from that count (an overestimate by at most it, which it
-//!   remembers as its error), so every key with more than `samples / capacity` samples is
-//!   tracked. Its ranking orders keys by their guaranteed count (count less error), so that a
-//!   key that merely inherited a counter is never taken for a hot one. Counts are fixed-point,
-//!   in [`ONE_SAMPLE`] units, and **decay**.
-//! - Two of them run side by side (`crate::controller`), because one window cannot serve both
-//!   ends: a **fast** one whose counts halve every [`HALF_LIFE_EPOCHS`] statistics epochs
-//!   ([`decay_per_epoch`]; 50 ms at the defaults), which follows a hot set that moves; and a
-//!   **slow** one whose counts halve every [`SLOW_HALF_LIFE_SAMPLES_PER_HOT_KEY`] samples per
-//!   hot key wanted ([`decay_for_samples`]), a window of samples rather than of time, which
-//!   holds enough samples to rank the tail of the hot set whatever the request rate (at 64
-//!   servers and a few hundred requests/s each, 50 ms hold too few samples to find the 384th
-//!   hottest key), and which keeps a key that sampling noise pushed out of the fast top.
-//!   A key enters the directory when either ranking puts it among the top, and leaves only
-//!   when both say it fell far ([`decide_two_speed`]).
+//!   least counted key and starts from that count (an overestimate by at most it), so every
+//!   key with more than `samples / capacity` samples is tracked. Counts **decay** at the end of
+//!   every statistics epoch (by [`decay_per_epoch`]: they halve every [`HALF_LIFE_EPOCHS`]
+//!   epochs), so the ranking follows the last several epochs. Counts are fixed-point, in
+//!   [`ONE_SAMPLE`] units.
 //! - [`decide`] turns the ranking and the current directory into keys to add and to evict,
 //!   with **hysteresis**: a newcomer must rank among the `hot_keys` most counted, with at least
 //!   `min_count`, and is added at once if the directory has room; a hot key leaves only when
@@ -44,49 +34,16 @@ pub const STATS_INTERVAL_MS_DEFAULT: u64 = 10;
 pub const HALF_LIFE_EPOCHS: f64 = 5.0;
 /// Counts below this are forgotten when they decay.
 const FORGET_BELOW: u64 = ONE_SAMPLE / 4;
-/// The slow ranking's half-life, in samples per hot key wanted: the `k`-th hottest key of a
-/// Zipf workload over a rack that wants `k` keys still collects enough samples in it to pass
-/// the minimum count (at 64 servers, k = 384: the 384th key of Zipf 1.2 over 100,000 keys
-/// holds about 0.02% of the requests, a dozen samples in the window).
-pub const SLOW_HALF_LIFE_SAMPLES_PER_HOT_KEY: u64 = 512;
-/// The slow ranking's shortest half-life, in samples.
-pub const SLOW_HALF_LIFE_SAMPLES_MIN: u64 = 4_096;
 
 /// The factor (in 1/65,536) that counts are multiplied by at the end of every epoch.
 pub fn decay_per_epoch() -> u64 {
     (65_536.0 * 0.5f64.powf(1.0 / HALF_LIFE_EPOCHS)).round() as u64
 }
 
-/// The factor (in 1/65,536) that halves counts every `half_life` samples, for `samples`
-/// samples observed: a window measured in samples, not in time.
-pub fn decay_for_samples(samples: u64, half_life: u64) -> u64 {
-    assert!(half_life > 0, "a half-life of no samples");
-    (65_536.0 * 0.5f64.powf(samples as f64 / half_life as f64)).round() as u64
-}
-
-/// The slow ranking's half-life, in samples, for a rack that wants `hot_keys` keys.
-pub fn slow_half_life(hot_keys: usize) -> u64 {
-    (hot_keys as u64 * SLOW_HALF_LIFE_SAMPLES_PER_HOT_KEY).max(SLOW_HALF_LIFE_SAMPLES_MIN)
-}
-
-/// Samples per second detection aims for: enough to rank a rack's hot keys within a second
-/// or two, a few thousand reads of the ring buffer's records a second.
-pub const SAMPLES_PER_SECOND_WANTED: f64 = 4_000.0;
-
-/// The sample period for a rack that sees `requests_per_second` sampled-kind requests: the
-/// largest power of two that still gives [`SAMPLES_PER_SECOND_WANTED`], between 1 and `max`.
-pub fn sample_period_for(requests_per_second: f64, max: u16) -> u16 {
-    let wanted = (requests_per_second / SAMPLES_PER_SECOND_WANTED).max(1.0);
-    let power_of_two = 1u32 << (wanted.log2().floor() as u32).min(15);
-    power_of_two.min(u32::from(max.max(1))) as u16
-}
-
-/// A tracked key: its estimated count, how much of it may be another key's (inherited with
-/// its counter), and the key itself (the controller needs it).
+/// A tracked key: its estimated count, and the key itself (the controller needs it).
 #[derive(Clone, Debug)]
 struct Tracked {
     count: u64,
-    error: u64,
     key: Vec<u8>,
 }
 
@@ -122,20 +79,18 @@ impl TopK {
             self.order.insert((t.count, keyhash));
             return;
         }
-        let error = if self.tracked.len() < self.capacity {
-            0
+        let count = if self.tracked.len() < self.capacity {
+            ONE_SAMPLE
         } else {
             // Take over the least counted key's counter.
             let (least, evicted) = self.order.pop_first().expect("full, so not empty");
             self.tracked.remove(&evicted);
-            least
+            least + ONE_SAMPLE
         };
-        let count = error + ONE_SAMPLE;
         self.tracked.insert(
             keyhash,
             Tracked {
                 count,
-                error,
                 key: key.to_vec(),
             },
         );
@@ -150,31 +105,24 @@ impl TopK {
         assert!(factor <= 65_536, "a decay never raises counts");
         self.total = ((self.total as u128 * factor as u128) >> 16) as u64;
         let order = std::mem::take(&mut self.order);
-        let scale = |n: u64| ((n as u128 * factor as u128) >> 16) as u64;
         for (count, keyhash) in order {
-            let halved = scale(count);
+            let halved = ((count as u128 * factor as u128) >> 16) as u64;
             if halved < FORGET_BELOW {
                 self.tracked.remove(&keyhash);
             } else {
-                let t = self
-                    .tracked
+                self.tracked
                     .get_mut(&keyhash)
-                    .expect("order and tracked agree");
-                t.count = halved;
-                t.error = scale(t.error).min(halved);
+                    .expect("order and tracked agree")
+                    .count = halved;
                 self.order.insert((halved, keyhash));
             }
         }
     }
 
-    /// Every tracked key as (keyhash, guaranteed count in [`ONE_SAMPLE`] units: its count
-    /// less the error it inherited), most counted first (ties: smaller hash first).
+    /// Every tracked key as (keyhash, count in [`ONE_SAMPLE`] units), most counted first
+    /// (ties: smaller hash first).
     pub fn ranking(&self) -> Vec<(u64, u64)> {
-        let mut ranking: Vec<(u64, u64)> = self
-            .tracked
-            .iter()
-            .map(|(&h, t)| (h, t.count - t.error))
-            .collect();
+        let mut ranking: Vec<(u64, u64)> = self.order.iter().map(|&(c, h)| (h, c)).collect();
         ranking.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         ranking
     }
@@ -234,11 +182,9 @@ pub struct Changes {
 /// The changes that bring the directory's keys `hot` towards the `rules.hot_keys` most counted
 /// keys of `ranking` (most counted first, as [`TopK::ranking`]), with hysteresis:
 ///
-/// - every key among the top `hot_keys` with at least `min_count` is added while the
-///   directory holds fewer than `hot_keys` keys (and has room below `capacity`); beyond that,
-///   a candidate displaces the least counted hot key outside the top, if counted more than
-///   twice as often (so that keys reshuffling at the edge of the top neither flap nor grow
-///   the directory);
+/// - every key among the top `hot_keys` with at least `min_count` is added, while the
+///   directory has room (`capacity`); when it has none, the candidate displaces the least
+///   counted hot key outside the top, if counted more than twice as often;
 /// - a hot key outside the top is evicted once it has fallen far: below rank `2 x hot_keys`,
 ///   or below half the `hot_keys`-th count; never while that count is too small to tell
 ///   (below twice `min_count`: an idle or barely sampled rack keeps its keys);
@@ -280,12 +226,8 @@ pub fn decide(rules: &HotSetRules, ranking: &[(u64, u64)], hot: &[u64]) -> Chang
         }
     }
     let hot_now: std::collections::HashSet<u64> = hot.iter().copied().collect();
-    // Free adds fill the directory up to the hot keys wanted; beyond that, a key must
-    // displace one it outnumbers twice (the capacity's spare slots are for keys on their way
-    // out, and for `decide_two_speed`'s adds).
     let mut room = rules
         .capacity
-        .min(k)
         .saturating_sub(hot.len() - changes.evict.len());
     let mut next_displaced = 0;
     let candidates = ranking
@@ -305,78 +247,6 @@ pub fn decide(rules: &HotSetRules, ranking: &[(u64, u64)], hot: &[u64]) -> Chang
         }
     }
     changes
-}
-
-/// How many times the minimum count the fast ranking must count a key for it to come in
-/// beside the hot key it would displace (see [`decide_two_speed`]).
-pub const STRONG_MINIMUMS: u64 = 4;
-
-/// Whether `ranking` counts enough to tell a key that fell far from one at the edge: its
-/// `hot_keys`-th count is at least twice the minimum (`decide` evicts nothing otherwise).
-fn informative(rules: &HotSetRules, ranking: &[(u64, u64)]) -> bool {
-    rules.hot_keys > 0
-        && ranking
-            .get(rules.hot_keys - 1)
-            .is_some_and(|&(_, c)| c >= rules.min_count.saturating_mul(2))
-}
-
-/// The changes of the two rankings together (see the module docs): evicted, the keys that
-/// every ranking with an opinion evicts (both, when both count enough to tell; at a low
-/// request rate the fast window holds too few samples to have one); added, the adds of both
-/// rankings while the directory, counting only those evictions, holds fewer than the hot
-/// keys wanted. One exception: a key the fast ranking counts [`STRONG_MINIMUMS`] times the
-/// minimum comes in even so, into the capacity's spare slots, until the slow ranking lets
-/// the old keys go: that is how a hot set that moves is followed within a window, while the
-/// reshuffles at the edge of the top (where counts are small) neither flap nor grow the
-/// directory.
-pub fn decide_two_speed(
-    rules: &HotSetRules,
-    fast: &[(u64, u64)],
-    slow: &[(u64, u64)],
-    hot: &[u64],
-) -> Changes {
-    let by_fast = decide(rules, fast, hot);
-    let by_slow = decide(rules, slow, hot);
-    let evict: Vec<u64> = match (informative(rules, fast), informative(rules, slow)) {
-        (true, false) => by_fast.evict.clone(),
-        (false, true) => by_slow.evict.clone(),
-        _ => by_fast
-            .evict
-            .iter()
-            .copied()
-            .filter(|h| by_slow.evict.contains(h))
-            .collect(),
-    };
-    // Ordinary adds fill the directory up to the hot keys wanted, counting only the evictions
-    // that happen; strong fast adds may take the capacity's spare slots.
-    let room = rules.capacity.saturating_sub(hot.len() - evict.len());
-    let ordinary_room = rules
-        .capacity
-        .min(rules.hot_keys)
-        .saturating_sub(hot.len() - evict.len());
-    let strong = |h: u64| {
-        fast.iter()
-            .find(|&&(k, _)| k == h)
-            .is_some_and(|&(_, c)| c >= rules.min_count.saturating_mul(STRONG_MINIMUMS))
-    };
-    let candidates = by_fast
-        .add
-        .iter()
-        .map(|&h| (h, strong(h)))
-        .chain(by_slow.add.iter().map(|&h| (h, false)));
-    let (mut add, mut ordinary) = (Vec::new(), 0);
-    for (h, strong) in candidates {
-        if add.len() >= room || add.contains(&h) {
-            continue;
-        }
-        if strong {
-            add.push(h);
-        } else if ordinary < ordinary_room {
-            add.push(h);
-            ordinary += 1;
-        }
-    }
-    Changes { add, evict }
 }
 
 #[cfg(test)]
@@ -427,9 +297,8 @@ mod tests {
         for h in [1u64, 1, 1, 2, 3] {
             top.observe(h, b"k");
         }
-        // 3 replaced 2 (count 1) and starts from 1 + 1, of which 1 is certain.
-        assert_eq!(top.count(3), 2 * ONE_SAMPLE);
-        assert_eq!(in_samples(top.ranking()), vec![(1, 3), (3, 1)]);
+        // 3 replaced 2 (count 1) and starts from 1 + 1.
+        assert_eq!(in_samples(top.ranking()), vec![(1, 3), (3, 2)]);
         assert_eq!(top.len(), 2);
     }
 
@@ -543,22 +412,14 @@ mod tests {
         // Too few samples: not added.
         let c = decide(&rules(4), &ranking, &[10, 11, 12]);
         assert!(c.add.is_empty(), "13 has 1 sample, below min_count");
-        // Room is counted up to the hot keys wanted: with 2 of 3 hot, one more comes in.
-        let c = decide(&rules(3), &ranking, &[10, 11]);
-        assert_eq!(c.add, vec![12]);
-        // A new top key that barely overtook a hot one does not come in beyond the hot keys
-        // wanted (the directory would grow with every reshuffle at the edge)...
+        // A new top key is added at once, next to the one it pushed out of the top.
         let ranking = [(10, 50), (11, 40), (13, 35), (12, 30)];
         let c = decide(&rules(3), &ranking, &[10, 11, 12]);
-        assert_eq!(
-            c,
-            Changes::default(),
-            "12 is just outside the top: it stays"
+        assert_eq!(c.add, vec![13]);
+        assert!(
+            c.evict.is_empty(),
+            "12 is just outside the top: it stays for now"
         );
-        // ... one twice as hot displaces it.
-        let ranking = [(10, 50), (11, 40), (13, 35), (12, 17)];
-        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
-        assert_eq!((c.add, c.evict), (vec![13], vec![12]));
     }
 
     #[test]
@@ -573,13 +434,10 @@ mod tests {
             decide(&tight(3), &ranking, &[10, 11, 12]),
             Changes::default()
         );
-        // Spare capacity changes nothing: the directory holds the hot keys wanted.
+        // With room, 13 comes in and 12 stays while it is close to the top.
         let ranking = [(10, 50), (11, 40), (13, 31), (12, 30)];
-        assert_eq!(
-            decide(&rules(3), &ranking, &[10, 11, 12]),
-            Changes::default()
-        );
-        // With both in (as two-speed detection may leave them), neither leaves while close.
+        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        assert_eq!((c.add, c.evict), (vec![13], vec![]));
         let ranking = [(10, 50), (11, 40), (12, 31), (13, 30)];
         assert_eq!(
             decide(&rules(3), &ranking, &[10, 11, 12, 13]),
@@ -643,109 +501,5 @@ mod tests {
         );
         assert_eq!(top.share_ppm(99), 0);
         assert_eq!(TopK::new(1).share_ppm(1), 0);
-    }
-
-    #[test]
-    fn an_inherited_count_ranks_below_a_counted_one() {
-        // Key 9 takes over a counter of 5 samples and is sampled once: its count says 6, but
-        // only 1 is certain; key 2, counted 3 times, ranks above it.
-        let mut top = TopK::new(2);
-        for h in [1u64, 1, 1, 1, 1, 2, 2, 2] {
-            top.observe(h, b"k");
-        }
-        top.decay(65_536);
-        for _ in 0..3 {
-            top.observe(1, b"k");
-        }
-        top.observe(9, b"k"); // takes key 2's counter (3)
-        assert_eq!(top.count(9), 4 * ONE_SAMPLE);
-        assert_eq!(in_samples(top.ranking()), vec![(1, 8), (9, 1)]);
-        // Decay scales the error with the count.
-        top.decay(32_768);
-        assert_eq!(top.ranking()[1], (9, ONE_SAMPLE / 2));
-    }
-
-    #[test]
-    fn the_slow_window_is_measured_in_samples() {
-        let half = 10_000;
-        assert_eq!(decay_for_samples(0, half), 65_536);
-        assert_eq!(decay_for_samples(half, half), 32_768);
-        assert_eq!(decay_for_samples(2 * half, half), 16_384);
-        // Ten epochs of a tenth of the half-life each halve a count, as one epoch of all of it.
-        let mut a = TopK::new(4);
-        let mut b = TopK::new(4);
-        for _ in 0..1_000 {
-            a.observe(1, b"k");
-            b.observe(1, b"k");
-        }
-        for _ in 0..10 {
-            a.decay(decay_for_samples(half / 10, half));
-        }
-        b.decay(decay_for_samples(half, half));
-        let (ca, cb) = (a.count(1) as f64, b.count(1) as f64);
-        assert!((ca / cb - 1.0).abs() < 0.01, "{ca} vs {cb}");
-        assert_eq!(slow_half_life(1), SLOW_HALF_LIFE_SAMPLES_MIN);
-        assert_eq!(
-            slow_half_life(384),
-            384 * SLOW_HALF_LIFE_SAMPLES_PER_HOT_KEY
-        );
-    }
-
-    #[test]
-    fn two_speeds_add_from_either_and_evict_only_by_both() {
-        let rules = rules(2);
-        let c = |n| n * ONE_SAMPLE;
-        // The fast ranking saw 5 and 6 lately; the slow one knows 1 and 2 over a long window.
-        let fast = vec![(5, c(40)), (6, c(30)), (1, c(2)), (2, c(1))];
-        let slow = vec![(1, c(400)), (2, c(300)), (5, c(50)), (6, c(40))];
-        // 1 and 2 are hot; the directory has room for 4.
-        let changes = decide_two_speed(&rules, &fast, &slow, &[1, 2]);
-        assert_eq!(changes.add, vec![5, 6], "the fast ranking's newcomers");
-        assert!(changes.evict.is_empty(), "the slow ranking keeps 1 and 2");
-        // Newcomers the fast ranking barely counts (below STRONG_MINIMUMS x the minimum) do
-        // not come in beside keys the slow ranking keeps: an edge reshuffle, not a new set.
-        let weak_fast = vec![(5, 7), (6, 5), (1, 1), (2, 0)];
-        let changes = decide_two_speed(&rules, &weak_fast, &slow, &[1, 2]);
-        assert_eq!(changes, Changes::default());
-        // Once the slow ranking lets 1 go too, it leaves.
-        let slow_later = vec![(5, c(500)), (6, c(400)), (2, c(300)), (1, c(2))];
-        let changes = decide_two_speed(&rules, &fast, &slow_later, &[1, 2, 5, 6]);
-        assert_eq!(changes.evict, vec![1]);
-        assert!(changes.add.is_empty());
-        // A fast window too thin to tell (its counts below twice the minimum) has no say.
-        let thin_fast = vec![(5, 3), (6, 2), (1, 1)]; // below 2 x min_count (2)
-        let changes = decide_two_speed(&rules, &thin_fast, &slow_later, &[1, 2, 5, 6]);
-        assert_eq!(changes.evict, vec![1]);
-        // Adds stop at the directory's capacity.
-        let three = HotSetRules {
-            capacity: 3,
-            ..rules
-        };
-        let changes = decide_two_speed(&three, &fast, &slow, &[1, 2]);
-        assert_eq!(changes.add, vec![5]);
-        // The slow ranking's displacement stands only with its eviction: here the fast
-        // ranking keeps 2 in its top, so 7 does not come in beside it.
-        let fast_keeps_2 = vec![(1, c(40)), (2, c(30)), (7, c(2))];
-        let slow_prefers_7 = vec![(1, c(400)), (7, c(300)), (2, c(100))];
-        let changes = decide_two_speed(&tight(2), &fast_keeps_2, &slow_prefers_7, &[1, 2]);
-        assert_eq!(changes, Changes::default());
-        // When both agree, the displacement happens.
-        let fast_agrees = vec![(1, c(40)), (7, c(30)), (2, c(2))];
-        let changes = decide_two_speed(&tight(2), &fast_agrees, &slow_prefers_7, &[1, 2]);
-        assert_eq!((changes.add, changes.evict), (vec![7], vec![2]));
-    }
-
-    #[test]
-    fn a_quiet_rack_is_sampled_more() {
-        // Every request below the wanted sample rate; a power of two above it; never more
-        // than the configured period.
-        assert_eq!(sample_period_for(500.0, 8), 1);
-        assert_eq!(sample_period_for(SAMPLES_PER_SECOND_WANTED, 8), 1);
-        assert_eq!(sample_period_for(3.0 * SAMPLES_PER_SECOND_WANTED, 8), 2);
-        assert_eq!(sample_period_for(4.0 * SAMPLES_PER_SECOND_WANTED, 8), 4);
-        assert_eq!(sample_period_for(100.0 * SAMPLES_PER_SECOND_WANTED, 8), 8);
-        assert_eq!(sample_period_for(100.0 * SAMPLES_PER_SECOND_WANTED, 64), 64);
-        assert_eq!(sample_period_for(0.0, 8), 1);
-        assert_eq!(sample_period_for(f64::MAX, 16_384), 16_384);
     }
 }

@@ -24,8 +24,7 @@ pub mod state;
 
 use crate::{
     controller::hotkeys::{
-        COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_for_samples, decay_per_epoch,
-        decide_two_speed, sample_period_for, slow_half_life,
+        COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_per_epoch, decide,
     },
     controller::state::StateFile,
     switch::{SampleReader, Switch, SwitchMode},
@@ -136,8 +135,6 @@ pub struct DetectionStats {
     /// Samples discarded because their key does not hash to their key hash (a forged or
     /// broken request: it would rank one key under another's hash).
     pub samples_discarded: AtomicU64,
-    /// The switch's sample period now (see `Detection::sample_period_max`).
-    pub sample_period: AtomicU64,
 }
 
 /// A copy of [`DetectionStats`] (status replies, metrics).
@@ -154,8 +151,6 @@ pub struct DetectionSnapshot {
     pub samples_discarded: u64,
     #[serde(default)]
     pub resized: u64,
-    #[serde(default)]
-    pub sample_period: u64,
 }
 
 impl DetectionStats {
@@ -170,7 +165,6 @@ impl DetectionStats {
             restored: self.restored.load(Ordering::Relaxed),
             samples_discarded: self.samples_discarded.load(Ordering::Relaxed),
             resized: self.resized.load(Ordering::Relaxed),
-            sample_period: self.sample_period.load(Ordering::Relaxed),
         }
     }
 }
@@ -181,14 +175,7 @@ pub struct Detection {
     pub rules: HotSetRules,
     /// Length of a statistics interval (an "epoch" of the detection; not the version epoch).
     pub interval: Duration,
-    /// The sample period at high request rates (`--sample-period`). When the rack is
-    /// quieter, the controller samples more requests, down to every one, so that its
-    /// statistics fill as fast (see `hotkeys::sample_period_for`).
-    pub sample_period_max: u16,
 }
-
-/// How often the sample period is reconsidered.
-const SAMPLE_PERIOD_REVIEW: Duration = Duration::from_secs(1);
 
 impl Controller {
     /// A controller for a loaded switch serving `cluster`.
@@ -337,57 +324,27 @@ impl Controller {
             rules.hot_keys <= capacity && rules.capacity <= capacity,
             "more hot keys than directory slots"
         );
-        // The fast and the slow ranking (see `hotkeys`).
-        let counters = (rules.hot_keys * COUNTERS_PER_HOT_KEY).max(COUNTERS_MIN);
-        let mut fast = TopK::new(counters);
-        let mut slow = TopK::new(counters);
-        let fast_decay = decay_per_epoch();
-        let slow_half_life = slow_half_life(rules.hot_keys);
+        let mut top = TopK::new((rules.hot_keys * COUNTERS_PER_HOT_KEY).max(COUNTERS_MIN));
+        let decay = decay_per_epoch();
         let mut changes_under_way = tokio::task::JoinSet::new();
         // Keys being changed in the background: true for an add, false for an eviction.
         let mut under_way: HashMap<u64, bool> = HashMap::new();
         // Each hot key's completed version at the last epoch: copies are restored only to a
         // key not written for a whole epoch (a write's own copies may still be on their way).
         let mut settled: HashMap<u64, u64> = HashMap::new();
-        let mut period = detection.sample_period_max;
-        self.stats
-            .sample_period
-            .store(u64::from(period), Ordering::Relaxed);
-        let (mut review_started, mut samples_since_review) = (tokio::time::Instant::now(), 0u64);
         let mut tick = tokio::time::interval(detection.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let mut discarded = 0;
             let read = samples.drain(|s| match s.key() {
-                Some(key) if key_hash(key) == s.keyhash => {
-                    fast.observe(s.keyhash, key);
-                    slow.observe(s.keyhash, key);
-                }
+                Some(key) if key_hash(key) == s.keyhash => top.observe(s.keyhash, key),
                 _ => discarded += 1,
             });
             self.stats
                 .samples_discarded
                 .fetch_add(discarded, Ordering::Relaxed);
             self.stats.samples.fetch_add(read as u64, Ordering::Relaxed);
-            samples_since_review += read as u64;
-            let since = review_started.elapsed();
-            if since >= SAMPLE_PERIOD_REVIEW {
-                let requests =
-                    samples_since_review as f64 * f64::from(period) / since.as_secs_f64();
-                let next = sample_period_for(requests, detection.sample_period_max);
-                if next != period {
-                    if let Err(e) = self.switch().set_sample_period(next) {
-                        return e.context("changing the sample period");
-                    }
-                    tracing::debug!(requests, from = period, to = next, "sample period");
-                    period = next;
-                    self.stats
-                        .sample_period
-                        .store(u64::from(period), Ordering::Relaxed);
-                }
-                (review_started, samples_since_review) = (tokio::time::Instant::now(), 0);
-            }
             let entries = match self.switch().directory_list() {
                 Ok(entries) => entries,
                 Err(e) => return e.context("reading the directory"),
@@ -401,30 +358,20 @@ impl Controller {
                     under_way.remove(&keyhash);
                 }
             }
-            // The hot keys that stay: those in the directory not being evicted, and those
-            // being added (not in the directory yet: counted, or the next epochs would see
-            // room for more and add others beside them).
-            let mut staying: Vec<u64> = hot
+            let staying: Vec<u64> = hot
                 .iter()
                 .copied()
                 .filter(|h| under_way.get(h) != Some(&false))
                 .collect();
-            staying.extend(
-                under_way
-                    .iter()
-                    .filter(|&(h, &adding)| adding && !hot.contains(h))
-                    .map(|(&h, _)| h),
-            );
             // Keys being evicted still take directory slots.
             let evicting = under_way.values().filter(|&&adding| !adding).count();
             let epoch_rules = HotSetRules {
                 capacity: rules.capacity.saturating_sub(evicting),
                 ..rules
             };
-            let changes =
-                decide_two_speed(&epoch_rules, &fast.ranking(), &slow.ranking(), &staying);
+            let changes = decide(&epoch_rules, &top.ranking(), &staying);
             for &keyhash in &changes.add {
-                let Some(key) = fast.key(keyhash).or(slow.key(keyhash)).map(<[u8]>::to_vec) else {
+                let Some(key) = top.key(keyhash).map(<[u8]>::to_vec) else {
                     continue;
                 };
                 under_way.insert(keyhash, true);
@@ -446,7 +393,7 @@ impl Controller {
                 });
             }
             if self.switch().mode() == SwitchMode::Directory {
-                self.size_replicas(&fast, &slow, &entries);
+                self.size_replicas(&top, &entries);
             }
             for (keyhash, entry) in entries {
                 let unchanged =
@@ -468,19 +415,16 @@ impl Controller {
                 });
             }
             settled.retain(|h, _| hot.contains(h));
-            fast.decay(fast_decay);
-            slow.decay(decay_for_samples(read as u64, slow_half_life));
+            top.decay(decay);
             self.stats.epochs.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Sizes each hot key's replica target by its share of the sampled requests, the larger
-    /// of the fast and the slow ranking's (a key that heats up is sized at once, one that
-    /// cools keeps its replicas for the slow window) (`directory::replicas_for_share`, with
-    /// hysteresis: `directory::next_replicas`). A
+    /// Sizes each hot key's replica target by its share of the sampled requests
+    /// (`directory::replicas_for_share`, with hysteresis: `directory::next_replicas`). A
     /// larger target takes effect with the key's next write, or by the copies that
     /// `wants_copies` has made for a read-mostly key; a smaller one with the next write.
-    fn size_replicas(&self, fast: &TopK, slow: &TopK, entries: &[(u64, DirEntry)]) {
+    fn size_replicas(&self, top: &TopK, entries: &[(u64, DirEntry)]) {
         let servers = self.all_servers().count_ones();
         let floor = u32::from(self.replication);
         let mut switch = self.switch();
@@ -489,8 +433,7 @@ impl Controller {
                 continue;
             };
             let current = replication_in_effect(current, self.replication);
-            let share = fast.share_ppm(keyhash).max(slow.share_ppm(keyhash));
-            let needed = replicas_for_share(share, servers, floor);
+            let needed = replicas_for_share(top.share_ppm(keyhash), servers, floor);
             let next = next_replicas(current, needed, floor.min(servers));
             if next != current {
                 if let Err(e) = switch.set_replica_target(keyhash, next as u8) {

@@ -166,9 +166,7 @@ pub struct DaemonConfig {
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     #[serde(alias = "epoch_ms")]
     pub stats_interval_ms: u64,
-    /// Sample one GET or PUT in at most this many for hot-key detection (0: no sampling);
-    /// the controller samples more of a quiet rack's requests, down to every one, aiming for
-    /// about 4,000 samples a second.
+    /// Sample one GET or PUT in this many for hot-key detection (0: no sampling).
     #[arg(long, alias = "sample-rate", default_value_t = SAMPLE_PERIOD_DEFAULT,
           value_parser = clap::value_parser!(u16).range(0..=SAMPLE_PERIOD_MAX as i64))]
     #[serde(alias = "sample_rate")]

@@ -25,12 +25,9 @@ use pegasus_client::Cluster;
 use pegasus_common::{roles::PortRole, switch::FIB_GENERATION_PERIOD_MS};
 use std::{future::Future, net::IpAddr, sync::Arc, time::Duration};
 
-/// Fewest (decayed, guaranteed) samples a key needs before detection makes it hot. Fewer are
-/// noise: under a uniform workload over N keys, a window of W samples gives each key W/N on
-/// average, and with 3 as the bar a few of 10,000 keys crossed it in every slow window (the
-/// churn test saw a uniform workload install keys); with 8, the chance is below one in a
-/// thousand per window for W/N up to 0.7 (Poisson tail).
-const HOT_KEY_MIN_SAMPLES: u64 = 8;
+/// Fewest (decayed) samples a key needs before detection makes it hot: one or two samples
+/// are noise.
+const HOT_KEY_MIN_SAMPLES: u64 = 3;
 
 /// Runs the switch daemon until Ctrl-C or SIGTERM (or a task fails), then detaches.
 pub fn run(config: DaemonConfig) -> Result<()> {
@@ -110,7 +107,6 @@ pub fn run(config: DaemonConfig) -> Result<()> {
             capacity: directory_capacity as usize,
         },
         interval: Duration::from_millis(config.stats_interval_ms),
-        sample_period_max: config.sample_period,
     };
     let outcome = block_on(serve(
         &config,

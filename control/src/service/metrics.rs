@@ -105,12 +105,6 @@ pub fn render(status: &Status) -> String {
             &[(String::new(), value)],
         );
     }
-    metric(
-        "pegasus_controller_sample_period",
-        "gauge",
-        "One sampled-kind request in this many is sampled now (fewer when the rack is busy).",
-        &[(String::new(), d.sample_period)],
-    );
     let per_key = |f: fn(&crate::controller::HotKey) -> u64| -> Vec<(String, u64)> {
         status
             .hot
@@ -255,7 +249,6 @@ mod tests {
                 restored: 0,
                 samples_discarded: 0,
                 resized: 0,
-                sample_period: 8,
             },
             hot: vec![HotKey {
                 key: Some("us\"er0".into()),

@@ -681,25 +681,6 @@ impl Switch {
         Ok(next)
     }
 
-    /// Samples one GET or PUT in `period` from now on (the controller's choice, between 1
-    /// and `SAMPLE_PERIOD_MAX`). One store of the whole configuration, whose other fields
-    /// stay as they are.
-    pub fn set_sample_period(&mut self, period: u16) -> Result<()> {
-        ensure!(
-            (1..=shared::SAMPLE_PERIOD_MAX).contains(&period),
-            "a sample period is 1 to {}",
-            shared::SAMPLE_PERIOD_MAX
-        );
-        let mut map: Array<&mut MapData, SwitchConfig> =
-            Array::try_from(self.map_mut(shared::MAP_CONFIG)?)?;
-        let config = SwitchConfig {
-            sample_period: period,
-            ..map.get(&0, 0)?
-        };
-        map.set(0, config, 0)?;
-        Ok(())
-    }
-
     pub fn version_counter(&self) -> Result<u64> {
         let map: Array<&MapData, u64> = Array::try_from(self.map(shared::MAP_VERSION_COUNTER)?)?;
         Ok(map.get(&0, 0)?)
