@@ -51,11 +51,11 @@ fn colour(i: usize) -> RGBColor {
     COLOURS[i % COLOURS.len()]
 }
 
-/// A named line of (x, y) points, with error bars (x, low, high) where measured.
+/// A named line of (x, y) points, with error bars (x, y, low, high) where measured.
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
-    pub ranges: Vec<(f64, f64, f64)>,
+    pub ranges: Vec<(f64, f64, f64, f64)>,
 }
 
 /// Lines of `series` over `x_range`, the y axis from 0.
@@ -103,9 +103,9 @@ pub fn lines(
         chart.draw_series(
             s.ranges
                 .iter()
-                .filter(|r| r.1 < r.2)
-                .map(|&(x, low, high)| {
-                    ErrorBar::new_vertical(x, low, (low + high) / 2.0, high, c.stroke_width(2), 10)
+                .filter(|r| r.2 < r.3)
+                .map(|&(x, y, low, high)| {
+                    ErrorBar::new_vertical(x, low, y, high, c.stroke_width(2), 10)
                 }),
         )?;
     }
@@ -203,7 +203,10 @@ mod tests {
         let series = [Series {
             name: "pegasus".into(),
             points: vec![(0.0, 15_000.0), (1.2, 14_800.0)],
-            ranges: vec![(0.0, 14_000.0, 15_500.0), (1.2, 14_800.0, 14_800.0)],
+            ranges: vec![
+                (0.0, 15_000.0, 14_000.0, 15_500.0),
+                (1.2, 14_800.0, 14_800.0, 14_800.0),
+            ],
         }];
         lines(&line, "t", ("x", "y"), (0.0, 1.3), &series).unwrap();
         assert_eq!(png_size(&line), SIZE);

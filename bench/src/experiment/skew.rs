@@ -593,7 +593,10 @@ fn per_system<X: Copy>(
             plot::Series {
                 name: s.name().into(),
                 points: points.iter().map(|&(x, t)| (x, t.median)).collect(),
-                ranges: points.iter().map(|&(x, t)| (x, t.min, t.max)).collect(),
+                ranges: points
+                    .iter()
+                    .map(|&(x, t)| (x, t.median, t.min, t.max))
+                    .collect(),
             }
         })
         .collect()
