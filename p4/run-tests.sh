@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Compiles the v1model program, starts BMv2's simple_switch on veth pairs in a namespace of
 # its own, loads the rack of p4/tests/rack.toml (`pegasus p4 entries`) and runs the PTF suite
-# (p4/tests/pegasus_tests.py) against it. Then compiles the TNA program: with p4c's Tofino
-# backend when it is built (P4C_TOFINO, default /opt/src/build/p4c-tofino: the toolchain's
-# `tofino` step), else through p4c's front end only (p4test). Needs root, p4c and simple_switch (on PATH or under
+# (p4/tests/pegasus_tests.py) against it. Then checks the TNA program with p4c's front end
+# (p4test, with the Tofino backend's tna.p4); p4/compile-tna.sh compiles it for Tofino. Needs root, p4c and simple_switch (on PATH or under
 # /opt/p4: ../shared/tools/p4-toolchain.sh builds them) and ptf and scapy (the toolchain's
 # venv). Without them it prints SKIPPED and exits 0: CI machines have no P4 toolchain.
 #
@@ -68,21 +67,12 @@ ip netns exec "$ns" env PEGASUS_RACK="$PWD/p4/tests/rack.toml" \
   --test-params="thrift_port=9090" "$@"
 echo "== PTF suite passed (logs in $out)"
 
-tofino=${P4C_TOFINO:-/opt/src/build/p4c-tofino}
-if [[ -x $tofino/p4c-barefoot ]]; then
-  echo "== compiling p4/tna/pegasus.p4 with the Tofino backend"
-  "$tofino/p4c-barefoot" --target tofino --arch tna -o "$out/tna" \
-    --bf-rt-schema "$out/tna/bfrt.json" "$PWD/p4/tna/pegasus.p4"
-  "$tofino/bfas" -o "$out/tna/pipe" "$out/tna/pipe/pegasus.bfa"
-  echo "== TNA program compiled and assembled: $out/tna"
+tna=/opt/src/p4c/backends/tofino/bf-p4c/p4include
+if [[ -f $tna/tna.p4 ]]; then
+  echo "== p4/tna/pegasus.p4 through p4c's front end (the Tofino backend: p4/compile-tna.sh)"
+  p4test -D__TARGET_TOFINO__=1 -I "$tna" p4/tna/pegasus.p4
 else
-  tna=/opt/src/p4c/backends/tofino/bf-p4c/p4include
-  if [[ -f $tna/tna.p4 ]]; then
-    echo "== p4/tna/pegasus.p4 through p4c's front end (no Tofino backend built)"
-    p4test -D__TARGET_TOFINO__=1 -I "$tna" p4/tna/pegasus.p4
-  else
-    echo "SKIPPED: the TNA program (no tna.p4 at $tna)"
-  fi
+  echo "SKIPPED: the TNA program's front-end check (no tna.p4 at $tna)"
 fi
 "$pegasus" p4 entries --rack p4/tests/rack.toml --target tofino > "$out/tofino-entries.py"
 echo "== bfrt_python script for the rack: $out/tofino-entries.py ($(wc -l < "$out/tofino-entries.py") lines)"
