@@ -28,31 +28,35 @@ pub fn constants() -> String {
     let mut define = |name: &str, value: String, why: &str| {
         let _ = writeln!(out, "// {why}\n#define {name} {value}");
     };
-    define(
-        "PEGASUS_MAGIC",
-        format!("16w{:#06x}", wire::MAGIC),
-        "wire::MAGIC: the first two bytes of every Pegasus header.",
-    );
-    define(
-        "PEGASUS_PROTOCOL_VERSION",
-        format!("8w{}", wire::PROTOCOL_VERSION),
-        "wire::PROTOCOL_VERSION.",
-    );
-    define(
-        "PEGASUS_HEADER_BYTES",
-        wire::HEADER_LEN.to_string(),
-        "wire::HEADER_LEN: bytes of the fixed header.",
-    );
-    define(
-        "PEGASUS_STORE_PORT",
-        format!("16w{}", wire::DEFAULT_PORT),
-        "wire::DEFAULT_PORT: the stores' UDP port.",
-    );
-    define(
-        "PEGASUS_CONTROLLER_CLIENT_ID",
-        format!("16w{:#06x}", wire::CONTROLLER_CLIENT_ID),
-        "wire::CONTROLLER_CLIENT_ID: a client may not use it.",
-    );
+    for (name, value, why) in [
+        (
+            "PEGASUS_MAGIC",
+            format!("16w{:#06x}", wire::MAGIC),
+            "wire::MAGIC: the first two bytes of every Pegasus header.",
+        ),
+        (
+            "PEGASUS_PROTOCOL_VERSION",
+            format!("8w{}", wire::PROTOCOL_VERSION),
+            "wire::PROTOCOL_VERSION.",
+        ),
+        (
+            "PEGASUS_HEADER_BYTES",
+            wire::HEADER_LEN.to_string(),
+            "wire::HEADER_LEN: bytes of the fixed header.",
+        ),
+        (
+            "PEGASUS_STORE_PORT",
+            format!("16w{}", wire::DEFAULT_PORT),
+            "wire::DEFAULT_PORT: the stores' UDP port.",
+        ),
+        (
+            "PEGASUS_CONTROLLER_CLIENT_ID",
+            format!("16w{:#06x}", wire::CONTROLLER_CLIENT_ID),
+            "wire::CONTROLLER_CLIENT_ID: a client may not use it.",
+        ),
+    ] {
+        define(name, value, why);
+    }
     for op in Op::ALL {
         define(
             &format!("OP_{}", screaming(&format!("{op:?}"))),
@@ -141,71 +145,75 @@ pub fn constants() -> String {
             &format!("wire::offset::{name}: the header's fields in order (headers.p4 checks)."),
         );
     }
-    define(
-        "VERSION_COUNTER_BITS",
-        version::COUNTER_BITS.to_string(),
-        "version::COUNTER_BITS: a version is epoch << this | counter.",
-    );
-    define(
-        "SERVERS_MAX",
-        directory::SERVERS_MAX.to_string(),
-        "directory::SERVERS_MAX: servers a rack (and a replica bitmap) holds.",
-    );
-    define(
-        "WRITE_WINDOW",
-        once::WRITE_WINDOW.to_string(),
-        "once::WRITE_WINDOW: writes remembered per client.",
-    );
-    define(
-        "WRITE_CLIENTS",
-        once::CLIENTS.to_string(),
-        "once::CLIENTS: client ids with a window.",
-    );
-    define(
-        "WRITE_ID_BIT",
-        format!("32w{:#010x}", once::WRITE_ID_BIT),
-        "once::WRITE_ID_BIT: set in every recorded write id.",
-    );
-    define(
-        "RETRY_ROUTES",
-        switch::RETRY_ROUTES_CAPACITY.to_string(),
-        "switch::RETRY_ROUTES_CAPACITY: slots of retried writes' routes.",
-    );
-    define(
-        "RETRY_WINDOW_US",
-        format!("48w{}", switch::RETRY_WINDOW_NS / 1_000),
-        "switch::RETRY_WINDOW_NS in microseconds (the timestamps of P4 targets).",
-    );
-    define(
-        "DIRECTORY_CAPACITY_MAX",
-        switch::DIRECTORY_CAPACITY_MAX.to_string(),
-        "switch::DIRECTORY_CAPACITY_MAX: hot keys a directory holds at most.",
-    );
-    define(
-        "MIX_WINDOW",
-        format!("16w{}", directory::MIX_WINDOW),
-        "directory::MIX_WINDOW: requests in a hot key's recent read/write mix.",
-    );
-    define(
-        "MIX_PRIOR_READS",
-        format!("16w{}", directory::MIX_PRIOR_READS),
-        "directory::MIX_PRIOR_READS: the mix a new hot key starts from.",
-    );
-    define(
-        "COPY_READS_PER_WRITE",
-        format!("32w{}", directory::COPY_READS_PER_WRITE),
-        "directory::COPY_READS_PER_WRITE: copies pay when reads are this many per write.",
-    );
-    define(
-        "FMIX64_C1",
-        format!("64w{:#018x}", hash::FMIX64_C1),
-        "hash::fmix64's first multiplier (retry routes are hashed with it).",
-    );
-    define(
-        "FMIX64_C2",
-        format!("64w{:#018x}", hash::FMIX64_C2),
-        "hash::fmix64's second multiplier.",
-    );
+    for (name, value, why) in [
+        (
+            "VERSION_COUNTER_BITS",
+            version::COUNTER_BITS.to_string(),
+            "version::COUNTER_BITS: a version is epoch << this | counter.",
+        ),
+        (
+            "SERVERS_MAX",
+            directory::SERVERS_MAX.to_string(),
+            "directory::SERVERS_MAX: servers a rack (and a replica bitmap) holds.",
+        ),
+        (
+            "WRITE_WINDOW",
+            once::WRITE_WINDOW.to_string(),
+            "once::WRITE_WINDOW: writes remembered per client.",
+        ),
+        (
+            "WRITE_CLIENTS",
+            once::CLIENTS.to_string(),
+            "once::CLIENTS: client ids with a window.",
+        ),
+        (
+            "WRITE_ID_BIT",
+            format!("32w{:#010x}", once::WRITE_ID_BIT),
+            "once::WRITE_ID_BIT: set in every recorded write id.",
+        ),
+        (
+            "RETRY_ROUTES",
+            switch::RETRY_ROUTES_CAPACITY.to_string(),
+            "switch::RETRY_ROUTES_CAPACITY: slots of retried writes' routes.",
+        ),
+        (
+            "RETRY_WINDOW_US",
+            format!("48w{}", switch::RETRY_WINDOW_NS / 1_000),
+            "switch::RETRY_WINDOW_NS in microseconds (the timestamps of P4 targets).",
+        ),
+        (
+            "DIRECTORY_CAPACITY_MAX",
+            switch::DIRECTORY_CAPACITY_MAX.to_string(),
+            "switch::DIRECTORY_CAPACITY_MAX: hot keys a directory holds at most.",
+        ),
+        (
+            "MIX_WINDOW",
+            format!("16w{}", directory::MIX_WINDOW),
+            "directory::MIX_WINDOW: requests in a hot key's recent read/write mix.",
+        ),
+        (
+            "MIX_PRIOR_READS",
+            format!("16w{}", directory::MIX_PRIOR_READS),
+            "directory::MIX_PRIOR_READS: the mix a new hot key starts from.",
+        ),
+        (
+            "COPY_READS_PER_WRITE",
+            format!("32w{}", directory::COPY_READS_PER_WRITE),
+            "directory::COPY_READS_PER_WRITE: copies pay when reads are this many per write.",
+        ),
+        (
+            "FMIX64_C1",
+            format!("64w{:#018x}", hash::FMIX64_C1),
+            "hash::fmix64's first multiplier (retry routes are hashed with it).",
+        ),
+        (
+            "FMIX64_C2",
+            format!("64w{:#018x}", hash::FMIX64_C2),
+            "hash::fmix64's second multiplier.",
+        ),
+    ] {
+        define(name, value, why);
+    }
     for role in PortRole::ALL {
         define(
             &format!("ROLE_{}", screaming(&format!("{role:?}"))),
