@@ -382,8 +382,10 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                         meta.new_dst = meta.route_answer;
                         meta.steered = 1;
                         count(COUNTER_RETRIES_PINNED);
-                    } else if (meta.route_answer == 1
-                               && meta.now - meta.route_written < RETRY_WINDOW_UNITS) {
+                    }
+                    // Arithmetic in an action, comparisons in the gateway (Tofino's split).
+                    bit<32> age = meta.now - meta.route_written;
+                    if (meta.route_answer == 1 && age < RETRY_WINDOW_UNITS) {
                         count(COUNTER_RETRIES_DROPPED);
                         drop();
                         exit;
@@ -396,7 +398,8 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                     if (hdr.pegasus.op == OP_GET) {
                         meta.cursor = next_read.execute(meta.index);
                         // EntryView::reads_home_only
-                        go_home = meta.evicting == 1 && (meta.candidates & meta.home_bit) != 0;
+                        server_set_t home_in_set = meta.candidates & meta.home_bit;
+                        go_home = meta.evicting == 1 && home_in_set != 0;
                     } else {
                         meta.cursor = next_write.execute(meta.index);
                         meta.candidates = meta.all_servers;
