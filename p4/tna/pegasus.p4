@@ -25,16 +25,6 @@ const bit<8> EFFECT_NEWER = 2;
 // Retry routes are timed in units of 2^20 ns (about 1 ms).
 const bit<32> RETRY_WINDOW_UNITS = (bit<32>)(RETRY_WINDOW_US * 1000 >> 20);
 
-struct window_slot_t {
-    bit<32> key;     // (request id's sequence) + 1; 0: empty
-    bit<32> counter; // the version counter it was stamped with
-}
-
-struct route_t {
-    bit<32> tag;
-    bit<32> address;
-}
-
 struct meta_t {
     parse_meta_t parse;
     bit<16> epoch;
@@ -52,7 +42,7 @@ struct meta_t {
     bit<1>  evicting;
     bit<8>  replica_target;
     bit<32> counter;
-    bit<32> window_key;
+    bit<32> window_key; // (request id's sequence) + 1; 0 marks an empty slot
     bit<16> window_index;
     bit<32> stamped;
     bit<16> route_slot;
@@ -101,42 +91,41 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
         }
     };
 
-    // WRITE_WINDOWS (once::decide): reuse the recorded counter, refuse a stale copy (0), or
-    // record this write with the counter drawn for it.
-    Register<window_slot_t, bit<16>>(TNA_WINDOW_SLOTS) write_windows;
-    RegisterAction<window_slot_t, bit<16>, bit<32>>(write_windows) stamp_once = {
-        void apply(inout window_slot_t slot, out bit<32> stamped) {
-            if (slot.key == meta.window_key) {
-                stamped = slot.counter;                       // Reuse
-            } else if ((int<32>)(slot.key - meta.window_key) > 0) {
-                stamped = 0;                                  // Stale
-            } else {
-                slot.key = meta.window_key;                   // Fresh
-                slot.counter = meta.counter;
-                stamped = meta.counter;
+    // WRITE_WINDOWS (once::decide, once::record), in two registers a stage apart (a stateful
+    // ALU returns one value): the slot's key first, claimed by a fresh write; then its
+    // counter, recorded by a fresh write or recalled by a copy.
+    Register<bit<32>, bit<16>>(TNA_WINDOW_SLOTS) window_keys;
+    RegisterAction<bit<32>, bit<16>, bit<32>>(window_keys) claim_slot = {
+        void apply(inout bit<32> key, out bit<32> held) {
+            held = key;
+            if ((int<32>)(key - meta.window_key) < 0) {
+                key = meta.window_key; // older or empty (0): this write is fresh
             }
         }
+    };
+    Register<bit<32>, bit<16>>(TNA_WINDOW_SLOTS) window_counters;
+    RegisterAction<bit<32>, bit<16>, bit<32>>(window_counters) record_counter = {
+        void apply(inout bit<32> counter) { counter = meta.counter; }
+    };
+    RegisterAction<bit<32>, bit<16>, bit<32>>(window_counters) recall_counter = {
+        void apply(inout bit<32> counter, out bit<32> recorded) { recorded = counter; }
     };
 
-    // RETRY_ROUTES: (tag, address) and when it was written.
-    Register<route_t, bit<16>>(RETRY_ROUTES) retry_routes;
-    RegisterAction<route_t, bit<16>, bit<32>>(retry_routes) remember_route = {
-        void apply(inout route_t route) {
-            route.tag = meta.route_tag;
-            route.address = meta.new_dst;
-        }
+    // RETRY_ROUTES: the route's tag, its address, and when it was written; one register
+    // each (a stateful ALU returns one value).
+    Register<bit<32>, bit<16>>(RETRY_ROUTES) retry_tags;
+    RegisterAction<bit<32>, bit<16>, bit<32>>(retry_tags) remember_tag = {
+        void apply(inout bit<32> tag) { tag = meta.route_tag; }
     };
-    // The address when the slot holds this write's route; 1 when it holds another's; 0 empty.
-    RegisterAction<route_t, bit<16>, bit<32>>(retry_routes) recall_route = {
-        void apply(inout route_t route, out bit<32> answer) {
-            if (route.tag == meta.route_tag) {
-                answer = route.address;
-            } else if (route.tag != 0) {
-                answer = 1;
-            } else {
-                answer = 0;
-            }
-        }
+    RegisterAction<bit<32>, bit<16>, bit<32>>(retry_tags) recall_tag = {
+        void apply(inout bit<32> tag, out bit<32> value) { value = tag; }
+    };
+    Register<bit<32>, bit<16>>(RETRY_ROUTES) retry_addresses;
+    RegisterAction<bit<32>, bit<16>, bit<32>>(retry_addresses) remember_address = {
+        void apply(inout bit<32> address) { address = meta.new_dst; }
+    };
+    RegisterAction<bit<32>, bit<16>, bit<32>>(retry_addresses) recall_address = {
+        void apply(inout bit<32> address, out bit<32> value) { value = address; }
     };
     Register<bit<32>, bit<16>>(RETRY_ROUTES) retry_written;
     RegisterAction<bit<32>, bit<16>, bit<32>>(retry_written) stamp_route_time = {
@@ -361,11 +350,20 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                         meta.window_key = (hdr.pegasus.request_id & 0x7fffffff) + 1;
                         meta.window_index = hdr.pegasus.client_id[9:0]
                             ++ hdr.pegasus.request_id[5:0];
-                        meta.stamped = stamp_once.execute(meta.window_index);
-                        if (meta.stamped == 0) {
+                        bit<32> held = claim_slot.execute(meta.window_index);
+                        bit<32> ahead = held - meta.window_key;
+                        if (ahead == 0) {
+                            meta.stamped = recall_counter.execute(meta.window_index);
+                            count(COUNTER_STAMPS_REUSED);
+                        } else if (ahead[31:31] == 0) {
+                            // The slot holds a newer write: a copy its client has finished.
                             count(COUNTER_STALE_DUPLICATES);
                             drop();
                             exit;
+                        } else {
+                            record_counter.execute(meta.window_index);
+                            meta.stamped = meta.counter;
+                            count(COUNTER_WRITES_STAMPED);
                         }
                         hdr.pegasus.version = meta.epoch ++ 16w0 ++ meta.stamped;
                     }
@@ -376,16 +374,17 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                 meta.route_tag = route_tag_hash.get({
                     hdr.pegasus.request_id, hdr.pegasus.client_id }) | 1;
                 if (hdr.pegasus.op == OP_PUT && (hdr.pegasus.flags & FLAG_RETRY) != 0) {
-                    meta.route_answer = recall_route.execute(meta.route_slot);
+                    // switch::RetryRoute::decide
+                    bit<32> held_tag = recall_tag.execute(meta.route_slot);
+                    meta.route_answer = recall_address.execute(meta.route_slot);
                     meta.route_written = route_time.execute(meta.route_slot);
-                    if (meta.route_answer > 1) {
+                    // Arithmetic in an action, comparisons in the gateway (Tofino's split).
+                    bit<32> age = meta.now - meta.route_written;
+                    if (held_tag == meta.route_tag) {
                         meta.new_dst = meta.route_answer;
                         meta.steered = 1;
                         count(COUNTER_RETRIES_PINNED);
-                    }
-                    // Arithmetic in an action, comparisons in the gateway (Tofino's split).
-                    bit<32> age = meta.now - meta.route_written;
-                    if (meta.route_answer == 1 && age < RETRY_WINDOW_UNITS) {
+                    } else if (held_tag != 0 && age < RETRY_WINDOW_UNITS) {
                         count(COUNTER_RETRIES_DROPPED);
                         drop();
                         exit;
@@ -414,7 +413,8 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                             if (hdr.pegasus.op == OP_PUT) {
                                 write_copies.apply();
                                 hdr.pegasus.replica_bitmap = (bit<64>)meta.copies;
-                                remember_route.execute(meta.route_slot);
+                                remember_tag.execute(meta.route_slot);
+                                remember_address.execute(meta.route_slot);
                                 stamp_route_time.execute(meta.route_slot);
                                 count(COUNTER_HOT_WRITES);
                             } else {
