@@ -134,11 +134,16 @@ pub fn lowest_bit_index(bits: ServerSet) -> u8 {
         | in_half(0xaaaa_aaaa)) as u8
 }
 
-/// Candidates the least-loaded policy compares at most: the ones from the sequence's
-/// candidate on. A bound the BPF verifier can follow at 64 servers (and an eighth of the cost
-/// per packet); over consecutive requests the starting candidate goes round, so every
+/// Candidates the least-loaded policy compares at most: from the sequence's candidate on, every
+/// one of up to 16 candidates, every second of up to 32, and so on (a stride of
+/// `ceil(candidates / 16)`), so that the ones compared are spread over the whole set rather
+/// than bunched after the start (a large replica set overlaps others' in places: a bunch could
+/// hold only busy servers). A bound the BPF verifier can follow at 64 servers (and a quarter of
+/// the cost per packet); over consecutive requests the starting candidate goes round, so every
 /// candidate is compared.
 pub const LEAST_LOADED_SCAN_MAX: u32 = 16;
+/// Largest stride of the least-loaded scan: [`SERVERS_MAX`] / [`LEAST_LOADED_SCAN_MAX`].
+const LEAST_LOADED_STRIDE_MAX: u32 = SERVERS_MAX / LEAST_LOADED_SCAN_MAX;
 
 /// Picks one of `candidates` by `policy`. `random` is a fresh random number (read by
 /// [`Policy::TwoChoices`] only: see [`Policy::needs_random`]), `sequence` a per-key counter.
@@ -164,6 +169,7 @@ pub fn choose(
             // uninitialised register.
             let start = nth_set_bit(candidates, sequence % count)? as u32;
             let mut rest = candidates.rotate_right(start);
+            let stride = count.div_ceil(LEAST_LOADED_SCAN_MAX);
             let (mut best_id, mut best_load) = (SERVERS_MAX, u32::MAX);
             let mut step = 0u32;
             while step < LEAST_LOADED_SCAN_MAX && rest != 0 {
@@ -173,7 +179,12 @@ pub fn choose(
                     best_id = id;
                     best_load = load;
                 }
-                rest &= rest - 1;
+                // On to the stride-th next candidate (a constant trip count, for the verifier).
+                for skipped in 0..LEAST_LOADED_STRIDE_MAX {
+                    if skipped < stride {
+                        rest &= rest.wrapping_sub(1);
+                    }
+                }
                 step += 1;
             }
             (best_id < SERVERS_MAX).then_some(best_id as u8)
@@ -641,6 +652,31 @@ mod tests {
         // Never outside the candidates.
         assert_eq!(choose(Policy::LeastLoaded, bit(9), &idle, 3, 0), Some(9));
         assert_eq!(choose(Policy::LeastLoaded, 0, &idle, 3, 0), None);
+    }
+
+    #[test]
+    fn least_loaded_compares_candidates_spread_over_a_large_set() {
+        // 40 candidates (servers 10..50); the 16 from 20 on are busy (another hot key's
+        // replicas overlap them). Whatever the start, the candidates compared span the set,
+        // so a quiet one is always among them.
+        let set: ServerSet = ((1u64 << 40) - 1) << 10;
+        let mut l = [1u16; SERVERS_MAX as usize];
+        for id in 20..36 {
+            l[id] = 9;
+        }
+        for sequence in 0..40 {
+            let pick = choose(Policy::LeastLoaded, set, &l, 0, sequence).unwrap();
+            assert!(set & bit(pick) != 0);
+            assert_eq!(l[pick as usize], 1, "start {sequence}: picked busy {pick}");
+        }
+        // The one quiet candidate of 64 is found from any start whose stride lands on it;
+        // every candidate is reached from some start.
+        let mut quiet = [9u16; SERVERS_MAX as usize];
+        quiet[45] = 0;
+        let found = (0..64)
+            .filter(|&s| choose(Policy::LeastLoaded, ServerSet::MAX, &quiet, 0, s) == Some(45))
+            .count();
+        assert_eq!(found, 16, "a stride of 4 over 64: one start in 4");
     }
 
     #[test]

@@ -21,10 +21,12 @@ fn a_failed_up_leaves_nothing_behind() {
         port: 7400,
         store_threads: 1,
         replication: 3,
+        policy: pegasus_control::service::config::PolicyName::LeastLoaded,
         directory_capacity: Some(64),
         hot_keys: Some(0),
         stats_interval_ms: 10,
         sample_period: 16,
+        sample_target: 0,
     };
     // `false` exits at once instead of serving: up fails after the namespaces exist.
     let err = lab::up(&spec, Path::new("/bin/false")).unwrap_err();

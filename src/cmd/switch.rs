@@ -223,9 +223,16 @@ fn print_status(s: &admin::Status) {
     }
     let d = &s.detection;
     println!(
-        "detection:       {} samples ({} discarded), {} intervals, {} adds, {} evicts, {} failures, \
-         {} copies restored",
-        d.samples, d.samples_discarded, d.epochs, d.adds, d.evicts, d.failures, d.restored
+        "detection:       {} samples ({} discarded, 1 in {} sampled now), {} intervals, {} adds, \
+         {} evicts, {} failures, {} copies restored",
+        d.samples,
+        d.samples_discarded,
+        d.sample_period,
+        d.epochs,
+        d.adds,
+        d.evicts,
+        d.failures,
+        d.restored
     );
     println!("counters:");
     for (name, value) in &s.counters.0 {

@@ -39,57 +39,63 @@ impl ServiceRate {
 /// Steps of utilisation a load report carries below one waiting request: a server with a
 /// request waiting always reports more than any server with none.
 pub const UTILISATION_STEPS: u16 = 16;
-/// The window utilisation is measured over.
-pub const UTILISATION_WINDOW: Duration = Duration::from_millis(10);
+/// Shortest time constant of the utilisation's average.
+pub const UTILISATION_TIME_MIN: Duration = Duration::from_millis(10);
+/// Requests, at full capacity, that the utilisation's average spans at least: a slow server
+/// (a few hundred requests a second) averages over a longer time than a fast one, so that its
+/// reports are not a count of the last two or three requests.
+pub const UTILISATION_REQUESTS: u32 = 32;
 
-/// How busy a server with an emulated capacity has been: requests served in the last whole
-/// [`UTILISATION_WINDOW`] over what it could serve in one. It separates servers before they
-/// saturate, when every queue is empty and queue lengths say nothing: the switch's
-/// least-loaded choice then prefers the replica with the most room.
+/// How busy a server with an emulated capacity has been: an exponentially decayed count of the
+/// requests it served (time constant `tau`: [`UTILISATION_REQUESTS`] service times, at least
+/// [`UTILISATION_TIME_MIN`]) over what it would count at full capacity. It separates servers
+/// before they saturate, when every queue is empty and queue lengths say nothing: the switch's
+/// least-loaded choice then prefers the replica with the most room. Decayed rather than counted
+/// in windows, so that it moves by a small step with every request instead of jumping at
+/// window boundaries.
 pub struct Utilisation {
-    capacity_per_window: f64,
-    window_start: Instant,
-    current: u32,
-    previous: u32,
+    tau: f64,
+    /// The count at full capacity: `ops_per_second × tau`.
+    full: f64,
+    count: f64,
+    at: Instant,
 }
 
 impl Utilisation {
     /// A meter for a server of `ops_per_second` (positive).
     pub fn new(ops_per_second: u32, now: Instant) -> Utilisation {
         assert!(ops_per_second > 0, "a service rate must be positive");
+        let tau = (f64::from(UTILISATION_REQUESTS) / f64::from(ops_per_second))
+            .max(UTILISATION_TIME_MIN.as_secs_f64());
         Utilisation {
-            capacity_per_window: ops_per_second as f64 * UTILISATION_WINDOW.as_secs_f64(),
-            window_start: now,
-            current: 0,
-            previous: 0,
+            tau,
+            full: f64::from(ops_per_second) * tau,
+            count: 0.0,
+            at: now,
         }
     }
 
-    fn roll(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed >= UTILISATION_WINDOW {
-            // A window with no request in it leaves nothing for the next.
-            self.previous = if elapsed < 2 * UTILISATION_WINDOW {
-                self.current
-            } else {
-                0
-            };
-            self.current = 0;
-            self.window_start = now;
-        }
+    /// The time constant of the average.
+    pub fn time_constant(&self) -> Duration {
+        Duration::from_secs_f64(self.tau)
+    }
+
+    fn decay_to(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.count *= (-elapsed / self.tau).exp();
+        self.at = self.at.max(now);
     }
 
     /// Counts one request served at `now`.
     pub fn served(&mut self, now: Instant) {
-        self.roll(now);
-        self.current = self.current.saturating_add(1);
+        self.decay_to(now);
+        self.count += 1.0;
     }
 
-    /// The last window's utilisation in [`UTILISATION_STEPS`]ths, at most one less than a
-    /// whole step.
+    /// The utilisation in [`UTILISATION_STEPS`]ths, at most one less than a whole step.
     pub fn steps(&mut self, now: Instant) -> u16 {
-        self.roll(now);
-        let used = self.previous as f64 / self.capacity_per_window;
+        self.decay_to(now);
+        let used = self.count / self.full;
         ((used * UTILISATION_STEPS as f64) as u16).min(UTILISATION_STEPS - 1)
     }
 }
@@ -138,17 +144,25 @@ mod tests {
     #[test]
     fn utilisation_separates_servers_before_they_queue() {
         let t0 = Instant::now();
-        let mut busy = Utilisation::new(1000, t0); // 10 requests per window
+        // 1,000 requests/s: a 32 ms average. One server at 80% of that, one at 20%.
+        let mut busy = Utilisation::new(1000, t0);
         let mut idle = Utilisation::new(1000, t0);
-        for i in 0..8 {
-            busy.served(t0 + Duration::from_millis(i));
+        assert_eq!(busy.time_constant(), Duration::from_millis(32));
+        let mut now = t0;
+        for i in 0..400u64 {
+            now = t0 + Duration::from_micros(i * 1_250);
+            busy.served(now);
+            if i % 4 == 0 {
+                idle.served(now);
+            }
         }
-        idle.served(t0);
-        let next = t0 + UTILISATION_WINDOW + Duration::from_millis(1);
-        assert_eq!(busy.steps(next), 12, "8 of 10: 12.8 sixteenths");
-        assert_eq!(idle.steps(next), 1);
-        // A window with nothing in it forgets.
-        assert_eq!(busy.steps(next + 3 * UTILISATION_WINDOW), 0);
+        assert!((12..=13).contains(&busy.steps(now)), "{}", busy.steps(now));
+        assert!((3..=4).contains(&idle.steps(now)), "{}", idle.steps(now));
+        // Idle for a few time constants: forgotten.
+        assert_eq!(busy.steps(now + Duration::from_millis(200)), 0);
+        // A fast server averages over at least UTILISATION_TIME_MIN.
+        let fast = Utilisation::new(1_000_000, t0);
+        assert_eq!(fast.time_constant(), UTILISATION_TIME_MIN);
         // One waiting request outweighs any utilisation.
         assert!(load(1, 0) > load(0, UTILISATION_STEPS - 1));
         assert_eq!(load(0, 99), UTILISATION_STEPS - 1);
@@ -157,5 +171,18 @@ mod tests {
             (u16::MAX / UTILISATION_STEPS - 1) * 16 + 15,
             "saturates"
         );
+    }
+
+    #[test]
+    fn saturation_reports_the_top_step() {
+        let t0 = Instant::now();
+        let mut u = Utilisation::new(250, t0);
+        assert_eq!(u.time_constant(), Duration::from_millis(128));
+        let mut now = t0;
+        for i in 0..1_000u64 {
+            now = t0 + Duration::from_millis(i * 4);
+            u.served(now);
+        }
+        assert_eq!(u.steps(now), UTILISATION_STEPS - 1);
     }
 }

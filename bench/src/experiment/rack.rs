@@ -58,10 +58,12 @@ pub fn spec(
         port: pegasus_common::wire::DEFAULT_PORT,
         store_threads: 1,
         replication: pegasus_common::switch::REPLICATION_DEFAULT,
+        policy: pegasus_control::service::config::DaemonConfig::default().policy,
         directory_capacity: None,
         hot_keys,
         stats_interval_ms: pegasus_control::controller::hotkeys::STATS_INTERVAL_MS_DEFAULT,
         sample_period: pegasus_common::switch::SAMPLE_PERIOD_DEFAULT,
+        sample_target: pegasus_control::controller::hotkeys::SAMPLES_PER_SECOND_DEFAULT,
     }
 }
 

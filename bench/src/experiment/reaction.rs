@@ -36,9 +36,12 @@ pub struct ReactionArgs {
     /// The switch's statistics interval, in milliseconds.
     #[arg(long, alias = "epoch-ms", default_value_t = pegasus_control::controller::hotkeys::STATS_INTERVAL_MS_DEFAULT)]
     stats_interval_ms: u64,
-    /// The switch samples one request in this many.
+    /// The switch samples one request in this many (at most; see --sample-target).
     #[arg(long, alias = "sample-rate", default_value_t = pegasus_common::switch::SAMPLE_PERIOD_DEFAULT)]
     sample_period: u16,
+    /// Samples a second the switch's controller aims for (0: always one in --sample-period).
+    #[arg(long, default_value_t = pegasus_control::controller::hotkeys::SAMPLES_PER_SECOND_DEFAULT)]
+    sample_target: u32,
     /// Hot keys the controller keeps; as many keys trade places at the change.
     #[arg(long, default_value_t = 16)]
     hot_keys: u32,
@@ -63,6 +66,7 @@ struct ReactionRun {
     replication: u8,
     stats_interval_ms: u64,
     sample_period: u16,
+    sample_target: u32,
     window_ms: u64,
     #[serde(flatten)]
     reaction: Reaction,
@@ -100,6 +104,7 @@ pub fn run(args: ReactionArgs) -> Result<ExitCode> {
     spec.replication = args.replication;
     spec.stats_interval_ms = args.stats_interval_ms;
     spec.sample_period = args.sample_period;
+    spec.sample_target = args.sample_target;
     let rack = Rack::up(spec)?;
     rack.load(args.keys)?;
     let run = BenchRun {
@@ -118,6 +123,7 @@ pub fn run(args: ReactionArgs) -> Result<ExitCode> {
         replication: args.replication,
         stats_interval_ms: args.stats_interval_ms,
         sample_period: args.sample_period,
+        sample_target: args.sample_target,
         window_ms: args.window_ms,
         reaction: reaction(timeline, args.window_ms)?,
         ops_per_second: s.ops_per_second,

@@ -71,6 +71,9 @@ pub struct SkewArgs {
     /// Storage servers in each rack.
     #[arg(long, default_value_t = 8)]
     servers: u8,
+    /// How the switch picks a server for a hot key (the switch's --policy; default its own).
+    #[arg(long, value_enum)]
+    policy: Option<pegasus_control::service::config::PolicyName>,
     /// Emulated capacity of every store, requests/s (a hot server saturates as a real one).
     #[arg(long, default_value_t = 2000)]
     capacity_ops: u32,
@@ -149,6 +152,7 @@ struct Sweep {
     skews: Vec<Skew>,
     write_ratios: Vec<f64>,
     servers: u8,
+    policy: Option<pegasus_control::service::config::PolicyName>,
     capacity_ops: u32,
     keys: u64,
     p99_bound_us: u64,
@@ -255,6 +259,7 @@ pub fn run(args: SkewArgs) -> Result<ExitCode> {
             None => vec![0.0, 0.05, 0.25, 0.5, 1.0],
         },
         servers: args.servers,
+        policy: args.policy,
         capacity_ops: args.capacity_ops,
         keys: args.keys,
         p99_bound_us: (args.p99_ms * 1000.0) as u64,
@@ -316,13 +321,17 @@ pub fn run(args: SkewArgs) -> Result<ExitCode> {
             System::Cache => Dataplane::Cache,
         };
         let name = format!("skew-{}", system.name());
-        let rack = Rack::up(rack::spec(
+        let mut spec = rack::spec(
             &name,
             sweep.servers,
             Some(sweep.capacity_ops),
             dataplane,
             hot_keys,
-        ))?;
+        );
+        if let Some(policy) = sweep.policy {
+            spec.policy = policy;
+        }
+        let rack = Rack::up(spec)?;
         rack.load(sweep.keys)?;
         for &skew in &sweep.skews {
             for &write_ratio in &sweep.write_ratios {

@@ -2,11 +2,18 @@
 //!
 //! - [`TopK`] counts sampled keys with the **space-saving** algorithm (Metwally, Agrawal and
 //!   El Abbadi, 2005): at most `capacity` counters; a key without one takes the counter of the
-//!   least counted key and starts from that count (an overestimate by at most it), so every
-//!   key with more than `samples / capacity` samples is tracked. Counts **decay** at the end of
-//!   every statistics epoch (by [`decay_per_epoch`]: they halve every [`HALF_LIFE_EPOCHS`]
-//!   epochs), so the ranking follows the last several epochs. Counts are fixed-point, in
-//!   [`ONE_SAMPLE`] units.
+//!   least counted key and starts from that count (an overestimate by at most it, which the key
+//!   carries as its *error*), so every key with more than `samples / capacity` samples is
+//!   tracked. Keys are ranked by their **guaranteed** count (count minus error: the samples it
+//!   surely had), so that under an even load, where every counter is mostly inherited error,
+//!   no key looks hot. Counts **decay** at the end of every statistics epoch ([`decay_for`]):
+//!   they halve every [`HALF_LIFE_EPOCHS`] epochs, or every `half_life_samples` samples when
+//!   the rack is quiet and that takes longer ([`half_life_samples`]: enough samples to rank as
+//!   many keys as it should keep), so that the ranking follows the last ~50 ms of a busy rack
+//!   and still has something to say about a quiet one. Each key's *recent* share, over the last
+//!   [`HALF_LIFE_EPOCHS`] epochs whatever the rate, sizes its replica set: a key that just
+//!   became hot gets its replicas within a few epochs, however long the ranking remembers.
+//!   Counts are fixed-point, in [`ONE_SAMPLE`] units.
 //! - [`decide`] turns the ranking and the current directory into keys to add and to evict,
 //!   with **hysteresis**: a newcomer must rank among the `hot_keys` most counted, with at least
 //!   `min_count`, and is added at once if the directory has room; a hot key leaves only when
@@ -14,8 +21,12 @@
 //!   `hot_keys`-th key, once that count is large enough to say so), or to make room for a key
 //!   counted more than twice as often. A key on the edge therefore stays where it is instead
 //!   of flapping in and out, and sampling noise evicts nothing.
+//! - [`sample_period_for`] picks how sparsely the switch samples: every request of a quiet
+//!   rack, one in several of a busy one, so that the controller sees about a target number of
+//!   samples a second whatever the rate.
 //!
-//! Both are plain data structures, unit-tested here; `crate::controller` runs them every epoch.
+//! All are plain data structures and functions, unit-tested here; `crate::controller` runs
+//! them every epoch.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -30,20 +41,82 @@ pub const ONE_SAMPLE: u64 = 256;
 /// milliseconds (`--stats-interval-ms`): with a half-life of [`HALF_LIFE_EPOCHS`], the ranking
 /// follows the last ~50 ms.
 pub const STATS_INTERVAL_MS_DEFAULT: u64 = 10;
-/// Epochs over which a count halves.
+/// Epochs over which a count halves (at least: see [`half_life_samples`]).
 pub const HALF_LIFE_EPOCHS: f64 = 5.0;
+/// Samples a half-life spans at least, per hot key the controller keeps: the `k`-th most
+/// requested key of a skewed load has about a `k`-th of the top key's requests, so ranking
+/// `k` keys takes samples in proportion to `k`.
+pub const HALF_LIFE_SAMPLES_PER_HOT_KEY: u64 = 64;
+/// Fewest samples a half-life spans.
+pub const HALF_LIFE_SAMPLES_MIN: u64 = 512;
+/// Samples a second the controller aims for by default (`--sample-target`): enough to rank
+/// hundreds of keys within a second, a small fraction of one core to count.
+pub const SAMPLES_PER_SECOND_DEFAULT: u32 = 20_000;
+/// Most samples a second the controller may aim for.
+pub const SAMPLE_TARGET_MAX: u32 = 1_000_000;
 /// Counts below this are forgotten when they decay.
 const FORGET_BELOW: u64 = ONE_SAMPLE / 4;
 
-/// The factor (in 1/65,536) that counts are multiplied by at the end of every epoch.
+/// The factor (in 1/65,536) that counts are multiplied by at the end of a busy epoch: one
+/// [`HALF_LIFE_EPOCHS`]-th of a half-life.
 pub fn decay_per_epoch() -> u64 {
     (65_536.0 * 0.5f64.powf(1.0 / HALF_LIFE_EPOCHS)).round() as u64
 }
 
-/// A tracked key: its estimated count, and the key itself (the controller needs it).
+/// Samples a half-life spans at least when the controller keeps `hot_keys` hot keys.
+pub fn half_life_samples(hot_keys: usize) -> u64 {
+    std::env::var("PG_HL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or((hot_keys as u64 * HALF_LIFE_SAMPLES_PER_HOT_KEY).max(HALF_LIFE_SAMPLES_MIN))
+}
+
+/// The factor (in 1/65,536) that counts are multiplied by at the end of an epoch in which
+/// `samples` were observed: the epoch ages the counts by `1 / HALF_LIFE_EPOCHS` of a
+/// half-life, or by `samples / half_life_samples` when that is less. A busy rack's ranking
+/// therefore follows the last [`HALF_LIFE_EPOCHS`] epochs; a quiet one's, the last
+/// `half_life_samples` samples (an idle rack forgets nothing).
+pub fn decay_for(samples: u64, half_life_samples: u64) -> u64 {
+    assert!(half_life_samples > 0, "a half-life spans samples");
+    let age = (samples as f64 / half_life_samples as f64).min(1.0 / HALF_LIFE_EPOCHS);
+    (65_536.0 * 0.5f64.powf(age)).round() as u64
+}
+
+/// The sample period (one request in N) that gives about `target` samples a second at
+/// `requests_per_second`, between every request and `sparsest` (the configured period). A
+/// period in use, `current`, is kept while it gives between half and twice the target, so
+/// that the period does not hop with the load's noise. `target` 0: always `sparsest`.
+pub fn sample_period_for(
+    requests_per_second: u64,
+    target: u32,
+    current: u16,
+    sparsest: u16,
+) -> u16 {
+    if target == 0 || sparsest <= 1 {
+        return sparsest;
+    }
+    let target = u64::from(target);
+    let wanted = requests_per_second
+        .div_ceil(target)
+        .clamp(1, u64::from(sparsest)) as u16;
+    let samples_now = requests_per_second / u64::from(current.max(1));
+    let in_band = samples_now * 2 >= target && samples_now <= 2 * target;
+    if (1..=sparsest).contains(&current) && (in_band || wanted == current) {
+        current
+    } else {
+        wanted
+    }
+}
+
+/// A tracked key: its estimated count, the part of it inherited from the key whose counter it
+/// took (its error), its recent count (samples since it took its counter, over the last
+/// [`HALF_LIFE_EPOCHS`] epochs only: its share now, see [`TopK::recent_share_ppm`]), and the
+/// key itself (the controller needs it).
 #[derive(Clone, Debug)]
 struct Tracked {
     count: u64,
+    error: u64,
+    recent: u64,
     key: Vec<u8>,
 }
 
@@ -54,8 +127,9 @@ pub struct TopK {
     tracked: HashMap<u64, Tracked>,
     /// (count, keyhash) of every tracked key, least counted first.
     order: BTreeSet<(u64, u64)>,
-    /// Every sample observed, decayed as the counts are: the denominator of a key's share.
-    total: u64,
+    /// Every sample observed, decayed as the recent counts are: the denominator of a key's
+    /// recent share.
+    recent_total: u64,
 }
 
 impl TopK {
@@ -66,31 +140,35 @@ impl TopK {
             capacity,
             tracked: HashMap::with_capacity(capacity),
             order: BTreeSet::new(),
-            total: 0,
+            recent_total: 0,
         }
     }
 
     /// Counts one sample of `key` (whose hash is `keyhash`).
     pub fn observe(&mut self, keyhash: u64, key: &[u8]) {
-        self.total += ONE_SAMPLE;
+        self.recent_total += ONE_SAMPLE;
         if let Some(t) = self.tracked.get_mut(&keyhash) {
             self.order.remove(&(t.count, keyhash));
             t.count += ONE_SAMPLE;
+            t.recent += ONE_SAMPLE;
             self.order.insert((t.count, keyhash));
             return;
         }
-        let count = if self.tracked.len() < self.capacity {
-            ONE_SAMPLE
+        let error = if self.tracked.len() < self.capacity {
+            0
         } else {
             // Take over the least counted key's counter.
             let (least, evicted) = self.order.pop_first().expect("full, so not empty");
             self.tracked.remove(&evicted);
-            least + ONE_SAMPLE
+            least
         };
+        let count = error + ONE_SAMPLE;
         self.tracked.insert(
             keyhash,
             Tracked {
                 count,
+                error,
+                recent: ONE_SAMPLE,
                 key: key.to_vec(),
             },
         );
@@ -100,29 +178,42 @@ impl TopK {
     }
 
     /// Ends a statistics epoch: every count is multiplied by `factor` / 65,536 (see
-    /// [`decay_per_epoch`]); keys counted below a quarter sample are forgotten.
-    pub fn decay(&mut self, factor: u64) {
+    /// [`decay_for`]), every recent count by [`decay_per_epoch`]; keys counted below a quarter
+    /// sample are forgotten.
+    pub fn end_epoch(&mut self, factor: u64) {
         assert!(factor <= 65_536, "a decay never raises counts");
-        self.total = ((self.total as u128 * factor as u128) >> 16) as u64;
+        let recent_factor = decay_per_epoch();
+        let decay_recent = |c: u64| ((c as u128 * recent_factor as u128) >> 16) as u64;
+        self.recent_total = decay_recent(self.recent_total);
         let order = std::mem::take(&mut self.order);
         for (count, keyhash) in order {
-            let halved = ((count as u128 * factor as u128) >> 16) as u64;
+            let decayed = |c: u64| ((c as u128 * factor as u128) >> 16) as u64;
+            let halved = decayed(count);
             if halved < FORGET_BELOW {
                 self.tracked.remove(&keyhash);
             } else {
-                self.tracked
+                let tracked = self
+                    .tracked
                     .get_mut(&keyhash)
-                    .expect("order and tracked agree")
-                    .count = halved;
+                    .expect("order and tracked agree");
+                tracked.count = halved;
+                tracked.error = decayed(tracked.error).min(halved);
+                tracked.recent = decay_recent(tracked.recent);
                 self.order.insert((halved, keyhash));
             }
         }
     }
 
-    /// Every tracked key as (keyhash, count in [`ONE_SAMPLE`] units), most counted first
-    /// (ties: smaller hash first).
+    /// Every tracked key as (keyhash, guaranteed count in [`ONE_SAMPLE`] units: its count
+    /// less its error), most counted first (ties: smaller hash first). Keys whose whole count
+    /// is inherited are left out.
     pub fn ranking(&self) -> Vec<(u64, u64)> {
-        let mut ranking: Vec<(u64, u64)> = self.order.iter().map(|&(c, h)| (h, c)).collect();
+        let mut ranking: Vec<(u64, u64)> = self
+            .tracked
+            .iter()
+            .map(|(&h, t)| (h, t.count - t.error))
+            .filter(|&(_, guaranteed)| guaranteed > 0)
+            .collect();
         ranking.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         ranking
     }
@@ -132,14 +223,16 @@ impl TopK {
         self.tracked.get(&keyhash).map_or(0, |t| t.count)
     }
 
-    /// A key's estimated share of all requests sampled (decayed alike), in parts per million.
-    /// Space-saving may overestimate a count, never underestimate it: a hot key's share is
-    /// not understated.
-    pub fn share_ppm(&self, keyhash: u64) -> u32 {
-        if self.total == 0 {
+    /// A key's share of the requests sampled over the last [`HALF_LIFE_EPOCHS`] epochs
+    /// (whatever the rack's rate: its load now, for sizing its replica set), in parts per
+    /// million. Counted since the key took its counter: a key that holds one all along (every
+    /// hot key) is counted exactly.
+    pub fn recent_share_ppm(&self, keyhash: u64) -> u32 {
+        if self.recent_total == 0 {
             return 0;
         }
-        let share = self.count(keyhash) as u128 * 1_000_000 / self.total as u128;
+        let recent = self.tracked.get(&keyhash).map_or(0, |t| t.recent);
+        let share = recent as u128 * 1_000_000 / self.recent_total as u128;
         share.min(1_000_000) as u32
     }
 
@@ -297,9 +390,82 @@ mod tests {
         for h in [1u64, 1, 1, 2, 3] {
             top.observe(h, b"k");
         }
-        // 3 replaced 2 (count 1) and starts from 1 + 1.
-        assert_eq!(in_samples(top.ranking()), vec![(1, 3), (3, 2)]);
+        // 3 replaced 2 (count 1) and starts from 1 + 1, of which 1 is inherited: ranked by
+        // the one sample it surely had.
+        assert_eq!(top.count(3), 2 * ONE_SAMPLE);
+        assert_eq!(in_samples(top.ranking()), vec![(1, 3), (3, 1)]);
         assert_eq!(top.len(), 2);
+    }
+
+    #[test]
+    fn an_even_load_ranks_no_key_above_what_it_surely_had() {
+        // 2,000 keys sampled evenly, 3 times each, through 64 counters: every counter is
+        // mostly inherited, and no key is guaranteed more than the samples it got since it
+        // took its counter.
+        let mut top = TopK::new(64);
+        for _ in 0..3 {
+            for h in 0..2_000u64 {
+                top.observe(h, b"k");
+            }
+        }
+        let ranking = in_samples(top.ranking());
+        assert!(ranking.iter().all(|&(_, c)| c <= 1), "{ranking:?}");
+        assert!(
+            top.count(1_999) > 50 * ONE_SAMPLE,
+            "raw counts are inflated"
+        );
+        // A key sampled often among them stands out by what it surely had.
+        for h in 0..2_000u64 {
+            top.observe(h, b"k");
+            if h % 20 == 0 {
+                top.observe(5_000, b"hot");
+            }
+        }
+        assert_eq!(top.ranking()[0].0, 5_000);
+        assert_eq!(top.ranking()[0].1, 100 * ONE_SAMPLE);
+    }
+
+    #[test]
+    fn decay_follows_epochs_on_a_busy_rack_and_samples_on_a_quiet_one() {
+        let half_life = half_life_samples(16);
+        assert_eq!(half_life, 16 * HALF_LIFE_SAMPLES_PER_HOT_KEY);
+        assert_eq!(half_life_samples(0), HALF_LIFE_SAMPLES_MIN);
+        // Busy: at least a fifth of a half-life's samples in an epoch: the epoch's decay.
+        assert_eq!(decay_for(half_life, half_life), decay_per_epoch());
+        assert_eq!(decay_for(half_life / 5 + 1, half_life), decay_per_epoch());
+        // Quiet: a half-life's samples over many epochs halve a count, however many epochs.
+        for epochs in [10u64, 64, 1_024] {
+            let per_epoch = half_life / epochs;
+            let mut count = 1_000_000u64;
+            for _ in 0..epochs {
+                count = (count * decay_for(per_epoch, half_life)) >> 16;
+            }
+            let ratio = count as f64 / 500_000.0;
+            assert!((0.97..1.03).contains(&ratio), "{epochs} epochs: {ratio}");
+        }
+        // Idle: nothing is forgotten.
+        assert_eq!(decay_for(0, half_life), 65_536);
+    }
+
+    #[test]
+    fn the_sample_period_follows_the_rate() {
+        let target = 20_000;
+        // A quiet rack: every request.
+        assert_eq!(sample_period_for(5_000, target, 8, 8), 1);
+        assert_eq!(sample_period_for(20_000, target, 8, 8), 1);
+        // A busy one: about the target, never sparser than configured.
+        assert_eq!(sample_period_for(100_000, target, 1, 8), 5);
+        assert_eq!(sample_period_for(1_000_000, target, 1, 8), 8);
+        // Within a factor of two of the target, the period in use stays.
+        assert_eq!(sample_period_for(30_000, target, 1, 8), 1);
+        assert_eq!(sample_period_for(35_000, target, 2, 8), 2);
+        assert_eq!(sample_period_for(60_000, target, 1, 8), 3);
+        // Target 0, or a configured period of 0 (no sampling) or 1: as configured.
+        assert_eq!(sample_period_for(5_000, 0, 4, 8), 8);
+        assert_eq!(sample_period_for(5_000, target, 0, 0), 0);
+        assert_eq!(sample_period_for(500_000, target, 1, 1), 1);
+        // A period out of range (before the first review) is replaced.
+        assert_eq!(sample_period_for(5_000, target, 0, 8), 1);
     }
 
     #[test]
@@ -309,21 +475,21 @@ mod tests {
             top.observe(1, b"a");
         }
         top.observe(2, b"b");
-        top.decay(32_768);
+        top.end_epoch(32_768);
         assert_eq!(
             top.ranking(),
             vec![(1, 4 * ONE_SAMPLE), (2, ONE_SAMPLE / 2)]
         );
-        top.decay(32_768);
+        top.end_epoch(32_768);
         assert_eq!(top.len(), 2, "a quarter sample is still remembered");
-        top.decay(32_768);
+        top.end_epoch(32_768);
         assert_eq!(
             in_samples(top.ranking()),
             vec![(1, 1)],
             "below a quarter: forgotten"
         );
         for _ in 0..4 {
-            top.decay(32_768);
+            top.end_epoch(32_768);
         }
         assert!(top.is_empty());
         // The per-epoch factor halves a count over HALF_LIFE_EPOCHS epochs.
@@ -493,13 +659,41 @@ mod tests {
             top.observe(2, b"b");
         }
         top.observe(3, b"c"); // takes over b's counter (space-saving)
-        assert_eq!(top.share_ppm(1), 600_000);
-        top.decay(decay_per_epoch());
+        assert_eq!(top.recent_share_ppm(1), 600_000);
+        top.end_epoch(decay_per_epoch());
         assert!(
-            (top.share_ppm(1) as i64 - 600_000).abs() <= 1_000,
+            (top.recent_share_ppm(1) as i64 - 600_000).abs() <= 1_000,
             "a decay keeps shares"
         );
-        assert_eq!(top.share_ppm(99), 0);
-        assert_eq!(TopK::new(1).share_ppm(1), 0);
+        assert_eq!(top.recent_share_ppm(99), 0);
+        assert_eq!(TopK::new(1).recent_share_ppm(1), 0);
+    }
+
+    #[test]
+    fn recent_shares_follow_the_load_while_the_ranking_remembers() {
+        let mut top = TopK::new(16);
+        let quiet = decay_for(10, half_life_samples(16));
+        // 1 takes every sample for a while, then 2 does: 10 samples an epoch, a quiet rack.
+        for (key, epochs) in [(1u64, 100), (2, 20)] {
+            for _ in 0..epochs {
+                for _ in 0..10 {
+                    top.observe(key, b"k");
+                }
+                top.end_epoch(quiet);
+            }
+        }
+        // 20 epochs are four of the recent half-lives: 2 has almost all of the recent samples.
+        assert!(
+            top.recent_share_ppm(2) > 900_000,
+            "{}",
+            top.recent_share_ppm(2)
+        );
+        assert!(
+            top.recent_share_ppm(1) < 100_000,
+            "{}",
+            top.recent_share_ppm(1)
+        );
+        // The ranking spans a half-life of 1,024 samples: 1's 1,000 samples still lead.
+        assert_eq!(top.ranking()[0].0, 1);
     }
 }

@@ -24,7 +24,8 @@ pub mod state;
 
 use crate::{
     controller::hotkeys::{
-        COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_per_epoch, decide,
+        COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_for, decide,
+        half_life_samples, sample_period_for,
     },
     controller::state::StateFile,
     switch::{SampleReader, Switch, SwitchMode},
@@ -135,6 +136,8 @@ pub struct DetectionStats {
     /// Samples discarded because their key does not hash to their key hash (a forged or
     /// broken request: it would rank one key under another's hash).
     pub samples_discarded: AtomicU64,
+    /// The switch's sample period now (one GET or PUT in this many).
+    pub sample_period: AtomicU64,
 }
 
 /// A copy of [`DetectionStats`] (status replies, metrics).
@@ -151,6 +154,8 @@ pub struct DetectionSnapshot {
     pub samples_discarded: u64,
     #[serde(default)]
     pub resized: u64,
+    #[serde(default)]
+    pub sample_period: u64,
 }
 
 impl DetectionStats {
@@ -165,6 +170,7 @@ impl DetectionStats {
             restored: self.restored.load(Ordering::Relaxed),
             samples_discarded: self.samples_discarded.load(Ordering::Relaxed),
             resized: self.resized.load(Ordering::Relaxed),
+            sample_period: self.sample_period.load(Ordering::Relaxed),
         }
     }
 }
@@ -175,7 +181,15 @@ pub struct Detection {
     pub rules: HotSetRules,
     /// Length of a statistics interval (an "epoch" of the detection; not the version epoch).
     pub interval: Duration,
+    /// Samples a second to aim for, by sampling more often while the rack is quiet (0: keep
+    /// the switch's period).
+    pub sample_target: u32,
+    /// The sparsest sample period (the configured one): one request in this many.
+    pub sample_period_max: u16,
 }
+
+/// How often the sample period is looked at again.
+const SAMPLE_PERIOD_REVIEW: Duration = Duration::from_millis(250);
 
 impl Controller {
     /// A controller for a loaded switch serving `cluster`.
@@ -325,7 +339,16 @@ impl Controller {
             "more hot keys than directory slots"
         );
         let mut top = TopK::new((rules.hot_keys * COUNTERS_PER_HOT_KEY).max(COUNTERS_MIN));
-        let decay = decay_per_epoch();
+        let half_life = half_life_samples(rules.hot_keys);
+        let mut period = match self.switch().sample_period() {
+            Ok(period) => period,
+            Err(e) => return e.context("reading the sample period"),
+        };
+        self.stats
+            .sample_period
+            .store(period.into(), Ordering::Relaxed);
+        // Samples read since the period was last looked at, and when that was.
+        let (mut review_samples, mut review_start) = (0u64, tokio::time::Instant::now());
         let mut changes_under_way = tokio::task::JoinSet::new();
         // Keys being changed in the background: true for an add, false for an eviction.
         let mut under_way: HashMap<u64, bool> = HashMap::new();
@@ -345,6 +368,29 @@ impl Controller {
                 .samples_discarded
                 .fetch_add(discarded, Ordering::Relaxed);
             self.stats.samples.fetch_add(read as u64, Ordering::Relaxed);
+            review_samples += read as u64;
+            let elapsed = review_start.elapsed();
+            if detection.sample_target > 0 && elapsed >= SAMPLE_PERIOD_REVIEW {
+                let requests = review_samples * u64::from(period.max(1));
+                let rate = (requests as f64 / elapsed.as_secs_f64()) as u64;
+                let next = sample_period_for(
+                    rate,
+                    detection.sample_target,
+                    period,
+                    detection.sample_period_max,
+                );
+                if next != period {
+                    if let Err(e) = self.switch().set_sample_period(next) {
+                        return e.context("setting the sample period");
+                    }
+                    tracing::debug!(rate, from = period, to = next, "sample period");
+                    period = next;
+                    self.stats
+                        .sample_period
+                        .store(period.into(), Ordering::Relaxed);
+                }
+                (review_samples, review_start) = (0, tokio::time::Instant::now());
+            }
             let entries = match self.switch().directory_list() {
                 Ok(entries) => entries,
                 Err(e) => return e.context("reading the directory"),
@@ -415,7 +461,7 @@ impl Controller {
                 });
             }
             settled.retain(|h, _| hot.contains(h));
-            top.decay(decay);
+            top.end_epoch(decay_for(read as u64, half_life));
             self.stats.epochs.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -433,7 +479,7 @@ impl Controller {
                 continue;
             };
             let current = replication_in_effect(current, self.replication);
-            let needed = replicas_for_share(top.share_ppm(keyhash), servers, floor);
+            let needed = replicas_for_share(top.recent_share_ppm(keyhash), servers, floor);
             let next = next_replicas(current, needed, floor.min(servers));
             if next != current {
                 if let Err(e) = switch.set_replica_target(keyhash, next as u8) {

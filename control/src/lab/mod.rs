@@ -23,10 +23,10 @@ pub mod fault;
 pub mod netns;
 
 use crate::{
-    controller::hotkeys::STATS_INTERVAL_MS_DEFAULT,
+    controller::hotkeys::{SAMPLES_PER_SECOND_DEFAULT, STATS_INTERVAL_MS_DEFAULT},
     service::{
         admin,
-        config::{DaemonConfig, PortSpec},
+        config::{DaemonConfig, PolicyName, PortSpec},
     },
     switch::AttachMode,
 };
@@ -130,6 +130,10 @@ pub struct LabSpec {
     /// Copies of each hot key (the switch's --replication).
     #[arg(long, default_value_t = REPLICATION_DEFAULT)]
     pub replication: u8,
+    /// How the switch picks a server for a hot key (the switch's --policy).
+    #[arg(long, value_enum, default_value_t = DaemonConfig::default().policy)]
+    #[serde(default = "default_policy")]
+    pub policy: PolicyName,
     /// Most hot keys in the switch's directory (default: the switch's, from the rack's size).
     #[arg(long)]
     #[serde(default)]
@@ -148,10 +152,23 @@ pub struct LabSpec {
     #[arg(long, alias = "sample-rate", default_value_t = SAMPLE_PERIOD_DEFAULT)]
     #[serde(default, alias = "sample_rate")]
     pub sample_period: u16,
+    /// The switch's --sample-target (samples a second its controller aims for; 0: always one
+    /// in --sample-period).
+    #[arg(long, default_value_t = SAMPLES_PER_SECOND_DEFAULT)]
+    #[serde(default = "default_sample_target")]
+    pub sample_target: u32,
 }
 
 fn default_stats_interval_ms() -> u64 {
     STATS_INTERVAL_MS_DEFAULT
+}
+
+fn default_policy() -> PolicyName {
+    DaemonConfig::default().policy
+}
+
+fn default_sample_target() -> u32 {
+    SAMPLES_PER_SECOND_DEFAULT
 }
 
 impl LabSpec {
@@ -448,10 +465,12 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             store_port: spec.port,
             state: dir.join("switch-state.json"),
             replication: spec.replication,
+            policy: spec.policy,
             directory_capacity: spec.directory_capacity,
             hot_keys: spec.hot_keys,
             stats_interval_ms: spec.stats_interval_ms,
             sample_period: spec.sample_period,
+            sample_target: spec.sample_target,
             admin: Some(socket.clone()),
             cache: spec.dataplane == Dataplane::Cache,
             ..DaemonConfig::default()

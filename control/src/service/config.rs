@@ -4,7 +4,9 @@
 //! binary checks that every flag has a field here and every field a flag.
 
 use crate::{
-    controller::hotkeys::STATS_INTERVAL_MS_DEFAULT,
+    controller::hotkeys::{
+        SAMPLE_TARGET_MAX, SAMPLES_PER_SECOND_DEFAULT, STATS_INTERVAL_MS_DEFAULT,
+    },
     switch::{AttachMode, SwitchMode},
 };
 use anyhow::{Context, Result, ensure};
@@ -166,11 +168,20 @@ pub struct DaemonConfig {
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     #[serde(alias = "epoch_ms")]
     pub stats_interval_ms: u64,
-    /// Sample one GET or PUT in this many for hot-key detection (0: no sampling).
+    /// Sample one GET or PUT in this many for hot-key detection (0: no sampling). With
+    /// --sample-target, the sparsest the controller samples: it samples more often while the
+    /// rack is quiet.
     #[arg(long, alias = "sample-rate", default_value_t = SAMPLE_PERIOD_DEFAULT,
           value_parser = clap::value_parser!(u16).range(0..=SAMPLE_PERIOD_MAX as i64))]
     #[serde(alias = "sample_rate")]
     pub sample_period: u16,
+    /// Samples a second the controller aims for: it samples every request of a quiet rack,
+    /// and fewer (down to one in --sample-period) as the rate grows, so that even a rack of
+    /// 64 servers at a few thousand requests a second has enough samples to rank its hot keys.
+    /// 0: always one in --sample-period.
+    #[arg(long, default_value_t = SAMPLES_PER_SECOND_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(0..=SAMPLE_TARGET_MAX as i64))]
+    pub sample_target: u32,
     /// Serve metrics in the Prometheus text format at http://ADDR/metrics (e.g.
     /// 127.0.0.1:9464): the XDP counters, server loads, the directory, detection.
     #[arg(long)]
@@ -202,6 +213,7 @@ impl Default for DaemonConfig {
             hot_keys: None,
             stats_interval_ms: STATS_INTERVAL_MS_DEFAULT,
             sample_period: SAMPLE_PERIOD_DEFAULT,
+            sample_target: SAMPLES_PER_SECOND_DEFAULT,
             metrics: None,
             admin: None,
             cache: false,
@@ -297,6 +309,10 @@ impl DaemonConfig {
         ensure!(
             self.sample_period <= SAMPLE_PERIOD_MAX,
             "the sample period must be at most {SAMPLE_PERIOD_MAX}"
+        );
+        ensure!(
+            self.sample_target <= SAMPLE_TARGET_MAX,
+            "the sample target must be at most {SAMPLE_TARGET_MAX} samples a second"
         );
         let capacity = self.directory_capacity_for(servers);
         ensure!(

@@ -107,6 +107,8 @@ pub fn run(config: DaemonConfig) -> Result<()> {
             capacity: directory_capacity as usize,
         },
         interval: Duration::from_millis(config.stats_interval_ms),
+        sample_target: config.sample_target,
+        sample_period_max: config.sample_period,
     };
     let outcome = block_on(serve(
         &config,

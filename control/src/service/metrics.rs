@@ -105,6 +105,12 @@ pub fn render(status: &Status) -> String {
             &[(String::new(), value)],
         );
     }
+    metric(
+        "pegasus_controller_sample_period",
+        "gauge",
+        "The switch samples one GET or PUT in this many (adapted to the rack's rate).",
+        &[(String::new(), d.sample_period)],
+    );
     let per_key = |f: fn(&crate::controller::HotKey) -> u64| -> Vec<(String, u64)> {
         status
             .hot
@@ -249,6 +255,7 @@ mod tests {
                 restored: 0,
                 samples_discarded: 0,
                 resized: 0,
+                sample_period: 8,
             },
             hot: vec![HotKey {
                 key: Some("us\"er0".into()),

@@ -565,6 +565,29 @@ impl Switch {
         Ok(())
     }
 
+    /// Samples one GET or PUT in `period` from now on (0: none); the controller adapts it to
+    /// the rack's rate (`controller::hotkeys::sample_period_for`).
+    pub fn set_sample_period(&mut self, period: u16) -> Result<()> {
+        ensure!(
+            period <= shared::SAMPLE_PERIOD_MAX,
+            "the sample period must be at most {}",
+            shared::SAMPLE_PERIOD_MAX
+        );
+        let mut config_map: Array<&mut MapData, SwitchConfig> =
+            Array::try_from(self.map_mut(shared::MAP_CONFIG)?)?;
+        let mut config = config_map.get(&0, 0)?;
+        config.sample_period = period;
+        config_map.set(0, config, 0)?;
+        Ok(())
+    }
+
+    /// The sample period in effect (one GET or PUT in this many sampled; 0: none).
+    pub fn sample_period(&self) -> Result<u16> {
+        let config_map: Array<&MapData, SwitchConfig> =
+            Array::try_from(self.map(shared::MAP_CONFIG)?)?;
+        Ok(config_map.get(&0, 0)?.sample_period)
+    }
+
     /// Most keys the directory holds (fixed at load time).
     pub fn directory_capacity(&self) -> u32 {
         self.directory_capacity
