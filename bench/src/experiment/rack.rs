@@ -104,7 +104,10 @@ impl Rack {
             std::thread::sleep(DRAIN_POLL.min(limit.saturating_sub(started.elapsed())));
             let Some(socket) = &socket else { continue };
             let status = pegasus_control::service::admin::probe(socket, DRAIN_POLL)?;
-            if status.server_loads.iter().all(|&(_, load)| load == 0) {
+            // A load below one step's worth of waiting requests: an empty queue (what is
+            // left is how busy the store was, which its last reply keeps saying).
+            let waiting = |load: u16| load >= pegasus_store::capacity::UTILISATION_STEPS;
+            if !status.server_loads.iter().any(|&(_, load)| waiting(load)) {
                 break;
             }
         }

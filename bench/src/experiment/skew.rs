@@ -408,6 +408,15 @@ fn measure(rack: &Rack, sweep: &Sweep, skew: Skew, write_ratio: f64, rate: f64) 
         switch_answered: s.switch_answered,
         max_over_mean: s.max_over_mean,
     };
+    tracing::debug!(
+        rate,
+        throughput = probe.throughput,
+        p99_us = probe.p99_us,
+        errors = probe.errors,
+        max_over_mean = probe.max_over_mean,
+        passes = probe.passes(sweep.p99_bound_us),
+        "probe"
+    );
     if !probe.passes(sweep.p99_bound_us) {
         // A rate the rack could not sustain leaves its queues full: the next rate starts
         // once they are empty (at most a full queue at the service rate).

@@ -188,6 +188,13 @@ pub struct Detection {
     pub sample_period_max: u16,
 }
 
+/// The wait before a hot key whose replica set is still short is pushed again: doubling from
+/// the first to the second.
+const RESTORE_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const RESTORE_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Most pushes that restore copies an epoch starts.
+const RESTORES_PER_EPOCH: usize = 8;
+
 /// How often the sample period is looked at again.
 const SAMPLE_PERIOD_REVIEW: Duration = Duration::from_millis(250);
 
@@ -355,6 +362,8 @@ impl Controller {
         // Each hot key's completed version at the last epoch: copies are restored only to a
         // key not written for a whole epoch (a write's own copies may still be on their way).
         let mut settled: HashMap<u64, u64> = HashMap::new();
+        // Each hot key that wants copies: when it may be pushed again, and the wait after that.
+        let mut restore_backoff: HashMap<u64, (tokio::time::Instant, Duration)> = HashMap::new();
         let mut tick = tokio::time::interval(detection.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -441,18 +450,33 @@ impl Controller {
             if self.switch().mode() == SwitchMode::Directory {
                 self.size_replicas(&top, &entries);
             }
+            let now = tokio::time::Instant::now();
+            let mut restores = 0;
             for (keyhash, entry) in entries {
                 let unchanged =
                     settled.insert(keyhash, entry.ver_completed) == Some(entry.ver_completed);
-                if !unchanged
-                    || under_way.contains_key(&keyhash)
-                    || !self.wants_copies(keyhash, &entry)
-                {
+                if !unchanged || under_way.contains_key(&keyhash) {
+                    continue;
+                }
+                if !self.wants_copies(keyhash, &entry) {
+                    restore_backoff.remove(&keyhash);
+                    continue;
+                }
+                // The copies of a push join the set only once their acks cross the switch,
+                // which may take as long as the servers' queues: a key is pushed again only
+                // after a wait that doubles while its set stays short, and an epoch starts at
+                // most RESTORES_PER_EPOCH pushes (copies queue behind the clients' requests).
+                let backoff = restore_backoff
+                    .entry(keyhash)
+                    .or_insert((now, RESTORE_BACKOFF_MIN));
+                if now < backoff.0 || restores >= RESTORES_PER_EPOCH {
                     continue;
                 }
                 let Some(key) = self.key_of(keyhash) else {
                     continue;
                 };
+                *backoff = (now + backoff.1, (backoff.1 * 2).min(RESTORE_BACKOFF_MAX));
+                restores += 1;
                 under_way.insert(keyhash, true);
                 let controller = self.clone();
                 changes_under_way.spawn(async move {
@@ -461,6 +485,7 @@ impl Controller {
                 });
             }
             settled.retain(|h, _| hot.contains(h));
+            restore_backoff.retain(|h, _| hot.contains(h));
             top.end_epoch(decay_for(read as u64, half_life));
             self.stats.epochs.fetch_add(1, Ordering::Relaxed);
         }
