@@ -46,7 +46,7 @@ pub const HALF_LIFE_EPOCHS: f64 = 5.0;
 /// Samples a half-life spans at least, per hot key the controller keeps: the `k`-th most
 /// requested key of a skewed load has about a `k`-th of the top key's requests, so ranking
 /// `k` keys takes samples in proportion to `k`.
-pub const HALF_LIFE_SAMPLES_PER_HOT_KEY: u64 = 64;
+pub const HALF_LIFE_SAMPLES_PER_HOT_KEY: u64 = 256;
 /// Fewest samples a half-life spans.
 pub const HALF_LIFE_SAMPLES_MIN: u64 = 512;
 /// Samples a second the controller aims for by default (`--sample-target`): enough to rank
@@ -216,6 +216,18 @@ impl TopK {
             .collect();
         ranking.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         ranking
+    }
+
+    /// The count any untracked key may have had, in [`ONE_SAMPLE`] units: the least tracked
+    /// count once every counter is taken (space-saving's bound), 0 before. A key surely
+    /// counted no more than this is not told apart from the crowd: under an even load every
+    /// key's count is about this.
+    pub fn floor(&self) -> u64 {
+        if self.tracked.len() < self.capacity {
+            0
+        } else {
+            self.order.first().map_or(0, |&(count, _)| count)
+        }
     }
 
     /// The estimated count of a key, in [`ONE_SAMPLE`] units (0 when not tracked).
@@ -423,6 +435,25 @@ mod tests {
         }
         assert_eq!(top.ranking()[0].0, 5_000);
         assert_eq!(top.ranking()[0].1, 100 * ONE_SAMPLE);
+    }
+
+    #[test]
+    fn the_floor_is_the_least_count_once_every_counter_is_taken() {
+        let mut top = TopK::new(3);
+        for h in [1u64, 1, 1, 2, 2] {
+            top.observe(h, b"k");
+        }
+        assert_eq!(
+            top.floor(),
+            0,
+            "a counter is free: an untracked key was never seen"
+        );
+        top.observe(3, b"k");
+        assert_eq!(top.floor(), ONE_SAMPLE);
+        // 4 takes 3's counter: an untracked key may now have had up to 2 samples.
+        top.observe(4, b"k");
+        assert_eq!(top.floor(), 2 * ONE_SAMPLE);
+        assert_eq!(top.count(3), 0);
     }
 
     #[test]

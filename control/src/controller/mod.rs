@@ -420,8 +420,11 @@ impl Controller {
                 .collect();
             // Keys being evicted still take directory slots.
             let evicting = under_way.values().filter(|&&adding| !adding).count();
+            // A newcomer must also stand out from the crowd: surely counted more than any
+            // untracked key may have been.
             let epoch_rules = HotSetRules {
                 capacity: rules.capacity.saturating_sub(evicting),
+                min_count: rules.min_count.max(top.floor() + 1),
                 ..rules
             };
             let changes = decide(&epoch_rules, &top.ranking(), &staying);
