@@ -661,8 +661,8 @@ mod tests {
         // so a quiet one is always among them.
         let set: ServerSet = ((1u64 << 40) - 1) << 10;
         let mut l = [1u16; SERVERS_MAX as usize];
-        for id in 20..36 {
-            l[id] = 9;
+        for load in &mut l[20..36] {
+            *load = 9;
         }
         for sequence in 0..40 {
             let pick = choose(Policy::LeastLoaded, set, &l, 0, sequence).unwrap();
