@@ -5,7 +5,7 @@
 //! Load reporting: every reply carries the store's load, which is what the switch's
 //! least-loaded policy compares: the requests waiting (the queue length with an emulated
 //! capacity, else the other requests in flight), in steps of 16, and below that, with an
-//! emulated capacity, how busy the server was over the last 10 ms (`capacity::Utilisation`),
+//! emulated capacity, how busy the server has been (`capacity::Utilisation`, a decayed average),
 //! which tells servers apart before any of them queues.
 
 use crate::{

@@ -502,6 +502,14 @@ fn summary_md(sweep: &Sweep, rows: &[Row]) -> String {
         sweep.warmup,
         sweep.trials
     );
+    if let Some(policy) = sweep.policy {
+        let name = policy.to_possible_value().map(|v| v.get_name().to_owned());
+        let _ = writeln!(
+            md,
+            "The switch picks a hot key's server by {}.\n",
+            name.unwrap_or_default()
+        );
+    }
     let _ = write!(md, "| popularity | writes |");
     for s in &sweep.systems {
         let _ = write!(md, " {} |", s.name());

@@ -144,8 +144,10 @@ pub struct DaemonConfig {
     /// forwards.
     #[arg(long, default_value = STATE_PATH_DEFAULT)]
     pub state: PathBuf,
-    /// How the directory picks a server for a hot key's reads and writes.
-    #[arg(long, value_enum, default_value = "least-loaded")]
+    /// How the directory picks a server for a hot key's reads and writes. Two choices is the
+    /// default: least loaded sends every read that arrives before a server's next reply to
+    /// that same server, which costs balance and latency on large racks (docs/measurements.md).
+    #[arg(long, value_enum, default_value = "two-choices")]
     pub policy: PolicyName,
     /// Copies of each hot key: a hot write goes to one server and is copied to this many minus
     /// one more; a key made hot is pushed from home to this many minus one servers.
@@ -207,7 +209,7 @@ impl Default for DaemonConfig {
             store_port: DEFAULT_PORT,
             epoch: 1,
             state: PathBuf::from(STATE_PATH_DEFAULT),
-            policy: PolicyName::LeastLoaded,
+            policy: PolicyName::TwoChoices,
             replication: REPLICATION_DEFAULT,
             directory_capacity: None,
             hot_keys: None,
@@ -374,13 +376,15 @@ mod tests {
             "--store-port",
             "7500",
             "--policy",
-            "two-choices",
+            "least-loaded",
             "--replication",
             "3",
             "--stats-interval-ms",
             "20",
             "--sample-period",
             "16",
+            "--sample-target",
+            "5000",
             "--metrics",
             "127.0.0.1:9464",
             "--admin",
