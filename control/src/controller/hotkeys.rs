@@ -28,7 +28,10 @@
 //! All are plain data structures and functions, unit-tested here; `crate::controller` runs
 //! them every epoch.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::{Duration, Instant},
+};
 
 /// Counters the top-k keeps for each hot key it is asked for: enough that the keys just below
 /// the top are tracked too (their counts are what hysteresis compares with).
@@ -105,6 +108,57 @@ pub fn sample_period_for(
         current
     } else {
         wanted
+    }
+}
+
+/// How often [`SamplePacer`] looks at the rate again.
+pub const SAMPLE_PERIOD_REVIEW: Duration = Duration::from_millis(250);
+
+/// Keeps the switch's sample period at what gives about `target` samples a second
+/// ([`sample_period_for`]): fed the samples of every epoch, it estimates the rate (samples ×
+/// period) every [`SAMPLE_PERIOD_REVIEW`] and says when the period should change.
+#[derive(Debug)]
+pub struct SamplePacer {
+    target: u32,
+    sparsest: u16,
+    period: u16,
+    samples: u64,
+    since: Instant,
+}
+
+impl SamplePacer {
+    /// A pacer for a switch sampling one in `period` now, aiming at `target` samples a second
+    /// (0: never changes it), never sparser than `sparsest`.
+    pub fn new(target: u32, sparsest: u16, period: u16, now: Instant) -> SamplePacer {
+        SamplePacer {
+            target,
+            sparsest,
+            period,
+            samples: 0,
+            since: now,
+        }
+    }
+
+    /// The period in use.
+    pub fn period(&self) -> u16 {
+        self.period
+    }
+
+    /// Counts an epoch's `samples`; returns the new period when it should change now.
+    pub fn observe(&mut self, samples: u64, now: Instant) -> Option<u16> {
+        self.samples += samples;
+        let elapsed = now.saturating_duration_since(self.since);
+        if self.target == 0 || elapsed < SAMPLE_PERIOD_REVIEW {
+            return None;
+        }
+        let requests = self.samples * u64::from(self.period.max(1));
+        let rate = (requests as f64 / elapsed.as_secs_f64()) as u64;
+        (self.samples, self.since) = (0, now);
+        let next = sample_period_for(rate, self.target, self.period, self.sparsest);
+        (next != self.period).then(|| {
+            self.period = next;
+            next
+        })
     }
 }
 
@@ -476,6 +530,29 @@ mod tests {
         }
         // Idle: nothing is forgotten.
         assert_eq!(decay_for(0, half_life), 65_536);
+    }
+
+    #[test]
+    fn the_pacer_reviews_the_rate_every_quarter_second() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // Configured one in 8; 5,000 requests/s: 625 samples/s at first.
+        let mut pacer = SamplePacer::new(20_000, 8, 8, t0);
+        assert_eq!(
+            pacer.observe(100, ms(200)),
+            None,
+            "not a quarter second yet"
+        );
+        // 156 samples in 250 ms at 1 in 8: ~5,000 requests/s: every request.
+        assert_eq!(pacer.observe(56, ms(250)), Some(1));
+        assert_eq!(pacer.period(), 1);
+        // Now 1,250 samples in 250 ms: 5,000/s at 1 in 1: in band, kept.
+        assert_eq!(pacer.observe(1_250, ms(500)), None);
+        // The rack speeds up to 200,000/s: 50,000 samples in 250 ms; 1 in 8 at most.
+        assert_eq!(pacer.observe(50_000, ms(750)), Some(8));
+        // Target 0: never changes.
+        let mut fixed = SamplePacer::new(0, 8, 8, t0);
+        assert_eq!(fixed.observe(10, ms(1_000)), None);
     }
 
     #[test]

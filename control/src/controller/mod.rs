@@ -24,8 +24,8 @@ pub mod state;
 
 use crate::{
     controller::hotkeys::{
-        COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, TopK, decay_for, decide,
-        half_life_samples, sample_period_for,
+        COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, SamplePacer, TopK, decay_for, decide,
+        half_life_samples,
     },
     controller::state::StateFile,
     switch::{SampleReader, Switch, SwitchMode},
@@ -195,9 +195,6 @@ const RESTORE_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Most pushes that restore copies an epoch starts.
 const RESTORES_PER_EPOCH: usize = 8;
 
-/// How often the sample period is looked at again.
-const SAMPLE_PERIOD_REVIEW: Duration = Duration::from_millis(250);
-
 impl Controller {
     /// A controller for a loaded switch serving `cluster`.
     pub fn new(
@@ -347,15 +344,18 @@ impl Controller {
         );
         let mut top = TopK::new((rules.hot_keys * COUNTERS_PER_HOT_KEY).max(COUNTERS_MIN));
         let half_life = half_life_samples(rules.hot_keys);
-        let mut period = match self.switch().sample_period() {
-            Ok(period) => period,
+        let mut pacer = match self.switch().sample_period() {
+            Ok(period) => SamplePacer::new(
+                detection.sample_target,
+                detection.sample_period_max,
+                period,
+                std::time::Instant::now(),
+            ),
             Err(e) => return e.context("reading the sample period"),
         };
         self.stats
             .sample_period
-            .store(period.into(), Ordering::Relaxed);
-        // Samples read since the period was last looked at, and when that was.
-        let (mut review_samples, mut review_start) = (0u64, tokio::time::Instant::now());
+            .store(pacer.period().into(), Ordering::Relaxed);
         let mut changes_under_way = tokio::task::JoinSet::new();
         // Keys being changed in the background: true for an add, false for an eviction.
         let mut under_way: HashMap<u64, bool> = HashMap::new();
@@ -377,28 +377,14 @@ impl Controller {
                 .samples_discarded
                 .fetch_add(discarded, Ordering::Relaxed);
             self.stats.samples.fetch_add(read as u64, Ordering::Relaxed);
-            review_samples += read as u64;
-            let elapsed = review_start.elapsed();
-            if detection.sample_target > 0 && elapsed >= SAMPLE_PERIOD_REVIEW {
-                let requests = review_samples * u64::from(period.max(1));
-                let rate = (requests as f64 / elapsed.as_secs_f64()) as u64;
-                let next = sample_period_for(
-                    rate,
-                    detection.sample_target,
-                    period,
-                    detection.sample_period_max,
-                );
-                if next != period {
-                    if let Err(e) = self.switch().set_sample_period(next) {
-                        return e.context("setting the sample period");
-                    }
-                    tracing::debug!(rate, from = period, to = next, "sample period");
-                    period = next;
-                    self.stats
-                        .sample_period
-                        .store(period.into(), Ordering::Relaxed);
+            if let Some(period) = pacer.observe(read as u64, std::time::Instant::now()) {
+                if let Err(e) = self.switch().set_sample_period(period) {
+                    return e.context("setting the sample period");
                 }
-                (review_samples, review_start) = (0, tokio::time::Instant::now());
+                tracing::debug!(period, "sample period");
+                self.stats
+                    .sample_period
+                    .store(period.into(), Ordering::Relaxed);
             }
             let entries = match self.switch().directory_list() {
                 Ok(entries) => entries,
