@@ -81,9 +81,13 @@ impl Utilisation {
     }
 
     fn decay_to(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        // The store asks for the steps at the instant it counted a request: no time, no decay.
+        if now <= self.at {
+            return;
+        }
+        let elapsed = (now - self.at).as_secs_f64();
         self.count *= (-elapsed / self.tau).exp();
-        self.at = self.at.max(now);
+        self.at = now;
     }
 
     /// Counts one request served at `now`.
