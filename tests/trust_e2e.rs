@@ -77,7 +77,7 @@ fn message(op: Op, key: &[u8], value: &[u8], edit: impl FnOnce(&mut Header)) -> 
     let mut header =
         Header::request(op, key_hash(key), CLIENT_ID, rand_id(), 0).with_client_epoch(LAB_EPOCH);
     edit(&mut header);
-    Message { header, key, value }.to_vec().unwrap()
+    Message::new(header, key, value).to_vec().unwrap()
 }
 
 /// The epoch a new lab's switch stamps (its first start), which an honest client would have

@@ -281,7 +281,7 @@ impl Client {
             .addr;
         let header =
             Header::request(op, keyhash, self.client_id, request_id, home).with_client_epoch(epoch);
-        let message = Message { header, key, value };
+        let message = Message::new(header, key, value);
         let mut bytes = message.to_vec().expect("sizes were checked above");
 
         let (tx, mut rx) = oneshot::channel();
@@ -591,12 +591,8 @@ mod tests {
                     let v = version::make(epoch, 0).unwrap();
                     Header::reply(Op::Error, &request, 0, v, Status::StaleEpoch, 0)
                 };
-                let bytes = Message {
-                    header: reply,
-                    key: &[],
-                    value: &[],
-                }
-                .to_vec()
+                let bytes = Message::new(reply, &[], &[])
+                    .to_vec()
                 .unwrap();
                 socket.send_to(&bytes, from).await.unwrap();
             }

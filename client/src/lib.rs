@@ -1,7 +1,8 @@
 //! The Pegasus client library.
 //!
 //! - [`cluster`]: the cluster description (a TOML file listing the rack's stores);
-//! - [`placement`]: which store is a key's *home*, by consistent hashing with virtual nodes;
+//! - [`placement`] (re-exported from `pegasus_common`): which store is a key's *home*, by
+//!   consistent hashing with virtual nodes;
 //! - [`client`]: an async client that sends GET and PUT to a key's home (the switch may steer
 //!   it elsewhere), matches replies by request id, and retries with the same request id so that
 //!   stores can deduplicate;
@@ -9,8 +10,9 @@
 
 pub mod client;
 pub mod cluster;
-pub mod placement;
 pub mod workload;
 
 pub use client::{Client, ClientError, ClientOptions, ReadResult};
 pub use cluster::Cluster;
+/// Home placement lives in `pegasus_common` (the stores of a chain need it too).
+pub use pegasus_common::placement;

@@ -11,13 +11,14 @@
 //! - [`directory`]: the coherence directory's rules;
 //! - [`roles`]: the trust boundary: what each switch port's role admits;
 //! - [`once`]: at-most-once writes: one version for every copy of a write;
-//! - [`fault`]: the lab's fault injector (drop, duplicate, delay, reorder), not the switch.
+//! - [`fault`]: the lab's fault injector (drop, duplicate, delay, reorder), not the switch;
+//! - [`placement`] (user space): a key's home server, the same in every rack of a chain.
 //!
 //! Everything here is a plain function over plain values so that the eBPF program (built for
 //! `bpfel-unknown-none`) and user space run literally the same code.
 #![cfg_attr(not(test), no_std)]
 
-#[cfg(feature = "user")]
+#[cfg(any(feature = "user", test))]
 extern crate alloc;
 
 pub mod cache;
@@ -26,6 +27,8 @@ pub mod directory;
 pub mod fault;
 pub mod hash;
 pub mod once;
+#[cfg(any(feature = "user", test))]
+pub mod placement;
 pub mod roles;
 pub mod switch;
 pub mod version;

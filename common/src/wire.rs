@@ -18,7 +18,8 @@
 //! | 36  | 2    | load           |
 //! | 38  | 2    | status         |
 //!
-//! Body: key length (u16), key bytes, value length (u16), value bytes; nothing after.
+//! Body: key length (u16), key bytes, value length (u16), value bytes; then, in a CHAIN_PUT
+//! only, the client's address ([`ReplyTo`], 6 bytes); nothing after.
 //! `docs/protocol.md` is the full specification; this module is its implementation.
 //! Decoding never panics: every malformed input is an error value.
 
@@ -42,9 +43,12 @@ pub const DEFAULT_PORT: u16 = 7400;
 pub const MAX_PAYLOAD_LEN: usize = 1472;
 /// Longest key.
 pub const MAX_KEY_LEN: usize = 256;
-/// Longest value that fits with a key of `key_len` bytes.
+/// Size of the reply address that ends a CHAIN_PUT's body ([`ReplyTo`]).
+pub const REPLY_TO_LEN: usize = 6;
+/// Longest value a client may write with a key of `key_len` bytes: what fits in one datagram
+/// as a CHAIN_PUT, so that every write can be forwarded down a chain of racks.
 pub const fn max_value_len(key_len: usize) -> usize {
-    MAX_PAYLOAD_LEN.saturating_sub(HEADER_LEN + BODY_PREFIX_LEN + key_len)
+    MAX_PAYLOAD_LEN.saturating_sub(HEADER_LEN + BODY_PREFIX_LEN + key_len + REPLY_TO_LEN)
 }
 
 /// The client id of the rack controller's own requests (GET and PUSH when keys change).
@@ -105,9 +109,12 @@ pub enum Op {
     Replicate = 5,
     /// Answer to a REPLICATE, sent through the switch so that it learns the new replica.
     ReplicateAck = 6,
-    /// Chain replication: a write forwarded to the next rack, version kept.
+    /// Chain replication: a write forwarded by a server to the key's home in the next rack,
+    /// version kept, STAMPED set; its body ends with the client's address ([`ReplyTo`]), where
+    /// the tail answers.
     ChainPut = 7,
-    /// Chain replication: acknowledgement from the next rack.
+    /// Chain replication: the next rack's server holds the version (or a newer one); sent
+    /// back, hop by hop, to the server that forwarded the write.
     ChainAck = 8,
     /// Answer to a request that could not be served; `status` says why.
     Error = 9,
@@ -200,6 +207,9 @@ pub enum Status {
     /// restart, or its client had learned no epoch): refused, never applied. The reply's
     /// version is the switch's epoch in the high 16 bits, for the client to learn.
     StaleEpoch = 9,
+    /// In a chain of racks, this rack does not serve this request: client writes go to the
+    /// head rack, reads to the tail (or, with reads from every rack, to any rack).
+    WrongRack = 10,
 }
 
 impl Status {
@@ -216,6 +226,7 @@ impl Status {
             7 => Status::Unstamped,
             8 => Status::Full,
             9 => Status::StaleEpoch,
+            10 => Status::WrongRack,
             _ => return None,
         })
     }
@@ -233,6 +244,9 @@ impl Status {
             Status::Unstamped => "the store takes only writes stamped by the switch",
             Status::Full => "the store is full (its memory limit is reached)",
             Status::StaleEpoch => "the switch restarted (or was never asked): learn its epoch",
+            Status::WrongRack => {
+                "this rack of the chain does not serve it (writes go to the head, reads to the tail)"
+            }
         }
     }
 }
@@ -265,6 +279,8 @@ pub enum EncodeError {
     TooLarge,
     /// The output buffer is too small.
     BufferTooSmall,
+    /// A CHAIN_PUT without a reply address, or another op with one.
+    ReplyTo,
 }
 
 impl core::fmt::Display for DecodeError {
@@ -289,6 +305,7 @@ impl core::fmt::Display for EncodeError {
             EncodeError::KeyTooLarge => write!(f, "key longer than {MAX_KEY_LEN} bytes"),
             EncodeError::TooLarge => write!(f, "message longer than {MAX_PAYLOAD_LEN} bytes"),
             EncodeError::BufferTooSmall => write!(f, "output buffer too small"),
+            EncodeError::ReplyTo => write!(f, "a reply address goes with CHAIN_PUT, and only"),
         }
     }
 }
@@ -444,12 +461,22 @@ impl Header {
     }
 }
 
+/// Where the tail of a chain answers a forwarded write: the client's IPv4 address and UDP
+/// port, as the head's store saw them, in the last [`REPLY_TO_LEN`] bytes of a CHAIN_PUT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReplyTo {
+    pub ipv4: [u8; 4],
+    pub port: u16,
+}
+
 /// A whole message, borrowing key and value from the datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Message<'a> {
     pub header: Header,
     pub key: &'a [u8],
     pub value: &'a [u8],
+    /// CHAIN_PUT only (and always): where the tail answers.
+    pub reply_to: Option<ReplyTo>,
 }
 
 impl<'a> Message<'a> {
@@ -465,10 +492,37 @@ impl<'a> Message<'a> {
             return Err(DecodeError::KeyTooLarge);
         }
         let (value, rest) = take_prefixed(rest)?;
+        let (reply_to, rest) = if header.op_code == Op::ChainPut as u8 {
+            let Some((address, rest)) = rest.split_first_chunk::<REPLY_TO_LEN>() else {
+                return Err(DecodeError::TruncatedBody);
+            };
+            let reply_to = ReplyTo {
+                ipv4: [address[0], address[1], address[2], address[3]],
+                port: u16::from_be_bytes([address[4], address[5]]),
+            };
+            (Some(reply_to), rest)
+        } else {
+            (None, rest)
+        };
         if !rest.is_empty() {
             return Err(DecodeError::TrailingBytes);
         }
-        Ok(Message { header, key, value })
+        Ok(Message {
+            header,
+            key,
+            value,
+            reply_to,
+        })
+    }
+
+    /// A message without a reply address (every op but CHAIN_PUT).
+    pub const fn new(header: Header, key: &'a [u8], value: &'a [u8]) -> Message<'a> {
+        Message {
+            header,
+            key,
+            value,
+            reply_to: None,
+        }
     }
 
     /// The encoded message in a buffer of its own (user space).
@@ -491,6 +545,9 @@ impl<'a> Message<'a> {
         if out.len() < len {
             return Err(EncodeError::BufferTooSmall);
         }
+        if (self.header.op_code == Op::ChainPut as u8) != self.reply_to.is_some() {
+            return Err(EncodeError::ReplyTo);
+        }
         self.header.encode(out)?;
         let mut at = HEADER_LEN;
         for part in [self.key, self.value] {
@@ -500,13 +557,23 @@ impl<'a> Message<'a> {
             out[at..at + part.len()].copy_from_slice(part);
             at += part.len();
         }
+        if let Some(reply_to) = self.reply_to {
+            out[at..at + 4].copy_from_slice(&reply_to.ipv4);
+            out[at + 4..at + REPLY_TO_LEN].copy_from_slice(&reply_to.port.to_be_bytes());
+            at += REPLY_TO_LEN;
+        }
         debug_assert_eq!(at, len);
         Ok(len)
     }
 
     /// Bytes this message takes on the wire.
     pub const fn encoded_len(&self) -> usize {
-        HEADER_LEN + BODY_PREFIX_LEN + self.key.len() + self.value.len()
+        let reply_to = if self.reply_to.is_some() {
+            REPLY_TO_LEN
+        } else {
+            0
+        };
+        HEADER_LEN + BODY_PREFIX_LEN + self.key.len() + self.value.len() + reply_to
     }
 
     /// True when the header's keyhash is the hash of the key (a client bug or corruption
@@ -615,10 +682,18 @@ mod tests {
         let key = [b'k'; 10];
         let value = [0u8; MAX_PAYLOAD_LEN];
         let mut out = [0u8; 2 * MAX_PAYLOAD_LEN];
+        // The longest value a client may write still fits once forwarded as a CHAIN_PUT.
+        let put = Message::new(Header::new(Op::Put), &key, &value[..max_value_len(key.len())]);
+        let n = put.encode(&mut out).unwrap();
+        assert_eq!(n, MAX_PAYLOAD_LEN - REPLY_TO_LEN);
+        assert_eq!(Message::decode(&out[..n]).unwrap(), put);
         let fits = Message {
-            header: Header::new(Op::Put),
-            key: &key,
-            value: &value[..max_value_len(key.len())],
+            header: Header::new(Op::ChainPut),
+            reply_to: Some(ReplyTo {
+                ipv4: [10, 2, 0, 2],
+                port: 40000,
+            }),
+            ..put
         };
         let n = fits.encode(&mut out).unwrap();
         assert_eq!(n, MAX_PAYLOAD_LEN);
@@ -655,6 +730,25 @@ mod tests {
         let mut trailing = [0u8; HEADER_LEN + 5];
         trailing[..HEADER_LEN + 4].copy_from_slice(&b);
         assert_eq!(Message::decode(&trailing), Err(DecodeError::TrailingBytes));
+        // A CHAIN_PUT needs its reply address, exactly; other ops may not carry one.
+        let mut chain = [0u8; HEADER_LEN + 4 + REPLY_TO_LEN];
+        Header::new(Op::ChainPut).encode(&mut chain).unwrap();
+        let decoded = Message::decode(&chain).unwrap();
+        assert_eq!(decoded.reply_to, Some(ReplyTo { ipv4: [0; 4], port: 0 }));
+        assert_eq!(
+            Message::decode(&chain[..HEADER_LEN + 4 + REPLY_TO_LEN - 1]),
+            Err(DecodeError::TruncatedBody)
+        );
+        let mut out = [0u8; 64];
+        assert_eq!(
+            Message { reply_to: None, ..decoded }.encode(&mut out),
+            Err(EncodeError::ReplyTo)
+        );
+        let put_with_address = Message {
+            header: Header::new(Op::Put),
+            ..decoded
+        };
+        assert_eq!(put_with_address.encode(&mut out), Err(EncodeError::ReplyTo));
         b[0] = 0;
         assert_eq!(Message::decode(&b), Err(DecodeError::BadMagic));
         b[0] = 0x50;
@@ -667,11 +761,7 @@ mod tests {
     fn keyhash_consistency() {
         let mut h = Header::new(Op::Get);
         h.keyhash = key_hash(b"k");
-        let m = Message {
-            header: h,
-            key: b"k",
-            value: b"",
-        };
+        let m = Message::new(h, b"k", b"");
         assert!(m.keyhash_matches());
         let bad = Message { key: b"j", ..m };
         assert!(!bad.keyhash_matches());
@@ -683,8 +773,11 @@ mod tests {
             header in header_strategy(),
             key in proptest::collection::vec(any::<u8>(), 0..=MAX_KEY_LEN),
             value in proptest::collection::vec(any::<u8>(), 0..1200),
+            reply_to in (any::<[u8; 4]>(), any::<u16>()),
         ) {
-            let m = Message { header, key: &key, value: &value };
+            let reply_to = (header.op_code == Op::ChainPut as u8)
+                .then_some(ReplyTo { ipv4: reply_to.0, port: reply_to.1 });
+            let m = Message { header, key: &key, value: &value, reply_to };
             let mut out = vec![0u8; MAX_PAYLOAD_LEN];
             match m.encode(&mut out) {
                 Ok(n) => {
@@ -723,7 +816,9 @@ mod tests {
             key in proptest::collection::vec(any::<u8>(), 0..40),
             value in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
-            let m = Message { header, key: &key, value: &value };
+            let reply_to = (header.op_code == Op::ChainPut as u8)
+                .then_some(ReplyTo { ipv4: [10, 2, 0, 2], port: 7 });
+            let m = Message { header, key: &key, value: &value, reply_to };
             let mut out = vec![0u8; MAX_PAYLOAD_LEN];
             let n = m.encode(&mut out).unwrap();
             for cut in 0..n {

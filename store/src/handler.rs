@@ -460,7 +460,7 @@ fn encode_replicate(
             server_id,
         )
     };
-    Message { header, key, value }
+    Message::new(header, key, value)
         .encode(out)
         .expect("a copy is no larger than the request it copies")
 }
@@ -520,12 +520,8 @@ fn encode(
     value: &[u8],
 ) -> usize {
     let header = Header::reply(op, request, server_id, version, status, load);
-    Message {
-        header,
-        key: &[],
-        value,
-    }
-    .encode(out)
+    Message::new(header, &[], value)
+        .encode(out)
     .expect("a stored value always fits in a reply: it arrived in a request with its key")
 }
 
@@ -541,11 +537,7 @@ mod tests {
         h.version = version;
         h.client_id = client;
         h.request_id = req;
-        let m = Message {
-            header: h,
-            key,
-            value,
-        };
+        let m = Message::new(h, key, value);
         m.to_vec().unwrap()
     }
 

@@ -116,11 +116,7 @@ fn put_bytes(key: &[u8], value: &[u8], version: u64, request_id: u32) -> Vec<u8>
     h.version = version;
     h.client_id = 42;
     h.request_id = request_id;
-    let m = Message {
-        header: h,
-        key,
-        value,
-    };
+    let m = Message::new(h, key, value);
     m.to_vec().unwrap()
 }
 

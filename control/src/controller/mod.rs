@@ -828,11 +828,7 @@ impl Controller {
                 server,
             )
         };
-        let message = Message {
-            header,
-            key: request.key,
-            value: request.value,
-        };
+        let message = Message::new(header, request.key, request.value);
         let bytes = message.to_vec().context("encoding a control request")?;
         // A socket per exchange: exchanges with different servers (adds and evictions of
         // several keys) proceed at once, each waiting only for its own server.

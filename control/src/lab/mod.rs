@@ -745,12 +745,7 @@ fn probe_store(ns: &str, address: SocketAddrV4) -> Result<()> {
         socket.set_read_timeout(Some(PROBE_TIMEOUT))?;
         let key = b"pegasus-lab-probe";
         let header = Header::request(Op::Get, key_hash(key), LAB_PROBE_CLIENT_ID, 1, 0);
-        let request = Message {
-            header,
-            key,
-            value: &[],
-        }
-        .to_vec()?;
+        let request = Message::new(header, key, &[]).to_vec()?;
         socket.send_to(&request, address)?;
         let mut reply = [0u8; wire::MAX_PAYLOAD_LEN];
         let (len, from) = socket.recv_from(&mut reply)?;

@@ -50,7 +50,7 @@ pub fn check(switch: &Switch, f: &Fixture) {
 
 /// A Pegasus payload: `header`, then `key` and `value`.
 pub fn payload(header: Header, key: &[u8], value: &[u8]) -> Vec<u8> {
-    Message { header, key, value }
+    Message::new(header, key, value)
         .to_vec()
         .expect("a fixture's message fits in a datagram")
 }

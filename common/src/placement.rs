@@ -9,7 +9,8 @@
 //! that exist hash keys with their own hasher; the `consistent_hash` crate has had no release
 //! since 2017. See docs/architecture.md.
 
-use pegasus_common::hash::fmix64;
+use crate::hash::fmix64;
+use alloc::vec::Vec;
 
 /// Points per server on the ring: enough for an imbalance of a few percent at 8-32 servers.
 pub const VIRTUAL_NODES: u32 = 160;
@@ -45,7 +46,7 @@ impl Placement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pegasus_common::hash::key_hash;
+    use crate::hash::key_hash;
 
     #[test]
     fn keys_spread_evenly_and_stably() {
