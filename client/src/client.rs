@@ -1,6 +1,8 @@
 //! The async client: one UDP socket, many outstanding requests, replies matched by request id.
 //!
-//! A request goes to its key's home server (the switch may steer it to another). If no reply
+//! A request goes to its key's home server (the switch may steer it to another); in a chain of
+//! racks, a write to the home in the head rack, a read to the home in the tail rack (the tail
+//! answers both: docs/chain.md). If no reply
 //! comes within the timeout, the same bytes (same client id and request id, the RETRY flag set)
 //! are sent again, up to `attempts` times, so that the switch gives the retry its write's
 //! version again and a store that already applied it answers from its deduplication table.
@@ -133,6 +135,10 @@ type Pending = Mutex<HashMap<u32, oneshot::Sender<Reply>>>;
 pub struct Client {
     socket: Arc<UdpSocket>,
     cluster: Cluster,
+    /// The rack that takes writes (the head of a chain) and the one that takes reads (its
+    /// tail); the same rack when there is one.
+    writes_to: Cluster,
+    reads_from: Cluster,
     placement: Placement,
     client_id: u16,
     /// Reads' request ids (the write bit clear).
@@ -158,10 +164,12 @@ impl Client {
         let socket = Arc::new(UdpSocket::bind("0.0.0.0:0").await?);
         let pending: Arc<Pending> = Arc::default();
         let receiver = tokio::spawn(receive_replies(socket.clone(), pending.clone()));
-        let placement = Placement::new(cluster.servers.iter().map(|s| s.id));
+        let placement = Placement::new(cluster.server_ids());
         Ok(Client {
             socket,
             placement,
+            writes_to: cluster.head(),
+            reads_from: cluster.tail(),
             cluster,
             client_id: options
                 .client_id
@@ -274,8 +282,12 @@ impl Client {
         }
         let keyhash = key_hash(key);
         let home = self.placement.home(keyhash);
-        let addr = self
-            .cluster
+        let rack = if op == Op::Get {
+            &self.reads_from
+        } else {
+            &self.writes_to
+        };
+        let addr = rack
             .server(home)
             .expect("placement only names servers of the cluster")
             .addr;
@@ -462,6 +474,7 @@ mod tests {
     fn cluster() -> Cluster {
         Cluster {
             controllers: Vec::new(),
+            racks: Vec::new(),
             servers: vec![crate::cluster::ServerEntry {
                 id: 0,
                 addr: "127.0.0.1:7400".parse().unwrap(),
@@ -591,14 +604,13 @@ mod tests {
                     let v = version::make(epoch, 0).unwrap();
                     Header::reply(Op::Error, &request, 0, v, Status::StaleEpoch, 0)
                 };
-                let bytes = Message::new(reply, &[], &[])
-                    .to_vec()
-                .unwrap();
+                let bytes = Message::new(reply, &[], &[]).to_vec().unwrap();
                 socket.send_to(&bytes, from).await.unwrap();
             }
         });
         let cluster = Cluster {
             controllers: Vec::new(),
+            racks: Vec::new(),
             servers: vec![crate::cluster::ServerEntry { id: 0, addr }],
         };
         (cluster, task)

@@ -13,6 +13,6 @@ pub mod cluster;
 pub mod workload;
 
 pub use client::{Client, ClientError, ClientOptions, ReadResult};
-pub use cluster::Cluster;
+pub use cluster::{ChainRole, Cluster};
 /// Home placement lives in `pegasus_common` (the stores of a chain need it too).
 pub use pegasus_common::placement;

@@ -683,7 +683,11 @@ mod tests {
         let value = [0u8; MAX_PAYLOAD_LEN];
         let mut out = [0u8; 2 * MAX_PAYLOAD_LEN];
         // The longest value a client may write still fits once forwarded as a CHAIN_PUT.
-        let put = Message::new(Header::new(Op::Put), &key, &value[..max_value_len(key.len())]);
+        let put = Message::new(
+            Header::new(Op::Put),
+            &key,
+            &value[..max_value_len(key.len())],
+        );
         let n = put.encode(&mut out).unwrap();
         assert_eq!(n, MAX_PAYLOAD_LEN - REPLY_TO_LEN);
         assert_eq!(Message::decode(&out[..n]).unwrap(), put);
@@ -734,14 +738,24 @@ mod tests {
         let mut chain = [0u8; HEADER_LEN + 4 + REPLY_TO_LEN];
         Header::new(Op::ChainPut).encode(&mut chain).unwrap();
         let decoded = Message::decode(&chain).unwrap();
-        assert_eq!(decoded.reply_to, Some(ReplyTo { ipv4: [0; 4], port: 0 }));
+        assert_eq!(
+            decoded.reply_to,
+            Some(ReplyTo {
+                ipv4: [0; 4],
+                port: 0
+            })
+        );
         assert_eq!(
             Message::decode(&chain[..HEADER_LEN + 4 + REPLY_TO_LEN - 1]),
             Err(DecodeError::TruncatedBody)
         );
         let mut out = [0u8; 64];
         assert_eq!(
-            Message { reply_to: None, ..decoded }.encode(&mut out),
+            Message {
+                reply_to: None,
+                ..decoded
+            }
+            .encode(&mut out),
             Err(EncodeError::ReplyTo)
         );
         let put_with_address = Message {

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 use pegasus_client::Cluster;
-use pegasus_store::{StoreConfig, server::QUEUE_MAX_DEFAULT};
+use pegasus_store::{StoreConfig, chain::ChainLinks, server::QUEUE_MAX_DEFAULT};
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 #[derive(Args)]
@@ -30,6 +30,11 @@ pub struct StoreArgs {
     /// pushes are refused.
     #[arg(long)]
     cluster: Option<PathBuf>,
+    /// In a chain's cluster file: which rack this store belongs to (0 = the head). Its
+    /// neighbours in the file are where it forwards writes and sends acknowledgements, and the
+    /// only senders it takes them from (docs/chain.md).
+    #[arg(long, default_value_t = 0, requires = "cluster")]
+    rack: usize,
     /// Most memory for keys and values, in bytes, with an optional K, M or G suffix (powers
     /// of 1024; each key counts 64 bytes beyond its key and value). Writes that would grow
     /// the store past it are refused with status Full.
@@ -45,13 +50,37 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let cluster = match &args.cluster {
+    let file = match &args.cluster {
         Some(path) => Cluster::load(path)?,
         None => Cluster::default(),
+    };
+    let (cluster, chain) = if args.cluster.is_some() {
+        let servers = |rack: usize| -> Result<Vec<(u8, SocketAddr)>> {
+            Ok(file
+                .rack(rack)?
+                .servers
+                .iter()
+                .map(|s| (s.id, s.addr))
+                .collect())
+        };
+        let chain = ChainLinks {
+            previous: match args.rack {
+                0 => Vec::new(),
+                rack => servers(rack - 1)?,
+            },
+            next: match args.rack + 1 {
+                next if next < file.rack_count() => servers(next)?,
+                _ => Vec::new(),
+            },
+        };
+        (file.rack(args.rack)?, chain)
+    } else {
+        (file, ChainLinks::default())
     };
     let config = StoreConfig {
         peers: cluster.servers.iter().map(|s| (s.id, s.addr)).collect(),
         controllers: cluster.controllers,
+        chain,
         memory_limit: args.memory_limit,
         require_stamped: args.require_stamped,
         listen: args.listen,

@@ -17,6 +17,10 @@
 //!   copy a value anywhere. With `require_stamped` (a store behind a switch), a PUT without a
 //!   version is refused: every honest write crossed the switch, which stamps it. Writes that
 //!   would take the table past its memory limit are refused with status Full.
+//! - In a chain of racks ([`crate::chain`], docs/chain.md): the head's stores take clients'
+//!   PUTs and forward them (no reply: the tail answers), the others take CHAIN_PUTs from the
+//!   previous rack's servers only, the tail answers the client and acknowledges; a client's
+//!   PUT outside the head, or GET outside the tail, is refused with WrongRack.
 //! - A datagram that is not a Pegasus message (bad magic, truncated header) is dropped and
 //!   counted; a Pegasus request that is malformed, too large or of an unserved op gets an
 //!   Error reply saying why. Replies sent *to* a store are counted and dropped, never answered,
@@ -25,6 +29,7 @@
 use std::time::Instant;
 
 use crate::{
+    chain::{self, Chain, ChainLinks, Forward, Outgoing},
     dedup::Dedup,
     table::{MEMORY_LIMIT_DEFAULT, Table, WriteOutcome},
 };
@@ -33,7 +38,7 @@ use pegasus_common::{
     wire::{self, DecodeError, Header, Message, Op, Status},
 };
 use serde::Serialize;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// What the store counts.
@@ -63,6 +68,8 @@ pub struct Stats {
     pub stale_epoch_refused: AtomicU64,
     /// Writes refused by the memory limit.
     pub full_refused: AtomicU64,
+    /// Clients' requests this rack of a chain does not serve.
+    pub wrong_rack_refused: AtomicU64,
 }
 
 /// A copy of [`Stats`] for printing.
@@ -87,6 +94,15 @@ pub struct StatsSnapshot {
     pub unstamped_refused: u64,
     pub stale_epoch_refused: u64,
     pub full_refused: u64,
+    pub wrong_rack_refused: u64,
+    /// Chain replication (zero outside a chain).
+    pub chain_forwarded: u64,
+    pub chain_retransmitted: u64,
+    pub chain_acks_received: u64,
+    pub chain_acks_sent: u64,
+    pub chain_queue_full: u64,
+    /// Forwarded writes waiting for their acknowledgement now.
+    pub chain_queued: usize,
     pub keys: usize,
     /// Bytes charged against the memory limit.
     pub bytes: usize,
@@ -116,6 +132,8 @@ pub struct StoreOptions {
     pub members: Vec<IpAddr>,
     /// The controller's addresses (PUSH comes only from it).
     pub controllers: Vec<IpAddr>,
+    /// The racks before and after this one in a chain (none: a single rack).
+    pub chain: ChainLinks,
 }
 
 impl Default for StoreOptions {
@@ -125,8 +143,23 @@ impl Default for StoreOptions {
             require_stamped: false,
             members: Vec::new(),
             controllers: Vec::new(),
+            chain: ChainLinks::default(),
         }
     }
+}
+
+/// What handling one datagram asks the server loop to send.
+#[derive(Debug, Default)]
+pub struct Handled {
+    /// The reply's length in the reply buffer, if there is one.
+    pub reply: Option<usize>,
+    /// Where the reply goes when not to the request's sender (the tail of a chain answers
+    /// the client whose write the CHAIN_PUT carries).
+    pub reply_to: Option<SocketAddr>,
+    /// Copies of a hot key's write, in the copy buffer.
+    pub copy: Option<CopyOrder>,
+    /// Chain messages: a CHAIN_PUT forwarded, CHAIN_ACKs.
+    pub chain: Vec<Outgoing>,
 }
 
 /// A store's state: data, deduplication table, counters.
@@ -138,6 +171,7 @@ pub struct Store {
     require_stamped: bool,
     members: Vec<IpAddr>,
     controllers: Vec<IpAddr>,
+    chain: Option<Chain>,
 }
 
 impl Store {
@@ -156,7 +190,16 @@ impl Store {
             require_stamped: options.require_stamped,
             members: options.members,
             controllers: options.controllers,
+            chain: options
+                .chain
+                .is_chain()
+                .then(|| Chain::new(server_id, options.chain)),
         }
+    }
+
+    /// The store's chain state (`None` outside a chain).
+    pub fn chain(&self) -> Option<&Chain> {
+        self.chain.as_ref()
     }
 
     /// Who a request from `from` is.
@@ -193,39 +236,53 @@ impl Store {
             unstamped_refused: s.unstamped_refused.load(Relaxed),
             stale_epoch_refused: s.stale_epoch_refused.load(Relaxed),
             full_refused: s.full_refused.load(Relaxed),
+            wrong_rack_refused: s.wrong_rack_refused.load(Relaxed),
+            chain_forwarded: self.chain_count(|c| &c.forwarded),
+            chain_retransmitted: self.chain_count(|c| &c.retransmitted),
+            chain_acks_received: self.chain_count(|c| &c.acks_received),
+            chain_acks_sent: self.chain_count(|c| &c.acks_sent),
+            chain_queue_full: self.chain_count(|c| &c.queue_full),
+            chain_queued: self.chain.as_ref().map_or(0, Chain::queued),
             keys: self.table.len(),
             bytes: self.table.bytes(),
             dedup_entries: self.dedup.entries(),
         }
     }
 
-    /// Handles one datagram from `from`; writes the reply into `out` and returns its length,
-    /// or `None` when nothing is to be sent. `load` is reported in the reply. `out` must hold
-    /// [`wire::MAX_PAYLOAD_LEN`] bytes. A copy to send to other servers, if any, is written to
-    /// `copy` (also [`wire::MAX_PAYLOAD_LEN`] bytes) and described by the second result.
+    fn chain_count(&self, counter: impl Fn(&chain::ChainStats) -> &AtomicU64) -> u64 {
+        self.chain
+            .as_ref()
+            .map_or(0, |c| counter(&c.stats).load(Relaxed))
+    }
+
+    /// Handles one datagram from `from`; writes the reply into `out` (its length in
+    /// [`Handled::reply`], `None` when nothing is to be sent). `load` is reported in the reply.
+    /// `out` must hold [`wire::MAX_PAYLOAD_LEN`] bytes. A copy to send to other servers, if
+    /// any, is written to `copy` (also [`wire::MAX_PAYLOAD_LEN`] bytes) and described by
+    /// [`Handled::copy`]; chain messages come in [`Handled::chain`].
     pub fn handle(
         &self,
         datagram: &[u8],
-        from: IpAddr,
+        from: SocketAddr,
         load: u16,
         out: &mut [u8],
         copy: &mut [u8],
-    ) -> (Option<usize>, Option<CopyOrder>) {
+    ) -> Handled {
         assert!(out.len() >= wire::MAX_PAYLOAD_LEN, "reply buffer too small");
         assert!(copy.len() >= wire::MAX_PAYLOAD_LEN, "copy buffer too small");
-        let mut pending_copy = None;
-        let reply = self.dispatch(datagram, from, load, out, copy, &mut pending_copy);
-        (reply, pending_copy)
+        let mut handled = Handled::default();
+        handled.reply = self.dispatch(datagram, from, load, out, copy, &mut handled);
+        handled
     }
 
     fn dispatch(
         &self,
         datagram: &[u8],
-        from: IpAddr,
+        from: SocketAddr,
         load: u16,
         out: &mut [u8],
         copy: &mut [u8],
-        pending_copy: &mut Option<CopyOrder>,
+        handled: &mut Handled,
     ) -> Option<usize> {
         self.stats.datagrams.fetch_add(1, Relaxed);
         let header = match Header::decode(datagram) {
@@ -236,6 +293,9 @@ impl Store {
             }
         };
         let op = header.op();
+        if op == Some(Op::ChainAck) {
+            return self.chain_ack(&header, from, load, handled);
+        }
         if op.is_some_and(|op| !op.is_request()) {
             self.stats.stray_replies_dropped.fetch_add(1, Relaxed);
             return None;
@@ -253,23 +313,61 @@ impl Store {
             Err(DecodeError::KeyTooLarge) => return reply.error(Status::KeyTooLarge),
             Err(_) => return reply.error(Status::Malformed),
         };
-        // Who sent it matters for these two only: clients' GETs and PUTs skip the lookup.
+        // Who sent it matters for these only: clients' GETs and PUTs skip the lookup.
         let allowed = match op {
-            Some(Op::Replicate) => self.origin(from) != Origin::Other,
-            Some(Op::Push) => self.origin(from) == Origin::Controller,
+            Some(Op::Replicate) => self.origin(from.ip()) != Origin::Other,
+            Some(Op::Push) => self.origin(from.ip()) == Origin::Controller,
+            Some(Op::ChainPut) => self
+                .chain
+                .as_ref()
+                .is_some_and(|c| c.previous_server_at(from.ip()).is_some()),
             _ => true,
         };
         if !allowed {
             self.stats.forbidden.fetch_add(1, Relaxed);
             return reply.error(Status::Forbidden);
         }
+        // In a chain, clients write to the head and read from the tail; the controller reads
+        // its own rack.
+        if let Some(chain) = &self.chain {
+            let served = match op {
+                Some(Op::Put) => chain.is_head(),
+                Some(Op::Get) => chain.is_tail() || self.origin(from.ip()) == Origin::Controller,
+                _ => true,
+            };
+            if !served {
+                self.stats.wrong_rack_refused.fetch_add(1, Relaxed);
+                return reply.error(Status::WrongRack);
+            }
+        }
         match op {
             Some(Op::Get) => self.get(&message, reply),
-            Some(Op::Put) => self.put(&message, reply, copy, pending_copy),
+            Some(Op::Put) => self.put(&message, from, reply, copy, handled),
             Some(Op::Replicate) => self.replicate(&message, reply),
-            Some(Op::Push) => self.push(&message, reply, copy, pending_copy),
+            Some(Op::Push) => self.push(&message, reply, copy, &mut handled.copy),
+            Some(Op::ChainPut) => self.chain_put(&message, from, reply, copy, handled),
             _ => reply.error(Status::UnknownOp),
         }
+    }
+
+    /// A CHAIN_ACK: believed only from the next rack's servers; like every reply, never
+    /// answered.
+    fn chain_ack(
+        &self,
+        ack: &Header,
+        from: SocketAddr,
+        load: u16,
+        handled: &mut Handled,
+    ) -> Option<usize> {
+        match &self.chain {
+            Some(chain) if chain.is_next_server(from.ip()) => {
+                handled.chain = chain.acknowledged(ack, load);
+            }
+            _ => {
+                self.stats.forbidden.fetch_add(1, Relaxed);
+            }
+        }
+        None
     }
 
     fn push(
@@ -362,9 +460,10 @@ impl Store {
     fn put(
         &self,
         m: &Message<'_>,
+        from: SocketAddr,
         reply: Reply<'_, '_>,
         copy: &mut [u8],
-        pending_copy: &mut Option<CopyOrder>,
+        handled: &mut Handled,
     ) -> Option<usize> {
         self.stats.puts.fetch_add(1, Relaxed);
         let h = &m.header;
@@ -377,11 +476,40 @@ impl Store {
             self.stats.unstamped_refused.fetch_add(1, Relaxed);
             return reply.error(Status::Unstamped);
         }
+        let reply_to = match &self.chain {
+            Some(_) => match chain::reply_to_of(from) {
+                Some(address) => Some(address),
+                None => return reply.error(Status::Malformed),
+            },
+            None => None,
+        };
         let mut client = self.dedup.lock(h.client_id);
         if let Some(version) = client.lookup(h.request_id, h.keyhash) {
             self.stats.dedup_hits.fetch_add(1, Relaxed);
+            if let Some(chain) = &self.chain
+                && chain.is_waiting(h.keyhash, version)
+            {
+                // Not yet in the tail: send it on again; the tail answers.
+                let first = Message {
+                    header: Header { version, ..*h },
+                    ..*m
+                };
+                handled.chain.extend(chain.forward(
+                    &first,
+                    reply_to?,
+                    None,
+                    reply.load,
+                    Instant::now(),
+                ));
+                return None;
+            }
             let held = self.table.read(h.keyhash, m.key, |held, _| held);
             return reply.ok(Op::PutReply, held.unwrap_or(version).max(version));
+        }
+        if let Some(chain) = &self.chain
+            && chain.admit(h.keyhash, h.version) == Forward::QueueFull
+        {
+            return None; // neither applied nor recorded: the client's retry may find room
         }
         let Some(held) = self.apply(m) else {
             // Not applied, so not recorded: a retry may find room.
@@ -392,13 +520,65 @@ impl Store {
             self.stats.dedup_evicted_early.fetch_add(early, Relaxed);
         }
         drop(client);
-        let targets = h.replica_bitmap & !directory::bit(self.server_id);
-        if targets != 0 && h.version != version::NONE {
-            *pending_copy = Some(CopyOrder {
-                len: encode_replicate(copy, h, self.server_id, m.key, m.value),
-                targets,
-            });
+        handled.copy = self.copies(m, copy);
+        if let (Some(chain), Some(reply_to)) = (&self.chain, reply_to) {
+            // The tail answers, once every rack holds the write.
+            handled
+                .chain
+                .extend(chain.forward(m, reply_to, None, reply.load, Instant::now()));
+            return None;
         }
+        reply.ok(Op::PutReply, held)
+    }
+
+    /// The copies a write steered with a replica bitmap asks for (a hot key's write).
+    fn copies(&self, m: &Message<'_>, copy: &mut [u8]) -> Option<CopyOrder> {
+        let h = &m.header;
+        let targets = h.replica_bitmap & !directory::bit(self.server_id);
+        (targets != 0 && h.version != version::NONE).then(|| CopyOrder {
+            len: encode_replicate(copy, h, self.server_id, m.key, m.value),
+            targets,
+        })
+    }
+
+    /// A write forwarded by the previous rack (its sender checked): applied under the write
+    /// rule (retransmissions in any order converge), copied as the switch asks, then forwarded
+    /// to the next rack, or, in the tail, answered to the client and acknowledged.
+    fn chain_put(
+        &self,
+        m: &Message<'_>,
+        from: SocketAddr,
+        reply: Reply<'_, '_>,
+        copy: &mut [u8],
+        handled: &mut Handled,
+    ) -> Option<usize> {
+        let chain = self.chain.as_ref().expect("checked by dispatch");
+        let h = &m.header;
+        let (Some(reply_to), Some(sender)) = (m.reply_to, chain.previous_server_at(from.ip()))
+        else {
+            return reply.error(Status::Malformed);
+        };
+        if h.version == version::NONE || h.flags & wire::flags::STAMPED == 0 {
+            return reply.error(Status::Malformed);
+        }
+        self.stats.puts.fetch_add(1, Relaxed);
+        if !chain.is_tail() && chain.admit(h.keyhash, h.version) == Forward::QueueFull {
+            return None; // its sender sends it again
+        }
+        let held = self.apply(m)?; // full: not acknowledged, so sent again
+        handled.copy = self.copies(m, copy);
+        if !chain.is_tail() {
+            handled.chain.extend(chain.forward(
+                m,
+                reply_to,
+                Some(sender),
+                reply.load,
+                Instant::now(),
+            ));
+            return None;
+        }
+        handled.chain = chain.acks_to(directory::bit(sender), h.keyhash, held, h, reply.load);
+        handled.reply_to = Some(chain::reply_address(reply_to));
         reply.ok(Op::PutReply, held)
     }
 
@@ -522,7 +702,7 @@ fn encode(
     let header = Header::reply(op, request, server_id, version, status, load);
     Message::new(header, &[], value)
         .encode(out)
-    .expect("a stored value always fits in a reply: it arrived in a request with its key")
+        .expect("a stored value always fits in a reply: it arrived in a request with its key")
 }
 
 #[cfg(test)]
@@ -537,7 +717,14 @@ mod tests {
         h.version = version;
         h.client_id = client;
         h.request_id = req;
-        let m = Message::new(h, key, value);
+        let reply_to = (op == Op::ChainPut).then_some(wire::ReplyTo {
+            ipv4: [10, 2, 0, 2],
+            port: 5000,
+        });
+        let m = Message {
+            reply_to,
+            ..Message::new(h, key, value)
+        };
         m.to_vec().unwrap()
     }
 
@@ -580,8 +767,9 @@ mod tests {
     fn call_with_copy(store: &Store, datagram: &[u8]) -> Handled {
         let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
         let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
-        let from = sender_of(datagram);
-        let (reply, pending) = store.handle(datagram, from, 3, &mut out, &mut copy);
+        let from = SocketAddr::new(sender_of(datagram), 5000);
+        let handled = store.handle(datagram, from, 3, &mut out, &mut copy);
+        let (reply, pending) = (handled.reply, handled.copy);
         let reply = reply.map(|n| {
             let m = Message::decode(&out[..n]).unwrap();
             (m.header, m.value.to_vec())
@@ -685,9 +873,9 @@ mod tests {
         let mut b = request(Op::Get, b"k", b"", 0, 1, 1);
         b[wire::offset::OP] = 200;
         assert_eq!(call(&s, &b).unwrap().0.status(), Some(Status::UnknownOp));
-        // Known but unserved op.
+        // Chain messages outside a chain: no sender may send them.
         let b = request(Op::ChainPut, b"k", b"v", 3, 1, 1);
-        assert_eq!(call(&s, &b).unwrap().0.status(), Some(Status::UnknownOp));
+        assert_eq!(call(&s, &b).unwrap().0.status(), Some(Status::Forbidden));
         // Truncated body.
         let b = request(Op::Put, b"key", b"value", 1, 1, 1);
         let (h, _) = call(&s, &b[..b.len() - 1]).unwrap();
@@ -793,7 +981,7 @@ mod tests {
         fn arbitrary_datagrams_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
             let s = trusting(0);
             let (mut out, mut copy) = (vec![0u8; wire::MAX_PAYLOAD_LEN], vec![0u8; wire::MAX_PAYLOAD_LEN]);
-            let _ = s.handle(&bytes, sender_of(&bytes), 0, &mut out, &mut copy);
+            let _ = s.handle(&bytes, SocketAddr::new(sender_of(&bytes), 1), 0, &mut out, &mut copy);
         }
 
         #[test]
@@ -807,14 +995,21 @@ mod tests {
             h.encode(&mut b).unwrap();
             b.extend_from_slice(&body);
             let (mut out, mut copy) = (vec![0u8; wire::MAX_PAYLOAD_LEN], vec![0u8; wire::MAX_PAYLOAD_LEN]);
-            let _ = s.handle(&b, sender_of(&b), 0, &mut out, &mut copy);
+            let _ = s.handle(&b, SocketAddr::new(sender_of(&b), 1), 0, &mut out, &mut copy);
         }
     }
 
     fn status_from(store: &Store, from: IpAddr, datagram: &[u8]) -> Option<Status> {
         let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
         let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
-        let (reply, pending) = store.handle(datagram, from, 0, &mut out, &mut copy);
+        let handled = store.handle(
+            datagram,
+            SocketAddr::new(from, 5000),
+            0,
+            &mut out,
+            &mut copy,
+        );
+        let (reply, pending) = (handled.reply, handled.copy);
         assert!(
             pending.is_none() || from != CLIENT_IP,
             "a client made the store copy"
@@ -885,7 +1080,14 @@ mod tests {
         stale[wire::offset::FLAGS] |= wire::flags::STALE_EPOCH | wire::flags::RETRY;
         let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
         let mut copy = vec![0u8; wire::MAX_PAYLOAD_LEN];
-        let (reply, pending) = s.handle(&stale, CLIENT_IP, 0, &mut out, &mut copy);
+        let handled = s.handle(
+            &stale,
+            SocketAddr::new(CLIENT_IP, 5000),
+            0,
+            &mut out,
+            &mut copy,
+        );
+        let (reply, pending) = (handled.reply, handled.copy);
         let reply = Header::decode(&out[..reply.unwrap()]).unwrap();
         assert_eq!(reply.op(), Some(Op::Error));
         assert_eq!(reply.status(), Some(Status::StaleEpoch));
@@ -927,5 +1129,207 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!((snap.full_refused, snap.keys), (1, 2));
         assert!(snap.bytes < crate::table::charge(1, 4) + crate::table::charge(1, 1));
+    }
+
+    /// Three racks of two stores: rack r's server i at 10.(1+16r).i.2.
+    mod chain {
+        use super::*;
+        use crate::chain::{CHAIN_RETRY_MIN, ChainLinks};
+        use pegasus_common::placement::Placement;
+        use std::net::Ipv4Addr;
+
+        fn address(rack: u8, id: u8) -> SocketAddr {
+            SocketAddr::new(Ipv4Addr::new(10, 1 + 16 * rack, id, 2).into(), 7400)
+        }
+
+        fn rack_of(rack: u8) -> Vec<(u8, SocketAddr)> {
+            (0..2).map(|i| (i, address(rack, i))).collect()
+        }
+
+        fn store(rack: u8, id: u8) -> Store {
+            Store::with_options(
+                id,
+                StoreOptions {
+                    chain: ChainLinks {
+                        previous: if rack == 0 {
+                            Vec::new()
+                        } else {
+                            rack_of(rack - 1)
+                        },
+                        next: if rack == 2 {
+                            Vec::new()
+                        } else {
+                            rack_of(rack + 1)
+                        },
+                    },
+                    ..StoreOptions::default()
+                },
+            )
+        }
+
+        const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 2, 0, 2)), 5000);
+
+        fn deliver(s: &Store, bytes: &[u8], from: SocketAddr) -> (super::super::Handled, Vec<u8>) {
+            let (mut out, mut copy) = (
+                vec![0u8; wire::MAX_PAYLOAD_LEN],
+                vec![0u8; wire::MAX_PAYLOAD_LEN],
+            );
+            let handled = s.handle(bytes, from, 0, &mut out, &mut copy);
+            let reply = handled.reply.map_or(Vec::new(), |n| out[..n].to_vec());
+            (handled, reply)
+        }
+
+        /// A write through head, middle and tail: each forwards to the key's home in the
+        /// next rack, the tail answers the client, acks flow back and empty every queue.
+        #[test]
+        fn a_write_crosses_every_rack_and_the_tail_answers() {
+            let racks: Vec<Vec<Store>> = (0..3)
+                .map(|r| (0..2).map(|i| store(r, i)).collect())
+                .collect();
+            let key = b"k";
+            let home = Placement::new(0..2).home(key_hash(key));
+            let put = request(Op::Put, key, b"v", 77, 9, 0x8000_0001);
+            let (h, reply) = deliver(&racks[0][home as usize], &put, CLIENT);
+            assert!(reply.is_empty(), "the head does not answer");
+            let (mut bytes, mut to) = h.chain.into_iter().next().unwrap();
+            let mut from = address(0, home);
+            for rack in 1..3u8 {
+                assert_eq!(to, address(rack, home));
+                let (h, reply) = deliver(&racks[rack as usize][home as usize], &bytes, from);
+                if rack == 1 {
+                    assert!(reply.is_empty());
+                    (bytes, to) = h.chain.into_iter().next().unwrap();
+                    from = address(1, home);
+                } else {
+                    let r = Message::decode(&reply).unwrap().header;
+                    assert_eq!(
+                        (r.op(), r.version, r.client_id, r.request_id),
+                        (Some(Op::PutReply), 77, 9, 0x8000_0001)
+                    );
+                    assert_eq!(h.reply_to, Some(CLIENT));
+                    // The ack goes to the middle server that forwarded the write...
+                    let (ack, ack_to) = h.chain.into_iter().next().unwrap();
+                    assert_eq!(ack_to, address(1, home));
+                    let (h, _) = deliver(&racks[1][home as usize], &ack, address(2, home));
+                    // ... which passes it on to the head's.
+                    let (ack, ack_to) = h.chain.into_iter().next().unwrap();
+                    assert_eq!(ack_to, address(0, home));
+                    let (h, _) = deliver(&racks[0][home as usize], &ack, address(1, home));
+                    assert!(h.chain.is_empty());
+                }
+            }
+            for rack in &racks {
+                assert_eq!(rack[home as usize].snapshot().chain_queued, 0);
+                assert_eq!(
+                    rack[home as usize].table.read(key_hash(key), key, |v, _| v),
+                    Some(77)
+                );
+            }
+        }
+
+        #[test]
+        fn clients_write_to_the_head_read_from_the_tail_and_chain_messages_need_a_neighbour() {
+            let (head, middle, tail) = (store(0, 0), store(1, 0), store(2, 0));
+            let status = |s: &Store, bytes: &[u8], from: SocketAddr| {
+                let (_, reply) = deliver(s, bytes, from);
+                Header::decode(&reply).ok().and_then(|h| h.status())
+            };
+            let put = request(Op::Put, b"k", b"v", 5, 1, 0x8000_0001);
+            let get = request(Op::Get, b"k", b"", 0, 1, 2);
+            for s in [&middle, &tail] {
+                assert_eq!(status(s, &put, CLIENT), Some(Status::WrongRack));
+            }
+            for s in [&head, &middle] {
+                assert_eq!(status(s, &get, CLIENT), Some(Status::WrongRack));
+            }
+            assert_eq!(status(&tail, &get, CLIENT), Some(Status::NotFound));
+            // A CHAIN_PUT from a client, or from a rack that is not the previous one.
+            let chain_put = {
+                let mut b = request(Op::ChainPut, b"k", b"forged", 9, 1, 3);
+                b[wire::offset::FLAGS] = wire::flags::STAMPED;
+                b
+            };
+            assert_eq!(status(&tail, &chain_put, CLIENT), Some(Status::Forbidden));
+            assert_eq!(
+                status(&tail, &chain_put, address(0, 0)),
+                Some(Status::Forbidden)
+            );
+            assert_eq!(
+                status(&head, &chain_put, address(1, 0)),
+                Some(Status::Forbidden)
+            );
+            // From the previous rack, but not stamped.
+            let unstamped = request(Op::ChainPut, b"k", b"v", 9, 1, 3);
+            assert_eq!(
+                status(&tail, &unstamped, address(1, 1)),
+                Some(Status::Malformed)
+            );
+            // An ack from anyone but the next rack: counted, never answered.
+            let ack = request(Op::ChainAck, b"", b"", 9, 1, 3);
+            assert_eq!(status(&middle, &ack, CLIENT), None);
+            assert_eq!(status(&middle, &ack, address(0, 1)), None);
+            assert_eq!(middle.snapshot().forbidden, 2);
+            assert_eq!(tail.snapshot().writes_applied, 0);
+        }
+
+        /// A client's retry at the head: sent on again while unacknowledged (the tail
+        /// answers), answered by the head itself once the tail holds it.
+        #[test]
+        fn a_retried_write_is_resent_until_acknowledged_then_answered() {
+            let head = store(0, 0);
+            let put = request(Op::Put, b"k", b"v", 5, 1, 0x8000_0001);
+            let (h, reply) = deliver(&head, &put, CLIENT);
+            assert!(reply.is_empty() && h.chain.len() == 1);
+            // The retry is stamped again by the switch, with the same version.
+            let (h, reply) = deliver(&head, &put, CLIENT);
+            assert!(reply.is_empty() && h.chain.len() == 1, "sent on again");
+            assert_eq!(head.snapshot().writes_applied, 1);
+            assert!(
+                !head
+                    .chain()
+                    .unwrap()
+                    .due(Instant::now() + CHAIN_RETRY_MIN)
+                    .is_empty()
+            );
+            let mut ack = Header::new(Op::ChainAck);
+            ack.keyhash = key_hash(b"k");
+            ack.version = 5;
+            let ack = Message::new(ack, &[], &[]).to_vec().unwrap();
+            deliver(&head, &ack, address(1, 1));
+            let (h, reply) = deliver(&head, &put, CLIENT);
+            assert!(h.chain.is_empty());
+            let r = Message::decode(&reply).unwrap().header;
+            assert_eq!((r.op(), r.version), (Some(Op::PutReply), 5));
+        }
+
+        /// Retransmissions in any order leave the tail with the newest version, and an older
+        /// write's answer reports the newer version held.
+        #[test]
+        fn reordered_retransmissions_converge_in_the_tail() {
+            let tail = store(2, 1);
+            let from = address(1, 0);
+            let chain_put = |v: u64, value: &[u8]| {
+                let mut b = request(Op::ChainPut, b"k", value, v, 1, v as u32);
+                b[wire::offset::FLAGS] = wire::flags::STAMPED;
+                b
+            };
+            for (v, value) in [
+                (7, &b"seven"[..]),
+                (3, b"three"),
+                (7, b"seven"),
+                (3, b"three"),
+            ] {
+                let (h, reply) = deliver(&tail, &chain_put(v, value), from);
+                let r = Message::decode(&reply).unwrap().header;
+                assert_eq!(r.version, 7, "answers report the version held");
+                let ack = Message::decode(&h.chain[0].0).unwrap().header;
+                assert_eq!((ack.op(), ack.version), (Some(Op::ChainAck), 7));
+            }
+            assert_eq!(
+                tail.table
+                    .read(key_hash(b"k"), b"k", |v, value| (v, value.to_vec())),
+                Some((7, b"seven".to_vec()))
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@
 
 use crate::{
     capacity::{self, ServiceRate, Utilisation},
+    chain::{ChainLinks, Outgoing},
     handler::{CopyOrder, Origin, Store, StoreOptions},
 };
 use anyhow::{Context, Result, ensure};
@@ -25,9 +26,12 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering::Relaxed},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 use tokio::{net::UdpSocket, sync::mpsc, task::JoinSet};
+
+/// How often a chain store looks for forwarded writes to send again.
+const CHAIN_TICK: Duration = Duration::from_millis(10);
 
 /// Requests that may wait for service before new ones are dropped (emulated capacity only).
 pub const QUEUE_MAX_DEFAULT: usize = 4096;
@@ -57,6 +61,8 @@ pub struct StoreConfig {
     pub memory_limit: usize,
     /// Refuse PUTs without a version (a store behind a switch).
     pub require_stamped: bool,
+    /// The racks before and after this one in a chain (empty: a single rack).
+    pub chain: ChainLinks,
 }
 
 /// Server id -> address, for sending copies.
@@ -108,6 +114,7 @@ impl Server {
             require_stamped: config.require_stamped,
             members: config.peers.iter().map(|(_, a)| a.ip()).collect(),
             controllers: config.controllers.clone(),
+            chain: config.chain.clone(),
         };
         Ok(Server {
             store: Arc::new(Store::with_options(config.server_id, options)),
@@ -139,6 +146,9 @@ impl Server {
         } = self;
         let load = Arc::new(AtomicUsize::new(0));
         let mut tasks = JoinSet::new();
+        if store.chain().is_some() {
+            tasks.spawn(retransmit(store.clone(), sockets[0].clone()));
+        }
         match config.capacity_ops {
             None => {
                 for socket in sockets {
@@ -236,15 +246,16 @@ impl Worker {
 
     /// Serves `request` from `from`, which came in on `socket`, reporting `load`.
     async fn serve(&mut self, request: &[u8], from: SocketAddr, socket: &UdpSocket, load: u16) {
-        let (reply, pending) =
-            self.store
-                .handle(request, from.ip(), load, &mut self.out, &mut self.copy);
-        if let Some(len) = reply {
-            send(socket, &self.out[..len], from).await;
+        let handled = self
+            .store
+            .handle(request, from, load, &mut self.out, &mut self.copy);
+        if let Some(len) = handled.reply {
+            send(socket, &self.out[..len], handled.reply_to.unwrap_or(from)).await;
         }
-        if let Some(c) = pending {
+        if let Some(c) = handled.copy {
             send_copies(&self.store, &self.peers, socket, &self.copy, c).await;
         }
+        send_all(socket, handled.chain).await;
     }
 }
 
@@ -356,6 +367,23 @@ async fn send_copies(store: &Store, peers: &Peers, socket: &UdpSocket, copy: &[u
                 store.stats.copies_unroutable.fetch_add(1, Relaxed);
             }
         }
+    }
+}
+
+/// Sends forwarded writes again when their acknowledgement is late (chain stores only).
+async fn retransmit(store: Arc<Store>, socket: Arc<UdpSocket>) {
+    let chain = store.chain().expect("started for chain stores only");
+    let mut tick = tokio::time::interval(CHAIN_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        send_all(&socket, chain.due(Instant::now())).await;
+    }
+}
+
+async fn send_all(socket: &UdpSocket, messages: Vec<Outgoing>) {
+    for (bytes, to) in messages {
+        send(socket, &bytes, to).await;
     }
 }
 

@@ -27,6 +27,7 @@ async fn start(threads: usize, capacity_ops: Option<u32>, queue_max: usize) -> R
         controllers: Vec::new(),
         memory_limit: pegasus_store::table::MEMORY_LIMIT_DEFAULT,
         require_stamped: false,
+        chain: Default::default(),
     })
     .unwrap();
     let (addr, store) = (server.local_addr(), server.store());
@@ -46,6 +47,7 @@ impl Running {
     async fn client(&self) -> Client {
         let cluster = Cluster {
             controllers: Vec::new(),
+            racks: Vec::new(),
             servers: vec![ServerEntry {
                 id: 5,
                 addr: self.addr,

@@ -406,6 +406,7 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
                 addr: SocketAddr::V4(SocketAddrV4::new(server_ip(i), spec.port)),
             })
             .collect(),
+        racks: Vec::new(),
     };
     cluster.save(&state.cluster_file)?;
 

@@ -35,6 +35,7 @@ pub fn run(config: DaemonConfig) -> Result<()> {
         Some(path) => Cluster::load(&path)?,
         None => Cluster {
             controllers: Vec::new(),
+            racks: Vec::new(),
             servers: Vec::new(),
         },
     };
