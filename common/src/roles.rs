@@ -81,17 +81,45 @@ pub enum RequestAdmission {
     Drop,
 }
 
-/// The request rule: servers are trusted; a previous rack may send CHAIN_PUTs; anything else
-/// is a client's GET or PUT, cleaned, and every other op, or the controller's client id, is
-/// dropped.
+/// The request rule: servers are trusted; a previous rack may send CHAIN_PUTs (cleaned of
+/// the fields that are this rack's switch's to set, [`clean`]); anything else is a client's
+/// GET or PUT, cleaned, and every other op, or the controller's client id, is dropped.
 #[inline(always)]
 pub const fn admit_request(role: PortRole, op: Op, client_id: u16) -> RequestAdmission {
     match (role, op) {
-        (PortRole::Server, _) | (PortRole::Upstream, Op::ChainPut) => RequestAdmission::Accept,
+        (PortRole::Server, _) => RequestAdmission::Accept,
+        (PortRole::Upstream, Op::ChainPut) => RequestAdmission::Clean,
         _ if client_id == CONTROLLER_CLIENT_ID => RequestAdmission::Drop,
         (_, Op::Get | Op::Put) => RequestAdmission::Clean,
         _ => RequestAdmission::Drop,
     }
+}
+
+/// Whether the directory routes a request: clients' GETs and PUTs on any port, and a
+/// CHAIN_PUT from the previous rack (a write this rack spreads and copies as its own, never
+/// stamps). A CHAIN_PUT that one of this rack's servers sends on to the next rack goes where
+/// it is addressed; so do every other op.
+#[inline(always)]
+pub const fn routed_by_directory(role: PortRole, op: Op) -> bool {
+    matches!(
+        (role, op),
+        (_, Op::Get | Op::Put) | (PortRole::Upstream, Op::ChainPut)
+    )
+}
+
+/// Whether a message tells the directory (and the load table) about its sender: only what
+/// this rack's servers send, that is their replies that carry a version and the CHAIN_PUTs
+/// they send on (each sent after applying its version). A CHAIN_ACK from the next rack
+/// speaks for a server of another rack.
+#[inline(always)]
+pub const fn speaks_for_sender(role: PortRole) -> bool {
+    matches!(role, PortRole::Server)
+}
+
+/// Whether the directory learns a version from `op` sent by one of this rack's servers.
+#[inline(always)]
+pub const fn reports_version(role: PortRole, op: Op) -> bool {
+    speaks_for_sender(role) && (op.reports_version() || matches!(op, Op::ChainPut))
 }
 
 /// The fields of a request that cleaning may change.
@@ -102,14 +130,26 @@ pub struct SwitchOnlyFields {
     pub flags: u8,
 }
 
-/// The fields after cleaning; equal to the input for an honest client's request (then the
-/// program rewrites nothing).
+/// The flags a previous rack may set on a CHAIN_PUT: its version was stamped by the head.
+pub const CHAIN_FLAGS: u8 = flags::STAMPED;
+
+/// The fields of `op` after cleaning; equal to the input for an honest sender's request (then
+/// the program rewrites nothing). A client's request loses its version, replica bitmap and
+/// every flag but [`CLIENT_FLAGS`]; a CHAIN_PUT keeps its version and STAMPED, and loses the
+/// previous rack's HOT and replica bitmap (this rack's directory decides them).
 #[inline(always)]
-pub const fn clean(fields: SwitchOnlyFields) -> SwitchOnlyFields {
-    SwitchOnlyFields {
-        version: 0,
-        replica_bitmap: 0,
-        flags: fields.flags & CLIENT_FLAGS,
+pub const fn clean(op: Op, fields: SwitchOnlyFields) -> SwitchOnlyFields {
+    match op {
+        Op::ChainPut => SwitchOnlyFields {
+            version: fields.version,
+            replica_bitmap: 0,
+            flags: fields.flags & CHAIN_FLAGS,
+        },
+        _ => SwitchOnlyFields {
+            version: 0,
+            replica_bitmap: 0,
+            flags: fields.flags & CLIENT_FLAGS,
+        },
     }
 }
 
@@ -176,10 +216,10 @@ mod tests {
             for op in Op::ALL.into_iter().filter(|op| op.is_request()) {
                 for client_id in [CLIENT, CONTROLLER_CLIENT_ID] {
                     let got = admit_request(role, op, client_id);
-                    let expected = if role == PortRole::Server
-                        || (role == PortRole::Upstream && op == Op::ChainPut)
-                    {
+                    let expected = if role == PortRole::Server {
                         RequestAdmission::Accept
+                    } else if role == PortRole::Upstream && op == Op::ChainPut {
+                        RequestAdmission::Clean
                     } else if client_id == CONTROLLER_CLIENT_ID {
                         RequestAdmission::Drop
                     } else if op == Op::Get || op == Op::Put {
@@ -208,18 +248,61 @@ mod tests {
                 replica_bitmap: u64::MAX,
                 flags: flags_in,
             };
-            let c = clean(forged);
-            assert_eq!((c.version, c.replica_bitmap), (0, 0));
-            assert_eq!(c.flags, flags_in & flags::RETRY);
-            assert_eq!(c.flags & (flags::STAMPED | flags::HOT | flags::CACHED), 0);
-            assert_eq!(clean(c), c, "cleaning twice changes nothing");
+            for op in [Op::Get, Op::Put] {
+                let c = clean(op, forged);
+                assert_eq!((c.version, c.replica_bitmap), (0, 0));
+                assert_eq!(c.flags, flags_in & flags::RETRY);
+                assert_eq!(c.flags & (flags::STAMPED | flags::HOT | flags::CACHED), 0);
+                assert_eq!(clean(op, c), c, "cleaning twice changes nothing");
+            }
+            // The previous rack's CHAIN_PUT keeps its stamp, loses its rack's copies.
+            let c = clean(Op::ChainPut, forged);
+            assert_eq!((c.version, c.replica_bitmap), (u64::MAX, 0));
+            assert_eq!(c.flags, flags_in & flags::STAMPED);
+            assert_eq!(clean(Op::ChainPut, c), c);
         }
         let honest = SwitchOnlyFields {
             version: 0,
             replica_bitmap: 0,
             flags: flags::RETRY,
         };
-        assert_eq!(clean(honest), honest, "an honest request is not rewritten");
+        assert_eq!(
+            clean(Op::Put, honest),
+            honest,
+            "an honest request is not rewritten"
+        );
+        let forwarded = SwitchOnlyFields {
+            version: 42,
+            replica_bitmap: 0,
+            flags: flags::STAMPED,
+        };
+        assert_eq!(clean(Op::ChainPut, forwarded), forwarded);
+    }
+
+    /// Only the previous rack's CHAIN_PUTs are routed as writes; a server's own CHAIN_PUT
+    /// leaves where it is addressed and tells the directory its version; nothing from another
+    /// rack speaks for a server of this one.
+    #[test]
+    fn chain_puts_are_routed_coming_in_and_learned_from_going_out() {
+        for role in PortRole::ALL {
+            assert!(routed_by_directory(role, Op::Get) && routed_by_directory(role, Op::Put));
+            assert_eq!(
+                routed_by_directory(role, Op::ChainPut),
+                role == PortRole::Upstream
+            );
+            for op in [Op::Replicate, Op::Push] {
+                assert!(!routed_by_directory(role, op));
+            }
+            assert_eq!(
+                reports_version(role, Op::ChainPut),
+                role == PortRole::Server
+            );
+            assert!(!reports_version(role, Op::ChainAck));
+            assert_eq!(
+                reports_version(role, Op::PutReply),
+                role == PortRole::Server
+            );
+        }
     }
 
     /// Every role, every reply op, every claimed sender, from its own and from another

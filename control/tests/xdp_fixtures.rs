@@ -1523,3 +1523,154 @@ fn hot_writes_follow_the_keys_replica_target() {
         "no entry, no target"
     );
 }
+
+/// The uplink rules of a switch in the middle of a chain (docs/chain.md): a CHAIN_PUT is
+/// believed only from the previous rack's port (its version and STAMPED kept, never stamped
+/// again; the previous rack's HOT and copies cleared), is steered by this rack's directory as
+/// a write, and leaves for the next rack from a server as it is, telling the directory the
+/// version that server applied; a CHAIN_ACK is believed only from the next rack's port and
+/// speaks for none of this rack's servers.
+#[test]
+fn chain_rules_have_their_fixtures() {
+    let settings = SwitchSettings {
+        policy: Policy::RoundRobin,
+        replication: 2,
+        ..SwitchSettings::forwarding_only(PORT, EPOCH)
+    };
+    let bench = Testbed::in_chain("chn", 3, settings).unwrap();
+    let mut switch = bench.switch;
+    let (previous, next) = (testbed::PREVIOUS_RACK, testbed::NEXT_RACK);
+    let (next_port_mac, next_mac) = (next.addressing().tor_mac, next.addressing().host_mac);
+    let stamped_flag = wire::flags::STAMPED;
+    let chain_put = |key, version, flags, server_id| {
+        message(Op::ChainPut, key, b"v", version, flags, 11, server_id)
+    };
+    let from_previous_rack =
+        |payload| UdpFrame::new(previous.server_addr(PORT), server_addr(0), payload);
+    let forged = from_previous_rack(with_replicas(
+        chain_put(b"key", 99, stamped_flag | wire::flags::HOT, 5),
+        0b110,
+    ));
+    let cleaned = from_previous_rack(chain_put(b"key", 99, stamped_flag, 5));
+    let from_client = UdpFrame::new(
+        addr("10.2.0.2:40000"),
+        server_addr(0),
+        chain_put(b"key", 99, stamped_flag, 5),
+    );
+    let leaving = UdpFrame::new(
+        server_addr(1),
+        next.server_addr(PORT),
+        chain_put(b"key", 99, stamped_flag, 1),
+    );
+    let ack = |source| {
+        UdpFrame::new(
+            source,
+            server_addr(0),
+            reply_msg(Op::ChainAck, b"key", b"", 99, 0, 11, 0),
+        )
+    };
+    let dropped = |name, frame: UdpFrame| Fixture {
+        name,
+        input: frame.build(),
+        output: frame.build(),
+        action: action::DROP,
+    };
+    let fixtures = [
+        Fixture {
+            name: "upstream: a CHAIN_PUT keeps version and STAMPED, loses HOT and copies, is not stamped",
+            input: forged.build(),
+            action: action::REDIRECT,
+            output: forwarded(cleaned.clone(), SERVER_PORT_MAC, SERVER_MAC),
+        },
+        Fixture {
+            name: "upstream: a clean CHAIN_PUT is forwarded untouched",
+            input: cleaned.build(),
+            action: action::REDIRECT,
+            output: forwarded(cleaned, SERVER_PORT_MAC, SERVER_MAC),
+        },
+        dropped("client port: a CHAIN_PUT is dropped", from_client),
+        Fixture {
+            name: "a server's CHAIN_PUT leaves for the next rack as it is",
+            input: leaving.build(),
+            action: action::REDIRECT,
+            output: forwarded(leaving.clone(), next_port_mac, next_mac),
+        },
+        Fixture {
+            name: "downstream: a CHAIN_ACK goes on to the server it is addressed to",
+            input: ack(next.server_addr(PORT)).build(),
+            action: action::REDIRECT,
+            output: forwarded(ack(next.server_addr(PORT)), SERVER_PORT_MAC, SERVER_MAC),
+        },
+        dropped(
+            "client port: a CHAIN_ACK is dropped",
+            ack(addr("10.2.0.2:7400")),
+        ),
+        dropped(
+            "upstream port: a CHAIN_ACK is dropped",
+            ack(previous.server_addr(PORT)),
+        ),
+    ];
+    for f in &fixtures {
+        check(&switch, f);
+    }
+    let counters = switch.counters().unwrap();
+    assert_eq!(
+        counters.get(Counter::WritesStamped),
+        0,
+        "nothing was stamped"
+    );
+    assert_eq!(counters.get(Counter::RoleDrops), 3);
+
+    // A hot key (home: server 0, complete at version 10 on server 0).
+    let keyhash = key_hash(HOT_KEY);
+    let mut value = switch::DirEntry::new(0);
+    value.ver_completed = 10;
+    value.rset = bit(0);
+    value.installing = 0;
+    switch.set_directory_entry(keyhash, value).unwrap();
+    // From upstream: steered as a write (HOT, copies), its version kept.
+    let hot_in = from_previous_rack(chain_put(HOT_KEY, 20, stamped_flag, 5));
+    let out = switch.run_on_packet(&hot_in.build()).unwrap();
+    assert_eq!(out.action, action::REDIRECT);
+    let h = Header::decode(&out.packet[packet::PAYLOAD_OFFSET..]).unwrap();
+    assert_eq!(h.version, 20, "a chain's version is never stamped again");
+    assert_eq!(h.flags, stamped_flag | wire::flags::HOT);
+    assert_ne!(h.replica_bitmap, 0, "copied as a hot write");
+    assert_eq!(switch.counters().unwrap().get(Counter::HotWrites), 1);
+    // Server 2 sends version 20 on: the directory learns that server 2 holds it.
+    let hot_out = |from: u8, claimed: u8| {
+        UdpFrame::new(
+            server_addr(from),
+            next.server_addr(PORT),
+            chain_put(HOT_KEY, 20, stamped_flag | wire::flags::HOT, claimed),
+        )
+    };
+    check(
+        &switch,
+        &Fixture {
+            name: "a hot key's CHAIN_PUT leaving from server 2 reports version 20 at server 2",
+            input: hot_out(2, 2).build(),
+            action: action::REDIRECT,
+            output: forwarded(hot_out(2, 2), next_port_mac, next_mac),
+        },
+    );
+    assert_eq!(entry_state(&switch), (20, bit(2)));
+    // A server speaking for another is dropped, and teaches nothing.
+    check(
+        &switch,
+        &dropped(
+            "a CHAIN_PUT from server 1 claiming server 0 is dropped",
+            hot_out(1, 0),
+        ),
+    );
+    assert_eq!(entry_state(&switch), (20, bit(2)));
+    // An ack from the next rack does not set the load of this rack's server it names.
+    let mut loaded_ack = reply_msg(Op::ChainAck, HOT_KEY, b"", 20, 0, 11, 1);
+    loaded_ack[wire::offset::LOAD..wire::offset::LOAD + 2].copy_from_slice(&999u16.to_be_bytes());
+    let before = switch.server_loads().unwrap();
+    let out = switch
+        .run_on_packet(&UdpFrame::new(next.server_addr(PORT), server_addr(1), loaded_ack).build())
+        .unwrap();
+    assert_eq!(out.action, action::REDIRECT);
+    assert_eq!(switch.server_loads().unwrap(), before);
+}

@@ -42,12 +42,12 @@ pub(crate) fn admit_request(
                 replica_bitmap: header.u64(offset::REPLICA_BITMAP),
                 flags: header.u8(offset::FLAGS),
             };
-            let after = roles::clean(before);
+            let after = roles::clean(op, before);
             if after != before {
                 clean(frame, header, before, after);
                 tally.add(Counter::RequestsCleaned);
             }
-            // A client's write is always the switch's to order.
+            // A client's write is always the switch's to order (a CHAIN_PUT never is).
             Ok(op.is_write())
         }
     }

@@ -7,8 +7,9 @@ use crate::*;
 /// retried by its client): bounded, as the verifier and TigerBeetle both want.
 pub(crate) const LOCK_ATTEMPTS_MAX: u32 = 64;
 
-/// Steers a GET or PUT by the directory, and pins a retried write to its first destination.
-/// `Err(verdict)` ends the packet's processing.
+/// Steers a GET, PUT or incoming CHAIN_PUT (`roles::routed_by_directory`) by the directory,
+/// and pins a retried client write to its first destination. `Err(verdict)` ends the packet's
+/// processing.
 #[inline(always)]
 pub(crate) fn route_request(
     ctx: &XdpContext,
@@ -18,9 +19,6 @@ pub(crate) fn route_request(
     op: Op,
     tally: Tally,
 ) -> Result<(), u32> {
-    if op != Op::Get && op != Op::Put {
-        return Ok(()); // server-to-server and controller messages go where they are addressed
-    }
     let flags = header.u8(offset::FLAGS);
     // The directory's answer is pinned by the first attempt of a write: a retry must reach
     // the server whose deduplication table knows it (docs/directory.md, "retries").
@@ -44,7 +42,7 @@ pub(crate) fn route_request(
         0
     };
 
-    if op == Op::Put {
+    if op != Op::Get {
         let sequence = // SAFETY: `entry` points to a live map value.
         bump(unsafe { &raw mut (*entry).writes });
         let mix = count_mix(entry, false);
@@ -73,6 +71,9 @@ pub(crate) fn route_request(
         tally.add(Counter::HotWrites);
         let target_ip = u32::from_be_bytes(target.ipv4);
         steer(frame, header, flags, Some(write.replicas), target_ip);
+        if op != Op::Put {
+            return Ok(()); // a chain's write needs no pinning: applying it twice is harmless
+        }
         // Only steered first attempts are remembered: a retry with no route goes where it is
         // addressed (home), where its first attempt went too.
         let route = retry_route_of(header);
@@ -189,15 +190,33 @@ pub(crate) fn retry_route_of(header: Header) -> switch::RetryRoute {
     )
 }
 
-/// Applies what a reply says to the directory and the server's load. `Err(verdict)` ends the
-/// packet's processing (a dropped reply, or a replicate ack, whose only reader is the switch).
+/// The reply rule, then what the message says: for a reply, or a server's outgoing CHAIN_PUT.
+#[inline(always)]
+pub(crate) fn learn_from_server(
+    frame: Headers,
+    header: Header,
+    role: PortRole,
+    op: Op,
+    tally: Tally,
+) -> Result<(), u32> {
+    let servers = admit_reply(frame, header, role, op, tally).ok_or(XDP_DROP)?;
+    learn_from_reply(op, header, role, servers, tally)
+}
+
+/// Applies what a reply (or a server's outgoing CHAIN_PUT) says to the directory and the
+/// server's load. `Err(verdict)` ends the packet's processing (a dropped reply, or a replicate
+/// ack, whose only reader is the switch).
 #[inline(always)]
 pub(crate) fn learn_from_reply(
     op: Op,
     header: Header,
+    role: PortRole,
     servers: *mut ServerTable,
     tally: Tally,
 ) -> Result<(), u32> {
+    if !roles::speaks_for_sender(role) {
+        return Ok(()); // a CHAIN_ACK from the next rack: its sender is not one of ours
+    }
     let sender = header.u8(offset::SERVER_ID);
     let load = header.u16(offset::LOAD);
     // SAFETY: `servers` is the SERVERS map value (from `admit_reply`); a racing store of
@@ -211,7 +230,7 @@ pub(crate) fn learn_from_reply(
     }
     let version = header.u64(offset::VERSION);
     let status = header.u16(offset::STATUS);
-    if op.reports_version() && status == 0 && version != version::NONE {
+    if roles::reports_version(role, op) && status == 0 && version != version::NONE {
         let keyhash = header.u64(offset::KEYHASH);
         let steered = header.u8(offset::FLAGS) & wire::flags::HOT != 0;
         let entry = directory_lookup(keyhash);

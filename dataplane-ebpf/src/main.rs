@@ -8,16 +8,20 @@
 //! 3. Requests: a PUT gets the next version (atomic fetch-add on the global counter, epoch in
 //!    the high bits), once: a copy of a PUT stamped before gets its version again, a copy of
 //!    one its client has finished is dropped, and a PUT from before a switch restart is
-//!    marked for its store to refuse (`stamp`, `pegasus_common::once`). A GET or PUT of a key in the directory is steered: its destination
+//!    marked for its store to refuse (`stamp`, `pegasus_common::once`). A GET or PUT of a key
+//!    in the directory (or a CHAIN_PUT from the previous rack of a chain, never stamped) is
+//!    steered: its destination
 //!    becomes the server the directory's policy picks (a member of the replica set for a read;
 //!    any server, plus copies, for a write) and it carries the HOT flag; whether a key is in
 //!    the directory is asked of the hot filter first (an array), of the directory (a hash map)
 //!    only when the filter says maybe. A retried write goes where its first attempt went. One
 //!    first attempt in `sample_period` is copied, with its key, to the controller's ring
 //!    buffer.
-//! 4. Replies that carry a version update the key's directory entry (newer version: the set is
-//!    the sender; equal: the sender joins), atomically under the entry's lock; every reply
-//!    updates the sender's load. Replicate acks end here.
+//! 4. Replies that carry a version, and CHAIN_PUTs that a server sends on to the next rack,
+//!    update the key's directory entry (newer version: the set is the sender; equal: the
+//!    sender joins), atomically under the entry's lock; each also updates the sender's load.
+//!    Only this rack's servers speak for themselves (`roles::speaks_for_sender`: a CHAIN_ACK
+//!    from the next rack updates nothing). Replicate acks end here.
 //! 5. The packet is forwarded by the switch itself: `bpf_fib_lookup` gives the egress port and
 //!    the MAC addresses, the TTL is decremented, and the packet is redirected through the
 //!    `PORTS` DEVMAP. When the FIB has no answer (no neighbour entry yet), the kernel forwards
@@ -139,25 +143,38 @@ fn process(ctx: &XdpContext, tally: Tally) -> u32 {
         header.map(header_prefix),
     );
     match (class, header) {
-        (PacketClass::Request { op, stamp }, Some(header)) => {
+        (PacketClass::Request { stamp, .. }, Some(header)) => {
             tally.add(Counter::Requests);
-            let stamp = match admit_request(frame, header, ingress_role(ctx), op, stamp, tally) {
+            // The op again, from the packet: carried out of `classify`, it is a value LLVM
+            // leaves undefined on the paths that have none, and spills, which the verifier
+            // refuses.
+            let Some(op) = Op::from_u8(header.u8(offset::OP)) else {
+                return XDP_DROP;
+            };
+            let role = ingress_role(ctx);
+            let stamp = match admit_request(frame, header, role, op, stamp, tally) {
                 Ok(stamp) => stamp,
                 Err(verdict) => return verdict,
             };
             if stamp && let Stamp::Drop = stamp_write(frame, header, config.epoch, tally) {
                 return XDP_DROP;
             }
-            if let Err(verdict) = route_request(ctx, frame, header, config, op, tally) {
+            let routed = if roles::reports_version(role, op) {
+                // A server's write leaving for the next rack of a chain: it applied that
+                // version, as a reply would say.
+                learn_from_server(frame, header, role, op, tally)
+            } else if roles::routed_by_directory(role, op) {
+                route_request(ctx, frame, header, config, op, tally)
+            } else {
+                Ok(())
+            };
+            if let Err(verdict) = routed {
                 return verdict;
             }
         }
         (PacketClass::Reply { op }, Some(header)) => {
             tally.add(Counter::Replies);
-            let Some(servers) = admit_reply(frame, header, ingress_role(ctx), op, tally) else {
-                return XDP_DROP;
-            };
-            if let Err(verdict) = learn_from_reply(op, header, servers, tally) {
+            if let Err(verdict) = learn_from_server(frame, header, ingress_role(ctx), op, tally) {
                 return verdict;
             }
         }

@@ -4,7 +4,7 @@
 
 use super::packet::{self, UdpFrame};
 use crate::switch::{PacketVerdict, Switch, action};
-use pegasus_common::wire::{Header, Message};
+use pegasus_common::wire::{self, Header, Message};
 
 /// The client id the fixtures' client uses.
 pub const CLIENT_ID: u16 = 7;
@@ -48,12 +48,23 @@ pub fn check(switch: &Switch, f: &Fixture) {
     }
 }
 
-/// A Pegasus payload: `header`, then `key` and `value`.
+/// A Pegasus payload: `header`, then `key` and `value` (and, for a CHAIN_PUT, the address of
+/// [`FIXTURE_CLIENT`]).
 pub fn payload(header: Header, key: &[u8], value: &[u8]) -> Vec<u8> {
-    Message::new(header, key, value)
-        .to_vec()
-        .expect("a fixture's message fits in a datagram")
+    let reply_to = (header.op() == Some(wire::Op::ChainPut)).then_some(FIXTURE_CLIENT);
+    Message {
+        reply_to,
+        ..Message::new(header, key, value)
+    }
+    .to_vec()
+    .expect("a fixture's message fits in a datagram")
 }
+
+/// The client a fixture's CHAIN_PUT is answered to.
+pub const FIXTURE_CLIENT: wire::ReplyTo = wire::ReplyTo {
+    ipv4: [10, 2, 0, 2],
+    port: 40_000,
+};
 
 /// A reply's payload as a store sends it: no key (its key hash names the key), maybe a value.
 pub fn reply_payload(header: Header, value: &[u8]) -> Vec<u8> {

@@ -171,40 +171,39 @@ impl Reference {
         match class {
             PacketClass::Request { op, stamp } => {
                 run.counts.push(Counter::Requests);
-                let stamp = match roles::admit_request(
-                    self.ingress_role(&run.bytes),
-                    op,
-                    run.u16(offset::CLIENT_ID),
-                ) {
+                let role = self.ingress_role(&run.bytes);
+                let stamp = match roles::admit_request(role, op, run.u16(offset::CLIENT_ID)) {
                     RequestAdmission::Accept => stamp,
                     RequestAdmission::Drop => {
                         run.counts.push(Counter::RoleDrops);
                         return Flow::End(verdict::DROP);
                     }
                     RequestAdmission::Clean => {
-                        clean(run);
+                        clean(run, op);
                         op.is_write()
                     }
                 };
                 if stamp && !self.stamp_write(run) {
                     return Flow::End(verdict::DROP);
                 }
+                if roles::reports_version(role, op) {
+                    if !self.admit_reply(run, role, op) {
+                        return Flow::End(verdict::DROP);
+                    }
+                    return self.learn_from_reply(run, role, op);
+                }
+                if !roles::routed_by_directory(role, op) {
+                    return Flow::Forward;
+                }
                 self.route_request(run, op, now)
             }
             PacketClass::Reply { op } => {
                 run.counts.push(Counter::Replies);
-                let source = [f[26], f[27], f[28], f[29]];
-                if !roles::admit_reply(
-                    self.ingress_role(&run.bytes),
-                    op,
-                    run.u8(offset::SERVER_ID),
-                    source,
-                    &self.server_table,
-                ) {
-                    run.counts.push(Counter::RoleDrops);
+                let role = self.ingress_role(&run.bytes);
+                if !self.admit_reply(run, role, op) {
                     return Flow::End(verdict::DROP);
                 }
-                self.learn_from_reply(run, op)
+                self.learn_from_reply(run, role, op)
             }
             PacketClass::Malformed => {
                 run.counts.push(Counter::ParseFailures);
@@ -212,6 +211,23 @@ impl Reference {
             }
             PacketClass::NotPegasus => Flow::End(verdict::PASS),
         }
+    }
+
+    /// The reply rule (also for a server's outgoing CHAIN_PUT); false when dropped.
+    fn admit_reply(&self, run: &mut Run, role: PortRole, op: Op) -> bool {
+        let f = &run.bytes;
+        let source = [f[26], f[27], f[28], f[29]];
+        let admitted = roles::admit_reply(
+            role,
+            op,
+            run.u8(offset::SERVER_ID),
+            source,
+            &self.server_table,
+        );
+        if !admitted {
+            run.counts.push(Counter::RoleDrops);
+        }
+        admitted
     }
 
     /// The testbed's ingress: a frame from a server's or the client's /24 arrives on that
@@ -277,9 +293,6 @@ impl Reference {
     }
 
     fn route_request(&mut self, run: &mut Run, op: Op, now: ClockInterval) -> Flow {
-        if op != Op::Get && op != Op::Put {
-            return Flow::Forward;
-        }
         let flags = run.u8(offset::FLAGS);
         let client = run.u16(offset::CLIENT_ID);
         let request_id = run.u32(offset::REQUEST_ID);
@@ -297,7 +310,7 @@ impl Reference {
             !policy.needs_random(),
             "the reference has no random numbers"
         );
-        if op == Op::Put {
+        if op != Op::Get {
             let sequence = entry.writes;
             entry.writes += 1;
             let mix = count_mix(entry, false);
@@ -327,6 +340,9 @@ impl Reference {
                 Some(write.replicas),
                 u32::from_be_bytes(target.ipv4),
             );
+            if op != Op::Put {
+                return Flow::Forward;
+            }
             let route = switch::retry_route(client, request_id);
             self.retry_routes.insert(
                 route.slot,
@@ -380,11 +396,17 @@ impl Reference {
         Flow::DropOrForward
     }
 
-    fn learn_from_reply(&mut self, run: &mut Run, op: Op) -> Flow {
+    fn learn_from_reply(&mut self, run: &mut Run, role: PortRole, op: Op) -> Flow {
+        if !roles::speaks_for_sender(role) {
+            return Flow::Forward;
+        }
         let sender = run.u8(offset::SERVER_ID);
         self.server_table.slots[(sender & 63) as usize].load = run.u16(offset::LOAD);
         let version = run.u64(offset::VERSION);
-        if op.reports_version() && run.u16(offset::STATUS) == 0 && version != version::NONE {
+        if roles::reports_version(role, op)
+            && run.u16(offset::STATUS) == 0
+            && version != version::NONE
+        {
             let keyhash = run.u64(offset::KEYHASH);
             let steered = run.u8(offset::FLAGS) & wire::flags::HOT != 0;
             let evicting = self.evicting.contains(&keyhash);
@@ -535,14 +557,15 @@ fn follow_retry(run: &mut Run, decision: RetryDecision) -> Flow {
     }
 }
 
-/// The request rule's cleaning of a client's switch-only fields.
-fn clean(run: &mut Run) {
+/// The request rule's cleaning of the switch-only fields of a client's request (or of the
+/// previous rack's CHAIN_PUT).
+fn clean(run: &mut Run, op: Op) {
     let before = SwitchOnlyFields {
         version: run.u64(offset::VERSION),
         replica_bitmap: run.u64(offset::REPLICA_BITMAP),
         flags: run.u8(offset::FLAGS),
     };
-    let after = roles::clean(before);
+    let after = roles::clean(op, before);
     if after == before {
         return;
     }

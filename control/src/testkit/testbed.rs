@@ -1,7 +1,9 @@
 //! A namespace made for running the switch program on synthetic packets
 //! (`BPF_PROG_TEST_RUN`) with known FIB answers: ports `sv0`..`svN` towards servers at
-//! `10.1.I.2` and `cl0` towards a client at `10.2.0.2`, with static neighbours. The fixture
-//! tests and `pegasus switch cost` run on it. Needs root.
+//! `10.1.I.2` and `cl0` towards a client at `10.2.0.2`, with static neighbours; in a chain
+//! ([`Testbed::in_chain`]), also `pr0` (role upstream) towards a server of the previous rack at
+//! `10.17.0.2` and `nx0` (role downstream) towards one of the next rack at `10.33.0.2`. The
+//! fixture tests and `pegasus switch cost` run on it. Needs root.
 
 use super::packet;
 use crate::{
@@ -50,6 +52,45 @@ pub fn server_addr(i: u8, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(server_ip(i), port)
 }
 
+/// A server of the previous rack of a chain, behind the upstream port `pr0`.
+pub const PREVIOUS_RACK: ChainNeighbour = ChainNeighbour {
+    port: "pr0",
+    role: PortRole::Upstream,
+    subnet: 17,
+};
+/// A server of the next rack of a chain, behind the downstream port `nx0`.
+pub const NEXT_RACK: ChainNeighbour = ChainNeighbour {
+    port: "nx0",
+    role: PortRole::Downstream,
+    subnet: 33,
+};
+
+/// A neighbouring rack's port of the testbed: its server 0 is `10.SUBNET.0.2`.
+#[derive(Clone, Copy, Debug)]
+pub struct ChainNeighbour {
+    pub port: &'static str,
+    pub role: PortRole,
+    subnet: u8,
+}
+
+impl ChainNeighbour {
+    /// The addressing of the port: the switch at `10.SUBNET.0.1`, the server at `.2`.
+    pub fn addressing(self) -> HostAddressing {
+        HostAddressing {
+            tor_port: self.port.to_owned(),
+            tor_ip: Ipv4Addr::new(10, self.subnet, 0, 1),
+            tor_mac: [0x02, 0, 0, self.subnet, 0, 0x01],
+            host_ip: Ipv4Addr::new(10, self.subnet, 0, 2),
+            host_mac: [0x02, 0, 0, self.subnet, 0, 0x02],
+        }
+    }
+
+    /// The neighbouring server's UDP address on `port`.
+    pub fn server_addr(self, port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(self.addressing().host_ip, port)
+    }
+}
+
 /// The namespace and the switch loaded in it.
 pub struct Testbed {
     pub switch: Switch,
@@ -60,7 +101,22 @@ impl Testbed {
     /// Makes the namespace (`pgt-TAG-...`, removed on drop), moves the calling thread into it,
     /// and loads the switch with `settings`, its server table replaced by the `servers`
     /// servers of the testbed.
-    pub fn new(tag: &str, servers: u8, mut settings: SwitchSettings) -> Result<Testbed> {
+    pub fn new(tag: &str, servers: u8, settings: SwitchSettings) -> Result<Testbed> {
+        Testbed::build(tag, servers, settings, &[])
+    }
+
+    /// As [`Testbed::new`], for a switch in the middle of a chain: with the ports towards
+    /// [`PREVIOUS_RACK`] and [`NEXT_RACK`].
+    pub fn in_chain(tag: &str, servers: u8, settings: SwitchSettings) -> Result<Testbed> {
+        Testbed::build(tag, servers, settings, &[PREVIOUS_RACK, NEXT_RACK])
+    }
+
+    fn build(
+        tag: &str,
+        servers: u8,
+        mut settings: SwitchSettings,
+        neighbours: &[ChainNeighbour],
+    ) -> Result<Testbed> {
         ensure!(
             netns::is_root(),
             "the switch testbed needs root (BPF_PROG_TEST_RUN, namespaces)"
@@ -72,11 +128,23 @@ impl Testbed {
         let ns = ScopedNetns::new(tag)?;
         let n = ns.name();
         // The lab's addressing, with port names of the testbed's own.
-        let ports: Vec<(String, HostAddressing)> = (0..servers)
-            .map(|i| (format!("sv{i}"), Host::Server(i).addressing()))
-            .chain([("cl0".to_owned(), Host::Client(0).addressing())])
+        let ports: Vec<(String, HostAddressing, PortRole)> = (0..servers)
+            .map(|i| {
+                let a = Host::Server(i).addressing();
+                (format!("sv{i}"), a, PortRole::Server)
+            })
+            .chain([(
+                "cl0".to_owned(),
+                Host::Client(0).addressing(),
+                PortRole::Client,
+            )])
+            .chain(
+                neighbours
+                    .iter()
+                    .map(|n| (n.port.to_owned(), n.addressing(), n.role)),
+            )
             .collect();
-        for (port, a) in &ports {
+        for (port, a, _) in &ports {
             let peer = format!("{port}p");
             let (port_mac, host_mac) = (mac_text(a.tor_mac), mac_text(a.host_mac));
             let (port_ip, host_ip) = (format!("{}/24", a.tor_ip), a.host_ip.to_string());
@@ -93,13 +161,8 @@ impl Testbed {
         netns::enter_current_thread(n)?;
         settings.servers = (0..servers).map(|i| (i, server_ip(i))).collect();
         let mut switch = Switch::load(&settings)?;
-        for (port, a) in &ports {
-            let role = if port.starts_with("sv") {
-                PortRole::Server
-            } else {
-                PortRole::Client
-            };
-            let ifindex = switch.add_port(port, role)?;
+        for (port, a, role) in &ports {
+            let ifindex = switch.add_port(port, *role)?;
             let [a0, a1, a2, _] = a.host_ip.octets();
             switch.set_test_ingress([a0, a1, a2], ifindex);
         }
