@@ -15,6 +15,7 @@ fn a_failed_up_leaves_nothing_behind() {
         name: name.clone(),
         servers: 2,
         clients: 1,
+        racks: 1,
         capacity_ops: None,
         dataplane: Dataplane::Kernel,
         mode: AttachMode::Native,

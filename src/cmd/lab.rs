@@ -78,9 +78,11 @@ struct FaultArgs {
     /// The lab.
     #[arg(long)]
     name: String,
-    /// A link, by its host: `sI` (server I) or `cJ` (client J); repeat for several.
-    #[arg(long = "link", required = true, value_parser = parse_host)]
-    links: Vec<Host>,
+    /// A link, by its host: `sI` (server I) or `cJ` (client J), or, in a chain of racks,
+    /// `lR` (between rack R and rack R+1: to-switch is what flows back up the chain,
+    /// from-switch what flows down); repeat for several.
+    #[arg(long = "link", required = true, value_parser = parse_link)]
+    links: Vec<LinkName>,
     /// Which way the faults apply.
     #[arg(long, value_enum, default_value = "both")]
     direction: WhichWay,
@@ -121,13 +123,31 @@ enum WhichWay {
     FromSwitch,
 }
 
-fn parse_host(text: &str) -> Result<Host, String> {
-    let bad = || format!("{text:?} is not a link: sI (server I) or cJ (client J)");
+/// A link of a lab: a host's, or one between two racks of a chain.
+#[derive(Clone, Copy, Debug)]
+enum LinkName {
+    Host(Host),
+    Chain(u8),
+}
+
+impl LinkName {
+    fn label(self) -> String {
+        match self {
+            LinkName::Host(host) => host.addressing().tor_port,
+            LinkName::Chain(rack) => format!("l{rack}"),
+        }
+    }
+}
+
+fn parse_link(text: &str) -> Result<LinkName, String> {
+    let bad =
+        || format!("{text:?} is not a link: sI (server I), cJ (client J) or lR (racks R and R+1)");
     let (kind, index) = text.split_at_checked(1).ok_or_else(bad)?;
     let index: u8 = index.parse().map_err(|_| bad())?;
     match kind {
-        "s" => Ok(Host::Server(index)),
-        "c" => Ok(Host::Client(index)),
+        "s" => Ok(LinkName::Host(Host::Server(index))),
+        "c" => Ok(LinkName::Host(Host::Client(index))),
+        "l" => Ok(LinkName::Chain(index)),
         _ => Err(bad()),
     }
 }
@@ -173,13 +193,14 @@ fn inject(args: FaultArgs) -> Result<ExitCode> {
     );
     let seed = args.seed.unwrap_or_else(rand::random);
     let mut injectors = Vec::new();
-    for (i, host) in args.links.iter().enumerate() {
-        let exists = match *host {
-            Host::Server(s) => s < state.spec.servers,
-            Host::Client(c) => c < state.spec.clients,
+    for (i, &link) in args.links.iter().enumerate() {
+        let exists = match link {
+            LinkName::Host(Host::Server(s)) => s < state.spec.servers,
+            LinkName::Host(Host::Client(c)) => c < state.spec.clients,
+            LinkName::Chain(rack) => rack + 1 < state.spec.racks,
         };
         if !exists {
-            bail!("lab {} has no host {host:?}", args.name);
+            bail!("lab {} has no link {}", args.name, link.label());
         }
         let pick = |wanted: bool| {
             if wanted {
@@ -194,9 +215,13 @@ fn inject(args: FaultArgs) -> Result<ExitCode> {
             // Each link draws its own faults from the one seed.
             seed: pegasus_common::fault::splitmix64(seed ^ i as u64),
         };
-        let injector = Injector::start(&host.link(&args.name), &plan)
-            .with_context(|| format!("faults on {}", host.addressing().tor_port))?;
-        injectors.push((host.addressing().tor_port, injector));
+        let endpoints = match link {
+            LinkName::Host(host) => host.link(&args.name),
+            LinkName::Chain(rack) => lab::chain::chain_link(&args.name, rack),
+        };
+        let injector = Injector::start(&endpoints, &plan)
+            .with_context(|| format!("faults on {}", link.label()))?;
+        injectors.push((link.label(), injector));
     }
     if !args.json {
         eprintln!(
@@ -327,10 +352,26 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
                     if *alive { "running" } else { "DEAD" }
                 );
             }
-            if let Some(s) = &status.switch {
-                println!("switch counters:");
-                for (name, value) in &s.counters.0 {
-                    println!("  {name:<18} {value:>12}");
+            if status.racks.is_empty() {
+                if let Some(s) = &status.switch {
+                    println!("switch counters:");
+                    for (name, value) in &s.counters.0 {
+                        println!("  {name:<18} {value:>12}");
+                    }
+                }
+            } else {
+                // A chain: one column of counters per rack, head first.
+                print!("{:<20}", "switch counters");
+                for rack in 0..status.racks.len() {
+                    print!(" {:>12}", format!("rack {rack}"));
+                }
+                println!();
+                for (name, _) in &status.racks[0].counters.0 {
+                    print!("  {name:<18}");
+                    for rack in &status.racks {
+                        print!(" {:>12}", rack.counters.0.get(name).copied().unwrap_or(0));
+                    }
+                    println!();
                 }
             }
             Ok(ExitCode::SUCCESS)

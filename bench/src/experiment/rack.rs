@@ -52,6 +52,7 @@ pub fn spec(
         name: format!("{name}-{}", std::process::id()),
         servers,
         clients: 1,
+        racks: 1,
         capacity_ops,
         dataplane,
         mode: pegasus_control::switch::AttachMode::Native,

@@ -13,12 +13,16 @@
 //!   the ToR namespace, whose kernel forwards no store traffic itself (`rack.nft`: when the
 //!   switch is down, nothing is forwarded, as with a real one); `cluster.toml` for clients.
 //!
+//! With `--racks N` (N ≥ 2), a chain of N such racks, linked through a spine and through link
+//! namespaces between consecutive racks ([`chain`]).
+//!
 //! `restart_switch` crashes the switch and starts it again, for fault experiments.
 //!
 //! Everything it creates is named after NAME, so labs and parallel tests never collide, and
 //! `down` removes all of it: processes (found through the namespaces, so also after a failed
 //! `up` or a lost state file), namespaces, and the state directory.
 
+pub mod chain;
 pub mod fault;
 pub mod netns;
 
@@ -109,6 +113,11 @@ pub struct LabSpec {
     /// Number of client namespaces (1-64).
     #[arg(long, default_value_t = 1)]
     pub clients: u8,
+    /// Racks in a chain (1-8): each holds every key, a write crosses them all, head first,
+    /// and the tail answers (docs/chain.md). 1 is a single rack.
+    #[arg(long, default_value_t = 1)]
+    #[serde(default = "default_racks")]
+    pub racks: u8,
     /// Give every store an emulated service rate (requests per second), so that a hot
     /// server saturates as a real one would.
     #[arg(long)]
@@ -159,6 +168,10 @@ pub struct LabSpec {
     pub sample_target: u32,
 }
 
+fn default_racks() -> u8 {
+    1
+}
+
 fn default_stats_interval_ms() -> u64 {
     STATS_INTERVAL_MS_DEFAULT
 }
@@ -181,6 +194,11 @@ impl LabSpec {
         ensure!(
             (1..=CLIENTS_MAX).contains(&self.clients),
             "--clients must be between 1 and {CLIENTS_MAX}"
+        );
+        ensure!(
+            (1..=chain::RACKS_MAX).contains(&self.racks),
+            "--racks must be between 1 and {}",
+            chain::RACKS_MAX
         );
         ensure!(self.port != 0, "--port must not be 0");
         ensure!(self.store_threads >= 1, "stores need at least one thread");
@@ -210,8 +228,11 @@ pub struct LabState {
     pub namespaces: Vec<String>,
     pub processes: Vec<LabProcess>,
     pub cluster_file: PathBuf,
-    /// The switch's admin socket (XDP dataplane only).
+    /// The switch's admin socket (XDP dataplane only; in a chain, the head's).
     pub admin_socket: Option<PathBuf>,
+    /// In a chain, every rack's switch's admin socket, head first (empty for one rack).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rack_admin_sockets: Vec<PathBuf>,
 }
 
 /// The lab's directory: `$PEGASUS_LAB_DIR/NAME`, by default `/run/pegasus/lab/NAME`.
@@ -331,16 +352,24 @@ fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// True when `ns` is one of lab `name`'s namespaces (`tor`, `sI`, `cJ`), and no other lab's.
+/// True when `ns` is one of lab `name`'s namespaces (`tor`, `sI`, `cJ`; in a chain also
+/// `spine`, `lR`, `rR-tor`, `rR-sI`), and no other lab's.
 fn belongs_to(name: &str, ns: &str) -> bool {
     let Some(rest) = ns.strip_prefix(&format!("pg-{name}-")) else {
         return false;
     };
-    rest == "tor"
-        || rest
-            .strip_prefix('s')
-            .or_else(|| rest.strip_prefix('c'))
+    let numbered = |text: &str, prefix: char| {
+        text.strip_prefix(prefix)
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let in_rack = |text: &str| text == "tor" || numbered(text, 's');
+    in_rack(rest)
+        || numbered(rest, 'c')
+        || numbered(rest, 'l')
+        || rest == "spine"
+        || rest
+            .split_once('-')
+            .is_some_and(|(rack, host)| numbered(rack, 'r') && in_rack(host))
 }
 
 /// Builds the lab and starts its processes. On any failure, everything already made is removed
@@ -371,15 +400,75 @@ pub fn up(spec: &LabSpec, exe: &Path) -> Result<LabState> {
 }
 
 fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
-    let name = &spec.name;
-    let tor = tor_ns(name);
     let mut state = LabState {
         spec: spec.clone(),
-        namespaces: vec![tor.clone()],
+        namespaces: Vec::new(),
         processes: Vec::new(),
         cluster_file: dir.join("cluster.toml"),
         admin_socket: None,
+        rack_admin_sockets: Vec::new(),
     };
+    let children = if spec.racks > 1 {
+        chain::build(spec, exe, dir, &mut state)?
+    } else {
+        build_rack(spec, exe, dir, &mut state)?
+    };
+    for (mut child, log, readiness) in children {
+        wait_ready(&mut child, &log, 0, &readiness)?;
+    }
+    Ok(state)
+}
+
+/// The arguments of server `id`'s store, listening on `address`.
+fn store_args(spec: &LabSpec, address: SocketAddrV4, id: u8, cluster: &Path) -> Vec<String> {
+    let mut args = vec![
+        "store".to_owned(),
+        "--listen".to_owned(),
+        address.to_string(),
+        "--server-id".to_owned(),
+        id.to_string(),
+        "--threads".to_owned(),
+        spec.store_threads.to_string(),
+        "--cluster".to_owned(),
+        cluster.display().to_string(),
+    ];
+    if let Some(c) = spec.capacity_ops {
+        args.extend(["--capacity-ops".to_owned(), c.to_string()]);
+    }
+    if spec.dataplane.runs_switch() {
+        // Every honest write crosses the switch, which stamps it.
+        args.push("--require-stamped".to_owned());
+    }
+    args
+}
+
+/// A switch's settings from the lab's flags (ports, files and sockets are the caller's).
+fn switch_config(spec: &LabSpec) -> DaemonConfig {
+    DaemonConfig {
+        mode: spec.mode,
+        store_port: spec.port,
+        replication: spec.replication,
+        policy: spec.policy,
+        directory_capacity: spec.directory_capacity,
+        hot_keys: spec.hot_keys,
+        stats_interval_ms: spec.stats_interval_ms,
+        sample_period: spec.sample_period,
+        sample_target: spec.sample_target,
+        cache: spec.dataplane == Dataplane::Cache,
+        ..DaemonConfig::default()
+    }
+}
+
+/// One rack: builds it and starts its processes; returns them to wait for.
+fn build_rack(
+    spec: &LabSpec,
+    exe: &Path,
+    dir: &Path,
+    state: &mut LabState,
+) -> Result<Vec<(Child, PathBuf, Readiness)>> {
+    let name = &spec.name;
+    let tor = tor_ns(name);
+    state.namespaces.push(tor.clone());
     netns::add(&tor)?;
     netns::exec_in(&tor, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
     quiet(&tor)?;
@@ -393,7 +482,7 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
         quiet(&ns)?;
         wire_host(&tor, &ns, &host.addressing())?;
     }
-    save(&state, dir)?;
+    save(state, dir)?;
 
     let cluster = Cluster {
         // The controller runs in the ToR: a store sees it at the ToR's end of its link.
@@ -414,25 +503,8 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
     for i in 0..spec.servers {
         let ns = server_ns(name, i);
         let log = dir.join(format!("store-{i}.log"));
-        let listen = SocketAddrV4::new(server_ip(i), spec.port).to_string();
-        let mut args = vec![
-            "store".to_owned(),
-            "--listen".to_owned(),
-            listen,
-            "--server-id".to_owned(),
-            i.to_string(),
-            "--threads".to_owned(),
-            spec.store_threads.to_string(),
-            "--cluster".to_owned(),
-            state.cluster_file.display().to_string(),
-        ];
-        if let Some(c) = spec.capacity_ops {
-            args.extend(["--capacity-ops".to_owned(), c.to_string()]);
-        }
-        if spec.dataplane.runs_switch() {
-            // Every honest write crosses the switch, which stamps it.
-            args.push("--require-stamped".to_owned());
-        }
+        let address = SocketAddrV4::new(server_ip(i), spec.port);
+        let args = store_args(spec, address, i, &state.cluster_file);
         let child = spawn_in(&ns, exe, &args, &log)?;
         state.processes.push(LabProcess {
             role: format!("store-{i}"),
@@ -441,7 +513,6 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             log: log.clone(),
             args,
         });
-        let address = SocketAddrV4::new(server_ip(i), spec.port);
         children.push((
             child,
             log,
@@ -461,20 +532,10 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             .collect();
         let config = DaemonConfig {
             ports,
-            mode: spec.mode,
             cluster: Some(state.cluster_file.clone()),
-            store_port: spec.port,
             state: dir.join("switch-state.json"),
-            replication: spec.replication,
-            policy: spec.policy,
-            directory_capacity: spec.directory_capacity,
-            hot_keys: spec.hot_keys,
-            stats_interval_ms: spec.stats_interval_ms,
-            sample_period: spec.sample_period,
-            sample_target: spec.sample_target,
             admin: Some(socket.clone()),
-            cache: spec.dataplane == Dataplane::Cache,
-            ..DaemonConfig::default()
+            ..switch_config(spec)
         };
         let config_file = dir.join("switch.toml");
         config.save(&config_file)?;
@@ -499,14 +560,10 @@ fn build(spec: &LabSpec, exe: &Path, dir: &Path) -> Result<LabState> {
             },
         ));
         state.admin_socket = Some(socket);
-        only_the_switch_forwards(&tor, spec.port, dir)?;
+        only_the_switch_forwards(&tor, spec.port, &dir.join("rack.nft"))?;
     }
-    save(&state, dir)?;
-
-    for (mut child, log, readiness) in children {
-        wait_ready(&mut child, &log, 0, &readiness)?;
-    }
-    Ok(state)
+    save(state, dir)?;
+    Ok(children)
 }
 
 /// Turns IPv6 off in a lab namespace (before its interfaces exist): the rack speaks IPv4,
@@ -524,14 +581,13 @@ fn quiet(ns: &str) -> Result<()> {
 }
 
 /// Stops the ToR namespace's kernel from forwarding store traffic (UDP to or from the store
-/// port), with an nftables rule written to `DIR/rack.nft`. The XDP program's redirects bypass
+/// port), with an nftables rule written to `rules` (`DIR/rack.nft`). The XDP program's redirects bypass
 /// netfilter, so while the switch runs this drops nothing; while it is down (stopped,
 /// crashed, restarting: its XDP program detached) the kernel would otherwise forward requests
 /// straight to the servers they are addressed to, past the directory, and a read of a key
 /// whose newest version sits on another replica would be stale. A dead switch forwards
 /// nothing; neither does the lab's.
-fn only_the_switch_forwards(tor: &str, port: u16, dir: &Path) -> Result<()> {
-    let rules = dir.join("rack.nft");
+fn only_the_switch_forwards(tor: &str, port: u16, rules: &Path) -> Result<()> {
     fs::write(
         &rules,
         format!(
@@ -755,7 +811,11 @@ fn probe_store(ns: &str, address: SocketAddrV4) -> Result<()> {
             "a reply from {from}"
         );
         let header = Header::decode(&reply[..len])?;
-        ensure!(header.op() == Some(Op::GetReply), "not a GET reply");
+        // Outside a chain's tail, a store refuses a GET (WrongRack): it answers all the same.
+        ensure!(
+            matches!(header.op(), Some(Op::GetReply | Op::Error)),
+            "not a GET reply"
+        );
         Ok(())
     })
     .join()
@@ -888,7 +948,11 @@ pub struct LabStatus {
     pub dataplane: Dataplane,
     pub namespaces: Vec<String>,
     pub processes: Vec<(String, u32, bool)>,
+    /// The switch's status (in a chain, the head's).
     pub switch: Option<admin::Status>,
+    /// In a chain, every rack's switch's status, head first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub racks: Vec<admin::Status>,
 }
 
 /// Reads the state of lab `name` and asks its switch for counters.
@@ -899,6 +963,10 @@ pub async fn status(name: &str) -> Result<LabStatus> {
         Some(path) => Some(admin::status(path).await?),
         None => None,
     };
+    let mut racks = Vec::new();
+    for path in &state.rack_admin_sockets {
+        racks.push(admin::status(path).await?);
+    }
     Ok(LabStatus {
         name: name.to_owned(),
         dataplane: state.spec.dataplane,
@@ -914,6 +982,7 @@ pub async fn status(name: &str) -> Result<LabStatus> {
             .map(|p| (p.role.clone(), p.pid, alive(p.pid as i32)))
             .collect(),
         switch,
+        racks,
     })
 }
 
@@ -959,6 +1028,12 @@ mod tests {
         assert!(!belongs_to("a", "pg-a-s"));
         assert!(!belongs_to("a", "pg-a-x1"));
         assert!(!belongs_to("a", "pg-ab-tor"));
+        for chain in ["pg-a-spine", "pg-a-l0", "pg-a-r2-tor", "pg-a-r1-s3"] {
+            assert!(belongs_to("a", chain), "{chain}");
+        }
+        for other in ["pg-a-r-tor", "pg-a-r1-c0", "pg-a-r1", "pg-a-l", "pg-a-r1-s"] {
+            assert!(!belongs_to("a", other), "{other}");
+        }
     }
 
     #[test]
