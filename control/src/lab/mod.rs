@@ -589,7 +589,7 @@ fn quiet(ns: &str) -> Result<()> {
 /// nothing; neither does the lab's.
 fn only_the_switch_forwards(tor: &str, port: u16, rules: &Path) -> Result<()> {
     fs::write(
-        &rules,
+        rules,
         format!(
             "# Written by `pegasus lab up`: only the XDP switch forwards store traffic.\n\
              table inet pegasus_lab {{\n\
