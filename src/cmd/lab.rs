@@ -366,7 +366,7 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
                     print!(" {:>12}", format!("rack {rack}"));
                 }
                 println!();
-                for (name, _) in &status.racks[0].counters.0 {
+                for name in status.racks[0].counters.0.keys() {
                     print!("  {name:<18}");
                     for rack in &status.racks {
                         print!(" {:>12}", rack.counters.0.get(name).copied().unwrap_or(0));
