@@ -1,0 +1,219 @@
+//! End to end: a chain of three racks of three servers (docs/chain.md), whose inter-rack
+//! links lose, duplicate and reorder packets in both directions. Two clients record reads and
+//! writes of hot and cold keys (each rack's controller finds its own hot keys); every key is
+//! read back at the end. The whole history must be linearizable, and once the chain's queues
+//! have drained, every rack's stores must hold the same version of every key. Needs root, as
+//! CI runs.
+
+mod support;
+
+use pegasus_client::Cluster;
+use pegasus_common::{
+    hash::key_hash,
+    wire::{self, Header, Message, Op},
+};
+use pegasus_control::lab::{
+    chain,
+    fault::{DirectionFaults, Injector, LinkPlan},
+    lab_dir, netns,
+};
+use std::{collections::BTreeMap, net::UdpSocket, thread, time::Duration};
+use support::{Lab, assert_linearizable};
+
+const RACKS: u8 = 3;
+const SERVERS: u8 = 3;
+const CLIENTS: u8 = 2;
+const HOT: usize = 3;
+const COLD: usize = 30;
+const RUN: Duration = Duration::from_secs(6);
+/// Longer than a forwarded write's longest retransmission timeout, several times over.
+const DRAIN: Duration = Duration::from_secs(3);
+
+#[test]
+fn a_chain_under_lossy_links_stays_linearizable_and_converges() {
+    let lab = Lab::up(
+        "e2echain",
+        &[
+            "--racks",
+            &RACKS.to_string(),
+            "--servers",
+            &SERVERS.to_string(),
+            "--clients",
+            &CLIENTS.to_string(),
+        ],
+    );
+    let scratch = std::env::temp_dir().join(format!("pegasus-e2echain-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let file = |name: &str| scratch.join(format!("{name}.jsonl")).display().to_string();
+    let prefix = format!("chain{}", std::process::id());
+    let seed: u64 = rand::random();
+    eprintln!("fault seed {seed}");
+    let faults = DirectionFaults {
+        drop: 0.05,
+        duplicate: 0.03,
+        duplicate_delay: (Duration::from_millis(1), Duration::from_millis(300)),
+        delay: Duration::from_millis(2),
+        jitter: Duration::from_millis(2),
+        ..DirectionFaults::default()
+    };
+    let injectors: Vec<Injector> = (0..RACKS - 1)
+        .map(|rack| {
+            let plan = LinkPlan {
+                to_switch: faults.clone(),
+                from_switch: faults.clone(),
+                seed: seed ^ u64::from(rack),
+            };
+            Injector::start(&chain::chain_link(&lab.name, rack), &plan).unwrap()
+        })
+        .collect();
+
+    let mut files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
+    thread::scope(|s| {
+        let recorders: Vec<_> = files
+            .iter()
+            .enumerate()
+            .map(|(j, file)| {
+                let (lab, prefix) = (&lab, &prefix);
+                s.spawn(move || {
+                    lab.record_history(
+                        j as u8,
+                        file,
+                        prefix,
+                        &[
+                            "--hot",
+                            &HOT.to_string(),
+                            "--hot-share",
+                            "0.7",
+                            "--cold",
+                            &COLD.to_string(),
+                            "--write-share",
+                            "0.4",
+                            "--seconds",
+                            &RUN.as_secs_f64().to_string(),
+                            "--workers",
+                            "4",
+                        ],
+                    )
+                })
+            })
+            .collect();
+        for r in recorders {
+            let summary = r.join().unwrap();
+            assert!(
+                summary["operations"].as_u64().unwrap() >= 300,
+                "a recorder barely ran: {summary}"
+            );
+        }
+    });
+    let reports: Vec<_> = injectors.into_iter().map(|i| i.stop().unwrap()).collect();
+    let dropped: u64 = reports
+        .iter()
+        .map(|r| r.to_switch.dropped + r.from_switch.dropped)
+        .sum();
+    assert!(dropped >= 20, "the links lost little: {reports:?}");
+
+    thread::sleep(DRAIN);
+    let read_back = file("read-back");
+    lab.read_back(&prefix, &read_back, HOT, COLD);
+    files.push(read_back);
+    let report = assert_linearizable(&files);
+    assert_eq!(report["keys"], (HOT + COLD) as u64, "{report}");
+
+    // Every rack's switch steered: the head stamped every write, and its hot writes were
+    // spread; the tail spread hot reads; nothing crossed a port that may not send it.
+    let counters: Vec<serde_json::Value> = (0..RACKS)
+        .map(|rack| {
+            let suffix = if rack == 0 {
+                String::new()
+            } else {
+                format!("-r{rack}")
+            };
+            let socket = lab_dir(&lab.name).join(format!("switch{suffix}.sock"));
+            let status = support::json(&support::run_ok(&[
+                "switch",
+                "status",
+                "--admin",
+                &socket.display().to_string(),
+                "--json",
+            ]));
+            status["counters"].clone()
+        })
+        .collect();
+    eprintln!("switch counters by rack: {counters:?}");
+    let count = |rack: usize, name: &str| counters[rack][name].as_u64().unwrap();
+    assert!(count(0, "writes_stamped") > 0);
+    assert!((1..RACKS as usize).all(|r| count(r, "writes_stamped") == 0));
+    assert!(count(0, "hot_writes") > 0, "the head spread no hot write");
+    assert!(count(2, "hot_reads") > 0, "the tail spread no hot read");
+    assert!((0..RACKS as usize).all(|r| count(r, "role_drops") == 0));
+
+    // Every rack holds the same version of every key, read by its own controller's address
+    // (a rack that is not the tail serves its controller's reads only).
+    let keys: Vec<String> = (0..HOT)
+        .map(|i| format!("{prefix}-hot-{i}"))
+        .chain((0..COLD).map(|i| format!("{prefix}-cold-{i}")))
+        .collect();
+    let versions: Vec<BTreeMap<String, u64>> = (0..RACKS)
+        .map(|rack| rack_versions(&lab.name, rack, &keys))
+        .collect();
+    for (rack, held) in versions.iter().enumerate().skip(1) {
+        assert_eq!(held, &versions[0], "rack {rack} differs from the head");
+    }
+    assert!(
+        versions[0].values().all(|&v| v != 0),
+        "every key was written: {:?}",
+        versions[0]
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// The newest version of each key that rack `rack`'s stores hold (0: none), asked of every
+/// server of the rack (a hot key's newest version need not be at its home), from the rack's
+/// ToR namespace, where its controller runs.
+fn rack_versions(lab: &str, rack: u8, keys: &[String]) -> BTreeMap<String, u64> {
+    let cluster = Cluster::load(&lab_dir(lab).join(format!("rack-{rack}.toml"))).unwrap();
+    let tor = chain::rack_tor_ns(lab, rack);
+    let keys = keys.to_vec();
+    thread::spawn(move || {
+        netns::enter_current_thread(&tor).unwrap();
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut versions = BTreeMap::new();
+        for (n, key) in keys.iter().enumerate() {
+            let newest = cluster
+                .servers
+                .iter()
+                .map(|server| {
+                    let request_id = (n * 64 + server.id as usize) as u32;
+                    let header = Header::request(
+                        Op::Get,
+                        key_hash(key.as_bytes()),
+                        1,
+                        request_id,
+                        server.id,
+                    );
+                    let request = Message::new(header, key.as_bytes(), &[]).to_vec().unwrap();
+                    for _attempt in 0..10 {
+                        socket.send_to(&request, server.addr).unwrap();
+                        let mut reply = [0u8; wire::MAX_PAYLOAD_LEN];
+                        while let Ok(len) = socket.recv(&mut reply) {
+                            let h = Header::decode(&reply[..len]).unwrap();
+                            if h.request_id == request_id {
+                                assert_eq!(h.op(), Some(Op::GetReply), "{key} at {}", server.addr);
+                                return h.version;
+                            }
+                        }
+                    }
+                    panic!("no answer from {} for {key}", server.addr)
+                })
+                .max()
+                .unwrap();
+            versions.insert(key.clone(), newest);
+        }
+        versions
+    })
+    .join()
+    .unwrap()
+}
