@@ -213,7 +213,25 @@ fn lab_fault_on_the_command_line_does_what_it_reports() {
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no host"),
+        String::from_utf8_lossy(&out.stderr).contains("no link s7"),
+        "{out:?}"
+    );
+    // A single rack has no link between racks.
+    let out = pegasus()
+        .args([
+            "lab",
+            "fault",
+            "--name",
+            &lab.name,
+            "--link",
+            "l0",
+            "--seconds",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no link l0"),
         "{out:?}"
     );
 }

@@ -96,19 +96,30 @@ impl Rack {
 
     /// Waits until the stores have worked their queues off after a rate they could not
     /// sustain: until every store's last reply, as the switch saw it, reported an empty
-    /// queue (then polled every 100 ms), or `limit`. A rack without a switch (kernel
+    /// queue (then polled every 100 ms; in a chain, every rack's stores), or `limit`. A rack without a switch (kernel
     /// forwarding) cannot be asked: it waits the whole `limit`.
     pub fn drain(&self, limit: Duration) -> Result<()> {
         let started = Instant::now();
-        let socket = lab::load(&self.spec.name)?.admin_socket;
+        let state = lab::load(&self.spec.name)?;
+        // Every rack's switch in a chain; the one switch of a rack (none: kernel forwarding).
+        let sockets = match state.rack_admin_sockets.is_empty() {
+            true => state.admin_socket.into_iter().collect(),
+            false => state.rack_admin_sockets,
+        };
         while started.elapsed() < limit {
             std::thread::sleep(DRAIN_POLL.min(limit.saturating_sub(started.elapsed())));
-            let Some(socket) = &socket else { continue };
-            let status = pegasus_control::service::admin::probe(socket, DRAIN_POLL)?;
+            if sockets.is_empty() {
+                continue;
+            }
             // A load below one step's worth of waiting requests: an empty queue (what is
             // left is how busy the store was, which its last reply keeps saying).
             let waiting = |load: u16| load >= pegasus_store::capacity::UTILISATION_STEPS;
-            if !status.server_loads.iter().any(|&(_, load)| waiting(load)) {
+            let mut busy = false;
+            for socket in &sockets {
+                let status = pegasus_control::service::admin::probe(socket, DRAIN_POLL)?;
+                busy |= status.server_loads.iter().any(|&(_, load)| waiting(load));
+            }
+            if !busy {
                 break;
             }
         }

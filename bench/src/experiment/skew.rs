@@ -71,6 +71,10 @@ pub struct SkewArgs {
     /// Storage servers in each rack.
     #[arg(long, default_value_t = 8)]
     servers: u8,
+    /// Racks in a chain (docs/chain.md): writes cross every rack, reads are served by the
+    /// tail; only the XDP systems (xdp, pegasus) run in a chain.
+    #[arg(long, default_value_t = 1)]
+    racks: u8,
     /// How the switch picks a server for a hot key (the switch's --policy; default its own).
     #[arg(long, value_enum)]
     policy: Option<pegasus_control::service::config::PolicyName>,
@@ -152,6 +156,7 @@ struct Sweep {
     skews: Vec<Skew>,
     write_ratios: Vec<f64>,
     servers: u8,
+    racks: u8,
     policy: Option<pegasus_control::service::config::PolicyName>,
     capacity_ops: u32,
     keys: u64,
@@ -240,9 +245,10 @@ const CSV_HEADER: &str = "system,distribution,theta,write_ratio,trial,throughput
 /// Runs the sweep and writes its results.
 pub fn run(args: SkewArgs) -> Result<ExitCode> {
     let sweep = Sweep {
-        systems: args
-            .systems
-            .unwrap_or_else(|| vec![System::Kernel, System::Xdp, System::Pegasus, System::Cache]),
+        systems: args.systems.unwrap_or_else(|| match args.racks {
+            1 => vec![System::Kernel, System::Xdp, System::Pegasus, System::Cache],
+            _ => vec![System::Xdp, System::Pegasus],
+        }),
         skews: match args.skews {
             Some(list) => list.iter().map(|s| Skew::parse(s)).collect::<Result<_>>()?,
             None if args.quick => vec![Skew::Uniform, Skew::Zipf(0.99), Skew::Zipf(1.2)],
@@ -259,6 +265,7 @@ pub fn run(args: SkewArgs) -> Result<ExitCode> {
             None => vec![0.0, 0.05, 0.25, 0.5, 1.0],
         },
         servers: args.servers,
+        racks: args.racks,
         policy: args.policy,
         capacity_ops: args.capacity_ops,
         keys: args.keys,
@@ -277,6 +284,14 @@ pub fn run(args: SkewArgs) -> Result<ExitCode> {
         "--trials must be in 1..=20"
     );
     ensure!(!sweep.systems.is_empty(), "--systems is empty");
+    ensure!(
+        sweep.racks == 1
+            || sweep
+                .systems
+                .iter()
+                .all(|s| matches!(s, System::Xdp | System::Pegasus)),
+        "a chain of racks (--racks > 1) runs the XDP switch: --systems xdp,pegasus"
+    );
     ensure!(
         !sweep.skews.is_empty() && !sweep.write_ratios.is_empty(),
         "the sweep is empty"
@@ -331,6 +346,7 @@ pub fn run(args: SkewArgs) -> Result<ExitCode> {
         if let Some(policy) = sweep.policy {
             spec.policy = policy;
         }
+        spec.racks = sweep.racks;
         let rack = Rack::up(spec)?;
         rack.load(sweep.keys)?;
         for &skew in &sweep.skews {
@@ -502,6 +518,14 @@ fn summary_md(sweep: &Sweep, rows: &[Row]) -> String {
         sweep.warmup,
         sweep.trials
     );
+    if sweep.racks > 1 {
+        let _ = writeln!(
+            md,
+            "A chain of {} such racks: every write crosses them all, the tail serves the reads \
+             (its capacity is the figure above).\n",
+            sweep.racks
+        );
+    }
     if let Some(policy) = sweep.policy {
         let name = policy.to_possible_value().map(|v| v.get_name().to_owned());
         let _ = writeln!(
