@@ -1,7 +1,7 @@
 //! End to end: a chain of three racks of three servers (docs/chain.md), whose inter-rack
 //! links lose, duplicate and reorder packets in both directions. Two clients record reads and
-//! writes of hot and cold keys (each rack's controller finds its own hot keys); every key is
-//! read back at the end. The whole history must be linearizable, and once the chain's queues
+//! writes of hot and cold keys (each rack's controller finds its own hot keys), one reading
+//! from the tail, the other from any rack; every key is read back at the end. The whole history must be linearizable, and once the chain's queues
 //! have drained, every rack's stores must hold the same version of every key. Needs root, as
 //! CI runs.
 
@@ -75,11 +75,15 @@ fn a_chain_under_lossy_links_stays_linearizable_and_converges() {
             .map(|(j, file)| {
                 let (lab, prefix) = (&lab, &prefix);
                 s.spawn(move || {
+                    // Client 0 reads from the tail, client 1 from any rack.
+                    let read_from = if j == 0 { "tail" } else { "any" };
                     lab.record_history(
                         j as u8,
                         file,
                         prefix,
                         &[
+                            "--read-from",
+                            read_from,
                             "--hot",
                             &HOT.to_string(),
                             "--hot-share",
@@ -145,6 +149,10 @@ fn a_chain_under_lossy_links_stays_linearizable_and_converges() {
     assert!((1..RACKS as usize).all(|r| count(r, "writes_stamped") == 0));
     assert!(count(0, "hot_writes") > 0, "the head spread no hot write");
     assert!(count(2, "hot_reads") > 0, "the tail spread no hot read");
+    assert!(
+        count(0, "hot_reads") + count(1, "hot_reads") > 0,
+        "no hot read reached a rack but the tail"
+    );
     assert!((0..RACKS as usize).all(|r| count(r, "role_drops") == 0));
 
     // Every rack holds the same version of every key, read by its own controller's address

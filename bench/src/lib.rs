@@ -17,7 +17,7 @@ pub mod history;
 pub mod loadgen;
 
 use anyhow::Result;
-use pegasus_client::{ClientOptions, Cluster};
+use pegasus_client::{ClientOptions, Cluster, ReadFrom};
 use std::{path::PathBuf, time::Duration};
 
 /// How a command reaches a rack: the cluster file and the client's timeouts (every command
@@ -34,6 +34,11 @@ pub struct ClientArgs {
     /// last must leave within the switch's 2 s retry window).
     #[arg(long, global = true, default_value_t = 5)]
     pub attempts: u32,
+    /// In a chain of racks, where reads go: `tail` (it holds every acknowledged write) or
+    /// `any` rack at random (a rack answers with a version it knows committed, else the read
+    /// goes on to the tail; docs/chain.md).
+    #[arg(long, global = true, default_value = "tail")]
+    pub read_from: ReadFrom,
 }
 
 impl ClientArgs {
@@ -48,6 +53,7 @@ impl ClientArgs {
             timeout: Duration::from_millis(self.timeout_ms),
             attempts: self.attempts,
             client_id: None,
+            read_from: self.read_from,
         }
     }
 }

@@ -43,6 +43,28 @@ use tokio::{
 /// Most requests one client may have outstanding (bounds the pending table).
 pub const OUTSTANDING_MAX: usize = 65_536;
 
+/// Which rack of a chain a read goes to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// The tail, which holds every acknowledged write.
+    #[default]
+    Tail,
+    /// Any rack, chosen at random for each read: a rack answers when it knows its version
+    /// committed, and otherwise says so, and the read goes to the tail (docs/chain.md).
+    Any,
+}
+
+impl std::str::FromStr for ReadFrom {
+    type Err = String;
+    fn from_str(text: &str) -> Result<ReadFrom, String> {
+        match text {
+            "tail" => Ok(ReadFrom::Tail),
+            "any" => Ok(ReadFrom::Any),
+            _ => Err(format!("{text:?}: reads go to the `tail` or to `any` rack")),
+        }
+    }
+}
+
 /// Timeouts and retries.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -52,6 +74,8 @@ pub struct ClientOptions {
     pub attempts: u32,
     /// The client id; random when `None`.
     pub client_id: Option<u16>,
+    /// In a chain of racks, where reads go.
+    pub read_from: ReadFrom,
 }
 
 impl Default for ClientOptions {
@@ -60,6 +84,7 @@ impl Default for ClientOptions {
             timeout: Duration::from_millis(200),
             attempts: 5,
             client_id: None,
+            read_from: ReadFrom::Tail,
         }
     }
 }
@@ -139,6 +164,8 @@ pub struct Client {
     /// tail); the same rack when there is one.
     writes_to: Cluster,
     reads_from: Cluster,
+    /// Every rack, head first (one for a single rack).
+    racks: Vec<Cluster>,
     placement: Placement,
     client_id: u16,
     /// Reads' request ids (the write bit clear).
@@ -170,6 +197,9 @@ impl Client {
             placement,
             writes_to: cluster.head(),
             reads_from: cluster.tail(),
+            racks: (0..cluster.rack_count())
+                .map(|r| cluster.rack(r).expect("a valid cluster has its racks"))
+                .collect(),
             cluster,
             client_id: options
                 .client_id
@@ -203,10 +233,19 @@ impl Client {
         self.epoch.load(Ordering::Relaxed)
     }
 
-    /// Reads `key`.
+    /// Reads `key` (in a chain, from the tail, or from any rack: [`ReadFrom`]).
     pub async fn get(&self, key: &[u8]) -> Result<ReadResult, ClientError> {
-        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed) & !WRITE_ID_BIT;
-        let reply = self.request(Op::Get, key, &[], request_id, 0).await?;
+        let rack = match self.options.read_from {
+            ReadFrom::Tail => &self.reads_from,
+            ReadFrom::Any => &self.racks[rand::random_range(0..self.racks.len())],
+        };
+        let mut reply = self.read_at(rack, key).await?;
+        if reply.header.op() == Some(Op::Error)
+            && reply.header.status() == Some(Status::NotCommitted)
+        {
+            // That rack's copy is not known committed yet: the tail holds what it must.
+            reply = self.read_at(&self.reads_from, key).await?;
+        }
         match (reply.header.op(), reply.header.status()) {
             (Some(Op::GetReply), Some(Status::Ok)) => Ok(ReadResult {
                 value: Some(reply.value),
@@ -224,6 +263,11 @@ impl Client {
         }
     }
 
+    async fn read_at(&self, rack: &Cluster, key: &[u8]) -> Result<Reply, ClientError> {
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed) & !WRITE_ID_BIT;
+        self.request(rack, Op::Get, key, &[], request_id, 0).await
+    }
+
     /// Writes `value` under `key`. Waits first while the write that is a window older is
     /// outstanding ([`WriteWindow`]).
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<WriteResult, ClientError> {
@@ -232,7 +276,7 @@ impl Client {
         let mut sent_epoch = self.epoch();
         loop {
             let reply = self
-                .request(Op::Put, key, value, request_id, sent_epoch)
+                .request(&self.writes_to, Op::Put, key, value, request_id, sent_epoch)
                 .await?;
             let h = &reply.header;
             match (h.op(), h.status()) {
@@ -267,6 +311,7 @@ impl Client {
 
     async fn request(
         &self,
+        rack: &Cluster,
         op: Op,
         key: &[u8],
         value: &[u8],
@@ -282,11 +327,6 @@ impl Client {
         }
         let keyhash = key_hash(key);
         let home = self.placement.home(keyhash);
-        let rack = if op == Op::Get {
-            &self.reads_from
-        } else {
-            &self.writes_to
-        };
         let addr = rack
             .server(home)
             .expect("placement only names servers of the cluster")
@@ -487,7 +527,7 @@ mod tests {
         let too_long = ClientOptions {
             timeout: Duration::from_millis(500),
             attempts: 6,
-            client_id: None,
+            ..ClientOptions::default()
         };
         let err = Client::connect(cluster(), too_long).await.err().unwrap();
         assert!(matches!(err, ClientError::RetryWindow(d) if d == Duration::from_millis(2500)));

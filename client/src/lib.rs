@@ -12,7 +12,7 @@ pub mod client;
 pub mod cluster;
 pub mod workload;
 
-pub use client::{Client, ClientError, ClientOptions, ReadResult};
+pub use client::{Client, ClientError, ClientOptions, ReadFrom, ReadResult};
 pub use cluster::{ChainRole, Cluster};
 /// Home placement lives in `pegasus_common` (the stores of a chain need it too).
 pub use pegasus_common::placement;

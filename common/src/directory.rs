@@ -397,6 +397,17 @@ impl EntryView {
     }
 }
 
+/// A CHAIN_ACK of `acked` for a key crossed the switch: the tail holds that version or a newer
+/// one, so the key's committed version is at least `acked`. It only grows.
+#[inline(always)]
+pub const fn learn_commit(ver_committed: u64, acked: u64) -> u64 {
+    if acked > ver_committed {
+        acked
+    } else {
+        ver_committed
+    }
+}
+
 /// What the switch does with a reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyAdmission {
@@ -503,6 +514,14 @@ pub const fn directory_capacity_for_rack(servers: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keys_committed_version_only_grows() {
+        assert_eq!(learn_commit(0, 7), 7);
+        assert_eq!(learn_commit(7, 5), 7, "an older ack teaches nothing");
+        assert_eq!(learn_commit(7, 7), 7);
+        assert_eq!(learn_commit(7, 9), 9);
+    }
 
     const ALL8: ServerSet = 0xff;
 

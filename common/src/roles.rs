@@ -116,6 +116,13 @@ pub const fn speaks_for_sender(role: PortRole) -> bool {
     matches!(role, PortRole::Server)
 }
 
+/// Whether a message tells the directory a key's committed version: a CHAIN_ACK from the
+/// next rack (the tail holds the version it acknowledges).
+#[inline(always)]
+pub const fn reports_commit(role: PortRole, op: Op) -> bool {
+    matches!((role, op), (PortRole::Downstream, Op::ChainAck))
+}
+
 /// Whether the directory learns a version from `op` sent by one of this rack's servers.
 #[inline(always)]
 pub const fn reports_version(role: PortRole, op: Op) -> bool {
@@ -298,6 +305,11 @@ mod tests {
                 role == PortRole::Server
             );
             assert!(!reports_version(role, Op::ChainAck));
+            assert_eq!(
+                reports_commit(role, Op::ChainAck),
+                role == PortRole::Downstream
+            );
+            assert!(!reports_commit(role, Op::PutReply));
             assert_eq!(
                 reports_version(role, Op::PutReply),
                 role == PortRole::Server

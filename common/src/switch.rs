@@ -91,7 +91,7 @@ pub const fn fib_slot(ipv4: u32) -> u32 {
 }
 // The map values are copied byte for byte between user space and the kernel: no padding.
 const _: () = assert!(core::mem::size_of::<SwitchConfig>() == 24);
-const _: () = assert!(core::mem::size_of::<DirEntry>() == 56);
+const _: () = assert!(core::mem::size_of::<DirEntry>() == 64);
 const _: () =
     assert!(core::mem::size_of::<ServerTable>() == 8 * crate::directory::SERVERS_MAX as usize);
 
@@ -191,8 +191,12 @@ pub struct SwitchConfig {
     /// One GET or PUT in this many is sampled into [`MAP_SAMPLES`] (per CPU, in turn);
     /// 0 = no sampling.
     pub sample_period: u16,
+    /// 1 in a rack of a chain other than the tail: a hot read the directory steers carries
+    /// the version the rack knows committed ([`crate::wire::flags::COMMITTED`]), so that its
+    /// store may answer it (reads served by every rack, docs/chain.md); 0 otherwise.
+    pub mark_committed: u8,
     /// Reserved, 0 (no padding: the value is copied byte for byte).
-    pub reserved: [u8; 8],
+    pub reserved: [u8; 7],
 }
 
 /// One hot key's entry in the directory. Written by user space only when the key is added;
@@ -202,6 +206,9 @@ pub struct SwitchConfig {
 pub struct DirEntry {
     /// The newest version known to be complete.
     pub ver_completed: u64,
+    /// In a chain of racks: the newest version known to be committed (held by the tail), from
+    /// the CHAIN_ACKs that crossed the switch ([`crate::directory::learn_commit`]); 0 else.
+    pub ver_committed: u64,
     /// Seqlock counter, odd while an update is in progress: user space takes a copy only when
     /// two reads agree on an even value.
     pub seq: u64,
@@ -234,6 +241,7 @@ impl DirEntry {
     pub const fn new(home: u8) -> DirEntry {
         DirEntry {
             ver_completed: 0,
+            ver_committed: 0,
             seq: 0,
             reads: 0,
             writes: 0,

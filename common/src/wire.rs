@@ -91,6 +91,11 @@ pub mod flags {
     /// a switch restart, or by a client that has learned no epoch yet): the store must refuse
     /// it with `StaleEpoch`, never apply it. Its version field carries the switch's epoch.
     pub const STALE_EPOCH: u8 = 0x10;
+    /// Set by the switch of a rack of a chain (not the tail) on a hot GET it steered: the
+    /// version field carries the newest version of the key the rack knows committed (held by
+    /// the tail), and the store answers only if what it holds is no newer (docs/chain.md,
+    /// reads from every rack).
+    pub const COMMITTED: u8 = 0x20;
 }
 
 /// Message types.
@@ -208,8 +213,11 @@ pub enum Status {
     /// version is the switch's epoch in the high 16 bits, for the client to learn.
     StaleEpoch = 9,
     /// In a chain of racks, this rack does not serve this request: client writes go to the
-    /// head rack, reads to the tail (or, with reads from every rack, to any rack).
+    /// head rack.
     WrongRack = 10,
+    /// In a chain of racks: the store holds a version of the key that it does not know to be
+    /// committed (held by the tail): read it from the tail.
+    NotCommitted = 11,
 }
 
 impl Status {
@@ -227,6 +235,7 @@ impl Status {
             8 => Status::Full,
             9 => Status::StaleEpoch,
             10 => Status::WrongRack,
+            11 => Status::NotCommitted,
             _ => return None,
         })
     }
@@ -244,9 +253,8 @@ impl Status {
             Status::Unstamped => "the store takes only writes stamped by the switch",
             Status::Full => "the store is full (its memory limit is reached)",
             Status::StaleEpoch => "the switch restarted (or was never asked): learn its epoch",
-            Status::WrongRack => {
-                "this rack of the chain does not serve it (writes go to the head, reads to the tail)"
-            }
+            Status::WrongRack => "this rack of the chain does not take writes (the head does)",
+            Status::NotCommitted => "this rack's copy is not known committed yet: read the tail",
         }
     }
 }

@@ -86,7 +86,8 @@ fn differential(tag: &str, policy: Policy, replication: u8) {
         policy: policy as u8,
         replication,
         sample_period: 0,
-        reserved: [0; 8],
+        mark_committed: 0,
+        reserved: [0; 7],
     };
     let mut reference = Reference::new(config, SERVERS);
     let mut traffic = Traffic::new(seed);

@@ -1535,6 +1535,7 @@ fn chain_rules_have_their_fixtures() {
     let settings = SwitchSettings {
         policy: Policy::RoundRobin,
         replication: 2,
+        mark_committed: true,
         ..SwitchSettings::forwarding_only(PORT, EPOCH)
     };
     let bench = Testbed::in_chain("chn", 3, settings).unwrap();
@@ -1664,7 +1665,37 @@ fn chain_rules_have_their_fixtures() {
         ),
     );
     assert_eq!(entry_state(&switch), (20, bit(2)));
-    // An ack from the next rack does not set the load of this rack's server it names.
+    // Reads from every rack: a hot read carries what the rack knows committed (nothing yet).
+    let hot_get = |req| request_to(0, message(Op::Get, HOT_KEY, b"", 0, 0, req, 0));
+    let marked_get = |req, committed| {
+        forwarded(
+            request_to(
+                2,
+                message(
+                    Op::Get,
+                    HOT_KEY,
+                    b"",
+                    committed,
+                    wire::flags::HOT | wire::flags::COMMITTED,
+                    req,
+                    0,
+                ),
+            ),
+            server_port_mac(2),
+            server_mac(2),
+        )
+    };
+    check(
+        &switch,
+        &Fixture {
+            name: "a hot read carries COMMITTED and the committed version (none known: 0)",
+            input: hot_get(12).build(),
+            action: action::REDIRECT,
+            output: marked_get(12, 0),
+        },
+    );
+    // An ack from the next rack does not set the load of this rack's server it names; it
+    // tells the directory that version 20 is committed.
     let mut loaded_ack = reply_msg(Op::ChainAck, HOT_KEY, b"", 20, 0, 11, 1);
     loaded_ack[wire::offset::LOAD..wire::offset::LOAD + 2].copy_from_slice(&999u16.to_be_bytes());
     let before = switch.server_loads().unwrap();
@@ -1673,4 +1704,36 @@ fn chain_rules_have_their_fixtures() {
         .unwrap();
     assert_eq!(out.action, action::REDIRECT);
     assert_eq!(switch.server_loads().unwrap(), before);
+    let entry = switch.directory_entry(keyhash).unwrap().unwrap();
+    assert_eq!(entry.ver_committed, 20);
+    check(
+        &switch,
+        &Fixture {
+            name: "after the ack, a hot read carries committed version 20",
+            input: hot_get(13).build(),
+            action: action::REDIRECT,
+            output: marked_get(13, 20),
+        },
+    );
+    // An older ack teaches nothing; one from a client port is dropped and teaches nothing.
+    let older_ack = reply_msg(Op::ChainAck, HOT_KEY, b"", 15, 0, 11, 1);
+    let from_next = UdpFrame::new(next.server_addr(PORT), server_addr(1), older_ack.clone());
+    assert_eq!(
+        switch.run_on_packet(&from_next.build()).unwrap().action,
+        action::REDIRECT
+    );
+    let newer_from_client = UdpFrame::new(
+        addr("10.2.0.2:7400"),
+        server_addr(1),
+        reply_msg(Op::ChainAck, HOT_KEY, b"", 99, 0, 11, 1),
+    );
+    check(
+        &switch,
+        &dropped(
+            "a CHAIN_ACK from a client port teaches nothing",
+            newer_from_client,
+        ),
+    );
+    let entry = switch.directory_entry(keyhash).unwrap().unwrap();
+    assert_eq!(entry.ver_committed, 20);
 }

@@ -70,7 +70,7 @@ pub(crate) fn route_request(
         }
         tally.add(Counter::HotWrites);
         let target_ip = u32::from_be_bytes(target.ipv4);
-        steer(frame, header, flags, Some(write.replicas), target_ip);
+        steer(frame, header, flags, Some(write.replicas), None, target_ip);
         if op != Op::Put {
             return Ok(()); // a chain's write needs no pinning: applying it twice is harmless
         }
@@ -97,7 +97,20 @@ pub(crate) fn route_request(
         return Ok(());
     }
     tally.add(Counter::HotReads);
-    steer(frame, header, flags, None, u32::from_be_bytes(slot.ipv4));
+    // In a chain, the read carries what the rack knows committed: its store answers only
+    // with a version no newer (reads served by every rack).
+    let committed = (config.mark_committed != 0).then(|| {
+        // SAFETY: a live map value; one 64-bit load (a stale value is a smaller bound).
+        unsafe { core::ptr::read_volatile(&raw const (*entry).ver_committed) }
+    });
+    steer(
+        frame,
+        header,
+        flags,
+        None,
+        committed,
+        u32::from_be_bytes(slot.ipv4),
+    );
     Ok(())
 }
 
@@ -170,7 +183,14 @@ pub(crate) fn route_retry(frame: Headers, header: Header, tally: Tally) -> Resul
         RetryDecision::Pinned(destination) => {
             tally.add(Counter::RetriesPinned);
             let flags = header.u8(offset::FLAGS);
-            steer(frame, header, flags, None, u32::from_be_bytes(destination));
+            steer(
+                frame,
+                header,
+                flags,
+                None,
+                None,
+                u32::from_be_bytes(destination),
+            );
             Ok(())
         }
         RetryDecision::Home => Ok(()),
@@ -215,7 +235,12 @@ pub(crate) fn learn_from_reply(
     tally: Tally,
 ) -> Result<(), u32> {
     if !roles::speaks_for_sender(role) {
-        return Ok(()); // a CHAIN_ACK from the next rack: its sender is not one of ours
+        // A CHAIN_ACK from the next rack: its sender is not one of ours, but the version it
+        // acknowledges is committed.
+        if roles::reports_commit(role, op) {
+            return learn_commit(header, tally);
+        }
+        return Ok(());
     }
     let sender = header.u8(offset::SERVER_ID);
     let load = header.u16(offset::LOAD);
@@ -254,6 +279,34 @@ pub(crate) fn learn_from_reply(
     if op == Op::ReplicateAck {
         tally.add(Counter::ReplicateAcks);
         return Err(XDP_DROP);
+    }
+    Ok(())
+}
+
+/// A CHAIN_ACK from the next rack: the key's committed version is at least the one it
+/// acknowledges (`directory::learn_commit`), under the entry's lock. A busy lock drops the
+/// ack (its sender's retransmission brings another).
+#[inline(always)]
+pub(crate) fn learn_commit(header: Header, tally: Tally) -> Result<(), u32> {
+    let keyhash = header.u64(offset::KEYHASH);
+    let Some(entry) = directory_lookup(keyhash) else {
+        return Ok(());
+    };
+    let acked = header.u64(offset::VERSION);
+    // SAFETY: `entry` is a live map value for the program's duration; `ver_committed` is
+    // written only under `lock`.
+    unsafe {
+        let lock = SpinLock(&raw mut (*entry).lock);
+        if !lock.acquire() {
+            tally.add(Counter::LockBusy);
+            return Err(XDP_DROP);
+        }
+        let committed = &raw mut (*entry).ver_committed;
+        core::ptr::write_volatile(
+            committed,
+            rules::learn_commit(core::ptr::read_volatile(committed), acked),
+        );
+        lock.release();
     }
     Ok(())
 }
@@ -341,24 +394,35 @@ impl SpinLock {
     }
 }
 
-/// Steers a request to `new_ip` (a server's address): sets the HOT flag (and, for a write,
-/// the replica bitmap) and rewrites the destination address, with the IPv4 checksum and one
-/// incremental update of the UDP checksum for all three fields.
+/// Steers a request to `new_ip` (a server's address): sets the HOT flag (for a write, the
+/// replica bitmap; for a read in a chain, the COMMITTED flag and the committed version) and
+/// rewrites the destination address, with the IPv4 checksum and one incremental update of
+/// the UDP checksum for every field.
 #[inline(always)]
 pub(crate) fn steer(
     frame: Headers,
     header: Header,
     flags: u8,
     replicas: Option<ServerSet>,
+    committed: Option<u64>,
     new_ip: u32,
 ) {
     // The server id and flags share one 16-bit checksum word.
     let old_word = header.u16(offset::SERVER_ID);
-    let new_word = old_word | (flags | wire::flags::HOT) as u16;
+    let marks = match committed {
+        Some(_) => wire::flags::HOT | wire::flags::COMMITTED,
+        None => wire::flags::HOT,
+    };
+    let new_word = old_word | (flags | marks) as u16;
     header.set_u16(offset::SERVER_ID, new_word);
     let mut udp_sum = frame.u16(UDP_OFF + UDP_CHECK);
     let original_udp_sum = udp_sum;
     udp_sum = checksum::replace_u16(udp_sum, old_word, new_word);
+    if let Some(version) = committed {
+        let old_version = header.u64(offset::VERSION);
+        header.set_u64(offset::VERSION, version);
+        udp_sum = checksum::replace_u64(udp_sum, old_version, version);
+    }
     if let Some(bitmap) = replicas {
         let old_bitmap = header.u64(offset::REPLICA_BITMAP);
         header.set_u64(offset::REPLICA_BITMAP, bitmap);

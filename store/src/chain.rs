@@ -37,6 +37,9 @@ pub const CHAIN_QUEUE_MAX: usize = 16_384;
 pub const CHAIN_RETRY_MIN: Duration = Duration::from_millis(40);
 /// Longest retransmission timeout (the timeout doubles up to it).
 pub const CHAIN_RETRY_MAX: Duration = Duration::from_millis(640);
+/// Most keys whose committed version a store remembers (16 bytes each); beyond it, reads of
+/// further keys are sent to the tail (slower, never wrong).
+pub const COMMITTED_KEYS_MAX: usize = 1 << 20;
 
 /// Where a store sits in its chain: the servers of the racks before and after it.
 #[derive(Clone, Debug, Default)]
@@ -95,6 +98,9 @@ pub struct Chain {
     previous: Vec<(u8, SocketAddr)>,
     next: Vec<(u8, SocketAddr)>,
     queue: Mutex<Queue>,
+    /// Key hash -> the newest version this store knows committed (held by the tail): from
+    /// the acknowledgements it received. At most [`COMMITTED_KEYS_MAX`] keys.
+    committed: Mutex<HashMap<u64, u64>>,
     pub stats: ChainStats,
 }
 
@@ -126,6 +132,7 @@ impl Chain {
             previous: links.previous,
             next: links.next,
             queue: Mutex::default(),
+            committed: Mutex::default(),
             stats: ChainStats::default(),
         }
     }
@@ -252,10 +259,28 @@ impl Chain {
         Some((bytes, to))
     }
 
-    /// A CHAIN_ACK of `version` for `keyhash` from the next rack: trims what it covers, and
-    /// returns the acknowledgements to pass on to the previous rack.
+    /// The newest version of `keyhash` this store knows committed (0: none known).
+    pub fn committed(&self, keyhash: u64) -> u64 {
+        let committed = self.committed.lock().expect("committed versions poisoned");
+        committed.get(&keyhash).copied().unwrap_or(0)
+    }
+
+    /// A CHAIN_ACK of `version` for `keyhash` from the next rack: trims what it covers,
+    /// remembers the version as committed, and returns the acknowledgements to pass on to the
+    /// previous rack.
     pub fn acknowledged(&self, ack: &Header, load: u16) -> Vec<Outgoing> {
         self.stats.acks_received.fetch_add(1, Relaxed);
+        {
+            let mut committed = self.committed.lock().expect("committed versions poisoned");
+            let known = committed.len();
+            match committed.get_mut(&ack.keyhash) {
+                Some(v) => *v = (*v).max(ack.version),
+                None if known < COMMITTED_KEYS_MAX => {
+                    committed.insert(ack.keyhash, ack.version);
+                }
+                None => {}
+            }
+        }
         let mut upstream: ServerSet = 0;
         {
             let mut queue = self.lock();
@@ -481,6 +506,21 @@ mod tests {
         assert_eq!(c.queued(), CHAIN_QUEUE_MAX);
         assert_eq!(c.admit(7, 7), Forward::Apply);
         assert_eq!(c.admit(key_hash(b"new"), 1), Forward::QueueFull);
+    }
+
+    #[test]
+    fn acks_teach_the_committed_version() {
+        let c = middle();
+        let k = key_hash(b"k");
+        assert_eq!(c.committed(k), 0);
+        let mut ack = Header::new(Op::ChainAck);
+        ack.keyhash = k;
+        ack.version = 9;
+        c.acknowledged(&ack, 0);
+        assert_eq!(c.committed(k), 9);
+        ack.version = 4;
+        c.acknowledged(&ack, 0);
+        assert_eq!(c.committed(k), 9, "it only grows");
     }
 
     #[test]

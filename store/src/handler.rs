@@ -20,7 +20,8 @@
 //! - In a chain of racks ([`crate::chain`], docs/chain.md): the head's stores take clients'
 //!   PUTs and forward them (no reply: the tail answers), the others take CHAIN_PUTs from the
 //!   previous rack's servers only, the tail answers the client and acknowledges; a client's
-//!   PUT outside the head, or GET outside the tail, is refused with WrongRack.
+//!   PUT outside the head is refused with WrongRack, and a GET outside the tail is answered
+//!   only with a version known committed (else NotCommitted: read the tail).
 //! - A datagram that is not a Pegasus message (bad magic, truncated header) is dropped and
 //!   counted; a Pegasus request that is malformed, too large or of an unserved op gets an
 //!   Error reply saying why. Replies sent *to* a store are counted and dropped, never answered,
@@ -70,6 +71,8 @@ pub struct Stats {
     pub full_refused: AtomicU64,
     /// Clients' requests this rack of a chain does not serve.
     pub wrong_rack_refused: AtomicU64,
+    /// Reads outside a chain's tail whose version was not known committed (sent to the tail).
+    pub not_committed: AtomicU64,
 }
 
 /// A copy of [`Stats`] for printing.
@@ -95,6 +98,7 @@ pub struct StatsSnapshot {
     pub stale_epoch_refused: u64,
     pub full_refused: u64,
     pub wrong_rack_refused: u64,
+    pub not_committed: u64,
     /// Chain replication (zero outside a chain).
     pub chain_forwarded: u64,
     pub chain_retransmitted: u64,
@@ -237,6 +241,7 @@ impl Store {
             stale_epoch_refused: s.stale_epoch_refused.load(Relaxed),
             full_refused: s.full_refused.load(Relaxed),
             wrong_rack_refused: s.wrong_rack_refused.load(Relaxed),
+            not_committed: s.not_committed.load(Relaxed),
             chain_forwarded: self.chain_count(|c| &c.forwarded),
             chain_retransmitted: self.chain_count(|c| &c.retransmitted),
             chain_acks_received: self.chain_count(|c| &c.acks_received),
@@ -329,19 +334,29 @@ impl Store {
         }
         // In a chain, clients write to the head and read from the tail; the controller reads
         // its own rack.
-        if let Some(chain) = &self.chain {
-            let served = match op {
-                Some(Op::Put) => chain.is_head(),
-                Some(Op::Get) => chain.is_tail() || self.origin(from.ip()) == Origin::Controller,
-                _ => true,
-            };
-            if !served {
-                self.stats.wrong_rack_refused.fetch_add(1, Relaxed);
-                return reply.error(Status::WrongRack);
-            }
+        if let Some(chain) = &self.chain
+            && op == Some(Op::Put)
+            && !chain.is_head()
+        {
+            self.stats.wrong_rack_refused.fetch_add(1, Relaxed);
+            return reply.error(Status::WrongRack);
         }
+        // Outside the tail, a client's read is served only with a version known committed
+        // (reads from every rack); the controller reads its own rack as it is.
+        let committed_bound = match &self.chain {
+            Some(chain) if !chain.is_tail() && self.origin(from.ip()) != Origin::Controller => {
+                let h = &message.header;
+                let marked = if h.flags & wire::flags::COMMITTED != 0 {
+                    h.version
+                } else {
+                    version::NONE
+                };
+                Some(chain.committed(h.keyhash).max(marked))
+            }
+            _ => None,
+        };
         match op {
-            Some(Op::Get) => self.get(&message, reply),
+            Some(Op::Get) => self.get(&message, committed_bound, reply),
             Some(Op::Put) => self.put(&message, from, reply, copy, handled),
             Some(Op::Replicate) => self.replicate(&message, reply),
             Some(Op::Push) => self.push(&message, reply, copy, &mut handled.copy),
@@ -421,14 +436,28 @@ impl Store {
         }
     }
 
-    fn get(&self, m: &Message<'_>, reply: Reply<'_, '_>) -> Option<usize> {
+    /// A read. With `committed_bound` (a rack of a chain other than the tail), the value is
+    /// returned only if its version is no newer than that bound (committed: the tail holds it
+    /// or newer); otherwise the answer is NotCommitted and the client reads the tail.
+    fn get(
+        &self,
+        m: &Message<'_>,
+        committed_bound: Option<u64>,
+        reply: Reply<'_, '_>,
+    ) -> Option<usize> {
         self.stats.gets.fetch_add(1, Relaxed);
         let Reply {
-            request, load, out, ..
+            store,
+            request,
+            load,
+            out,
         } = reply;
         let server_id = self.server_id;
         let found = self.table.read(m.header.keyhash, m.key, |version, value| {
-            encode(
+            if committed_bound.is_some_and(|bound| version > bound) {
+                return None;
+            }
+            Some(encode(
                 out,
                 request,
                 Op::GetReply,
@@ -437,8 +466,22 @@ impl Store {
                 server_id,
                 load,
                 value,
-            )
+            ))
         });
+        let found = match found {
+            Some(None) => {
+                self.stats.not_committed.fetch_add(1, Relaxed);
+                return Reply {
+                    store,
+                    request,
+                    load,
+                    out,
+                }
+                .error(Status::NotCommitted);
+            }
+            Some(Some(len)) => Some(len),
+            None => None,
+        };
         Some(found.unwrap_or_else(|| {
             encode(
                 out,
@@ -1228,7 +1271,7 @@ mod tests {
         }
 
         #[test]
-        fn clients_write_to_the_head_read_from_the_tail_and_chain_messages_need_a_neighbour() {
+        fn clients_write_to_the_head_and_chain_messages_need_a_neighbour() {
             let (head, middle, tail) = (store(0, 0), store(1, 0), store(2, 0));
             let status = |s: &Store, bytes: &[u8], from: SocketAddr| {
                 let (_, reply) = deliver(s, bytes, from);
@@ -1239,10 +1282,9 @@ mod tests {
             for s in [&middle, &tail] {
                 assert_eq!(status(s, &put, CLIENT), Some(Status::WrongRack));
             }
-            for s in [&head, &middle] {
-                assert_eq!(status(s, &get, CLIENT), Some(Status::WrongRack));
+            for s in [&head, &middle, &tail] {
+                assert_eq!(status(s, &get, CLIENT), Some(Status::NotFound));
             }
-            assert_eq!(status(&tail, &get, CLIENT), Some(Status::NotFound));
             // A CHAIN_PUT from a client, or from a rack that is not the previous one.
             let chain_put = {
                 let mut b = request(Op::ChainPut, b"k", b"forged", 9, 1, 3);
@@ -1270,6 +1312,43 @@ mod tests {
             assert_eq!(status(&middle, &ack, address(0, 1)), None);
             assert_eq!(middle.snapshot().forbidden, 2);
             assert_eq!(tail.snapshot().writes_applied, 0);
+        }
+
+        /// Reads outside the tail: a version is served once known committed (from an ack the
+        /// store received, or the switch's mark on a steered read), never before; the tail
+        /// and the controller read what is there.
+        #[test]
+        fn outside_the_tail_only_committed_versions_are_read() {
+            let middle = store(1, 0);
+            let read = |flags: u8, bound: u64| {
+                let mut get = request(Op::Get, b"k", b"", bound, 1, 7);
+                get[wire::offset::FLAGS] = flags;
+                let (_, reply) = deliver(&middle, &get, CLIENT);
+                let h = Message::decode(&reply).unwrap().header;
+                (h.status(), h.version)
+            };
+            let mut chain_put = request(Op::ChainPut, b"k", b"v", 8, 1, 3);
+            chain_put[wire::offset::FLAGS] = wire::flags::STAMPED;
+            let (h, _) = deliver(&middle, &chain_put, address(0, 1));
+            assert_eq!(h.chain.len(), 1, "forwarded");
+            assert_eq!(read(0, 0), (Some(Status::NotCommitted), 0));
+            // A client's own bound counts for nothing without the switch's flag.
+            assert_eq!(read(0, 8), (Some(Status::NotCommitted), 0));
+            // The switch knows version 8 committed (an ack crossed it): served.
+            assert_eq!(read(wire::flags::COMMITTED, 8), (Some(Status::Ok), 8));
+            // It knows only an older one: not.
+            assert_eq!(
+                read(wire::flags::COMMITTED, 7).0,
+                Some(Status::NotCommitted)
+            );
+            // The ack reaches the store: served with no mark.
+            let mut ack = Header::new(Op::ChainAck);
+            ack.keyhash = key_hash(b"k");
+            ack.version = 8;
+            let ack = Message::new(ack, &[], &[]).to_vec().unwrap();
+            deliver(&middle, &ack, address(2, 0));
+            assert_eq!(read(0, 0), (Some(Status::Ok), 8));
+            assert_eq!(middle.snapshot().not_committed, 3);
         }
 
         /// A client's retry at the head: sent on again while unacknowledged (the tail

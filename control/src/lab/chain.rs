@@ -324,6 +324,8 @@ pub(super) fn build(
             cluster: Some(rack_file),
             state: dir.join(format!("switch{suffix}-state.json")),
             admin: Some(socket.clone()),
+            // Every rack but the tail may serve reads of committed versions.
+            mark_committed: r + 1 < racks,
             ..super::switch_config(spec)
         };
         let config_file = dir.join(format!("switch{suffix}.toml"));

@@ -197,6 +197,11 @@ pub struct DaemonConfig {
     /// keys are found as for the directory; --replication and --policy do not apply.
     #[arg(long)]
     pub cache: bool,
+    /// In a chain of racks, for every rack but the tail: mark each hot read the directory
+    /// steers with the version this rack knows committed (learned from the CHAIN_ACKs crossing
+    /// it), so that its store may answer it: reads served by every rack (docs/chain.md).
+    #[arg(long)]
+    pub mark_committed: bool,
 }
 
 impl Default for DaemonConfig {
@@ -219,6 +224,7 @@ impl Default for DaemonConfig {
             metrics: None,
             admin: None,
             cache: false,
+            mark_committed: false,
         }
     }
 }

@@ -66,6 +66,7 @@ pub fn run(config: DaemonConfig) -> Result<()> {
         sample_period: config.sample_period,
         servers: settings_servers,
         mode: config.switch_mode(),
+        mark_committed: config.mark_committed,
     };
     // 2. load
     let mut switch = Switch::load(&settings)?;

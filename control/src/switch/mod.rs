@@ -120,6 +120,9 @@ pub struct SwitchSettings {
     pub servers: Vec<(u8, Ipv4Addr)>,
     /// Directory (Pegasus) or cache (the baseline).
     pub mode: SwitchMode,
+    /// A rack of a chain other than the tail: steered hot reads carry the committed version
+    /// ([`SwitchConfig::mark_committed`]).
+    pub mark_committed: bool,
 }
 
 impl SwitchSettings {
@@ -134,6 +137,7 @@ impl SwitchSettings {
             sample_period: 0,
             servers: Vec::new(),
             mode: SwitchMode::Directory,
+            mark_committed: false,
         }
     }
 
@@ -269,7 +273,8 @@ impl Switch {
             policy: settings.policy as u8,
             replication: settings.replication,
             sample_period: settings.sample_period,
-            reserved: [0; 8],
+            mark_committed: settings.mark_committed as u8,
+            reserved: [0; 7],
         };
         let mut config_map: Array<&mut MapData, SwitchConfig> =
             Array::try_from(switch.map_mut(shared::MAP_CONFIG)?)?;

@@ -338,6 +338,7 @@ impl Reference {
                 run,
                 flags,
                 Some(write.replicas),
+                None,
                 u32::from_be_bytes(target.ipv4),
             );
             if op != Op::Put {
@@ -362,7 +363,8 @@ impl Reference {
             return Flow::Forward;
         }
         run.counts.push(Counter::HotReads);
-        steer(run, flags, None, u32::from_be_bytes(slot.ipv4));
+        let committed = (self.config.mark_committed != 0).then_some(entry.ver_committed);
+        steer(run, flags, None, committed, u32::from_be_bytes(slot.ipv4));
         Flow::Forward
     }
 
@@ -398,6 +400,12 @@ impl Reference {
 
     fn learn_from_reply(&mut self, run: &mut Run, role: PortRole, op: Op) -> Flow {
         if !roles::speaks_for_sender(role) {
+            if roles::reports_commit(role, op) {
+                let acked = run.u64(offset::VERSION);
+                if let Some(entry) = self.directory.get_mut(&run.u64(offset::KEYHASH)) {
+                    entry.ver_committed = rules::learn_commit(entry.ver_committed, acked);
+                }
+            }
             return Flow::Forward;
         }
         let sender = run.u8(offset::SERVER_ID);
@@ -546,7 +554,7 @@ fn follow_retry(run: &mut Run, decision: RetryDecision) -> Flow {
         RetryDecision::Pinned(destination) => {
             run.counts.push(Counter::RetriesPinned);
             let flags = run.u8(offset::FLAGS);
-            steer(run, flags, None, u32::from_be_bytes(destination));
+            steer(run, flags, None, None, u32::from_be_bytes(destination));
             Flow::Forward
         }
         RetryDecision::Home => Flow::Forward,
@@ -583,12 +591,27 @@ fn clean(run: &mut Run, op: Op) {
 }
 
 /// `steer`: HOT (and a write's replica bitmap), the new destination, both checksums.
-fn steer(run: &mut Run, flags: u8, replicas: Option<ServerSet>, new_ip: u32) {
+fn steer(
+    run: &mut Run,
+    flags: u8,
+    replicas: Option<ServerSet>,
+    committed: Option<u64>,
+    new_ip: u32,
+) {
     let old_word = run.u16(offset::SERVER_ID);
-    let new_word = old_word | (flags | wire::flags::HOT) as u16;
+    let marks = match committed {
+        Some(_) => wire::flags::HOT | wire::flags::COMMITTED,
+        None => wire::flags::HOT,
+    };
+    let new_word = old_word | (flags | marks) as u16;
     run.set_u16(offset::SERVER_ID, new_word);
     let original = u16_at(&run.bytes, UDP_OFF + 6);
     let mut sum = checksum::replace_u16(original, old_word, new_word);
+    if let Some(version) = committed {
+        let old_version = run.u64(offset::VERSION);
+        run.set_u64(offset::VERSION, version);
+        sum = checksum::replace_u64(sum, old_version, version);
+    }
     if let Some(bitmap) = replicas {
         let old_bitmap = run.u64(offset::REPLICA_BITMAP);
         run.set_u64(offset::REPLICA_BITMAP, bitmap);
