@@ -77,7 +77,17 @@ fn message(op: Op, key: &[u8], value: &[u8], edit: impl FnOnce(&mut Header)) -> 
     let mut header =
         Header::request(op, key_hash(key), CLIENT_ID, rand_id(), 0).with_client_epoch(LAB_EPOCH);
     edit(&mut header);
-    Message::new(header, key, value).to_vec().unwrap()
+    // A CHAIN_PUT carries a reply address (any: a forger chooses it).
+    let reply_to = (header.op() == Some(Op::ChainPut)).then_some(wire::ReplyTo {
+        ipv4: [10, 2, 0, 2],
+        port: 4000,
+    });
+    Message {
+        reply_to,
+        ..Message::new(header, key, value)
+    }
+    .to_vec()
+    .unwrap()
 }
 
 /// The epoch a new lab's switch stamps (its first start), which an honest client would have
