@@ -181,6 +181,8 @@ pub struct BenchRun {
     pub theta: Option<f64>,
     pub swap_at: Option<f64>,
     pub timeline_ms: Option<u64>,
+    /// In a chain of racks, where reads go.
+    pub read_from: pegasus_client::ReadFrom,
 }
 
 impl BenchRun {
@@ -195,6 +197,7 @@ impl BenchRun {
             theta,
             swap_at: None,
             timeline_ms: None,
+            read_from: pegasus_client::ReadFrom::Tail,
         }
     }
 
@@ -227,6 +230,9 @@ impl BenchRun {
         }
         if let Some(ms) = self.timeline_ms {
             args.extend(["--timeline-ms".to_owned(), ms.to_string()]);
+        }
+        if self.read_from == pegasus_client::ReadFrom::Any {
+            args.extend(["--read-from".to_owned(), "any".to_owned()]);
         }
         args
     }

@@ -75,6 +75,10 @@ pub struct SkewArgs {
     /// tail; only the XDP systems (xdp, pegasus) run in a chain.
     #[arg(long, default_value_t = 1)]
     racks: u8,
+    /// In a chain, where the clients read: `tail`, or `any` rack (each answers what it knows
+    /// committed; the search then covers the capacity of every rack).
+    #[arg(long, default_value = "tail")]
+    read_from: pegasus_client::ReadFrom,
     /// How the switch picks a server for a hot key (the switch's --policy; default its own).
     #[arg(long, value_enum)]
     policy: Option<pegasus_control::service::config::PolicyName>,
@@ -157,6 +161,7 @@ struct Sweep {
     write_ratios: Vec<f64>,
     servers: u8,
     racks: u8,
+    read_from: pegasus_client::ReadFrom,
     policy: Option<pegasus_control::service::config::PolicyName>,
     capacity_ops: u32,
     keys: u64,
@@ -266,6 +271,7 @@ pub fn run(args: SkewArgs) -> Result<ExitCode> {
         },
         servers: args.servers,
         racks: args.racks,
+        read_from: args.read_from,
         policy: args.policy,
         capacity_ops: args.capacity_ops,
         keys: args.keys,
@@ -351,8 +357,15 @@ pub fn run(args: SkewArgs) -> Result<ExitCode> {
         rack.load(sweep.keys)?;
         for &skew in &sweep.skews {
             for &write_ratio in &sweep.write_ratios {
-                let max_rate =
-                    SEARCH_TOP * f64::from(sweep.servers) * f64::from(sweep.capacity_ops);
+                // Reads from every rack: every rack's capacity serves them.
+                let serving_racks = match sweep.read_from {
+                    pegasus_client::ReadFrom::Tail => 1.0,
+                    pegasus_client::ReadFrom::Any => f64::from(sweep.racks),
+                };
+                let max_rate = SEARCH_TOP
+                    * serving_racks
+                    * f64::from(sweep.servers)
+                    * f64::from(sweep.capacity_ops);
                 let mut row = Row {
                     system,
                     skew,
@@ -411,6 +424,7 @@ fn measure(rack: &Rack, sweep: &Sweep, skew: Skew, write_ratio: f64, rate: f64) 
             Skew::Uniform => None,
             Skew::Zipf(theta) => Some(theta),
         },
+        read_from: sweep.read_from,
         ..BenchRun::closed(None, sweep.seconds)
     };
     let s = rack.run(0, sweep.keys, &run)?;
@@ -521,9 +535,13 @@ fn summary_md(sweep: &Sweep, rows: &[Row]) -> String {
     if sweep.racks > 1 {
         let _ = writeln!(
             md,
-            "A chain of {} such racks: every write crosses them all, the tail serves the reads \
-             (its capacity is the figure above).\n",
-            sweep.racks
+            "A chain of {} such racks: every write crosses them all; reads go to {}.\n",
+            sweep.racks,
+            match sweep.read_from {
+                pegasus_client::ReadFrom::Tail => "the tail (its capacity is the figure above)",
+                pegasus_client::ReadFrom::Any =>
+                    "any rack (each answers what it knows committed, else the tail)",
+            }
         );
     }
     if let Some(policy) = sweep.policy {
