@@ -408,6 +408,13 @@ pub const fn learn_commit(ver_committed: u64, acked: u64) -> u64 {
     }
 }
 
+/// Whether a reply says that the version it carries is committed: a GET_REPLY of a chain's
+/// store that knows it (its server speaks for itself; [`crate::wire::flags::COMMITTED`]).
+#[inline(always)]
+pub const fn reply_commits(op: crate::wire::Op, flags: u8) -> bool {
+    matches!(op, crate::wire::Op::GetReply) && flags & crate::wire::flags::COMMITTED != 0
+}
+
 /// What the switch does with a reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyAdmission {
@@ -521,6 +528,10 @@ mod tests {
         assert_eq!(learn_commit(7, 5), 7, "an older ack teaches nothing");
         assert_eq!(learn_commit(7, 7), 7);
         assert_eq!(learn_commit(7, 9), 9);
+        let committed = crate::wire::flags::COMMITTED;
+        assert!(reply_commits(crate::wire::Op::GetReply, committed));
+        assert!(!reply_commits(crate::wire::Op::GetReply, 0));
+        assert!(!reply_commits(crate::wire::Op::PutReply, committed));
     }
 
     const ALL8: ServerSet = 0xff;

@@ -1736,4 +1736,26 @@ fn chain_rules_have_their_fixtures() {
     );
     let entry = switch.directory_entry(keyhash).unwrap().unwrap();
     assert_eq!(entry.ver_committed, 20);
+    // A store's read reply that says its version is committed teaches the switch too.
+    let committed_reply = reply_from(
+        2,
+        reply_msg(
+            Op::GetReply,
+            HOT_KEY,
+            b"v",
+            25,
+            wire::flags::HOT | wire::flags::COMMITTED,
+            14,
+            2,
+        ),
+    );
+    assert_eq!(
+        switch
+            .run_on_packet(&committed_reply.build())
+            .unwrap()
+            .action,
+        action::REDIRECT
+    );
+    let entry = switch.directory_entry(keyhash).unwrap().unwrap();
+    assert_eq!((entry.ver_completed, entry.ver_committed), (25, 25));
 }

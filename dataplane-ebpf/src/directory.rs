@@ -257,13 +257,16 @@ pub(crate) fn learn_from_reply(
     let status = header.u16(offset::STATUS);
     if roles::reports_version(role, op) && status == 0 && version != version::NONE {
         let keyhash = header.u64(offset::KEYHASH);
-        let steered = header.u8(offset::FLAGS) & wire::flags::HOT != 0;
+        let flags = header.u8(offset::FLAGS);
+        let steered = flags & wire::flags::HOT != 0;
+        // A store of a chain's rack that knows the version it answers committed says so.
+        let committed = rules::reply_commits(op, flags);
         let entry = directory_lookup(keyhash);
         let view = entry.map(|e| entry_view(e, keyhash));
         match rules::admit_reply(view, sender, steered) {
             ReplyAdmission::Update => {
                 if let Some(entry) = entry
-                    && !update_entry(entry, version, sender, tally)
+                    && !update_entry(entry, version, sender, committed, tally)
                 {
                     tally.add(Counter::LockBusy);
                     return Err(XDP_DROP);
@@ -329,11 +332,18 @@ pub(crate) fn entry_view(entry: *mut DirEntry, keyhash: u64) -> EntryView {
     }
 }
 
-/// The reply rule on one entry, as one atomic step: a spin lock taken by compare-and-swap on
+/// The reply rule on one entry (and, for a reply that says its version is committed, the
+/// commit rule), as one atomic step: a spin lock taken by compare-and-swap on
 /// the entry's `lock` word (bounded attempts), and a seqlock counter around the change so that
 /// user space can take a consistent copy. False when the lock stayed busy.
 #[inline(always)]
-pub(crate) fn update_entry(entry: *mut DirEntry, version: u64, sender: u8, tally: Tally) -> bool {
+pub(crate) fn update_entry(
+    entry: *mut DirEntry,
+    version: u64,
+    sender: u8,
+    committed: bool,
+    tally: Tally,
+) -> bool {
     // SAFETY: `entry` is a live map value for the program's duration; every access to
     // `ver_completed`, `rset` and `seq` by the program happens under `lock`.
     unsafe {
@@ -346,6 +356,10 @@ pub(crate) fn update_entry(entry: *mut DirEntry, version: u64, sender: u8, tally
         let mut ver_completed = (*entry).ver_completed;
         let mut rset = (*entry).rset;
         let effect = rules::apply_reply(&mut ver_completed, &mut rset, version, sender);
+        if committed {
+            let at = &raw mut (*entry).ver_committed;
+            core::ptr::write_volatile(at, rules::learn_commit(*at, version));
+        }
         core::ptr::write_volatile(&raw mut (*entry).ver_completed, ver_completed);
         core::ptr::write_volatile(&raw mut (*entry).rset, rset);
         let installing = core::ptr::read_volatile(&raw const (*entry).installing) != 0;

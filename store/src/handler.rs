@@ -457,7 +457,7 @@ impl Store {
             if committed_bound.is_some_and(|bound| version > bound) {
                 return None;
             }
-            Some(encode(
+            let len = encode(
                 out,
                 request,
                 Op::GetReply,
@@ -466,7 +466,13 @@ impl Store {
                 server_id,
                 load,
                 value,
-            ))
+            );
+            if committed_bound.is_some() {
+                // Known committed: the switch learns it too, and marks the key's reads for
+                // the rack's other replicas.
+                out[wire::offset::FLAGS] |= wire::flags::COMMITTED;
+            }
+            Some(len)
         });
         let found = match found {
             Some(None) => {
@@ -1334,8 +1340,13 @@ mod tests {
             assert_eq!(read(0, 0), (Some(Status::NotCommitted), 0));
             // A client's own bound counts for nothing without the switch's flag.
             assert_eq!(read(0, 8), (Some(Status::NotCommitted), 0));
-            // The switch knows version 8 committed (an ack crossed it): served.
+            // The switch knows version 8 committed (an ack crossed it): served, and the reply
+            // says so.
             assert_eq!(read(wire::flags::COMMITTED, 8), (Some(Status::Ok), 8));
+            let mut get = request(Op::Get, b"k", b"", 8, 1, 7);
+            get[wire::offset::FLAGS] = wire::flags::COMMITTED;
+            let (_, reply) = deliver(&middle, &get, CLIENT);
+            assert_ne!(reply[wire::offset::FLAGS] & wire::flags::COMMITTED, 0);
             // It knows only an older one: not.
             assert_eq!(
                 read(wire::flags::COMMITTED, 7).0,
@@ -1349,6 +1360,11 @@ mod tests {
             deliver(&middle, &ack, address(2, 0));
             assert_eq!(read(0, 0), (Some(Status::Ok), 8));
             assert_eq!(middle.snapshot().not_committed, 3);
+            // The tail's answers carry no such claim (its switch marks nothing).
+            let tail = store(2, 0);
+            deliver(&tail, &chain_put, address(1, 1));
+            let (_, reply) = deliver(&tail, &request(Op::Get, b"k", b"", 0, 1, 9), CLIENT);
+            assert_eq!(reply[wire::offset::FLAGS] & wire::flags::COMMITTED, 0);
         }
 
         /// A client's retry at the head: sent on again while unacknowledged (the tail

@@ -430,6 +430,9 @@ impl Reference {
                         version,
                         sender,
                     );
+                    if rules::reply_commits(op, run.u8(offset::FLAGS)) {
+                        entry.ver_committed = rules::learn_commit(entry.ver_committed, version);
+                    }
                     entry.installing =
                         rules::still_installing(entry.installing != 0, sender, entry.home) as u8;
                     entry.seq += 1;
