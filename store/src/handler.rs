@@ -543,7 +543,7 @@ impl Store {
                     header: Header { version, ..*h },
                     ..*m
                 };
-                handled.chain.extend(chain.forward(
+                handled.chain.push(chain.forward(
                     &first,
                     reply_to?,
                     None,
@@ -574,7 +574,7 @@ impl Store {
             // The tail answers, once every rack holds the write.
             handled
                 .chain
-                .extend(chain.forward(m, reply_to, None, reply.load, Instant::now()));
+                .push(chain.forward(m, reply_to, None, reply.load, Instant::now()));
             return None;
         }
         reply.ok(Op::PutReply, held)
@@ -617,7 +617,7 @@ impl Store {
         let held = self.apply(m)?; // full: not acknowledged, so sent again
         handled.copy = self.copies(m, copy);
         if !chain.is_tail() {
-            handled.chain.extend(chain.forward(
+            handled.chain.push(chain.forward(
                 m,
                 reply_to,
                 Some(sender),
