@@ -18,8 +18,8 @@
 //!   (`rack-R.toml`), each store the whole file and its rack (`--rack R`).
 
 use super::{
-    HostAddressing, LabProcess, LabSpec, LabState, Readiness, SWITCH_ROLE, client_ns, fault,
-    mac_text, netns, only_the_switch_forwards, quiet, save, server_ns, spawn_in, tor_ns, wire_host,
+    HostAddressing, LabSpec, LabState, Readiness, SWITCH_ROLE, client_ns, fault, mac_text, netns,
+    only_the_switch_forwards, quiet, save, server_ns, start, tor_ns, wire_host,
 };
 use crate::service::config::{DaemonConfig, PortSpec};
 use anyhow::{Result, ensure};
@@ -283,22 +283,11 @@ pub(super) fn build(
             args.extend(["--rack".to_owned(), r.to_string()]);
             let ns = rack_server_ns(name, r, i);
             let log = dir.join(format!("{role}.log"));
-            let child = spawn_in(&ns, exe, &args, &log)?;
-            state.processes.push(LabProcess {
-                role,
+            let readiness = Readiness::Store {
                 namespace: ns.clone(),
-                pid: child.id(),
-                log: log.clone(),
-                args,
-            });
-            children.push((
-                child,
-                log,
-                Readiness::Store {
-                    namespace: ns,
-                    address,
-                },
-            ));
+                address,
+            };
+            children.push(start(state, role, &ns, exe, args, log, readiness)?);
         }
     }
     for r in 0..racks {
@@ -330,28 +319,14 @@ pub(super) fn build(
         };
         let config_file = dir.join(format!("switch{suffix}.toml"));
         config.save(&config_file)?;
-        let args = vec![
-            "switch".to_owned(),
-            "--config".to_owned(),
-            config_file.display().to_string(),
-        ];
         let tor = rack_tor_ns(name, r);
         let log = dir.join(format!("switch{suffix}.log"));
-        let child = spawn_in(&tor, exe, &args, &log)?;
-        state.processes.push(LabProcess {
-            role: format!("{SWITCH_ROLE}{suffix}"),
-            namespace: tor.clone(),
-            pid: child.id(),
-            log: log.clone(),
-            args,
-        });
-        children.push((
-            child,
-            log,
-            Readiness::Switch {
-                admin: socket.clone(),
-            },
-        ));
+        let readiness = Readiness::Switch {
+            admin: socket.clone(),
+        };
+        let role = format!("{SWITCH_ROLE}{suffix}");
+        let args = super::switch_args(&config_file);
+        children.push(start(state, role, &tor, exe, args, log, readiness)?);
         if r == 0 {
             state.admin_socket = Some(socket.clone());
         }

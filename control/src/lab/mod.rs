@@ -505,22 +505,12 @@ fn build_rack(
         let log = dir.join(format!("store-{i}.log"));
         let address = SocketAddrV4::new(server_ip(i), spec.port);
         let args = store_args(spec, address, i, &state.cluster_file);
-        let child = spawn_in(&ns, exe, &args, &log)?;
-        state.processes.push(LabProcess {
-            role: format!("store-{i}"),
-            namespace: ns,
-            pid: child.id(),
-            log: log.clone(),
-            args,
-        });
-        children.push((
-            child,
-            log,
-            Readiness::Store {
-                namespace: server_ns(name, i),
-                address,
-            },
-        ));
+        let readiness = Readiness::Store {
+            namespace: ns.clone(),
+            address,
+        };
+        let started = start(state, format!("store-{i}"), &ns, exe, args, log, readiness)?;
+        children.push(started);
     }
 
     if spec.dataplane.runs_switch() {
@@ -539,26 +529,12 @@ fn build_rack(
         };
         let config_file = dir.join("switch.toml");
         config.save(&config_file)?;
-        let args = vec![
-            "switch".to_owned(),
-            "--config".to_owned(),
-            config_file.display().to_string(),
-        ];
-        let child = spawn_in(&tor, exe, &args, &log)?;
-        state.processes.push(LabProcess {
-            role: SWITCH_ROLE.to_owned(),
-            namespace: tor.clone(),
-            pid: child.id(),
-            log: log.clone(),
-            args,
-        });
-        children.push((
-            child,
-            log,
-            Readiness::Switch {
-                admin: socket.clone(),
-            },
-        ));
+        let readiness = Readiness::Switch {
+            admin: socket.clone(),
+        };
+        let args = switch_args(&config_file);
+        let role = SWITCH_ROLE.to_owned();
+        children.push(start(state, role, &tor, exe, args, log, readiness)?);
         state.admin_socket = Some(socket);
         only_the_switch_forwards(&tor, spec.port, &dir.join("rack.nft"))?;
     }
@@ -738,6 +714,37 @@ fn wire_host(tor: &str, ns: &str, a: &HostAddressing) -> Result<()> {
     netns::exec_in(tor, "ethtool", &["-K", port, "tx", "off"])?;
     netns::exec_in(ns, "ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
     Ok(())
+}
+
+/// The arguments of a switch run from its configuration file.
+fn switch_args(config_file: &Path) -> Vec<String> {
+    vec![
+        "switch".to_owned(),
+        "--config".to_owned(),
+        config_file.display().to_string(),
+    ]
+}
+
+/// Starts `exe ARGS` in `namespace` as the lab's process `role` (its output appended to
+/// `log`), records it in `state`, and returns it with how to know that it is ready.
+fn start(
+    state: &mut LabState,
+    role: String,
+    namespace: &str,
+    exe: &Path,
+    args: Vec<String>,
+    log: PathBuf,
+    readiness: Readiness,
+) -> Result<(Child, PathBuf, Readiness)> {
+    let child = spawn_in(namespace, exe, &args, &log)?;
+    state.processes.push(LabProcess {
+        role,
+        namespace: namespace.to_owned(),
+        pid: child.id(),
+        log: log.clone(),
+        args,
+    });
+    Ok((child, log, readiness))
 }
 
 /// Starts `exe ARGS` in namespace `ns`, its output appended to `log`.
