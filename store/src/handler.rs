@@ -332,8 +332,7 @@ impl Store {
             self.stats.forbidden.fetch_add(1, Relaxed);
             return reply.error(Status::Forbidden);
         }
-        // In a chain, clients write to the head and read from the tail; the controller reads
-        // its own rack.
+        // In a chain, clients write to the head.
         if let Some(chain) = &self.chain
             && op == Some(Op::Put)
             && !chain.is_head()
