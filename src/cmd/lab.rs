@@ -48,6 +48,9 @@ enum LabCommand {
     RestartSwitch {
         #[arg(long)]
         name: String,
+        /// In a chain of racks, whose switch (0 = the head).
+        #[arg(long, default_value_t = 0)]
+        rack: u8,
         /// How long the switch stays down, in milliseconds, from the kill.
         #[arg(long, default_value_t = 200)]
         down_ms: u64,
@@ -318,6 +321,7 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
         }
         LabCommand::RestartSwitch {
             name,
+            rack,
             down_ms,
             json,
         } => {
@@ -326,13 +330,14 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
                 "--down-ms must be at most {DOWN_MS_MAX}"
             );
             let exe = std::env::current_exe()?;
-            let restart = lab::restart_switch(&name, Duration::from_millis(down_ms), &exe)?;
+            let down = Duration::from_millis(down_ms);
+            let restart = lab::restart_rack_switch(&name, rack, down, &exe)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&restart)?);
             } else {
                 println!(
-                    "switch of lab {name} restarted: pid {} killed, down {} ms, pid {} \
-                     forwarding after {} ms",
+                    "switch of lab {name} (rack {rack}) restarted: pid {} killed, down {} ms, \
+                     pid {} forwarding after {} ms",
                     restart.killed_pid, restart.down_ms, restart.pid, restart.recovery_ms
                 );
             }

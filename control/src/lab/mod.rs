@@ -605,6 +605,14 @@ pub fn restart_switch(name: &str, down: Duration, exe: &Path) -> Result<Restart>
     restart_process(name, SWITCH_ROLE, down, exe)
 }
 
+/// As [`restart_switch`], for rack `rack` of a chain (rack 0: the head, as `restart_switch`).
+pub fn restart_rack_switch(name: &str, rack: u8, down: Duration, exe: &Path) -> Result<Restart> {
+    match rack {
+        0 => restart_switch(name, down, exe),
+        r => restart_process(name, &format!("{SWITCH_ROLE}-r{r}"), down, exe),
+    }
+}
+
 /// Crashes server `server`'s store in lab `name` (SIGKILL: it loses every key it held, as a
 /// store without replicas across racks does), waits until `down` has passed and starts it
 /// again, empty, with the same arguments.
@@ -633,12 +641,21 @@ fn restart_process(name: &str, role: &str, down: Duration, exe: &Path) -> Result
             namespace: process.namespace.clone(),
             address: SocketAddrV4::new(server_ip(server.parse()?), state.spec.port),
         },
-        None => Readiness::Switch {
-            admin: state
-                .admin_socket
-                .clone()
-                .with_context(|| format!("lab {name:?} has a switch but no admin socket"))?,
-        },
+        None => {
+            // A chain's rack R > 0 runs `switch-rR`, with its own admin socket.
+            let rack = role
+                .strip_prefix(&format!("{SWITCH_ROLE}-r"))
+                .map(|r| r.parse::<usize>())
+                .transpose()?;
+            let admin = match rack {
+                Some(r) => state.rack_admin_sockets.get(r).cloned(),
+                None => state.admin_socket.clone(),
+            };
+            Readiness::Switch {
+                admin: admin
+                    .with_context(|| format!("lab {name:?} has a {role} but no admin socket"))?,
+            }
+        }
     };
     let killed = Instant::now();
     if alive(process.pid as i32) {
