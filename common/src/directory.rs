@@ -449,6 +449,24 @@ pub fn admit_reply(entry: Option<EntryView>, sender: u8, steered: bool) -> Reply
     }
 }
 
+/// [`admit_reply`] for what a server of this rack sends: a CHAIN_PUT leaving for the next
+/// rack is never dropped, only kept from the directory when a reply would be dropped. It is
+/// the write itself, which no client of this rack sees: dropping it would stall the chain for
+/// good (its sender retransmits the same bytes, HOT flag and all, after a restart or an
+/// eviction forgot the key).
+#[inline(always)]
+pub fn admit_report(
+    op: crate::wire::Op,
+    entry: Option<EntryView>,
+    sender: u8,
+    steered: bool,
+) -> ReplyAdmission {
+    match (op, admit_reply(entry, sender, steered)) {
+        (crate::wire::Op::ChainPut, ReplyAdmission::Drop) => ReplyAdmission::Forward,
+        (_, admission) => admission,
+    }
+}
+
 /// Load one replica of a hot key may carry, in thousandths of a server's fair share (the
 /// rack's load over its servers): a hot key gets enough replicas that each takes at most half
 /// a fair share of its requests, leaving the rest of every replica's capacity to its cold keys.
@@ -532,6 +550,25 @@ mod tests {
         assert!(reply_commits(crate::wire::Op::GetReply, committed));
         assert!(!reply_commits(crate::wire::Op::GetReply, 0));
         assert!(!reply_commits(crate::wire::Op::PutReply, committed));
+    }
+
+    #[test]
+    fn a_leaving_chain_put_is_never_dropped() {
+        use crate::wire::Op;
+        // Steered, for a key the directory no longer has: a reply is dropped, the write goes on.
+        assert_eq!(admit_reply(None, 3, true), ReplyAdmission::Drop);
+        assert_eq!(
+            admit_report(Op::PutReply, None, 3, true),
+            ReplyAdmission::Drop
+        );
+        assert_eq!(
+            admit_report(Op::ChainPut, None, 3, true),
+            ReplyAdmission::Forward
+        );
+        assert_eq!(
+            admit_report(Op::ChainPut, None, 3, false),
+            ReplyAdmission::Forward
+        );
     }
 
     const ALL8: ServerSet = 0xff;

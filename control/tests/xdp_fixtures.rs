@@ -1656,6 +1656,22 @@ fn chain_rules_have_their_fixtures() {
         },
     );
     assert_eq!(entry_state(&switch), (20, bit(2)));
+    // A steered write's CHAIN_PUT for a key the directory no longer has (evicted, or a
+    // restarted switch): a reply would be dropped; the write goes on, teaching nothing.
+    let forgotten = UdpFrame::new(
+        server_addr(1),
+        next.server_addr(PORT),
+        chain_put(b"forgotten", 30, stamped_flag | wire::flags::HOT, 1),
+    );
+    check(
+        &switch,
+        &Fixture {
+            name: "a steered CHAIN_PUT of a key not in the directory still leaves",
+            input: forgotten.build(),
+            action: action::REDIRECT,
+            output: forwarded(forgotten.clone(), next_port_mac, next_mac),
+        },
+    );
     // A server speaking for another is dropped, and teaches nothing.
     check(
         &switch,

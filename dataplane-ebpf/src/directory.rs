@@ -263,7 +263,7 @@ pub(crate) fn learn_from_reply(
         let committed = rules::reply_commits(op, flags);
         let entry = directory_lookup(keyhash);
         let view = entry.map(|e| entry_view(e, keyhash));
-        match rules::admit_reply(view, sender, steered) {
+        match rules::admit_report(op, view, sender, steered) {
             ReplyAdmission::Update => {
                 if let Some(entry) = entry
                     && !update_entry(entry, version, sender, committed, tally)

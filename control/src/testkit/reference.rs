@@ -420,7 +420,7 @@ impl Reference {
             let evicting = self.evicting.contains(&keyhash);
             let entry = self.directory.get_mut(&keyhash);
             let view = entry.as_ref().map(|e| e.view(evicting));
-            match rules::admit_reply(view, sender, steered) {
+            match rules::admit_report(op, view, sender, steered) {
                 ReplyAdmission::Update => {
                     let entry = entry.expect("admitted for an update only with an entry");
                     entry.seq += 1;
