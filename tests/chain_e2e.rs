@@ -31,21 +31,8 @@ const DRAIN: Duration = Duration::from_secs(3);
 
 #[test]
 fn a_chain_under_lossy_links_stays_linearizable_and_converges() {
-    let lab = Lab::up(
-        "e2echain",
-        &[
-            "--racks",
-            &RACKS.to_string(),
-            "--servers",
-            &SERVERS.to_string(),
-            "--clients",
-            &CLIENTS.to_string(),
-        ],
-    );
-    let scratch = std::env::temp_dir().join(format!("pegasus-e2echain-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).unwrap();
+    let (lab, scratch, prefix) = chain_lab("e2echain", SERVERS);
     let file = |name: &str| scratch.join(format!("{name}.jsonl")).display().to_string();
-    let prefix = format!("chain{}", std::process::id());
     let seed: u64 = rand::random();
     eprintln!("fault seed {seed}");
     let faults = DirectionFaults {
@@ -117,6 +104,25 @@ fn a_chain_under_lossy_links_stays_linearizable_and_converges() {
 
     assert_converged(&lab.name, &prefix);
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// A chain lab of [`RACKS`] racks of `servers` stores and [`CLIENTS`] clients named after
+/// `tag`, a scratch directory for its histories, and a key prefix of its own.
+fn chain_lab(tag: &str, servers: u8) -> (Lab, std::path::PathBuf, String) {
+    let lab = Lab::up(
+        tag,
+        &[
+            "--racks",
+            &RACKS.to_string(),
+            "--servers",
+            &servers.to_string(),
+            "--clients",
+            &CLIENTS.to_string(),
+        ],
+    );
+    let scratch = std::env::temp_dir().join(format!("pegasus-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    (lab, scratch, format!("{tag}{}", std::process::id()))
 }
 
 /// Client 0 (reading from the tail) and client 1 (reading from any rack) record reads and
@@ -193,21 +199,8 @@ fn assert_converged(lab: &str, prefix: &str) {
 /// longer had: `directory::admit_report`.)
 #[test]
 fn switches_restarted_in_a_chain_lose_nothing() {
-    let lab = Lab::up(
-        "e2echrs",
-        &[
-            "--racks",
-            &RACKS.to_string(),
-            "--servers",
-            "2",
-            "--clients",
-            &CLIENTS.to_string(),
-        ],
-    );
-    let scratch = std::env::temp_dir().join(format!("pegasus-e2echrs-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).unwrap();
+    let (lab, scratch, prefix) = chain_lab("e2echrs", 2);
     let file = |name: &str| scratch.join(format!("{name}.jsonl")).display().to_string();
-    let prefix = format!("chrs{}", std::process::id());
     let mut files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
     record(&lab, &files, &prefix, || {
         for rack in ["1", "0"] {
