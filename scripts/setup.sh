@@ -41,6 +41,9 @@ dpkg -s "llvm-$LLVM_MAJOR-dev" >/dev/null 2>&1 || need_apt+=("llvm-$LLVM_MAJOR-d
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v ethtool >/dev/null 2>&1 || need_apt+=(ethtool)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+# A chain of racks keeps its membership in etcd (3.4); the etcd-client crate's build runs protoc.
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 # The experiments' plots are labelled in DejaVu Sans.
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then

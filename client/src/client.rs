@@ -515,6 +515,7 @@ mod tests {
         Cluster {
             controllers: Vec::new(),
             racks: Vec::new(),
+            etcd: None,
             servers: vec![crate::cluster::ServerEntry {
                 id: 0,
                 addr: "127.0.0.1:7400".parse().unwrap(),
@@ -651,6 +652,7 @@ mod tests {
         let cluster = Cluster {
             controllers: Vec::new(),
             racks: Vec::new(),
+            etcd: None,
             servers: vec![crate::cluster::ServerEntry { id: 0, addr }],
         };
         (cluster, task)

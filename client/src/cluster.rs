@@ -61,11 +61,26 @@ pub struct Cluster {
     /// A chain of racks, head first (empty for a single rack).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub racks: Vec<Rack>,
+    /// Where a chain keeps its membership (clients follow its head and tail there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdRef>,
+}
+
+/// A chain's membership in etcd: the endpoint and the chain's name (docs/chain.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdRef {
+    /// etcd's client URL, e.g. `http://127.0.0.1:2379`.
+    pub url: String,
+    /// The chain's name: its keys live under `/pegasus/chains/NAME/`.
+    pub chain: String,
 }
 
 /// One rack of a chain.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rack {
+    /// The rack's id, stable across reconfigurations (default: its place in the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u8>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub controllers: Vec<IpAddr>,
     pub servers: Vec<ServerEntry>,
@@ -130,6 +145,11 @@ impl Cluster {
             "a chain has at most {RACKS_MAX} racks"
         );
         let ids = |rack: &Rack| rack.servers.iter().map(|s| s.id).collect::<BTreeSet<_>>();
+        let rack_ids: BTreeSet<u8> = (0..self.racks.len()).map(|i| self.rack_id(i)).collect();
+        ensure!(
+            rack_ids.len() == self.racks.len(),
+            "two racks of the chain have the same id"
+        );
         for (i, rack) in self.racks.iter().enumerate() {
             validate_servers(&rack.servers).with_context(|| format!("in rack {i}"))?;
             ensure!(
@@ -151,6 +171,7 @@ impl Cluster {
             ensure!(index == 0, "rack {index}: the cluster is a single rack");
             return Ok(Cluster {
                 racks: Vec::new(),
+                etcd: None,
                 ..self.clone()
             });
         }
@@ -161,7 +182,21 @@ impl Cluster {
             controllers: rack.controllers.clone(),
             servers: rack.servers.clone(),
             racks: Vec::new(),
+            etcd: self.etcd.clone(),
         })
+    }
+
+    /// The id of rack `index` (its own, or else its index).
+    pub fn rack_id(&self, index: usize) -> u8 {
+        self.racks
+            .get(index)
+            .and_then(|r| r.id)
+            .unwrap_or(index as u8)
+    }
+
+    /// The index of the rack whose id is `id`, if the chain has it.
+    pub fn rack_index(&self, id: u8) -> Option<usize> {
+        (0..self.racks.len()).find(|&i| self.rack_id(i) == id)
     }
 
     /// The role of rack `index` in the chain.
@@ -312,6 +347,7 @@ mod tests {
         let c = Cluster {
             controllers: Vec::new(),
             racks: Vec::new(),
+            etcd: None,
             servers: vec![ServerEntry {
                 id: 3,
                 addr: "127.0.0.1:7400".parse().unwrap(),

@@ -25,7 +25,7 @@ use pegasus_common::{
 use std::{
     net::{IpAddr, SocketAddr, SocketAddrV4},
     sync::{
-        Mutex,
+        Mutex, RwLock,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
     time::{Duration, Instant},
@@ -42,12 +42,17 @@ pub const CHAIN_RETRY_MAX: Duration = Duration::from_millis(640);
 pub const COMMITTED_KEYS_MAX: usize = 1 << 20;
 
 /// Where a store sits in its chain: the servers of the racks before and after it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChainLinks {
     /// The previous rack's servers (id, address); empty in the head rack.
     pub previous: Vec<(u8, SocketAddr)>,
     /// The next rack's servers; empty in the tail rack.
     pub next: Vec<(u8, SocketAddr)>,
+    /// In the head: the oldest version epoch a client's write may be stamped with (the
+    /// chain's configuration raises it when a new rack becomes head; 0: any).
+    pub version_epoch: u16,
+    /// The rack was taken out of the chain: it serves no client and takes no write.
+    pub removed: bool,
 }
 
 impl ChainLinks {
@@ -95,13 +100,34 @@ struct Queue {
 pub struct Chain {
     server_id: u8,
     placement: Placement,
-    previous: Vec<(u8, SocketAddr)>,
-    next: Vec<(u8, SocketAddr)>,
+    /// Replaced whole when the chain's configuration changes ([`Chain::reconfigure`]); taken
+    /// before the queue's lock when both are.
+    links: RwLock<ChainLinks>,
     queue: Mutex<Queue>,
     /// Key hash -> the newest version this store knows committed (held by the tail): from
     /// the acknowledgements it received. At most [`COMMITTED_KEYS_MAX`] keys.
     committed: Mutex<HashMap<u64, u64>>,
     pub stats: ChainStats,
+}
+
+/// A forwarded write that a reconfiguration settled: this rack became the tail, so the write
+/// is complete here; its client is answered and its senders acknowledged.
+#[derive(Debug)]
+pub struct Settled {
+    /// The CHAIN_PUT as it was forwarded (key, version, client and request ids, reply-to).
+    pub bytes: Vec<u8>,
+    /// The previous rack's servers that sent it.
+    pub upstream: ServerSet,
+}
+
+/// What a reconfiguration leaves to send.
+#[derive(Debug, Default)]
+pub struct Reconfigured {
+    /// Every queued write, sent at once to its home in the new next rack (which lacks what
+    /// the rack that left lacked; duplicates are harmless).
+    pub resend: Vec<Outgoing>,
+    /// Queued writes completed here: this rack is the tail now.
+    pub settled: Vec<Settled>,
 }
 
 /// What to do with a write the store is about to apply.
@@ -129,28 +155,49 @@ impl Chain {
         Chain {
             server_id,
             placement: Placement::new(ids),
-            previous: links.previous,
-            next: links.next,
+            links: RwLock::new(links),
             queue: Mutex::default(),
             committed: Mutex::default(),
             stats: ChainStats::default(),
         }
     }
 
+    fn links(&self) -> std::sync::RwLockReadGuard<'_, ChainLinks> {
+        self.links.read().expect("chain links poisoned")
+    }
+
+    /// The links in force.
+    pub fn current_links(&self) -> ChainLinks {
+        self.links().clone()
+    }
+
     /// True in the head rack: clients' writes enter here.
     pub fn is_head(&self) -> bool {
-        self.previous.is_empty()
+        let links = self.links();
+        links.previous.is_empty() && !links.removed
     }
 
     /// True in the tail rack: writes are answered here, and reads served.
     pub fn is_tail(&self) -> bool {
-        self.next.is_empty()
+        let links = self.links();
+        links.next.is_empty() && !links.removed
+    }
+
+    /// True once the rack was taken out of the chain.
+    pub fn is_removed(&self) -> bool {
+        self.links().removed
+    }
+
+    /// The oldest version epoch the head takes clients' writes in.
+    pub fn version_epoch(&self) -> u16 {
+        self.links().version_epoch
     }
 
     /// The previous rack's server id at `address`, if it is one (CHAIN_PUTs come only from
     /// them).
     pub fn previous_server_at(&self, address: IpAddr) -> Option<u8> {
-        self.previous
+        self.links()
+            .previous
             .iter()
             .find(|(_, a)| a.ip() == address)
             .map(|&(id, _)| id)
@@ -158,7 +205,48 @@ impl Chain {
 
     /// True when `address` is one of the next rack's servers (CHAIN_ACKs come only from them).
     pub fn is_next_server(&self, address: IpAddr) -> bool {
-        self.next.iter().any(|(_, a)| a.ip() == address)
+        self.links().next.iter().any(|(_, a)| a.ip() == address)
+    }
+
+    /// Puts a new configuration in force. With a new next rack, every queued write is sent
+    /// to it at once (chain replication's repair: the queue holds every write the tail has
+    /// not acknowledged, a superset of what the new successor lacks). With no next rack any
+    /// more, the queue is settled: this rack is the tail, every queued write is complete.
+    pub fn reconfigure(&self, new: ChainLinks, now: Instant) -> Reconfigured {
+        let mut links = self.links.write().expect("chain links poisoned");
+        if *links == new {
+            return Reconfigured::default();
+        }
+        let next_changed = links.next != new.next;
+        *links = new;
+        let mut done = Reconfigured::default();
+        if !next_changed || links.removed {
+            return done;
+        }
+        let mut queue = self.lock();
+        if links.next.is_empty() {
+            for (_, waiting) in queue.by_key.drain() {
+                done.settled.extend(waiting.into_iter().map(|w| Settled {
+                    bytes: w.bytes,
+                    upstream: w.upstream,
+                }));
+            }
+            queue.len = 0;
+            return done;
+        }
+        for (&keyhash, waiting) in queue.by_key.iter_mut() {
+            let to = home_in(&links.next, self.placement.home(keyhash));
+            for w in waiting {
+                w.to = to;
+                w.timeout = CHAIN_RETRY_MIN;
+                w.next_send = now + CHAIN_RETRY_MIN;
+                done.resend.push((w.bytes.clone(), to));
+            }
+        }
+        self.stats
+            .retransmitted
+            .fetch_add(done.resend.len() as u64, Relaxed);
+        done
     }
 
     /// Writes waiting for their acknowledgement.
@@ -197,7 +285,9 @@ impl Chain {
     /// Forwards an applied write (`request`: the client's PUT or the CHAIN_PUT that brought
     /// it, with its stamped version) to the key's home in the next rack, and queues it. `from`
     /// is the previous rack's server that sent it (`None` in the head). Returns what to send
-    /// now: the CHAIN_PUT (again, if it was queued already: its sender retried).
+    /// now: the CHAIN_PUT (again, if it was queued already: its sender retried); `None` when
+    /// there is no next rack any more (a reconfiguration made this rack the tail: the write's
+    /// sender retries, and the tail answers it).
     pub fn forward(
         &self,
         request: &Message<'_>,
@@ -205,8 +295,11 @@ impl Chain {
         from: Option<u8>,
         load: u16,
         now: Instant,
-    ) -> Outgoing {
-        assert!(!self.is_tail(), "the tail forwards nothing");
+    ) -> Option<Outgoing> {
+        let links = self.links();
+        if links.next.is_empty() || links.removed {
+            return None;
+        }
         let h = &request.header;
         let upstream = from.map_or(0, directory::bit);
         let mut queue = self.lock();
@@ -215,17 +308,11 @@ impl Chain {
             // Sent before: its sender retried, so send it again now.
             w.upstream |= upstream;
             self.stats.retransmitted.fetch_add(1, Relaxed);
-            return (w.bytes.clone(), w.to);
+            return Some((w.bytes.clone(), w.to));
         }
         // Even a write older than one already on its way is sent on: the tail answers its
         // client when it arrives there (with the newer version it holds).
-        let home = self.placement.home(h.keyhash);
-        let to = self
-            .next
-            .iter()
-            .find(|&&(id, _)| id == home)
-            .map(|&(_, a)| a)
-            .expect("every rack of a chain has the same server ids");
+        let to = home_in(&links.next, self.placement.home(h.keyhash));
         let header = Header {
             op_code: Op::ChainPut as u8,
             server_id: self.server_id,
@@ -253,7 +340,7 @@ impl Chain {
         });
         queue.len += 1;
         self.stats.forwarded.fetch_add(1, Relaxed);
-        (bytes, to)
+        Some((bytes, to))
     }
 
     /// The newest version of `keyhash` this store knows committed (0: none known).
@@ -323,6 +410,7 @@ impl Chain {
             .to_vec()
             .expect("an ack has no body");
         let acks: Vec<Outgoing> = self
+            .links()
             .previous
             .iter()
             .filter(|&&(id, _)| to & directory::bit(id) != 0)
@@ -348,6 +436,15 @@ impl Chain {
             .fetch_add(due.len() as u64, Relaxed);
         due
     }
+}
+
+/// The address of server `home` among a rack's `servers`.
+fn home_in(servers: &[(u8, SocketAddr)], home: u8) -> SocketAddr {
+    servers
+        .iter()
+        .find(|&&(id, _)| id == home)
+        .map(|&(_, a)| a)
+        .expect("every rack of a chain has the same server ids")
 }
 
 /// A client's address as a CHAIN_PUT carries it (IPv4 only: the lab and the switch are).
@@ -381,6 +478,7 @@ mod tests {
             ChainLinks {
                 previous: (0..3).map(|i| (i, addr(1, i))).collect(),
                 next: (0..3).map(|i| (i, addr(33, i))).collect(),
+                ..ChainLinks::default()
             },
         )
     }
@@ -409,7 +507,7 @@ mod tests {
     fn a_forwarded_write_goes_to_the_home_in_the_next_rack_and_waits_for_its_ack() {
         let c = middle();
         let now = Instant::now();
-        let (bytes, to) = c.forward(&write(b"k", 5), CLIENT, Some(2), 7, now);
+        let (bytes, to) = c.forward(&write(b"k", 5), CLIENT, Some(2), 7, now).unwrap();
         let m = Message::decode(&bytes).unwrap();
         let home = Placement::new(0..3).home(key_hash(b"k"));
         assert_eq!(to, addr(33, home));
@@ -451,9 +549,9 @@ mod tests {
         let c = middle();
         let now = Instant::now();
         for (v, from) in [(3, 0), (4, 1), (9, 2)] {
-            c.forward(&write(b"k", v), CLIENT, Some(from), 0, now);
+            c.forward(&write(b"k", v), CLIENT, Some(from), 0, now).unwrap();
         }
-        c.forward(&write(b"other", 4), CLIENT, Some(0), 0, now);
+        c.forward(&write(b"other", 4), CLIENT, Some(0), 0, now).unwrap();
         let mut ack = Header::new(Op::ChainAck);
         ack.keyhash = key_hash(b"k");
         ack.version = 4;
@@ -468,13 +566,13 @@ mod tests {
     fn a_repeated_write_is_sent_again_and_an_older_one_too() {
         let c = middle();
         let now = Instant::now();
-        let first = c.forward(&write(b"k", 8), CLIENT, Some(0), 0, now);
+        let first = c.forward(&write(b"k", 8), CLIENT, Some(0), 0, now).unwrap();
         // The same write from another sender: the same bytes sent again at once, both
         // senders acked later.
-        assert_eq!(c.forward(&write(b"k", 8), CLIENT, Some(1), 0, now), first);
+        assert_eq!(c.forward(&write(b"k", 8), CLIENT, Some(1), 0, now).unwrap(), first);
         // An older write of the key, after the newer one: sent on all the same (the tail
         // answers its client), and the newer one's ack covers it.
-        let older = c.forward(&write(b"k", 6), CLIENT, Some(2), 0, now);
+        let older = c.forward(&write(b"k", 6), CLIENT, Some(2), 0, now).unwrap();
         assert_eq!(Message::decode(&older.0).unwrap().header.version, 6);
         assert_eq!(c.queued(), 2);
         let mut ack = Header::new(Op::ChainAck);
@@ -492,7 +590,7 @@ mod tests {
         for v in 1..=CHAIN_QUEUE_MAX as u64 {
             let mut m = write(b"k", v);
             m.header.keyhash = v;
-            c.forward(&m, CLIENT, Some(0), 0, now);
+            c.forward(&m, CLIENT, Some(0), 0, now).unwrap();
         }
         assert_eq!(c.queued(), CHAIN_QUEUE_MAX);
         assert_eq!(c.admit(7, 7), Forward::Apply);

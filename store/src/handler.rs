@@ -201,6 +201,45 @@ impl Store {
         }
     }
 
+    /// Puts a new chain configuration in force (docs/chain.md, "Failures"); returns what to
+    /// send: queued writes to a new next rack, or, in a rack that became the tail, each queued
+    /// write's answer to its client (the version held) and acknowledgements to its senders.
+    /// Does nothing outside a chain.
+    pub fn reconfigure(&self, links: ChainLinks) -> Vec<Outgoing> {
+        let Some(chain) = &self.chain else {
+            return Vec::new();
+        };
+        let done = chain.reconfigure(links, Instant::now());
+        let mut outgoing = done.resend;
+        let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
+        for settled in done.settled {
+            let Ok(m) = Message::decode(&settled.bytes) else {
+                continue;
+            };
+            let h = &m.header;
+            let held = self
+                .table
+                .read(h.keyhash, m.key, |held, _| held)
+                .unwrap_or(h.version)
+                .max(h.version);
+            outgoing.extend(chain.acks_to(settled.upstream, h.keyhash, held, h, 0));
+            if let Some(reply_to) = m.reply_to {
+                let len = encode(
+                    &mut out,
+                    h,
+                    Op::PutReply,
+                    Status::Ok,
+                    held,
+                    self.server_id,
+                    0,
+                    &[],
+                );
+                outgoing.push((out[..len].to_vec(), chain::reply_address(reply_to)));
+            }
+        }
+        outgoing
+    }
+
     /// The store's chain state (`None` outside a chain).
     pub fn chain(&self) -> Option<&Chain> {
         self.chain.as_ref()
@@ -332,10 +371,11 @@ impl Store {
             self.stats.forbidden.fetch_add(1, Relaxed);
             return reply.error(Status::Forbidden);
         }
-        // In a chain, clients write to the head.
+        // In a chain, clients write to the head; a rack taken out of the chain serves no
+        // client.
         if let Some(chain) = &self.chain
-            && op == Some(Op::Put)
-            && !chain.is_head()
+            && ((op == Some(Op::Put) && !chain.is_head())
+                || (op == Some(Op::Get) && chain.is_removed()))
         {
             self.stats.wrong_rack_refused.fetch_add(1, Relaxed);
             return reply.error(Status::WrongRack);
@@ -524,6 +564,15 @@ impl Store {
             self.stats.unstamped_refused.fetch_add(1, Relaxed);
             return reply.error(Status::Unstamped);
         }
+        if let Some(chain) = &self.chain
+            && version::epoch(h.version) < chain.version_epoch()
+        {
+            // Stamped by a switch that is not (yet) the new head's: never applied, the client
+            // learns the epoch to come.
+            self.stats.stale_epoch_refused.fetch_add(1, Relaxed);
+            let floor = u64::from(chain.version_epoch()) << version::COUNTER_BITS;
+            return reply.error_with_version(Status::StaleEpoch, floor);
+        }
         let reply_to = match &self.chain {
             Some(_) => match chain::reply_to_of(from) {
                 Some(address) => Some(address),
@@ -542,7 +591,7 @@ impl Store {
                     header: Header { version, ..*h },
                     ..*m
                 };
-                handled.chain.push(chain.forward(
+                handled.chain.extend(chain.forward(
                     &first,
                     reply_to?,
                     None,
@@ -569,11 +618,18 @@ impl Store {
         }
         drop(client);
         handled.copy = self.copies(m, copy);
-        if let (Some(chain), Some(reply_to)) = (&self.chain, reply_to) {
-            // The tail answers, once every rack holds the write.
-            handled
-                .chain
-                .push(chain.forward(m, reply_to, None, reply.load, Instant::now()));
+        if let (Some(chain), Some(reply_to)) = (&self.chain, reply_to)
+            && !chain.is_tail()
+        {
+            // The tail answers, once every rack holds the write (none if this rack became
+            // the tail meanwhile: the client's retry is answered here).
+            handled.chain.extend(chain.forward(
+                m,
+                reply_to,
+                None,
+                reply.load,
+                Instant::now(),
+            ));
             return None;
         }
         reply.ok(Op::PutReply, held)
@@ -616,7 +672,7 @@ impl Store {
         let held = self.apply(m)?; // full: not acknowledged, so sent again
         handled.copy = self.copies(m, copy);
         if !chain.is_tail() {
-            handled.chain.push(chain.forward(
+            handled.chain.extend(chain.forward(
                 m,
                 reply_to,
                 Some(sender),
@@ -1209,6 +1265,7 @@ mod tests {
                         } else {
                             rack_of(rack + 1)
                         },
+                        ..ChainLinks::default()
                     },
                     ..StoreOptions::default()
                 },
@@ -1317,6 +1374,121 @@ mod tests {
             assert_eq!(status(&middle, &ack, address(0, 1)), None);
             assert_eq!(middle.snapshot().forbidden, 2);
             assert_eq!(tail.snapshot().writes_applied, 0);
+        }
+
+        fn links(previous: Option<u8>, next: Option<u8>, version_epoch: u16) -> ChainLinks {
+            ChainLinks {
+                previous: previous.map_or(Vec::new(), rack_of),
+                next: next.map_or(Vec::new(), rack_of),
+                version_epoch,
+                removed: false,
+            }
+        }
+
+        /// A write applied by the head, whose middle rack then fails: the head sends it at
+        /// once to the tail, its new successor, whose answer and ack complete it.
+        #[test]
+        fn a_failed_middle_is_bridged_by_resending_the_queue() {
+            let key = b"k";
+            let home = Placement::new(0..2).home(key_hash(key));
+            let (head, tail) = (store(0, home), store(2, home));
+            let put = request(Op::Put, key, b"v", 77, 9, 0x8000_0001);
+            let (h, _) = deliver(&head, &put, CLIENT);
+            assert_eq!(h.chain[0].1, address(1, home), "on its way to the middle");
+            let resend = head.reconfigure(links(None, Some(2), 0));
+            assert_eq!(resend.len(), 1);
+            assert_eq!(resend[0].1, address(2, home), "now to the tail");
+            // The tail takes it from the head only once it too knows the new chain.
+            let (_, reply) = deliver(&tail, &resend[0].0, address(0, home));
+            assert_eq!(
+                Header::decode(&reply).unwrap().status(),
+                Some(Status::Forbidden)
+            );
+            assert!(tail.reconfigure(links(Some(0), None, 0)).is_empty());
+            let (h, reply) = deliver(&tail, &resend[0].0, address(0, home));
+            let r = Header::decode(&reply).unwrap();
+            assert_eq!((r.op(), r.version), (Some(Op::PutReply), 77));
+            assert_eq!(h.reply_to, Some(CLIENT));
+            let (ack, to) = h.chain.into_iter().next().unwrap();
+            assert_eq!(to, address(0, home));
+            deliver(&head, &ack, address(2, home));
+            assert_eq!(head.snapshot().chain_queued, 0);
+            // Nothing left to send again.
+            assert!(head.reconfigure(links(None, Some(2), 1)).is_empty());
+        }
+
+        /// The tail fails with writes in the middle's queue: the middle, now the tail,
+        /// answers each one's client with the version it holds and acknowledges its sender.
+        #[test]
+        fn a_failed_tail_leaves_its_predecessor_to_answer() {
+            let key = b"k";
+            let home = Placement::new(0..2).home(key_hash(key));
+            let middle = store(1, home);
+            let mut chain_put = request(Op::ChainPut, key, b"v", 40, 9, 0x8000_0002);
+            chain_put[wire::offset::FLAGS] = wire::flags::STAMPED;
+            let with_reply_to = {
+                let mut m = Message::decode(&chain_put).unwrap();
+                m.reply_to = crate::chain::reply_to_of(CLIENT);
+                m.to_vec().unwrap()
+            };
+            let (h, reply) = deliver(&middle, &with_reply_to, address(0, 1));
+            assert!(reply.is_empty() && h.chain.len() == 1);
+            let out = middle.reconfigure(links(Some(0), None, 0));
+            assert_eq!(middle.snapshot().chain_queued, 0);
+            let to: Vec<SocketAddr> = out.iter().map(|o| o.1).collect();
+            assert!(to.contains(&CLIENT) && to.contains(&address(0, 1)));
+            for (bytes, to) in out {
+                let h = Header::decode(&bytes).unwrap();
+                let expected = if to == CLIENT {
+                    Op::PutReply
+                } else {
+                    Op::ChainAck
+                };
+                assert_eq!((h.op(), h.version), (Some(expected), 40));
+            }
+            // As the tail it now answers reads of any version.
+            let (_, reply) = deliver(&middle, &request(Op::Get, key, b"", 0, 1, 3), CLIENT);
+            let r = Header::decode(&reply).unwrap();
+            assert_eq!((r.status(), r.version), (Some(Status::Ok), 40));
+        }
+
+        /// The head fails: its successor takes clients' writes, but only those stamped in the
+        /// new version epoch (a write of the old head's epoch may have been applied there).
+        #[test]
+        fn a_new_head_takes_writes_of_the_new_version_epoch_only() {
+            let key = b"k";
+            let home = Placement::new(0..2).home(key_hash(key));
+            let middle = store(1, home);
+            let old_epoch = request(Op::Put, key, b"v", (1 << 48) | 5, 9, 0x8000_0003);
+            let (_, reply) = deliver(&middle, &old_epoch, CLIENT);
+            assert_eq!(
+                Header::decode(&reply).unwrap().status(),
+                Some(Status::WrongRack)
+            );
+            middle.reconfigure(links(None, Some(2), 2));
+            let (_, reply) = deliver(&middle, &old_epoch, CLIENT);
+            let r = Header::decode(&reply).unwrap();
+            assert_eq!((r.status(), r.version), (Some(Status::StaleEpoch), 2 << 48));
+            let new_epoch = request(Op::Put, key, b"v", (2 << 48) | 1, 9, 0x8000_0004);
+            let (h, reply) = deliver(&middle, &new_epoch, CLIENT);
+            assert!(reply.is_empty() && h.chain[0].1 == address(2, home));
+        }
+
+        /// A rack taken out of the chain serves no client.
+        #[test]
+        fn a_removed_rack_serves_nothing() {
+            let tail = store(2, 0);
+            tail.reconfigure(ChainLinks {
+                removed: true,
+                ..links(Some(1), None, 0)
+            });
+            for op in [Op::Get, Op::Put] {
+                let (_, reply) = deliver(&tail, &request(op, b"k", b"v", 3, 1, 3), CLIENT);
+                assert_eq!(
+                    Header::decode(&reply).unwrap().status(),
+                    Some(Status::WrongRack)
+                );
+            }
         }
 
         /// Reads outside the tail: a version is served once known committed (from an ack the

@@ -52,6 +52,7 @@ impl Running {
                 id: 5,
                 addr: self.addr,
             }],
+            ..Cluster::default()
         };
         Client::connect(cluster, ClientOptions::default())
             .await

@@ -254,6 +254,7 @@ pub(super) fn build(
     let cluster = Cluster {
         racks: (0..racks)
             .map(|r| Rack {
+                id: Some(r),
                 // Each rack's controller runs in its ToR: a store sees it at the ToR's end of
                 // its link.
                 controllers: (0..spec.servers)

@@ -495,7 +495,7 @@ fn build_rack(
                 addr: SocketAddr::V4(SocketAddrV4::new(server_ip(i), spec.port)),
             })
             .collect(),
-        racks: Vec::new(),
+        ..Cluster::default()
     };
     cluster.save(&state.cluster_file)?;
 

@@ -33,11 +33,7 @@ const HOT_KEY_MIN_SAMPLES: u64 = 3;
 pub fn run(config: DaemonConfig) -> Result<()> {
     let cluster = match config.cluster_file() {
         Some(path) => Cluster::load(&path)?,
-        None => Cluster {
-            controllers: Vec::new(),
-            racks: Vec::new(),
-            servers: Vec::new(),
-        },
+        None => Cluster::default(),
     };
     let servers = cluster.servers.len();
     let (hot_keys, directory_capacity) = (

@@ -1,0 +1,580 @@
+//! A chain's membership in etcd (docs/chain.md, "Membership"): which racks form the chain, in
+//! order, and which of them are alive.
+//!
+//! Key layout, for chain NAME:
+//! - `/pegasus/chains/NAME/config`: the [`ChainConfig`] as JSON: its `epoch` (bumped by every
+//!   change), the version epoch the head stamps with (`version_epoch`), and the racks, head
+//!   first, each with its id, servers and controllers. Written only by compare-and-swap on the
+//!   key's revision ([`Etcd::replace_config`]), so two controllers that see the same failure
+//!   make one change, not two.
+//! - `/pegasus/chains/NAME/alive/R`: rack R's controller is alive; the key is attached to the
+//!   controller's lease (TTL 1 s by default), so it disappears when the controller stops
+//!   renewing it. Its value is the [`Liveness`] the controller last published.
+//!
+//! The rules that decide a new configuration are plain functions of [`ChainConfig`]; the
+//! [`Etcd`] handle only reads and writes them.
+
+use crate::cluster::{Cluster, Rack};
+use anyhow::{Context, Result, bail, ensure};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeSet, time::Duration};
+use tokio::sync::watch;
+
+/// Where every chain's keys live.
+pub const PREFIX: &str = "/pegasus/chains";
+/// The controllers' lease TTL by default.
+pub const LEASE_TTL_DEFAULT: Duration = Duration::from_secs(1);
+/// How long one etcd call may take before it counts as a failure.
+const CALL_TIMEOUT: Duration = Duration::from_millis(800);
+/// Wait between attempts while etcd is unreachable.
+const RECONNECT_DELAY: Duration = Duration::from_millis(200);
+
+/// The key of chain `chain`'s configuration.
+pub fn config_key(chain: &str) -> String {
+    format!("{PREFIX}/{chain}/config")
+}
+
+/// The prefix of chain `chain`'s liveness keys.
+pub fn alive_prefix(chain: &str) -> String {
+    format!("{PREFIX}/{chain}/alive/")
+}
+
+/// Rack `rack`'s liveness key.
+pub fn alive_key(chain: &str, rack: u8) -> String {
+    format!("{}{rack}", alive_prefix(chain))
+}
+
+/// The chain's racks, head first, and the epochs that order its changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainConfig {
+    /// Bumped by every change of the configuration.
+    pub epoch: u64,
+    /// The head's switch stamps versions with at least this epoch, and the head's stores
+    /// refuse writes stamped with an older one. Raised whenever another rack becomes head,
+    /// so that its versions are newer than any the old head stamped.
+    pub version_epoch: u16,
+    /// The racks, head first; each has its id.
+    pub racks: Vec<Rack>,
+}
+
+/// A rack's place in a configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub index: usize,
+    pub racks: usize,
+}
+
+impl Position {
+    pub fn is_head(self) -> bool {
+        self.index == 0
+    }
+
+    pub fn is_tail(self) -> bool {
+        self.index + 1 == self.racks
+    }
+}
+
+impl ChainConfig {
+    /// The first configuration of the chain a cluster file describes (rack ids default to
+    /// their places).
+    pub fn from_cluster(cluster: &Cluster) -> Result<ChainConfig> {
+        ensure!(!cluster.racks.is_empty(), "the cluster file has no [[racks]]");
+        cluster.validate()?;
+        let racks = cluster
+            .racks
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Rack {
+                id: Some(cluster.rack_id(i)),
+                ..r.clone()
+            })
+            .collect();
+        Ok(ChainConfig {
+            epoch: 1,
+            version_epoch: 0,
+            racks,
+        })
+    }
+
+    /// The racks as a cluster description, head first (what clients follow).
+    pub fn to_cluster(&self, etcd: Option<crate::cluster::EtcdRef>) -> Cluster {
+        Cluster {
+            racks: self.racks.clone(),
+            etcd,
+            ..Cluster::default()
+        }
+    }
+
+    /// The ids of the racks, head first.
+    pub fn rack_ids(&self) -> Vec<u8> {
+        self.racks.iter().filter_map(|r| r.id).collect()
+    }
+
+    /// Where rack `id` is, if it is in the chain.
+    pub fn position(&self, id: u8) -> Option<Position> {
+        self.racks
+            .iter()
+            .position(|r| r.id == Some(id))
+            .map(|index| Position {
+                index,
+                racks: self.racks.len(),
+            })
+    }
+
+    /// The rack before rack `id` (none for the head, or a rack not in the chain).
+    pub fn previous(&self, id: u8) -> Option<&Rack> {
+        let p = self.position(id)?;
+        p.index.checked_sub(1).map(|i| &self.racks[i])
+    }
+
+    /// The rack after rack `id` (none for the tail, or a rack not in the chain).
+    pub fn next(&self, id: u8) -> Option<&Rack> {
+        let p = self.position(id)?;
+        self.racks.get(p.index + 1)
+    }
+
+    /// The head rack's id.
+    pub fn head(&self) -> Option<u8> {
+        self.racks.first().and_then(|r| r.id)
+    }
+
+    /// The configuration without the racks that are not `alive`: the next epoch, and a new
+    /// version epoch if the head changes. `None` when every rack is alive (nothing to change)
+    /// or none is (nothing left to serve: the last configuration stays, and says which racks
+    /// held the data).
+    pub fn without_failed(&self, alive: &BTreeSet<u8>) -> Option<ChainConfig> {
+        let racks: Vec<Rack> = self
+            .racks
+            .iter()
+            .filter(|r| r.id.is_some_and(|id| alive.contains(&id)))
+            .cloned()
+            .collect();
+        if racks.len() == self.racks.len() || racks.is_empty() {
+            return None;
+        }
+        let head_changed = racks[0].id != self.head();
+        Some(ChainConfig {
+            epoch: self.epoch + 1,
+            version_epoch: self.version_epoch + u16::from(head_changed),
+            racks,
+        })
+    }
+
+    /// The configuration with the head's version epoch raised to `epoch` (a head whose switch
+    /// stamps with a newer epoch than the configuration says records it), or `None` if it is
+    /// not newer.
+    pub fn with_version_epoch(&self, epoch: u16) -> Option<ChainConfig> {
+        (epoch > self.version_epoch).then(|| ChainConfig {
+            epoch: self.epoch + 1,
+            version_epoch: epoch,
+            racks: self.racks.clone(),
+        })
+    }
+
+    /// The configuration with `rack` appended as the new tail.
+    pub fn with_tail(&self, rack: Rack) -> Result<ChainConfig> {
+        let id = rack.id.context("a rack joining a chain needs an id")?;
+        ensure!(self.position(id).is_none(), "rack {id} is in the chain");
+        let mut racks = self.racks.clone();
+        racks.push(rack);
+        let config = ChainConfig {
+            epoch: self.epoch + 1,
+            version_epoch: self.version_epoch,
+            racks,
+        };
+        config.to_cluster(None).validate()?;
+        Ok(config)
+    }
+}
+
+/// What a rack's controller publishes under its liveness key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    /// The controller's lease (its TTL is the lease's).
+    pub lease: i64,
+    pub ttl_ms: u64,
+    /// The version epoch its switch stamps with.
+    pub switch_epoch: u16,
+    /// The configuration epoch the controller last applied.
+    pub config_epoch: u64,
+}
+
+/// A configuration as read, with the revision a compare-and-swap must find.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    pub config: ChainConfig,
+    pub revision: i64,
+}
+
+/// A connection to etcd for chain `chain`.
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+    chain: String,
+    url: String,
+}
+
+impl Etcd {
+    /// Connects (bounded by a short timeout: etcd may be down, and callers keep going).
+    pub async fn connect(url: &str, chain: &str) -> Result<Etcd> {
+        ensure!(
+            !chain.is_empty() && !chain.contains('/'),
+            "a chain's name is not empty and has no '/': {chain:?}"
+        );
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_timeout(CALL_TIMEOUT);
+        let client = Client::connect([url], Some(options))
+            .await
+            .with_context(|| format!("connecting to etcd at {url}"))?;
+        Ok(Etcd {
+            client,
+            chain: chain.to_owned(),
+            url: url.to_owned(),
+        })
+    }
+
+    /// The chain's name.
+    pub fn chain(&self) -> &str {
+        &self.chain
+    }
+
+    /// The endpoint.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The current configuration, if there is one.
+    pub async fn read_config(&self) -> Result<Option<Versioned>> {
+        let mut client = self.client.clone();
+        let response = client
+            .get(config_key(&self.chain), None)
+            .await
+            .context("reading the chain's configuration from etcd")?;
+        response.kvs().first().map(|kv| decode(kv)).transpose()
+    }
+
+    /// Writes the first configuration unless there is one already; returns the one in force.
+    pub async fn create_config(&self, config: &ChainConfig) -> Result<Versioned> {
+        let key = config_key(&self.chain);
+        let mut client = self.client.clone();
+        client
+            .txn(
+                Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key, serde_json::to_vec(config)?, None)]),
+            )
+            .await
+            .context("writing the chain's first configuration to etcd")?;
+        self.read_config()
+            .await?
+            .context("the chain's configuration vanished right after it was written")
+    }
+
+    /// Replaces the configuration read at `revision` by `config`; false if another write came
+    /// first (read again and decide again).
+    pub async fn replace_config(&self, revision: i64, config: &ChainConfig) -> Result<bool> {
+        let key = config_key(&self.chain);
+        let mut client = self.client.clone();
+        let response = client
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then([TxnOp::put(key, serde_json::to_vec(config)?, None)]),
+            )
+            .await
+            .context("writing the chain's configuration to etcd")?;
+        Ok(response.succeeded())
+    }
+
+    /// The racks whose controllers are alive, with what each published.
+    pub async fn alive(&self) -> Result<Vec<(u8, Liveness)>> {
+        let mut client = self.client.clone();
+        let response = client
+            .get(
+                alive_prefix(&self.chain),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .context("reading the chain's live racks from etcd")?;
+        Ok(response
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let id = rack_of_alive_key(&self.chain, kv.key())?;
+                let liveness = serde_json::from_slice(kv.value()).unwrap_or_default();
+                Some((id, liveness))
+            })
+            .collect())
+    }
+
+    /// The time left on lease `lease`, if it is still granted.
+    pub async fn lease_left(&self, lease: i64) -> Result<Option<Duration>> {
+        let mut client = self.client.clone();
+        let response = client.lease_time_to_live(lease, None).await?;
+        Ok((response.ttl() > 0).then(|| Duration::from_secs(response.ttl() as u64)))
+    }
+
+    /// Grants a lease of `ttl` and publishes rack `rack`'s liveness under it.
+    pub async fn register(&self, rack: u8, ttl: Duration, liveness: &Liveness) -> Result<i64> {
+        let mut client = self.client.clone();
+        let seconds = ttl.as_secs().max(1) as i64;
+        let lease = client.lease_grant(seconds, None).await?.id();
+        let published = Liveness {
+            lease,
+            ttl_ms: seconds as u64 * 1_000,
+            ..liveness.clone()
+        };
+        client
+            .put(
+                alive_key(&self.chain, rack),
+                serde_json::to_vec(&published)?,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+        Ok(lease)
+    }
+
+    /// Publishes rack `rack`'s liveness again, under its lease (the key keeps the lease).
+    pub async fn publish(&self, rack: u8, liveness: &Liveness) -> Result<()> {
+        let mut client = self.client.clone();
+        client
+            .put(
+                alive_key(&self.chain, rack),
+                serde_json::to_vec(liveness)?,
+                Some(PutOptions::new().with_lease(liveness.lease)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Renews lease `lease` once; false when it is gone (expired: register again).
+    pub async fn renew(&self, lease: i64) -> Result<bool> {
+        let mut client = self.client.clone();
+        let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+        keeper.keep_alive().await?;
+        let answer = tokio::time::timeout(CALL_TIMEOUT, stream.message())
+            .await
+            .context("etcd did not answer a lease renewal")??;
+        Ok(answer.is_some_and(|a| a.ttl() > 0))
+    }
+
+    /// Keeps `sender` holding the newest configuration, for as long as anyone listens: reads
+    /// it, then watches its key; while etcd is unreachable, keeps the last one (and says so
+    /// through `reachable`) and tries again.
+    pub async fn follow(
+        self,
+        sender: watch::Sender<Option<Versioned>>,
+        reachable: watch::Sender<bool>,
+    ) {
+        while !sender.is_closed() {
+            if let Err(e) = self.follow_once(&sender, &reachable).await {
+                if reachable.send_replace(false) {
+                    tracing::warn!(error = %format!("{e:#}"), chain = %self.chain,
+                        "etcd unreachable: keeping the last configuration");
+                }
+                tokio::time::sleep(RECONNECT_DELAY).await;
+            }
+        }
+    }
+
+    async fn follow_once(
+        &self,
+        sender: &watch::Sender<Option<Versioned>>,
+        reachable: &watch::Sender<bool>,
+    ) -> Result<()> {
+        let key = config_key(&self.chain);
+        let mut client = self.client.clone();
+        let response = client.get(key.clone(), None).await?;
+        let start = response.header().map_or(0, |h| h.revision()) + 1;
+        if let Some(kv) = response.kvs().first() {
+            offer(sender, decode(kv)?);
+        }
+        let mut stream = client
+            .watch(key, Some(WatchOptions::new().with_start_revision(start)))
+            .await?;
+        if !reachable.send_replace(true) {
+            tracing::info!(chain = %self.chain, "following the chain's configuration in etcd");
+        }
+        loop {
+            // A bounded wait: a watch on a dead etcd may stay silent rather than fail.
+            let message = tokio::time::timeout(Duration::from_secs(2), stream.message()).await;
+            let response = match message {
+                Ok(m) => m?,
+                Err(_) => {
+                    // Quiet: check that etcd still answers.
+                    client.get(config_key(&self.chain), None).await?;
+                    continue;
+                }
+            };
+            let Some(response) = response else {
+                bail!("etcd closed the watch");
+            };
+            if response.canceled() {
+                bail!("etcd canceled the watch: {}", response.cancel_reason());
+            }
+            for event in response.events() {
+                if let (EventType::Put, Some(kv)) = (event.event_type(), event.kv()) {
+                    offer(sender, decode(kv)?);
+                }
+            }
+            if sender.is_closed() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Replaces the held configuration by `new` if `new` is newer.
+fn offer(sender: &watch::Sender<Option<Versioned>>, new: Versioned) {
+    sender.send_if_modified(|held| {
+        let newer = held
+            .as_ref()
+            .is_none_or(|h| new.config.epoch > h.config.epoch);
+        if newer {
+            *held = Some(new);
+        }
+        newer
+    });
+}
+
+fn decode(kv: &etcd_client::KeyValue) -> Result<Versioned> {
+    let config: ChainConfig =
+        serde_json::from_slice(kv.value()).context("the chain's configuration in etcd")?;
+    config.to_cluster(None).validate()?;
+    ensure!(
+        config.racks.iter().all(|r| r.id.is_some()),
+        "every rack of a chain's configuration has an id"
+    );
+    Ok(Versioned {
+        config,
+        revision: kv.mod_revision(),
+    })
+}
+
+fn rack_of_alive_key(chain: &str, key: &[u8]) -> Option<u8> {
+    std::str::from_utf8(key)
+        .ok()?
+        .strip_prefix(&alive_prefix(chain))?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ServerEntry;
+
+    fn rack(id: u8) -> Rack {
+        Rack {
+            id: Some(id),
+            controllers: Vec::new(),
+            servers: (0..2)
+                .map(|i| ServerEntry {
+                    id: i,
+                    addr: format!("10.{}.{i}.2:7400", 1 + 16 * id).parse().unwrap(),
+                })
+                .collect(),
+        }
+    }
+
+    fn chain(ids: &[u8]) -> ChainConfig {
+        ChainConfig {
+            epoch: 4,
+            version_epoch: 2,
+            racks: ids.iter().map(|&id| rack(id)).collect(),
+        }
+    }
+
+    #[test]
+    fn positions_and_neighbours() {
+        let c = chain(&[3, 1, 5]);
+        assert_eq!(c.head(), Some(3));
+        assert!(c.position(3).unwrap().is_head() && !c.position(3).unwrap().is_tail());
+        assert!(c.position(5).unwrap().is_tail());
+        assert_eq!(c.previous(1).unwrap().id, Some(3));
+        assert_eq!(c.next(1).unwrap().id, Some(5));
+        assert!(c.previous(3).is_none() && c.next(5).is_none());
+        assert!(c.position(7).is_none() && c.next(7).is_none());
+    }
+
+    #[test]
+    fn a_failed_head_gives_way_to_its_successor_with_a_newer_version_epoch() {
+        let c = chain(&[0, 1, 2]);
+        let n = c.without_failed(&BTreeSet::from([1, 2])).unwrap();
+        assert_eq!(n.rack_ids(), vec![1, 2]);
+        assert_eq!((n.epoch, n.version_epoch), (5, 3));
+    }
+
+    #[test]
+    fn a_failed_middle_or_tail_keeps_the_version_epoch() {
+        let c = chain(&[0, 1, 2]);
+        let middle = c.without_failed(&BTreeSet::from([0, 2])).unwrap();
+        assert_eq!(middle.rack_ids(), vec![0, 2]);
+        assert_eq!((middle.epoch, middle.version_epoch), (5, 2));
+        let tail = c.without_failed(&BTreeSet::from([0, 1])).unwrap();
+        assert_eq!(tail.rack_ids(), vec![0, 1]);
+    }
+
+    #[test]
+    fn nothing_changes_when_all_are_alive_or_none_is() {
+        let c = chain(&[0, 1]);
+        assert!(c.without_failed(&BTreeSet::from([0, 1, 9])).is_none());
+        assert!(c.without_failed(&BTreeSet::new()).is_none());
+    }
+
+    #[test]
+    fn the_version_epoch_only_rises() {
+        let c = chain(&[0, 1]);
+        assert!(c.with_version_epoch(2).is_none() && c.with_version_epoch(1).is_none());
+        let n = c.with_version_epoch(9).unwrap();
+        assert_eq!((n.epoch, n.version_epoch, n.rack_ids()), (5, 9, vec![0, 1]));
+    }
+
+    #[test]
+    fn a_joining_rack_becomes_the_tail_once() {
+        let c = chain(&[0, 1]);
+        let n = c.with_tail(rack(4)).unwrap();
+        assert_eq!((n.epoch, n.rack_ids()), (5, vec![0, 1, 4]));
+        assert!(n.with_tail(rack(4)).is_err());
+        let mut odd = rack(6);
+        odd.servers.pop();
+        assert!(c.with_tail(odd).is_err(), "other server ids than the chain's");
+    }
+
+    #[test]
+    fn a_cluster_file_gives_the_first_configuration() {
+        let cluster = Cluster {
+            racks: vec![
+                Rack {
+                    id: None,
+                    ..rack(0)
+                },
+                Rack {
+                    id: None,
+                    ..rack(1)
+                },
+            ],
+            ..Cluster::default()
+        };
+        let c = ChainConfig::from_cluster(&cluster).unwrap();
+        assert_eq!((c.epoch, c.version_epoch, c.rack_ids()), (1, 0, vec![0, 1]));
+        assert_eq!(c.to_cluster(None).rack_index(1), Some(1));
+    }
+
+    #[test]
+    fn liveness_keys_name_their_rack() {
+        assert_eq!(alive_key("lab", 3), "/pegasus/chains/lab/alive/3");
+        assert_eq!(rack_of_alive_key("lab", b"/pegasus/chains/lab/alive/3"), Some(3));
+        assert_eq!(rack_of_alive_key("lab", b"/pegasus/chains/lab2/alive/3"), None);
+        assert_eq!(rack_of_alive_key("lab", b"/pegasus/chains/lab/alive/x"), None);
+    }
+}
