@@ -34,6 +34,8 @@ enum Command {
     History(pegasus_bench::history::HistoryArgs),
     /// Build, use and remove an emulated rack of network namespaces on this host.
     Lab(cmd::lab::LabArgs),
+    /// A chain of racks as its membership in etcd describes it.
+    Chain(cmd::chain::ChainArgs),
     /// The switch as a P4 program: the control plane of a P4 rack, the generated constants.
     P4(cmd::p4::P4Args),
 }
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Kv(args) => cmd::kv::run(args),
         Command::Switch(args) => cmd::switch::run(args),
         Command::Lab(args) => cmd::lab::run(args),
+        Command::Chain(args) => cmd::chain::run(args),
         Command::P4(args) => cmd::p4::run(args),
         Command::History(args) => pegasus_bench::history::run(args),
         Command::Bench(args) => pegasus_bench::loadgen::run(args),

@@ -29,7 +29,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, RwLock,
         atomic::{AtomicU16, AtomicU32, Ordering},
     },
     time::Duration,
@@ -160,12 +160,8 @@ type Pending = Mutex<HashMap<u32, oneshot::Sender<Reply>>>;
 pub struct Client {
     socket: Arc<UdpSocket>,
     cluster: Cluster,
-    /// The rack that takes writes (the head of a chain) and the one that takes reads (its
-    /// tail); the same rack when there is one.
-    writes_to: Cluster,
-    reads_from: Cluster,
-    /// Every rack, head first (one for a single rack).
-    racks: Vec<Cluster>,
+    /// Where requests go; replaced when a chain's membership changes.
+    racks: Arc<RwLock<Racks>>,
     placement: Placement,
     client_id: u16,
     /// Reads' request ids (the write bit clear).
@@ -176,6 +172,51 @@ pub struct Client {
     pending: Arc<Pending>,
     options: ClientOptions,
     receiver: JoinHandle<()>,
+    /// Follows a chain's membership in etcd (with a cluster that names it).
+    follower: Option<JoinHandle<()>>,
+}
+
+/// The racks a client sends to.
+struct Racks {
+    /// The rack that takes writes (the head of a chain) and the one that takes reads (its
+    /// tail); the same rack when there is one.
+    writes_to: Arc<Cluster>,
+    reads_from: Arc<Cluster>,
+    /// Every rack, head first (one for a single rack).
+    all: Vec<Arc<Cluster>>,
+}
+
+impl Racks {
+    fn of(cluster: &Cluster) -> Racks {
+        Racks {
+            writes_to: Arc::new(cluster.head()),
+            reads_from: Arc::new(cluster.tail()),
+            all: (0..cluster.rack_count())
+                .map(|r| Arc::new(cluster.rack(r).expect("a valid cluster has its racks")))
+                .collect(),
+        }
+    }
+}
+
+/// Keeps `racks` as the chain's configuration in etcd says (head and tail), for as long as
+/// the client lives; while etcd is away, the last ones stay.
+async fn follow_membership(etcd: crate::cluster::EtcdRef, racks: Arc<RwLock<Racks>>) {
+    let etcd = loop {
+        match crate::membership::Etcd::connect(&etcd.url, &etcd.chain).await {
+            Ok(e) => break e,
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    };
+    let (sender, mut configs) = tokio::sync::watch::channel(None);
+    let (reachable, _) = tokio::sync::watch::channel(false);
+    tokio::spawn(etcd.follow(sender, reachable));
+    while configs.changed().await.is_ok() {
+        let Some(v) = configs.borrow_and_update().clone() else {
+            continue;
+        };
+        let cluster = v.config.to_cluster(None);
+        *racks.write().expect("racks poisoned") = Racks::of(&cluster);
+    }
 }
 
 impl Client {
@@ -192,14 +233,17 @@ impl Client {
         let pending: Arc<Pending> = Arc::default();
         let receiver = tokio::spawn(receive_replies(socket.clone(), pending.clone()));
         let placement = Placement::new(cluster.server_ids());
+        let racks = Arc::new(RwLock::new(Racks::of(&cluster)));
+        let follower = cluster
+            .etcd
+            .clone()
+            .filter(|_| !cluster.racks.is_empty())
+            .map(|etcd| tokio::spawn(follow_membership(etcd, racks.clone())));
         Ok(Client {
             socket,
             placement,
-            writes_to: cluster.head(),
-            reads_from: cluster.tail(),
-            racks: (0..cluster.rack_count())
-                .map(|r| cluster.rack(r).expect("a valid cluster has its racks"))
-                .collect(),
+            racks,
+            follower,
             cluster,
             client_id: options
                 .client_id
@@ -235,16 +279,20 @@ impl Client {
 
     /// Reads `key` (in a chain, from the tail, or from any rack: [`ReadFrom`]).
     pub async fn get(&self, key: &[u8]) -> Result<ReadResult, ClientError> {
-        let rack = match self.options.read_from {
-            ReadFrom::Tail => &self.reads_from,
-            ReadFrom::Any => &self.racks[rand::random_range(0..self.racks.len())],
+        let (rack, tail) = {
+            let racks = self.racks.read().expect("racks poisoned");
+            let rack = match self.options.read_from {
+                ReadFrom::Tail => racks.reads_from.clone(),
+                ReadFrom::Any => racks.all[rand::random_range(0..racks.all.len())].clone(),
+            };
+            (rack, racks.reads_from.clone())
         };
-        let mut reply = self.read_at(rack, key).await?;
+        let mut reply = self.read_at(&rack, key).await?;
         if reply.header.op() == Some(Op::Error)
             && reply.header.status() == Some(Status::NotCommitted)
         {
             // That rack's copy is not known committed yet: the tail holds what it must.
-            reply = self.read_at(&self.reads_from, key).await?;
+            reply = self.read_at(&tail, key).await?;
         }
         match (reply.header.op(), reply.header.status()) {
             (Some(Op::GetReply), Some(Status::Ok)) => Ok(ReadResult {
@@ -275,8 +323,9 @@ impl Client {
         let request_id = ticket.request_id();
         let mut sent_epoch = self.epoch();
         loop {
+            let head = self.racks.read().expect("racks poisoned").writes_to.clone();
             let reply = self
-                .request(&self.writes_to, Op::Put, key, value, request_id, sent_epoch)
+                .request(&head, Op::Put, key, value, request_id, sent_epoch)
                 .await?;
             let h = &reply.header;
             match (h.op(), h.status()) {
@@ -451,6 +500,9 @@ impl Drop for WriteTicket<'_> {
 impl Drop for Client {
     fn drop(&mut self) {
         self.receiver.abort();
+        if let Some(follower) = &self.follower {
+            follower.abort();
+        }
     }
 }
 

@@ -82,7 +82,10 @@ impl ChainConfig {
     /// The first configuration of the chain a cluster file describes (rack ids default to
     /// their places).
     pub fn from_cluster(cluster: &Cluster) -> Result<ChainConfig> {
-        ensure!(!cluster.racks.is_empty(), "the cluster file has no [[racks]]");
+        ensure!(
+            !cluster.racks.is_empty(),
+            "the cluster file has no [[racks]]"
+        );
         cluster.validate()?;
         let racks = cluster
             .racks
@@ -203,6 +206,59 @@ pub struct Liveness {
     pub config_epoch: u64,
 }
 
+/// What a store publishes about its part in the chain (under its own short lease).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreReport {
+    /// Forwarded writes waiting for their acknowledgement.
+    pub queued: usize,
+    pub forwarded: u64,
+    pub retransmitted: u64,
+    pub acks_received: u64,
+    pub acks_sent: u64,
+    /// The configuration epoch the store applied last.
+    pub config_epoch: u64,
+}
+
+/// The prefix of chain `chain`'s store reports.
+pub fn stores_prefix(chain: &str) -> String {
+    format!("{PREFIX}/{chain}/stores/")
+}
+
+/// Everything `pegasus chain status` shows: the configuration, the live racks with what their
+/// controllers published and their leases' time left, and the stores' reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainStatus {
+    pub chain: String,
+    pub config: Option<ChainConfig>,
+    pub racks: Vec<RackStatus>,
+}
+
+/// One rack in [`ChainStatus`].
+#[derive(Clone, Debug, Serialize)]
+pub struct RackStatus {
+    pub id: u8,
+    /// "head", "middle", "tail", "only", or "removed" (alive, not in the chain).
+    pub role: String,
+    /// Its controller's lease is held.
+    pub alive: bool,
+    /// Seconds left on the lease (etcd's granularity).
+    pub lease_left_s: Option<u64>,
+    pub liveness: Option<Liveness>,
+    /// Its stores' reports, by server id.
+    pub stores: Vec<(u8, StoreReport)>,
+}
+
+impl ChainStatus {
+    /// Forwarded writes waiting in rack `id`'s stores.
+    pub fn queued(&self, id: u8) -> usize {
+        self.racks
+            .iter()
+            .filter(|r| r.id == id)
+            .flat_map(|r| r.stores.iter().map(|(_, s)| s.queued))
+            .sum()
+    }
+}
+
 /// A configuration as read, with the revision a compare-and-swap must find.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Versioned {
@@ -255,7 +311,7 @@ impl Etcd {
             .get(config_key(&self.chain), None)
             .await
             .context("reading the chain's configuration from etcd")?;
-        response.kvs().first().map(|kv| decode(kv)).transpose()
+        response.kvs().first().map(decode).transpose()
     }
 
     /// Writes the first configuration unless there is one already; returns the one in force.
@@ -316,11 +372,108 @@ impl Etcd {
             .collect())
     }
 
+    /// The chain's state as etcd holds it ([`ChainStatus`]).
+    pub async fn status(&self) -> Result<ChainStatus> {
+        let config = self.read_config().await?.map(|v| v.config);
+        let alive = self.alive().await?;
+        let mut client = self.client.clone();
+        let reports = client
+            .get(
+                stores_prefix(&self.chain),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .context("reading the stores' reports from etcd")?;
+        let mut stores: Vec<(u8, u8, StoreReport)> = reports
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = std::str::from_utf8(kv.key()).ok()?;
+                let (rack, server) = key
+                    .strip_prefix(&stores_prefix(&self.chain))?
+                    .split_once('/')?;
+                Some((
+                    rack.parse().ok()?,
+                    server.parse().ok()?,
+                    serde_json::from_slice(kv.value()).ok()?,
+                ))
+            })
+            .collect();
+        stores.sort_by_key(|&(r, s, _)| (r, s));
+        let mut ids: Vec<u8> = config.as_ref().map_or(Vec::new(), |c| c.rack_ids());
+        let removed: Vec<u8> = alive
+            .iter()
+            .map(|(r, _)| *r)
+            .filter(|r| !ids.contains(r))
+            .collect();
+        ids.extend(removed);
+        let mut racks = Vec::with_capacity(ids.len());
+        for id in ids {
+            let liveness = alive.iter().find(|(r, _)| *r == id).map(|(_, l)| l.clone());
+            let lease_left_s = match &liveness {
+                Some(l) => self.lease_left(l.lease).await?.map(|d| d.as_secs()),
+                None => None,
+            };
+            let role = match config.as_ref().and_then(|c| c.position(id)) {
+                None => "removed",
+                Some(p) if p.is_head() && p.is_tail() => "only",
+                Some(p) if p.is_head() => "head",
+                Some(p) if p.is_tail() => "tail",
+                Some(_) => "middle",
+            };
+            racks.push(RackStatus {
+                id,
+                role: role.to_owned(),
+                alive: liveness.is_some(),
+                lease_left_s,
+                liveness,
+                stores: stores
+                    .iter()
+                    .filter(|(r, _, _)| *r == id)
+                    .map(|(_, s, report)| (*s, report.clone()))
+                    .collect(),
+            });
+        }
+        Ok(ChainStatus {
+            chain: self.chain.clone(),
+            config,
+            racks,
+        })
+    }
+
+    /// Publishes store `server` of rack `rack`'s report under lease `lease` (granted here
+    /// when `None` or gone; TTL `ttl`); returns the lease to use next time.
+    pub async fn report_store(
+        &self,
+        rack: u8,
+        server: u8,
+        report: &StoreReport,
+        lease: Option<i64>,
+        ttl: Duration,
+    ) -> Result<i64> {
+        let mut client = self.client.clone();
+        let lease = match lease {
+            Some(l) if self.renew(l).await? => l,
+            _ => client
+                .lease_grant(ttl.as_secs().max(1) as i64, None)
+                .await?
+                .id(),
+        };
+        client
+            .put(
+                format!("{}{rack}/{server}", stores_prefix(&self.chain)),
+                serde_json::to_vec(report)?,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+        Ok(lease)
+    }
+
     /// The time left on lease `lease`, if it is still granted.
     pub async fn lease_left(&self, lease: i64) -> Result<Option<Duration>> {
         let mut client = self.client.clone();
         let response = client.lease_time_to_live(lease, None).await?;
-        Ok((response.ttl() > 0).then(|| Duration::from_secs(response.ttl() as u64)))
+        Ok((response.ttl() >= 0).then(|| Duration::from_secs(response.ttl() as u64)))
     }
 
     /// Grants a lease of `ttl` and publishes rack `rack`'s liveness under it.
@@ -547,7 +700,10 @@ mod tests {
         assert!(n.with_tail(rack(4)).is_err());
         let mut odd = rack(6);
         odd.servers.pop();
-        assert!(c.with_tail(odd).is_err(), "other server ids than the chain's");
+        assert!(
+            c.with_tail(odd).is_err(),
+            "other server ids than the chain's"
+        );
     }
 
     #[test]
@@ -573,8 +729,17 @@ mod tests {
     #[test]
     fn liveness_keys_name_their_rack() {
         assert_eq!(alive_key("lab", 3), "/pegasus/chains/lab/alive/3");
-        assert_eq!(rack_of_alive_key("lab", b"/pegasus/chains/lab/alive/3"), Some(3));
-        assert_eq!(rack_of_alive_key("lab", b"/pegasus/chains/lab2/alive/3"), None);
-        assert_eq!(rack_of_alive_key("lab", b"/pegasus/chains/lab/alive/x"), None);
+        assert_eq!(
+            rack_of_alive_key("lab", b"/pegasus/chains/lab/alive/3"),
+            Some(3)
+        );
+        assert_eq!(
+            rack_of_alive_key("lab", b"/pegasus/chains/lab2/alive/3"),
+            None
+        );
+        assert_eq!(
+            rack_of_alive_key("lab", b"/pegasus/chains/lab/alive/x"),
+            None
+        );
     }
 }

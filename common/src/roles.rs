@@ -23,28 +23,24 @@ pub enum PortRole {
     Client = 0,
     /// The rack's storage servers: trusted to speak for the server whose address they use.
     Server = 1,
-    /// The previous rack of a chain: as a client port, plus CHAIN_PUTs with their versions.
-    Upstream = 2,
-    /// The next rack of a chain: as a client port, plus CHAIN_ACKs.
-    Downstream = 3,
+    /// The other racks of a chain (the fabric between racks): as a client port, plus
+    /// CHAIN_PUTs with their versions (from whichever rack precedes this one) and CHAIN_ACKs
+    /// (from whichever follows it). One role for both, because the previous and next racks
+    /// change when a rack fails or joins (docs/chain.md); a rack's stores check that each
+    /// chain message comes from the neighbour the configuration names.
+    Chain = 2,
 }
 
 impl PortRole {
     /// Every role, for exhaustive tests.
-    pub const ALL: [PortRole; 4] = [
-        PortRole::Client,
-        PortRole::Server,
-        PortRole::Upstream,
-        PortRole::Downstream,
-    ];
+    pub const ALL: [PortRole; 3] = [PortRole::Client, PortRole::Server, PortRole::Chain];
 
     /// The role of a code; an unknown code is the least trusted role.
     #[inline(always)]
     pub const fn from_u8(code: u8) -> PortRole {
         match code {
             1 => PortRole::Server,
-            2 => PortRole::Upstream,
-            3 => PortRole::Downstream,
+            2 => PortRole::Chain,
             _ => PortRole::Client,
         }
     }
@@ -54,8 +50,7 @@ impl PortRole {
         match self {
             PortRole::Client => "client",
             PortRole::Server => "server",
-            PortRole::Upstream => "upstream",
-            PortRole::Downstream => "downstream",
+            PortRole::Chain => "chain",
         }
     }
 
@@ -81,14 +76,14 @@ pub enum RequestAdmission {
     Drop,
 }
 
-/// The request rule: servers are trusted; a previous rack may send CHAIN_PUTs (cleaned of
+/// The request rule: servers are trusted; another rack may send CHAIN_PUTs (cleaned of
 /// the fields that are this rack's switch's to set, [`clean`]); anything else is a client's
 /// GET or PUT, cleaned, and every other op, or the controller's client id, is dropped.
 #[inline(always)]
 pub const fn admit_request(role: PortRole, op: Op, client_id: u16) -> RequestAdmission {
     match (role, op) {
         (PortRole::Server, _) => RequestAdmission::Accept,
-        (PortRole::Upstream, Op::ChainPut) => RequestAdmission::Clean,
+        (PortRole::Chain, Op::ChainPut) => RequestAdmission::Clean,
         _ if client_id == CONTROLLER_CLIENT_ID => RequestAdmission::Drop,
         (_, Op::Get | Op::Put) => RequestAdmission::Clean,
         _ => RequestAdmission::Drop,
@@ -103,7 +98,7 @@ pub const fn admit_request(role: PortRole, op: Op, client_id: u16) -> RequestAdm
 pub const fn routed_by_directory(role: PortRole, op: Op) -> bool {
     matches!(
         (role, op),
-        (_, Op::Get | Op::Put) | (PortRole::Upstream, Op::ChainPut)
+        (_, Op::Get | Op::Put) | (PortRole::Chain, Op::ChainPut)
     )
 }
 
@@ -120,7 +115,7 @@ pub const fn speaks_for_sender(role: PortRole) -> bool {
 /// next rack (the tail holds the version it acknowledges).
 #[inline(always)]
 pub const fn reports_commit(role: PortRole, op: Op) -> bool {
-    matches!((role, op), (PortRole::Downstream, Op::ChainAck))
+    matches!((role, op), (PortRole::Chain, Op::ChainAck))
 }
 
 /// Whether the directory learns a version from `op` sent by one of this rack's servers.
@@ -179,8 +174,8 @@ pub fn admit_reply(
                 slot.valid != 0 && slot.ipv4 == source_ipv4
             }
         }
-        PortRole::Downstream => matches!(op, Op::ChainAck),
-        PortRole::Client | PortRole::Upstream => false,
+        PortRole::Chain => matches!(op, Op::ChainAck),
+        PortRole::Client => false,
     }
 }
 
@@ -210,7 +205,7 @@ mod tests {
             assert_eq!(PortRole::from_u8(role as u8), role);
             assert_eq!(PortRole::parse(role.name()), Some(role));
         }
-        for code in 4..=u8::MAX {
+        for code in 3..=u8::MAX {
             assert_eq!(PortRole::from_u8(code), PortRole::Client);
         }
         assert_eq!(PortRole::parse("Server"), None);
@@ -225,7 +220,7 @@ mod tests {
                     let got = admit_request(role, op, client_id);
                     let expected = if role == PortRole::Server {
                         RequestAdmission::Accept
-                    } else if role == PortRole::Upstream && op == Op::ChainPut {
+                    } else if role == PortRole::Chain && op == Op::ChainPut {
                         RequestAdmission::Clean
                     } else if client_id == CONTROLLER_CLIENT_ID {
                         RequestAdmission::Drop
@@ -295,7 +290,7 @@ mod tests {
             assert!(routed_by_directory(role, Op::Get) && routed_by_directory(role, Op::Put));
             assert_eq!(
                 routed_by_directory(role, Op::ChainPut),
-                role == PortRole::Upstream
+                role == PortRole::Chain
             );
             for op in [Op::Replicate, Op::Push] {
                 assert!(!routed_by_directory(role, op));
@@ -305,10 +300,7 @@ mod tests {
                 role == PortRole::Server
             );
             assert!(!reports_version(role, Op::ChainAck));
-            assert_eq!(
-                reports_commit(role, Op::ChainAck),
-                role == PortRole::Downstream
-            );
+            assert_eq!(reports_commit(role, Op::ChainAck), role == PortRole::Chain);
             assert!(!reports_commit(role, Op::PutReply));
             assert_eq!(
                 reports_version(role, Op::PutReply),
@@ -329,7 +321,7 @@ mod tests {
                     let believed = admit_reply(role, op, sender, own, &t);
                     let expected = match role {
                         PortRole::Server => sender < 3,
-                        PortRole::Downstream => op == Op::ChainAck,
+                        PortRole::Chain => op == Op::ChainAck,
                         _ => false,
                     };
                     assert_eq!(believed, expected, "{role:?} {op:?} from server {sender}");

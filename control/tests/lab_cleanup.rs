@@ -28,6 +28,7 @@ fn a_failed_up_leaves_nothing_behind() {
         stats_interval_ms: 10,
         sample_period: 16,
         sample_target: 0,
+        lease_ttl_secs: 1,
     };
     // `false` exits at once instead of serving: up fails after the namespaces exist.
     let err = lab::up(&spec, Path::new("/bin/false")).unwrap_err();

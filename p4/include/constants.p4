@@ -109,10 +109,8 @@
 #define ROLE_CLIENT 8w0
 // roles::PortRole::Server: what a port of this role admits.
 #define ROLE_SERVER 8w1
-// roles::PortRole::Upstream: what a port of this role admits.
-#define ROLE_UPSTREAM 8w2
-// roles::PortRole::Downstream: what a port of this role admits.
-#define ROLE_DOWNSTREAM 8w3
+// roles::PortRole::Chain: what a port of this role admits.
+#define ROLE_CHAIN 8w2
 // directory::Policy::LeastLoaded.
 #define POLICY_LEAST_LOADED 8w0
 // directory::Policy::RoundRobin.

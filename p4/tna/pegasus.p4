@@ -319,7 +319,7 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
             if (meta.is_request == 1) {
                 // roles::admit_request, roles::clean
                 if (meta.role == ROLE_SERVER
-                    || (meta.role == ROLE_UPSTREAM && hdr.pegasus.op == OP_CHAIN_PUT)) {
+                    || (meta.role == ROLE_CHAIN && hdr.pegasus.op == OP_CHAIN_PUT)) {
                     if (hdr.pegasus.op == OP_PUT && (hdr.pegasus.flags & FLAG_STAMPED) == 0) {
                         meta.stamp = 1;
                     }
@@ -435,7 +435,7 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                 // roles::admit_reply
                 if (meta.role == ROLE_SERVER) {
                     reply_sender.apply();
-                } else if (meta.role == ROLE_DOWNSTREAM && hdr.pegasus.op == OP_CHAIN_ACK) {
+                } else if (meta.role == ROLE_CHAIN && hdr.pegasus.op == OP_CHAIN_ACK) {
                     meta.believed = 1;
                 }
                 if (meta.believed == 0) {

@@ -203,7 +203,7 @@ control PegasusIngress(inout headers_t hdr, inout meta_t meta,
             if (is_request) {
                 count(COUNTER_REQUESTS);
                 // roles::admit_request
-                if (meta.role == ROLE_SERVER || (meta.role == ROLE_UPSTREAM && op == OP_CHAIN_PUT)) {
+                if (meta.role == ROLE_SERVER || (meta.role == ROLE_CHAIN && op == OP_CHAIN_PUT)) {
                     meta.stamp = (bit<1>)(op == OP_PUT && (flags & FLAG_STAMPED) == 0);
                 } else if (hdr.pegasus.client_id == PEGASUS_CONTROLLER_CLIENT_ID
                            || (op != OP_GET && op != OP_PUT)) {
@@ -404,7 +404,7 @@ control PegasusIngress(inout headers_t hdr, inout meta_t meta,
                 }
                 bool believed = (meta.role == ROLE_SERVER && sender < P4_SERVERS
                                  && sender_ip != 0 && sender_ip == hdr.ipv4.src)
-                    || (meta.role == ROLE_DOWNSTREAM && op == OP_CHAIN_ACK);
+                    || (meta.role == ROLE_CHAIN && op == OP_CHAIN_ACK);
                 if (!believed) {
                     count(COUNTER_ROLE_DROPS);
                     drop();

@@ -58,6 +58,20 @@ enum LabCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Crash a rack of a chain (SIGKILL to its switch, with its controller, and to its
+    /// stores), wait until etcd's configuration goes on without it (its lease expired and a
+    /// live controller took it out), and rewrite the lab's cluster file to the chain left.
+    /// Prints how long the reconfiguration took.
+    KillRack {
+        #[arg(long)]
+        name: String,
+        /// The rack's id (0 = the rack that was the head when the lab came up).
+        #[arg(long)]
+        rack: u8,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inject network faults on links of a running lab (netem's drop, duplicate, delay,
     /// jitter and reorder, which this kernel lacks), seeded, until --seconds pass or the
     /// command is interrupted; then print what was done. Faults apply where the link meets
@@ -82,8 +96,8 @@ struct FaultArgs {
     #[arg(long)]
     name: String,
     /// A link, by its host: `sI` (server I) or `cJ` (client J), or, in a chain of racks,
-    /// `lR` (between rack R and rack R+1: to-switch is what flows back up the chain,
-    /// from-switch what flows down); repeat for several.
+    /// `lR` (rack R's link to the fabric between racks: to-switch is the chain messages
+    /// coming into the rack, from-switch those leaving it); repeat for several.
     #[arg(long = "link", required = true, value_parser = parse_link)]
     links: Vec<LinkName>,
     /// Which way the faults apply.
@@ -143,8 +157,9 @@ impl LinkName {
 }
 
 fn parse_link(text: &str) -> Result<LinkName, String> {
-    let bad =
-        || format!("{text:?} is not a link: sI (server I), cJ (client J) or lR (racks R and R+1)");
+    let bad = || {
+        format!("{text:?} is not a link: sI (server I), cJ (client J) or lR (rack R's chain link)")
+    };
     let (kind, index) = text.split_at_checked(1).ok_or_else(bad)?;
     let index: u8 = index.parse().map_err(|_| bad())?;
     match kind {
@@ -200,7 +215,7 @@ fn inject(args: FaultArgs) -> Result<ExitCode> {
         let exists = match link {
             LinkName::Host(Host::Server(s)) => s < state.spec.servers,
             LinkName::Host(Host::Client(c)) => c < state.spec.clients,
-            LinkName::Chain(rack) => rack + 1 < state.spec.racks,
+            LinkName::Chain(rack) => state.spec.racks > 1 && rack < state.spec.racks,
         };
         if !exists {
             bail!("lab {} has no link {}", args.name, link.label());
@@ -339,6 +354,22 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
                     "switch of lab {name} (rack {rack}) restarted: pid {} killed, down {} ms, \
                      pid {} forwarding after {} ms",
                     restart.killed_pid, restart.down_ms, restart.pid, restart.recovery_ms
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::KillRack { name, rack, json } => {
+            let killed = lab::chain::kill_rack(&name, rack)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&killed)?);
+            } else {
+                println!(
+                    "rack {rack} of lab {name} killed ({}); the chain went on without it after {} ms: \
+                     epoch {}, racks {:?} (head first)",
+                    killed.killed.join(", "),
+                    killed.reconfigured_ms,
+                    killed.epoch,
+                    killed.racks
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 //! library function and prints the result. `bench`, `history` and `experiment` are the
 //! `pegasus-bench` library's own commands.
 
+pub mod chain;
 pub mod kv;
 pub mod lab;
 pub mod p4;

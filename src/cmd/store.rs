@@ -2,9 +2,17 @@
 
 use anyhow::Result;
 use clap::Args;
-use pegasus_client::Cluster;
-use pegasus_store::{StoreConfig, chain::ChainLinks, server::QUEUE_MAX_DEFAULT};
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use pegasus_client::{
+    Cluster,
+    membership::{ChainConfig, Etcd, StoreReport},
+};
+use pegasus_store::{
+    Server, StoreConfig,
+    chain::ChainLinks,
+    server::{QUEUE_MAX_DEFAULT, Reconfigurer},
+};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use tokio::sync::watch;
 
 #[derive(Args)]
 pub struct StoreArgs {
@@ -44,7 +52,19 @@ pub struct StoreArgs {
     /// store behind a Pegasus switch, where every honest write is stamped.
     #[arg(long)]
     require_stamped: bool,
+    /// A chain whose membership lives in etcd (its client URL, e.g. http://127.0.0.1:2379):
+    /// the store follows the chain's configuration there (its neighbours change when a rack
+    /// fails or joins) and keeps the last one while etcd is unreachable. Its rack is the
+    /// cluster file's rack --rack (docs/chain.md, "Membership").
+    #[arg(long, requires = "cluster")]
+    etcd: Option<String>,
+    /// The chain's name in etcd.
+    #[arg(long, default_value = DEFAULT_CHAIN)]
+    chain: String,
 }
+
+/// The chain's name in etcd when none is given.
+pub const DEFAULT_CHAIN: &str = "pegasus";
 
 pub fn run(args: StoreArgs) -> Result<ExitCode> {
     let threads = args
@@ -54,6 +74,11 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
         Some(path) => Cluster::load(path)?,
         None => Cluster::default(),
     };
+    let server_id = args.server_id;
+    let membership = args
+        .etcd
+        .clone()
+        .map(|url| (url, args.chain.clone(), file.rack_id(args.rack)));
     let (cluster, chain) = if args.cluster.is_some() {
         let servers = |rack: usize| -> Result<Vec<(u8, SocketAddr)>> {
             Ok(file
@@ -72,6 +97,7 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
                 next if next < file.rack_count() => servers(next)?,
                 _ => Vec::new(),
             },
+            ..ChainLinks::default()
         };
         (file.rack(args.rack)?, chain)
     } else {
@@ -89,13 +115,115 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
         capacity_ops: args.capacity_ops,
         queue_max: args.queue_max,
     };
-    let store = pegasus_bench::block_on(
-        threads,
-        pegasus_store::serve(config, pegasus_control::service::daemon::shutdown_signal()),
-    )?;
+    let store = pegasus_bench::block_on(threads, async move {
+        let server = Server::bind(config)?;
+        if let Some((url, chain, rack)) = membership {
+            tokio::spawn(follow_chain(
+                url,
+                chain,
+                rack,
+                server_id,
+                server.reconfigurer(),
+            ));
+        }
+        server
+            .run(pegasus_control::service::daemon::shutdown_signal())
+            .await
+    })?;
     let stats = serde_json::to_string(&store.snapshot())?;
     tracing::info!(stats = %stats, "store stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often a store of a chain publishes its [`StoreReport`] to etcd.
+const REPORT_PERIOD: Duration = Duration::from_millis(500);
+
+/// Keeps the store's place in its chain as etcd says, for as long as the store runs, and
+/// publishes its report every [`REPORT_PERIOD`].
+async fn follow_chain(
+    url: String,
+    chain: String,
+    rack: u8,
+    server_id: u8,
+    reconfigurer: Reconfigurer,
+) {
+    let etcd = loop {
+        match Etcd::connect(&url, &chain).await {
+            Ok(etcd) => break etcd,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "etcd unreachable: serving the chain as the cluster file says");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let (sender, mut configs) = watch::channel(None);
+    let (reachable, _) = watch::channel(false);
+    tokio::spawn(etcd.clone().follow(sender, reachable));
+    let mut report_tick = tokio::time::interval(REPORT_PERIOD);
+    let (mut report_lease, mut config_epoch) = (None, 0);
+    loop {
+        tokio::select! {
+            changed = configs.changed() => if changed.is_err() {
+                return;
+            },
+            _ = report_tick.tick() => {
+                let s = reconfigurer.snapshot();
+                let report = StoreReport {
+                    queued: s.chain_queued,
+                    forwarded: s.chain_forwarded,
+                    retransmitted: s.chain_retransmitted,
+                    acks_received: s.chain_acks_received,
+                    acks_sent: s.chain_acks_sent,
+                    config_epoch,
+                };
+                // Best effort: etcd may be away; the next tick tries again.
+                report_lease = etcd
+                    .report_store(rack, server_id, &report, report_lease, REPORT_PERIOD * 4)
+                    .await
+                    .ok();
+                continue;
+            }
+        }
+        let Some(versioned) = configs.borrow_and_update().clone() else {
+            continue;
+        };
+        config_epoch = versioned.config.epoch;
+        let Some(current) = reconfigurer.current() else {
+            return;
+        };
+        let links = links_in(&versioned.config, rack, current);
+        tracing::info!(
+            epoch = versioned.config.epoch,
+            racks = ?versioned.config.rack_ids(),
+            removed = links.removed,
+            head = links.previous.is_empty(),
+            tail = links.next.is_empty(),
+            "chain configuration in force"
+        );
+        reconfigurer.apply(links).await;
+    }
+}
+
+/// Rack `rack`'s links in `config`: its neighbours' servers, and the head's version epoch;
+/// a rack no longer in the chain keeps its last links, marked removed.
+fn links_in(config: &ChainConfig, rack: u8, current: ChainLinks) -> ChainLinks {
+    let servers = |r: Option<&pegasus_client::cluster::Rack>| {
+        r.map_or(Vec::new(), |r| {
+            r.servers.iter().map(|s| (s.id, s.addr)).collect::<Vec<_>>()
+        })
+    };
+    match config.position(rack) {
+        Some(_) => ChainLinks {
+            previous: servers(config.previous(rack)),
+            next: servers(config.next(rack)),
+            version_epoch: config.version_epoch,
+            removed: false,
+        },
+        None => ChainLinks {
+            removed: true,
+            ..current
+        },
+    }
 }
 
 /// A byte count: digits with an optional K, M or G suffix (powers of 1024).

@@ -549,9 +549,11 @@ mod tests {
         let c = middle();
         let now = Instant::now();
         for (v, from) in [(3, 0), (4, 1), (9, 2)] {
-            c.forward(&write(b"k", v), CLIENT, Some(from), 0, now).unwrap();
+            c.forward(&write(b"k", v), CLIENT, Some(from), 0, now)
+                .unwrap();
         }
-        c.forward(&write(b"other", 4), CLIENT, Some(0), 0, now).unwrap();
+        c.forward(&write(b"other", 4), CLIENT, Some(0), 0, now)
+            .unwrap();
         let mut ack = Header::new(Op::ChainAck);
         ack.keyhash = key_hash(b"k");
         ack.version = 4;
@@ -569,7 +571,10 @@ mod tests {
         let first = c.forward(&write(b"k", 8), CLIENT, Some(0), 0, now).unwrap();
         // The same write from another sender: the same bytes sent again at once, both
         // senders acked later.
-        assert_eq!(c.forward(&write(b"k", 8), CLIENT, Some(1), 0, now).unwrap(), first);
+        assert_eq!(
+            c.forward(&write(b"k", 8), CLIENT, Some(1), 0, now).unwrap(),
+            first
+        );
         // An older write of the key, after the newer one: sent on all the same (the tail
         // answers its client), and the newer one's ack covers it.
         let older = c.forward(&write(b"k", 6), CLIENT, Some(2), 0, now).unwrap();

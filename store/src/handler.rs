@@ -623,13 +623,9 @@ impl Store {
         {
             // The tail answers, once every rack holds the write (none if this rack became
             // the tail meanwhile: the client's retry is answered here).
-            handled.chain.extend(chain.forward(
-                m,
-                reply_to,
-                None,
-                reply.load,
-                Instant::now(),
-            ));
+            handled
+                .chain
+                .extend(chain.forward(m, reply_to, None, reply.load, Instant::now()));
             return None;
         }
         reply.ok(Op::PutReply, held)

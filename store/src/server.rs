@@ -135,6 +135,14 @@ impl Server {
         self.store.clone()
     }
 
+    /// A handle that puts new chain configurations in force while the store runs.
+    pub fn reconfigurer(&self) -> Reconfigurer {
+        Reconfigurer {
+            store: self.store.clone(),
+            socket: self.sockets[0].clone(),
+        }
+    }
+
     /// Serves until `shutdown` completes; returns the store (for its final counters).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<Arc<Store>> {
         let Server {
@@ -193,6 +201,32 @@ impl Server {
         shutdown.await;
         tasks.abort_all();
         Ok(store)
+    }
+}
+
+/// Puts new chain configurations in force in a running store, and sends what each leaves to
+/// send (queued writes to a new next rack; answers and acknowledgements in a new tail).
+#[derive(Clone)]
+pub struct Reconfigurer {
+    store: Arc<Store>,
+    socket: Arc<UdpSocket>,
+}
+
+impl Reconfigurer {
+    /// Puts `links` in force (nothing happens if they are the ones in force).
+    pub async fn apply(&self, links: ChainLinks) {
+        let outgoing = self.store.reconfigure(links);
+        send_all(&self.socket, outgoing).await;
+    }
+
+    /// The links in force (`None` outside a chain).
+    pub fn current(&self) -> Option<ChainLinks> {
+        self.store.chain().map(|c| c.current_links())
+    }
+
+    /// The store's counters now.
+    pub fn snapshot(&self) -> crate::handler::StatsSnapshot {
+        self.store.snapshot()
     }
 }
 

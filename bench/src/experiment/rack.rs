@@ -65,6 +65,7 @@ pub fn spec(
         stats_interval_ms: pegasus_control::controller::hotkeys::STATS_INTERVAL_MS_DEFAULT,
         sample_period: pegasus_common::switch::SAMPLE_PERIOD_DEFAULT,
         sample_target: pegasus_control::controller::hotkeys::SAMPLES_PER_SECOND_DEFAULT,
+        lease_ttl_secs: pegasus_control::service::config::LEASE_TTL_SECS_DEFAULT,
     }
 }
 

@@ -108,7 +108,8 @@ pub struct Controller {
     placement: Placement,
     replication: u8,
     store_port: u16,
-    epoch: u16,
+    /// The version epoch the switch stamps with (raised when the rack becomes a chain's head).
+    epoch: std::sync::atomic::AtomicU16,
     /// Keys added through this controller, by hash.
     keys: Mutex<HashMap<u64, Vec<u8>>>,
     next_request_id: std::sync::atomic::AtomicU32,
@@ -211,7 +212,7 @@ impl Controller {
             cluster,
             replication,
             store_port,
-            epoch,
+            epoch: std::sync::atomic::AtomicU16::new(epoch),
             keys: Mutex::default(),
             next_request_id: std::sync::atomic::AtomicU32::new(1),
             stats: DetectionStats::default(),
@@ -570,7 +571,22 @@ impl Controller {
 
     /// The epoch the switch stamps.
     pub fn epoch(&self) -> u16 {
-        self.epoch
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Stamps in `epoch` from now on, as a restarted switch would (docs/chain.md: a rack that
+    /// becomes a chain's head): saved first (a restart takes a larger one), then the program
+    /// stamps with it, and retries of writes stamped before are dropped for a retry window
+    /// (their clients learn the new epoch; none of them is applied twice).
+    pub fn take_epoch(&self, epoch: u16) -> Result<()> {
+        if let Some(state) = &self.state {
+            state.set_epoch(epoch)?;
+        }
+        let mut switch = self.switch();
+        switch.set_epoch(epoch)?;
+        switch.fence_retries()?;
+        self.epoch.store(epoch, Ordering::Relaxed);
+        Ok(())
     }
 
     fn all_servers(&self) -> ServerSet {

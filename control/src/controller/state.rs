@@ -124,6 +124,19 @@ impl StateFile {
         })
     }
 
+    /// Records that the switch stamps with `epoch` from now on (a rack that became a chain's
+    /// head takes a newer one); saved before returning, so that a restart takes a larger one.
+    pub fn set_epoch(&self, epoch: u16) -> Result<()> {
+        let mut state = self.state.lock().expect("state mutex poisoned");
+        ensure!(
+            epoch >= state.epoch,
+            "the version epoch goes back from {} to {epoch}",
+            state.epoch
+        );
+        state.epoch = epoch;
+        save(&self.path, &state)
+    }
+
     /// Records that `key` is (about to be) hot, or no longer is; saved before returning.
     pub fn set_hot(&self, key: &[u8], hot: bool) -> Result<()> {
         let mut state = self.state.lock().expect("state mutex poisoned");

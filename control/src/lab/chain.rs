@@ -4,16 +4,17 @@
 //! - rack R has a ToR namespace and server namespaces, as a single rack does (rack 0 keeps the
 //!   single rack's names, `pg-NAME-tor` and `pg-NAME-sI`; rack R ≥ 1 is `pg-NAME-rR-tor` and
 //!   `pg-NAME-rR-sI`); its server I is `10.S.I.2` with S = 1 + 16·R, and its ToR runs a
-//!   switch (with its controller) on ports `sI` (servers), `spine` (clients), `prev` (the
-//!   previous rack, role upstream) and `next` (the next rack, role downstream);
+//!   switch (with its controller) on ports `sI` (servers), `spine` (clients) and `chain`
+//!   (the other racks, role chain);
 //! - a spine namespace `pg-NAME-spine` routes between the clients (`pg-NAME-cJ` at
 //!   `10.2.J.2`, outside every rack) and every ToR's `spine` port (`10.3.R.2`, the spine at
 //!   `10.3.R.1`), with plain kernel forwarding;
-//! - consecutive racks are linked through a link namespace `pg-NAME-lR` (plain kernel
-//!   forwarding between its `r{R}` towards ToR R's `next`, on `10.4.R.0/24`, and `r{R+1}`
-//!   towards ToR R+1's `prev`, on `10.5.R.0/24`), where faults can be injected on the chain's
-//!   traffic (`pegasus lab fault --link lR`): a ToR's own ports carry XDP programs, which tc
-//!   programs there would not see;
+//! - the racks reach each other through a fabric namespace `pg-NAME-fabric` (plain kernel
+//!   forwarding between its `rR` and ToR R's `chain`, on `10.4.R.0/24`): any rack can reach
+//!   any other, so the chain can lose a rack in the middle and bridge the gap, or take a new
+//!   rack, without rewiring. Faults can be injected on rack R's link to the fabric (`pegasus
+//!   lab fault --link lR`): a ToR's own ports carry XDP programs, which tc programs there
+//!   would not see;
 //! - the cluster file lists the racks head first; each switch gets its rack's own
 //!   (`rack-R.toml`), each store the whole file and its rack (`--rack R`).
 
@@ -22,17 +23,43 @@ use super::{
     only_the_switch_forwards, quiet, save, server_ns, start, tor_ns, wire_host,
 };
 use crate::service::config::{DaemonConfig, PortSpec};
-use anyhow::{Result, ensure};
-use pegasus_client::cluster::{Cluster, Rack, ServerEntry};
+use anyhow::{Context, Result, ensure};
+use pegasus_client::{
+    cluster::{Cluster, EtcdRef, Rack, ServerEntry},
+    membership::{ChainConfig, Etcd, Versioned},
+};
 use pegasus_common::roles::PortRole;
+use serde::Serialize;
 use std::{
+    future::Future,
     net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
     process::Child,
+    time::{Duration, Instant},
 };
 
 /// Most racks in a lab's chain.
 pub const RACKS_MAX: u8 = pegasus_client::cluster::RACKS_MAX as u8;
+/// etcd's client port, on the spine (the namespace is the lab's own: the port is free).
+pub const ETCD_PORT: u16 = 2379;
+/// etcd's peer port, on the spine's loopback (a cluster of one).
+const ETCD_PEER_PORT: u16 = 2380;
+/// How long `kill-rack` waits for the chain to go on without the rack.
+const RECONFIGURE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The spine's address that etcd serves clients on: every ToR, store and client of the lab
+/// routes to it.
+pub fn etcd_ip() -> Ipv4Addr {
+    Ipv4Addr::new(10, 3, 0, 1)
+}
+
+/// The lab's etcd, as its cluster file names it (the chain is named after the lab).
+pub fn etcd_ref(name: &str) -> EtcdRef {
+    EtcdRef {
+        url: format!("http://{}:{ETCD_PORT}", etcd_ip()),
+        chain: name.to_owned(),
+    }
+}
 
 /// The ToR namespace of rack `rack`.
 pub fn rack_tor_ns(name: &str, rack: u8) -> String {
@@ -55,9 +82,9 @@ pub fn spine_ns(name: &str) -> String {
     format!("pg-{name}-spine")
 }
 
-/// The namespace of the link between rack `rack` and rack `rack + 1`.
-pub fn link_ns(name: &str, rack: u8) -> String {
-    format!("pg-{name}-l{rack}")
+/// The fabric namespace, which links the racks' chain ports.
+pub fn fabric_ns(name: &str) -> String {
+    format!("pg-{name}-fabric")
 }
 
 /// The second byte of rack `rack`'s server addresses: 1 + 16·R.
@@ -82,15 +109,15 @@ pub fn rack_server_ip(rack: u8, i: u8) -> Ipv4Addr {
     rack_server_addressing(rack, i).host_ip
 }
 
-/// The link between rack `rack` and the next one, for fault injection: its "host" end is the
-/// link namespace's interface towards rack `rack` (to-switch: what flows back up the chain,
-/// CHAIN_ACKs; from-switch: what flows down, CHAIN_PUTs).
+/// Rack `rack`'s link to the fabric, for fault injection: its "host" end is the fabric's
+/// interface towards the rack (to-switch: the chain messages coming into the rack; from-switch:
+/// those leaving it).
 pub fn chain_link(name: &str, rack: u8) -> fault::Link {
     fault::Link {
-        host_ns: link_ns(name, rack),
+        host_ns: fabric_ns(name),
         host_interface: format!("r{rack}"),
         tor_ns: rack_tor_ns(name, rack),
-        tor_interface: "next".into(),
+        tor_interface: "chain".into(),
     }
 }
 
@@ -176,10 +203,9 @@ pub(super) fn build(
         spec.dataplane == super::Dataplane::Xdp,
         "a chain of racks runs the Pegasus switch (--dataplane xdp)"
     );
-    let spine = spine_ns(name);
-    let mut namespaces = vec![spine.clone()];
+    let (spine, fabric) = (spine_ns(name), fabric_ns(name));
+    let mut namespaces = vec![spine.clone(), fabric.clone()];
     namespaces.extend((0..racks).map(|r| rack_tor_ns(name, r)));
-    namespaces.extend((0..racks - 1).map(|r| link_ns(name, r)));
     for ns in &namespaces {
         netns::add(ns)?;
         state.namespaces.push(ns.clone());
@@ -216,31 +242,21 @@ pub(super) fn build(
             &uplink.ip(1).to_string(),
         ])?;
     }
-    for r in 0..racks - 1 {
-        let link = link_ns(name, r);
-        let (upper, lower) = (rack_tor_ns(name, r), rack_tor_ns(name, r + 1));
-        let down = P2p {
-            a_ns: &upper,
-            a_port: "next",
-            b_ns: &link,
-            b_port: &format!("r{r}"),
+    for r in 0..racks {
+        let tor = rack_tor_ns(name, r);
+        let link = P2p {
+            a_ns: &fabric,
+            a_port: &format!("r{r}"),
+            b_ns: &tor,
+            b_port: "chain",
             net: 4,
             x: r,
         };
-        let up = P2p {
-            a_ns: &link,
-            a_port: &format!("r{}", r + 1),
-            b_ns: &lower,
-            b_port: "prev",
-            net: 5,
-            x: r,
-        };
-        down.wire()?;
-        up.wire()?;
-        route_to_rack(&upper, r + 1, down.ip(2))?;
-        route_to_rack(&link, r + 1, up.ip(2))?;
-        route_to_rack(&link, r, down.ip(1))?;
-        route_to_rack(&lower, r, up.ip(1))?;
+        link.wire()?;
+        route_to_rack(&fabric, r, link.ip(2))?;
+        for other in (0..racks).filter(|&o| o != r) {
+            route_to_rack(&tor, other, link.ip(1))?;
+        }
     }
     for j in 0..spec.clients {
         let ns = client_ns(name, j);
@@ -250,7 +266,9 @@ pub(super) fn build(
         wire_host(&spine, &ns, &super::Host::Client(j).addressing())?;
     }
     save(state, dir)?;
+    start_etcd(name, dir, state)?;
 
+    let etcd = etcd_ref(name);
     let cluster = Cluster {
         racks: (0..racks)
             .map(|r| Rack {
@@ -268,9 +286,16 @@ pub(super) fn build(
                     .collect(),
             })
             .collect(),
+        etcd: Some(etcd.clone()),
         ..Cluster::default()
     };
     cluster.save(&state.cluster_file)?;
+    let first = ChainConfig::from_cluster(&cluster)?;
+    in_namespace(&spine, async move {
+        let etcd = Etcd::connect(&etcd.url, &etcd.chain).await?;
+        etcd.create_config(&first).await
+    })
+    .context("writing the chain's first configuration to etcd")?;
 
     let mut children = Vec::new();
     for r in 0..racks {
@@ -281,7 +306,14 @@ pub(super) fn build(
             };
             let address = SocketAddrV4::new(rack_server_ip(r, i), spec.port);
             let mut args = super::store_args(spec, address, i, &state.cluster_file);
-            args.extend(["--rack".to_owned(), r.to_string()]);
+            args.extend([
+                "--rack".to_owned(),
+                r.to_string(),
+                "--etcd".to_owned(),
+                etcd_ref(name).url,
+                "--chain".to_owned(),
+                name.clone(),
+            ]);
             let ns = rack_server_ns(name, r, i);
             let log = dir.join(format!("{role}.log"));
             let readiness = Readiness::Store {
@@ -302,20 +334,20 @@ pub(super) fn build(
             .map(|i| PortSpec::new(format!("s{i}"), PortRole::Server))
             .chain([PortSpec::new("spine".to_owned(), PortRole::Client)])
             .collect();
-        if r > 0 {
-            ports.push(PortSpec::new("prev".to_owned(), PortRole::Upstream));
-        }
-        if r + 1 < racks {
-            ports.push(PortSpec::new("next".to_owned(), PortRole::Downstream));
-        }
+        ports.push(PortSpec::new("chain".to_owned(), PortRole::Chain));
         let socket = dir.join(format!("switch{suffix}.sock"));
         let config = DaemonConfig {
             ports,
             cluster: Some(rack_file),
             state: dir.join(format!("switch{suffix}-state.json")),
             admin: Some(socket.clone()),
-            // Every rack but the tail may serve reads of committed versions.
-            mark_committed: r + 1 < racks,
+            // Every rack but the tail may serve reads of committed versions, and any rack may
+            // stop being the tail.
+            mark_committed: true,
+            etcd: Some(etcd_ref(name).url),
+            chain: name.clone(),
+            rack_id: Some(r),
+            lease_ttl_secs: spec.lease_ttl_secs,
             ..super::switch_config(spec)
         };
         let config_file = dir.join(format!("switch{suffix}.toml"));
@@ -336,6 +368,166 @@ pub(super) fn build(
     }
     save(state, dir)?;
     Ok(children)
+}
+
+/// Starts the lab's etcd in the spine namespace (a cluster of one, its data in the lab's
+/// directory; a short heartbeat so that a lease of 1 s is honoured) and waits until it serves.
+fn start_etcd(name: &str, dir: &Path, state: &mut LabState) -> Result<()> {
+    let spine = spine_ns(name);
+    let peer = format!("http://127.0.0.1:{ETCD_PEER_PORT}");
+    let args: Vec<String> = [
+        "--name",
+        "lab",
+        "--data-dir",
+        &dir.join("etcd").display().to_string(),
+        "--listen-client-urls",
+        &format!("http://0.0.0.0:{ETCD_PORT}"),
+        "--advertise-client-urls",
+        &etcd_ref(name).url,
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        &format!("lab={peer}"),
+        "--heartbeat-interval",
+        "50",
+        "--election-timeout",
+        "500",
+        "--log-level",
+        "warn",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let readiness = Readiness::Tcp {
+        namespace: spine.clone(),
+        address: SocketAddrV4::new(etcd_ip(), ETCD_PORT),
+    };
+    let log = dir.join("etcd.log");
+    let (mut child, log, readiness) = start(
+        state,
+        ETCD_ROLE.to_owned(),
+        &spine,
+        Path::new("etcd"),
+        args,
+        log,
+        readiness,
+    )
+    .context("starting etcd (is etcd-server installed? scripts/setup.sh installs it)")?;
+    save(state, dir)?;
+    super::wait_ready(&mut child, &log, 0, &readiness)
+}
+
+/// The lab's etcd's role among its processes.
+pub const ETCD_ROLE: &str = "etcd";
+
+/// Runs `future` on a thread of its own inside namespace `ns` (where the lab's addresses are
+/// reachable), on a runtime of its own.
+pub fn in_namespace<T: Send + 'static>(
+    ns: &str,
+    future: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    let inside = ns.to_owned();
+    std::thread::spawn(move || -> Result<T> {
+        netns::enter_current_thread(&inside)?;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(future)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("a thread in namespace {ns:?} panicked"))?
+}
+
+/// The lab's chain's configuration in etcd.
+pub fn config_in_etcd(name: &str) -> Result<Option<Versioned>> {
+    let etcd = etcd_ref(name);
+    in_namespace(&spine_ns(name), async move {
+        Etcd::connect(&etcd.url, &etcd.chain)
+            .await?
+            .read_config()
+            .await
+    })
+}
+
+/// What `lab kill-rack` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RackKill {
+    pub rack: u8,
+    /// The processes killed (the rack's switch and stores).
+    pub killed: Vec<String>,
+    /// From the kill until etcd's configuration no longer had the rack.
+    pub reconfigured_ms: u64,
+    /// The configuration then: its epoch and racks, head first.
+    pub epoch: u64,
+    pub racks: Vec<u8>,
+}
+
+/// Crashes rack `rack` of lab `name` (SIGKILL to its switch, with its controller, and its
+/// stores), waits until the chain's configuration goes on without it, and rewrites the
+/// lab's cluster file to the chain that is left.
+pub fn kill_rack(name: &str, rack: u8) -> Result<RackKill> {
+    ensure!(netns::is_root(), "the lab needs root");
+    let mut state = super::load(name)?;
+    ensure!(
+        state.spec.racks > 1,
+        "lab {name:?} is a single rack, not a chain"
+    );
+    let config = config_in_etcd(name)?;
+    let config = config.context("the lab's chain has no configuration in etcd")?;
+    ensure!(
+        config.config.position(rack).is_some(),
+        "rack {rack} is not in lab {name:?}'s chain (its racks: {:?})",
+        config.config.rack_ids()
+    );
+    ensure!(
+        config.config.racks.len() > 1,
+        "rack {rack} is the chain's last rack: killing it would leave nothing to serve"
+    );
+    let switch = match rack {
+        0 => SWITCH_ROLE.to_owned(),
+        r => format!("{SWITCH_ROLE}-r{r}"),
+    };
+    let store_prefix = match rack {
+        0 => "store-".to_owned(),
+        r => format!("store-r{r}-"),
+    };
+    let is_rack_store = |role: &str| {
+        role.strip_prefix(&store_prefix)
+            .is_some_and(|i| i.parse::<u8>().is_ok())
+    };
+    let (victims, kept): (Vec<_>, Vec<_>) = state
+        .processes
+        .drain(..)
+        .partition(|p| p.role == switch || is_rack_store(&p.role));
+    state.processes = kept;
+    let killed_at = Instant::now();
+    for p in &victims {
+        super::kill_now(p.pid as i32).with_context(|| format!("killing {}", p.role))?;
+    }
+    super::save(&state, &super::lab_dir(name))?;
+    let deadline = killed_at + RECONFIGURE_TIMEOUT;
+    let now = loop {
+        let config = config_in_etcd(name)?;
+        if let Some(v) = config.filter(|v| v.config.position(rack).is_none()) {
+            let cluster = v.config.to_cluster(Some(etcd_ref(name)));
+            cluster.save(&state.cluster_file)?;
+            break v.config;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the chain still had rack {rack} {RECONFIGURE_TIMEOUT:?} after it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(RackKill {
+        rack,
+        killed: victims.into_iter().map(|p| p.role).collect(),
+        reconfigured_ms: killed_at.elapsed().as_millis() as u64,
+        epoch: now.epoch,
+        racks: now.rack_ids(),
+    })
 }
 
 #[cfg(test)]

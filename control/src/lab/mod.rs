@@ -30,7 +30,7 @@ use crate::{
     controller::hotkeys::{SAMPLES_PER_SECOND_DEFAULT, STATS_INTERVAL_MS_DEFAULT},
     service::{
         admin,
-        config::{DaemonConfig, PolicyName, PortSpec},
+        config::{DaemonConfig, LEASE_TTL_SECS_DEFAULT, PolicyName, PortSpec},
     },
     switch::AttachMode,
 };
@@ -166,6 +166,16 @@ pub struct LabSpec {
     #[arg(long, default_value_t = SAMPLES_PER_SECOND_DEFAULT)]
     #[serde(default = "default_sample_target")]
     pub sample_target: u32,
+    /// In a chain: the racks' controllers' lease in etcd, in seconds. A rack whose switch is
+    /// down longer than this (a crash, or `lab restart-switch`) is taken out of the chain.
+    #[arg(long, default_value_t = LEASE_TTL_SECS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    #[serde(default = "default_lease_ttl_secs")]
+    pub lease_ttl_secs: u64,
+}
+
+fn default_lease_ttl_secs() -> u64 {
+    LEASE_TTL_SECS_DEFAULT
 }
 
 fn default_racks() -> u8 {
@@ -658,19 +668,7 @@ fn restart_process(name: &str, role: &str, down: Duration, exe: &Path) -> Result
         }
     };
     let killed = Instant::now();
-    if alive(process.pid as i32) {
-        // SAFETY: kill(2) of the pid the lab started this process as.
-        unsafe { libc::kill(process.pid as i32, libc::SIGKILL) };
-        let deadline = killed + STOP_TIMEOUT;
-        while alive(process.pid as i32) {
-            ensure!(
-                Instant::now() < deadline,
-                "{role} {} still alive {STOP_TIMEOUT:?} after SIGKILL",
-                process.pid
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
+    kill_now(process.pid as i32).with_context(|| format!("killing {role}"))?;
     std::thread::sleep(down.saturating_sub(killed.elapsed()));
     let log_len = fs::metadata(&process.log).map_or(0, |m| m.len() as usize);
     let started = Instant::now();
@@ -804,6 +802,11 @@ enum Readiness {
     },
     /// The switch answers a status request on its admin socket (served once it is attached).
     Switch { admin: PathBuf },
+    /// A TCP server (etcd) accepts connections at `address` from inside `namespace`.
+    Tcp {
+        namespace: String,
+        address: SocketAddrV4,
+    },
 }
 
 impl Readiness {
@@ -812,8 +815,22 @@ impl Readiness {
         match self {
             Readiness::Store { namespace, address } => probe_store(namespace, *address),
             Readiness::Switch { admin } => admin::probe(admin, PROBE_TIMEOUT).map(drop),
+            Readiness::Tcp { namespace, address } => probe_tcp(namespace, *address),
         }
     }
+}
+
+/// Connects to `address` over TCP from inside namespace `ns`.
+fn probe_tcp(ns: &str, address: SocketAddrV4) -> Result<()> {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || -> Result<()> {
+        netns::enter_current_thread(&ns)?;
+        std::net::TcpStream::connect_timeout(&address.into(), PROBE_TIMEOUT)
+            .with_context(|| format!("connecting to {address}"))?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?
 }
 
 /// Sends a GET to the store at `address` from inside namespace `ns` and waits for any reply.
@@ -935,6 +952,25 @@ pub fn down(name: &str) -> Result<DownReport> {
         report.dir_removed = true;
     }
     Ok(report)
+}
+
+/// SIGKILL to a process the lab started, and waits until it is gone (at most
+/// [`STOP_TIMEOUT`]).
+fn kill_now(pid: i32) -> Result<()> {
+    if !alive(pid) {
+        return Ok(());
+    }
+    // SAFETY: kill(2) of a pid the lab started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while alive(pid) {
+        ensure!(
+            Instant::now() < deadline,
+            "{pid} still alive {STOP_TIMEOUT:?} after SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }
 
 /// SIGTERM, then SIGKILL for whatever is still alive after [`STOP_TIMEOUT`].

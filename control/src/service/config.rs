@@ -117,8 +117,8 @@ impl From<PolicyName> for Policy {
 #[serde(default, deny_unknown_fields)]
 pub struct DaemonConfig {
     /// The ToR's ports with their roles, comma-separated: NAME:server for a port towards
-    /// storage servers, NAME:client (or just NAME) towards clients, NAME:upstream and
-    /// NAME:downstream towards the previous and next rack of a chain (e.g.
+    /// storage servers, NAME:client (or just NAME) towards clients, NAME:chain towards the
+    /// other racks of a chain (e.g.
     /// s0:server,s1:server,c0:client). The program forwards between them and admits from each
     /// only what its role may send (docs/security.md).
     #[arg(long, value_delimiter = ',', required_unless_present = "config")]
@@ -202,7 +202,29 @@ pub struct DaemonConfig {
     /// it), so that its store may answer it: reads served by every rack (docs/chain.md).
     #[arg(long)]
     pub mark_committed: bool,
+    /// A chain whose membership lives in etcd (its client URL, e.g. http://127.0.0.1:2379):
+    /// the controller holds a lease for its rack (--rack-id), takes failed racks out of the
+    /// chain's configuration and, in the head, keeps the version epoch newer than any before
+    /// (docs/chain.md, "Membership").
+    #[arg(long, requires = "rack_id")]
+    pub etcd: Option<String>,
+    /// The chain's name in etcd.
+    #[arg(long, default_value = CHAIN_NAME_DEFAULT)]
+    pub chain: String,
+    /// This rack's id in the chain's configuration (with --etcd).
+    #[arg(long)]
+    pub rack_id: Option<u8>,
+    /// The controller's lease in etcd, in seconds: a rack whose controller has not renewed
+    /// it for this long is taken out of the chain.
+    #[arg(long, default_value_t = LEASE_TTL_SECS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub lease_ttl_secs: u64,
 }
+
+/// The chain's name in etcd when none is given.
+pub const CHAIN_NAME_DEFAULT: &str = "pegasus";
+/// The controllers' lease TTL by default.
+pub const LEASE_TTL_SECS_DEFAULT: u64 = 1;
 
 impl Default for DaemonConfig {
     /// The same values as the flags' defaults (a test checks it), with no ports.
@@ -225,6 +247,10 @@ impl Default for DaemonConfig {
             admin: None,
             cache: false,
             mark_committed: false,
+            etcd: None,
+            chain: CHAIN_NAME_DEFAULT.to_owned(),
+            rack_id: None,
+            lease_ttl_secs: LEASE_TTL_SECS_DEFAULT,
         }
     }
 }
@@ -374,7 +400,7 @@ mod tests {
     fn a_file_and_flags_give_the_same_value() {
         let flags = parse(&[
             "--ports",
-            "s0:server,s1:server,c0:client,up:upstream,down:downstream",
+            "s0:server,s1:server,c0:client,fabric:chain",
             "--mode",
             "skb",
             "--cluster",

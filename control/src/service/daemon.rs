@@ -180,6 +180,7 @@ async fn serve(
         "switch running"
     );
     let refreshed = controller.clone();
+    let member = controller.clone();
     // Cached forwarding decisions are renewed every period (see FIB_CACHE).
     let fib_refresh = async move {
         let mut tick = tokio::time::interval(Duration::from_millis(FIB_GENERATION_PERIOD_MS));
@@ -204,8 +205,23 @@ async fn serve(
             None => std::future::pending().await,
         }
     };
+    let membership = async move {
+        match (&config.etcd, config.rack_id) {
+            (Some(url), Some(rack)) => {
+                let membership = super::membership::Membership {
+                    url: url.clone(),
+                    chain: config.chain.clone(),
+                    rack,
+                    lease_ttl: Duration::from_secs(config.lease_ttl_secs),
+                };
+                super::membership::run(membership, member).await
+            }
+            _ => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = shutdown_signal() => Ok(()),
+        e = membership => Err(e.context("chain membership")),
         e = detect => Err(e.context("hot-key detection")),
         e = failed(metrics_task, "metrics endpoint") => Err(e),
         e = failed(admin_task, "admin socket") => Err(e),

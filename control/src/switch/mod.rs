@@ -570,6 +570,23 @@ impl Switch {
         Ok(())
     }
 
+    /// Stamps versions in `epoch` from now on (the counter goes on: versions keep growing).
+    /// Requests whose client learned another epoch are refused with the new one
+    /// (`once::admits_epoch`), as after a restart.
+    pub fn set_epoch(&mut self, epoch: u16) -> Result<()> {
+        let mut config_map: Array<&mut MapData, SwitchConfig> =
+            Array::try_from(self.map_mut(shared::MAP_CONFIG)?)?;
+        let mut config = config_map.get(&0, 0)?;
+        ensure!(
+            epoch >= config.epoch,
+            "the version epoch goes back from {} to {epoch}",
+            config.epoch
+        );
+        config.epoch = epoch;
+        config_map.set(0, config, 0)?;
+        Ok(())
+    }
+
     /// Samples one GET or PUT in `period` from now on (0: none); the controller adapts it to
     /// the rack's rate (`controller::hotkeys::sample_period_for`).
     pub fn set_sample_period(&mut self, period: u16) -> Result<()> {

@@ -52,16 +52,16 @@ pub fn server_addr(i: u8, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(server_ip(i), port)
 }
 
-/// A server of the previous rack of a chain, behind the upstream port `pr0`.
+/// A server of the previous rack of a chain, behind the chain port `pr0`.
 pub const PREVIOUS_RACK: ChainNeighbour = ChainNeighbour {
     port: "pr0",
-    role: PortRole::Upstream,
+    role: PortRole::Chain,
     subnet: 17,
 };
-/// A server of the next rack of a chain, behind the downstream port `nx0`.
+/// A server of the next rack of a chain, behind another chain port, `nx0`.
 pub const NEXT_RACK: ChainNeighbour = ChainNeighbour {
     port: "nx0",
-    role: PortRole::Downstream,
+    role: PortRole::Chain,
     subnet: 33,
 };
 
