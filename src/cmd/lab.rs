@@ -234,6 +234,9 @@ fn inject(args: FaultArgs) -> Result<ExitCode> {
             seed: pegasus_common::fault::splitmix64(seed ^ i as u64),
         };
         let endpoints = match link {
+            LinkName::Host(Host::Client(j)) if state.spec.racks > 1 => {
+                lab::chain::client_link(&args.name, j)
+            }
             LinkName::Host(host) => host.link(&args.name),
             LinkName::Chain(rack) => lab::chain::chain_link(&args.name, rack),
         };

@@ -6,7 +6,10 @@
 //! back, and checks the history for linearizability. A lost acknowledged write shows as a read
 //! back that is not linearizable.
 //!
-//! A store that crashes loses its keys (there are no replicas across racks yet): the keys it
+//! With `--racks 2` or more each run is a chain of racks, and a rack chosen at random is
+//! killed mid-run: nothing acknowledged may be lost, so every key is checked.
+//!
+//! In a single rack, a store that crashes loses its keys (no other rack has them): the keys it
 //! could hold (cold keys it is home of, and every hot key) are checked apart and counted as
 //! *exposed*, and those among them that are not linearizable as *lost to a store crash*, never
 //! as violations. A failed run prints its seed; `--replay SEED` runs it again.
@@ -53,6 +56,12 @@ pub struct FaultsArgs {
     /// Client namespaces per rack, each recording a history.
     #[arg(long, default_value_t = 2)]
     clients: u8,
+    /// Racks in a chain (docs/chain.md, at most 8). With 2 or more, every run kills a rack chosen at
+    /// random mid-run (its switch, controller and stores: `lab kill-rack`), faults go on the
+    /// clients' links and the racks' links to the fabric, and no single switch or store
+    /// crashes (in a chain, a rack fails whole).
+    #[arg(long, default_value_t = 1)]
+    racks: u8,
     /// Seconds of reads and writes per run.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -70,27 +79,64 @@ pub struct FaultsArgs {
 struct Schedule {
     /// (link, faults to the switch, faults from it).
     #[serde(skip)]
-    links: Vec<(Host, DirectionFaults, DirectionFaults)>,
+    links: Vec<(FaultyLink, DirectionFaults, DirectionFaults)>,
     /// A readable summary of the link faults.
     link_faults: String,
     /// When, from the start of the workload, the switch crashes (and how long it stays down).
     switch_crash: Option<(Duration, Duration)>,
     /// When a store crashes, which, and for how long.
     store_crash: Option<(Duration, u8, Duration)>,
+    /// In a chain: when a rack is killed, and which.
+    rack_kill: Option<(Duration, u8)>,
     /// The latest a duplicate arrives.
     max_dup_delay: Duration,
 }
 
+/// A link faults may go on: a host's (a rack's server or client), or, in a chain, a rack's
+/// link to the fabric between racks.
+#[derive(Clone, Copy, Debug)]
+enum FaultyLink {
+    Host(Host),
+    Chain(u8),
+}
+
+impl FaultyLink {
+    fn label(self) -> String {
+        match self {
+            FaultyLink::Host(host) => host.addressing().tor_port,
+            FaultyLink::Chain(rack) => format!("l{rack}"),
+        }
+    }
+
+    fn endpoints(self, lab: &str, chain: bool) -> lab::fault::Link {
+        match self {
+            FaultyLink::Host(Host::Client(j)) if chain => lab::chain::client_link(lab, j),
+            FaultyLink::Host(host) => host.link(lab),
+            FaultyLink::Chain(rack) => lab::chain::chain_link(lab, rack),
+        }
+    }
+}
+
 impl Schedule {
-    fn draw(seed: u64, servers: u8, clients: u8, seconds: f64, max_dup_delay_ms: u64) -> Self {
+    fn draw(seed: u64, args: &FaultsArgs) -> Self {
+        let (servers, clients, seconds) = (args.servers, args.clients, args.seconds);
+        let chain = args.racks > 1;
         let mut rng = StdRng::seed_from_u64(seed);
-        let bounds = [100, 1_000, 3_000, max_dup_delay_ms];
-        let max_dup_delay_ms = bounds[rng.random_range(0..bounds.len())].min(max_dup_delay_ms);
+        let bounds = [100, 1_000, 3_000, args.max_dup_delay_ms];
+        let max_dup_delay_ms = bounds[rng.random_range(0..bounds.len())].min(args.max_dup_delay_ms);
         let max_dup_delay = Duration::from_millis(max_dup_delay_ms);
-        let hosts: Vec<Host> = (0..servers)
-            .map(Host::Server)
-            .chain((0..clients).map(Host::Client))
-            .collect();
+        let hosts: Vec<FaultyLink> = if chain {
+            (0..clients)
+                .map(|c| FaultyLink::Host(Host::Client(c)))
+                .chain((0..args.racks).map(FaultyLink::Chain))
+                .collect()
+        } else {
+            (0..servers)
+                .map(Host::Server)
+                .chain((0..clients).map(Host::Client))
+                .map(FaultyLink::Host)
+                .collect()
+        };
         let mut links = Vec::new();
         let mut text = String::new();
         for host in hosts {
@@ -120,7 +166,7 @@ impl Schedule {
             let _ = write!(
                 text,
                 "{}:drop{:.1}/{:.1}%,dup{:.1}/{:.1}%,delay{:.0}/{:.0}ms ",
-                host.addressing().tor_port,
+                host.label(),
                 to.drop * 100.0,
                 from.drop * 100.0,
                 to.duplicate * 100.0,
@@ -131,13 +177,14 @@ impl Schedule {
             links.push((host, to, from));
         }
         let at = |rng: &mut StdRng| Duration::from_secs_f64(rng.random_range(0.3..seconds * 0.8));
-        let switch_crash = rng.random_bool(0.3).then(|| {
+        let rack_kill = chain.then(|| (at(&mut rng), rng.random_range(0..args.racks)));
+        let switch_crash = (!chain && rng.random_bool(0.3)).then(|| {
             (
                 at(&mut rng),
                 Duration::from_millis(rng.random_range(50..500)),
             )
         });
-        let store_crash = rng.random_bool(0.3).then(|| {
+        let store_crash = (!chain && rng.random_bool(0.3)).then(|| {
             (
                 at(&mut rng),
                 rng.random_range(0..servers),
@@ -149,6 +196,7 @@ impl Schedule {
             link_faults: text.trim_end().to_owned(),
             switch_crash,
             store_crash,
+            rack_kill,
             max_dup_delay,
         }
     }
@@ -164,6 +212,9 @@ struct RunOutcome {
     max_dup_delay_ms: u64,
     switch_crash: bool,
     store_crash: Option<u8>,
+    /// In a chain: the rack killed, and how long the chain took to go on without it.
+    rack_killed: Option<u8>,
+    reconfigured_ms: Option<u64>,
     operations: usize,
     duplicates: u64,
     dropped: u64,
@@ -195,6 +246,8 @@ impl RunOutcome {
             max_dup_delay_ms: 0,
             switch_crash: false,
             store_crash: None,
+            rack_killed: None,
+            reconfigured_ms: None,
             operations: 0,
             duplicates: 0,
             dropped: 0,
@@ -273,13 +326,7 @@ pub fn run(args: FaultsArgs) -> Result<ExitCode> {
 
 fn one_run(args: &FaultsArgs, run: u32, seed: u64) -> Result<RunOutcome> {
     let started = Instant::now();
-    let schedule = Schedule::draw(
-        seed,
-        args.servers,
-        args.clients,
-        args.seconds,
-        args.max_dup_delay_ms,
-    );
+    let schedule = Schedule::draw(seed, args);
     let mut spec = rack::spec(
         &format!("fx{run}"),
         args.servers,
@@ -288,6 +335,7 @@ fn one_run(args: &FaultsArgs, run: u32, seed: u64) -> Result<RunOutcome> {
         Some(0),
     );
     spec.clients = args.clients;
+    spec.racks = args.racks;
     let rack = Rack::up(spec)?;
     let name = rack.spec.name.clone();
     let exe = std::env::current_exe()?;
@@ -301,7 +349,7 @@ fn one_run(args: &FaultsArgs, run: u32, seed: u64) -> Result<RunOutcome> {
                 from_switch: from.clone(),
                 seed: splitmix64(seed ^ (i as u64 + 1)),
             };
-            Injector::start(&host.link(&name), &plan)
+            Injector::start(&host.endpoints(&name, args.racks > 1), &plan)
         })
         .collect::<Result<Vec<_>>>()?;
     let dir = tempdir(&args.out, run)?;
@@ -311,7 +359,7 @@ fn one_run(args: &FaultsArgs, run: u32, seed: u64) -> Result<RunOutcome> {
         .map(|j| dir.join(format!("client{j}.jsonl")))
         .collect();
 
-    std::thread::scope(|s| -> Result<()> {
+    let reconfigured_ms = std::thread::scope(|s| -> Result<Option<u64>> {
         let recorders: Vec<_> = files
             .iter()
             .enumerate()
@@ -358,7 +406,11 @@ fn one_run(args: &FaultsArgs, run: u32, seed: u64) -> Result<RunOutcome> {
         if let Some((at, _, _)) = schedule.store_crash {
             events.push((at, 3));
         }
+        if let Some((at, _)) = schedule.rack_kill {
+            events.push((at, 4));
+        }
         events.sort();
+        let mut reconfigured = None;
         for (at, event) in events {
             std::thread::sleep(at.saturating_sub(t0.elapsed()));
             match event {
@@ -372,9 +424,13 @@ fn one_run(args: &FaultsArgs, run: u32, seed: u64) -> Result<RunOutcome> {
                     let (_, down) = schedule.switch_crash.expect("scheduled");
                     lab::restart_switch(&name, down, &exe)?;
                 }
-                _ => {
+                3 => {
                     let (_, server, down) = schedule.store_crash.expect("scheduled");
                     lab::restart_store(&name, server, down, &exe)?;
+                }
+                _ => {
+                    let (_, victim) = schedule.rack_kill.expect("scheduled");
+                    reconfigured = Some(lab::chain::kill_rack(&name, victim)?.reconfigured_ms);
                 }
             }
         }
@@ -382,7 +438,7 @@ fn one_run(args: &FaultsArgs, run: u32, seed: u64) -> Result<RunOutcome> {
             r.join()
                 .map_err(|_| anyhow::anyhow!("a recorder panicked"))??;
         }
-        Ok(())
+        Ok(reconfigured)
     })?;
 
     // Every late copy lands before the read-back (held frames are sent when due, not early).
@@ -446,6 +502,8 @@ fn one_run(args: &FaultsArgs, run: u32, seed: u64) -> Result<RunOutcome> {
         max_dup_delay_ms: schedule.max_dup_delay.as_millis() as u64,
         switch_crash: schedule.switch_crash.is_some(),
         store_crash: schedule.store_crash.map(|(_, s, _)| s),
+        rack_killed: schedule.rack_kill.map(|(_, r)| r),
+        reconfigured_ms,
         operations: records.len(),
         duplicates,
         dropped,
@@ -467,19 +525,22 @@ fn tempdir(out: &std::path::Path, run: u32) -> Result<PathBuf> {
 
 fn write_results(args: &FaultsArgs, campaign: u64, outcomes: &[RunOutcome]) -> Result<()> {
     let mut csv = String::from(
-        "run,seed,faulty_links,max_dup_delay_ms,switch_crash,store_crash,operations,duplicates,\
-         dropped,violations,exposed,lost_to_store_crash,unknown,seconds,error,link_faults\n",
+        "run,seed,faulty_links,max_dup_delay_ms,switch_crash,store_crash,rack_killed,\
+         reconfigured_ms,operations,duplicates,dropped,violations,exposed,lost_to_store_crash,\
+         unknown,seconds,error,link_faults\n",
     );
     for o in outcomes {
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{:.1},\"{}\",\"{}\"",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.1},\"{}\",\"{}\"",
             o.run,
             o.seed,
             o.faulty_links,
             o.max_dup_delay_ms,
             o.switch_crash,
             o.store_crash.map_or(String::new(), |s| s.to_string()),
+            o.rack_killed.map_or(String::new(), |s| s.to_string()),
+            o.reconfigured_ms.map_or(String::new(), |s| s.to_string()),
             o.operations,
             o.duplicates,
             o.dropped,
@@ -525,15 +586,30 @@ fn summary(campaign: u64, outcomes: &[RunOutcome]) -> String {
     );
     let _ = writeln!(
         s,
+        "| with a rack of the chain killed | {} |",
+        count(&|o| o.rack_killed.is_some())
+    );
+    let _ = writeln!(
+        s,
         "| **passed** (0 violations, 0 unknown) | **{}** |",
         count(&|o| o.passed())
     );
+    let mut reconfigured: Vec<u64> = outcomes.iter().filter_map(|o| o.reconfigured_ms).collect();
+    reconfigured.sort_unstable();
+    if !reconfigured.is_empty() {
+        let _ = writeln!(
+            s,
+            "| rack kill to the chain going on without it: median, max | {} ms, {} ms |",
+            reconfigured[reconfigured.len() / 2],
+            reconfigured[reconfigured.len() - 1]
+        );
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,
         "Operations {}, duplicates injected {}, packets dropped {}; keys not linearizable {} \
          (of keys no crashed store held); keys exposed to a store crash {}, of which lost {} \
-         (not violations: a crashed store loses its keys until chains exist).",
+         (not violations: a single rack's crashed store loses its keys).",
         sum(&|o| o.operations as u64),
         sum(&|o| o.duplicates),
         sum(&|o| o.dropped),

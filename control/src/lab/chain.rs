@@ -121,6 +121,14 @@ pub fn chain_link(name: &str, rack: u8) -> fault::Link {
     }
 }
 
+/// Client `j`'s link in a chain's lab: clients hang off the spine, not a rack.
+pub fn client_link(name: &str, j: u8) -> fault::Link {
+    fault::Link {
+        tor_ns: spine_ns(name),
+        ..super::Host::Client(j).link(name)
+    }
+}
+
 /// A point-to-point veth between two namespaces, on `10.NET.X.0/24` (`.1` on `a`, `.2` on
 /// `b`), with static neighbours and offloads off; GRO on both ends (a native XDP redirect
 /// into a veth needs NAPI on its peer).
