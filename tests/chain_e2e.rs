@@ -311,6 +311,45 @@ fn the_tail_fails_and_nothing_acknowledged_is_lost() {
     a_rack_fails_under_load("e2ektl", 2);
 }
 
+/// A rack joins as the new tail under load (every key copied to it while writes go on),
+/// then the old tail is killed: the histories and a read of every key afterwards, from the
+/// new tail, must be linearizable, and the racks left must hold the same newest version of
+/// every key.
+#[test]
+fn a_rack_added_as_the_tail_then_the_old_tail_killed_loses_nothing() {
+    let (lab, scratch, prefix) = chain_lab("e2eadd", 2);
+    let file = |name: &str| scratch.join(format!("{name}.jsonl")).display().to_string();
+    let mut files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
+    let (mut added, mut killed) = (serde_json::Value::Null, serde_json::Value::Null);
+    record(&lab, &files, &prefix, || {
+        thread::sleep(Duration::from_millis(1500));
+        added = support::json(&support::run_ok(&[
+            "lab", "add-rack", "--name", &lab.name, "--json",
+        ]));
+        killed = support::json(&support::run_ok(&[
+            "lab",
+            "kill-rack",
+            "--name",
+            &lab.name,
+            "--rack",
+            &(RACKS - 1).to_string(),
+            "--json",
+        ]));
+    });
+    eprintln!("added: {added}\nkilled: {killed}");
+    assert_eq!(added["rack"], RACKS, "{added}");
+    assert_eq!(added["racks"], serde_json::json!([0, 1, 2, 3]), "{added}");
+    assert_eq!(killed["racks"], serde_json::json!([0, 1, 3]), "{killed}");
+    thread::sleep(DRAIN);
+    let read_back = file("read-back");
+    lab.read_back(&prefix, &read_back, HOT, COLD);
+    files.push(read_back);
+    let report = assert_linearizable(&files);
+    assert_eq!(report["keys"], (HOT + COLD) as u64, "{report}");
+    assert_racks_converged(&lab.name, &prefix, &[0, 1, RACKS]);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
 /// The newest version of each key that rack `rack`'s stores hold (0: none), asked of every
 /// server of the rack (a hot key's newest version need not be at its home), from the rack's
 /// ToR namespace, where its controller runs.

@@ -147,6 +147,12 @@ pub struct WriteResult {
     pub load: u16,
 }
 
+/// First wait before a read refused as not committed by the tail is sent again (a rack is
+/// joining behind it: the version is committed a round trip later); doubling up to
+/// [`NOT_COMMITTED_WAIT_MAX`], then the read fails.
+const NOT_COMMITTED_WAIT_MIN: Duration = Duration::from_millis(1);
+const NOT_COMMITTED_WAIT_MAX: Duration = Duration::from_millis(128);
+
 /// A decoded reply.
 #[derive(Debug)]
 struct Reply {
@@ -287,11 +293,22 @@ impl Client {
             };
             (rack, racks.reads_from.clone())
         };
+        let not_committed = |r: &Reply| {
+            r.header.op() == Some(Op::Error) && r.header.status() == Some(Status::NotCommitted)
+        };
         let mut reply = self.read_at(&rack, key).await?;
-        if reply.header.op() == Some(Op::Error)
-            && reply.header.status() == Some(Status::NotCommitted)
-        {
-            // That rack's copy is not known committed yet: the tail holds what it must.
+        let mut wait = NOT_COMMITTED_WAIT_MIN;
+        while not_committed(&reply) {
+            // That rack's copy is not known committed yet: the tail holds what it must. (A
+            // tail with a rack joining behind it serves committed versions only, and its
+            // newest is committed a round trip later: ask again shortly.)
+            if wait > NOT_COMMITTED_WAIT_MAX {
+                return Err(unexpected(&reply.header, "GET"));
+            }
+            if Arc::ptr_eq(&rack, &tail) || wait > NOT_COMMITTED_WAIT_MIN {
+                tokio::time::sleep(wait).await;
+            }
+            wait *= 2;
             reply = self.read_at(&tail, key).await?;
         }
         match (reply.header.op(), reply.header.status()) {

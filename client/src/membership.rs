@@ -59,6 +59,10 @@ pub struct ChainConfig {
     pub version_epoch: u16,
     /// The racks, head first; each has its id.
     pub racks: Vec<Rack>,
+    /// A rack joining as the new tail: the tail forwards it every write (and copies it every
+    /// key) and it answers writes, but reads stay with the tail until it has everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joining: Option<Rack>,
 }
 
 /// A rack's place in a configuration.
@@ -100,6 +104,7 @@ impl ChainConfig {
             epoch: 1,
             version_epoch: 0,
             racks,
+            joining: None,
         })
     }
 
@@ -140,23 +145,56 @@ impl ChainConfig {
         self.racks.get(p.index + 1)
     }
 
+    /// Where rack `id`'s stores send the writes they apply: the next rack, or, for the tail,
+    /// the joining rack.
+    pub fn successor(&self, id: u8) -> Option<&Rack> {
+        match self.position(id) {
+            Some(p) if p.is_tail() => self.joining.as_ref(),
+            Some(_) => self.next(id),
+            None => None,
+        }
+    }
+
+    /// Whom rack `id`'s stores take writes from: the previous rack, or, for the joining
+    /// rack, the tail.
+    pub fn predecessor(&self, id: u8) -> Option<&Rack> {
+        if self.joining_id() == Some(id) {
+            return self.racks.last();
+        }
+        self.previous(id)
+    }
+
+    /// The joining rack's id.
+    pub fn joining_id(&self) -> Option<u8> {
+        self.joining.as_ref().and_then(|r| r.id)
+    }
+
+    /// The tail rack's id.
+    pub fn tail(&self) -> Option<u8> {
+        self.racks.last().and_then(|r| r.id)
+    }
+
     /// The head rack's id.
     pub fn head(&self) -> Option<u8> {
         self.racks.first().and_then(|r| r.id)
     }
 
     /// The configuration without the racks that are not `alive`: the next epoch, and a new
-    /// version epoch if the head changes. `None` when every rack is alive (nothing to change)
-    /// or none is (nothing left to serve: the last configuration stays, and says which racks
-    /// held the data).
+    /// version epoch if the head changes. A joining rack that failed, or whose tail failed
+    /// (it was copying from that tail), stops joining. `None` when nothing changes, or when no
+    /// rack of the chain is alive (nothing left to serve: the last configuration stays, and
+    /// says which racks held the data).
     pub fn without_failed(&self, alive: &BTreeSet<u8>) -> Option<ChainConfig> {
-        let racks: Vec<Rack> = self
-            .racks
-            .iter()
-            .filter(|r| r.id.is_some_and(|id| alive.contains(&id)))
-            .cloned()
-            .collect();
-        if racks.len() == self.racks.len() || racks.is_empty() {
+        let is_alive = |r: &Rack| r.id.is_some_and(|id| alive.contains(&id));
+        let racks: Vec<Rack> = self.racks.iter().filter(|r| is_alive(r)).cloned().collect();
+        if racks.is_empty() {
+            return None;
+        }
+        let joining = self
+            .joining
+            .clone()
+            .filter(|r| is_alive(r) && racks.last().and_then(|t| t.id) == self.tail());
+        if racks.len() == self.racks.len() && joining == self.joining {
             return None;
         }
         let head_changed = racks[0].id != self.head();
@@ -164,6 +202,7 @@ impl ChainConfig {
             epoch: self.epoch + 1,
             version_epoch: self.version_epoch + u16::from(head_changed),
             racks,
+            joining,
         })
     }
 
@@ -174,23 +213,45 @@ impl ChainConfig {
         (epoch > self.version_epoch).then(|| ChainConfig {
             epoch: self.epoch + 1,
             version_epoch: epoch,
-            racks: self.racks.clone(),
+            ..self.clone()
         })
     }
 
-    /// The configuration with `rack` appended as the new tail.
-    pub fn with_tail(&self, rack: Rack) -> Result<ChainConfig> {
+    /// The configuration with `rack` joining as the new tail (the first step of adding it).
+    pub fn with_joining(&self, rack: Rack) -> Result<ChainConfig> {
         let id = rack.id.context("a rack joining a chain needs an id")?;
         ensure!(self.position(id).is_none(), "rack {id} is in the chain");
+        ensure!(
+            self.joining.is_none(),
+            "rack {:?} is joining already: one rack joins at a time",
+            self.joining_id()
+        );
+        let mut all = self.racks.clone();
+        all.push(rack.clone());
+        Cluster {
+            racks: all,
+            ..Cluster::default()
+        }
+        .validate()?;
+        Ok(ChainConfig {
+            epoch: self.epoch + 1,
+            joining: Some(rack),
+            ..self.clone()
+        })
+    }
+
+    /// The configuration with the joining rack made the tail (the second step: it has every
+    /// key), or `None` if no rack is joining.
+    pub fn joined(&self) -> Option<ChainConfig> {
+        let rack = self.joining.clone()?;
         let mut racks = self.racks.clone();
         racks.push(rack);
-        let config = ChainConfig {
+        Some(ChainConfig {
             epoch: self.epoch + 1,
             version_epoch: self.version_epoch,
             racks,
-        };
-        config.to_cluster(None).validate()?;
-        Ok(config)
+            joining: None,
+        })
     }
 }
 
@@ -217,6 +278,10 @@ pub struct StoreReport {
     pub acks_sent: u64,
     /// The configuration epoch the store applied last.
     pub config_epoch: u64,
+    /// The joining rack this store (of the tail) has copied every key to, and heard each
+    /// acknowledged: the joining rack may become the tail once every store of the tail says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_to: Option<u8>,
 }
 
 /// The prefix of chain `chain`'s store reports.
@@ -376,30 +441,7 @@ impl Etcd {
     pub async fn status(&self) -> Result<ChainStatus> {
         let config = self.read_config().await?.map(|v| v.config);
         let alive = self.alive().await?;
-        let mut client = self.client.clone();
-        let reports = client
-            .get(
-                stores_prefix(&self.chain),
-                Some(GetOptions::new().with_prefix()),
-            )
-            .await
-            .context("reading the stores' reports from etcd")?;
-        let mut stores: Vec<(u8, u8, StoreReport)> = reports
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let key = std::str::from_utf8(kv.key()).ok()?;
-                let (rack, server) = key
-                    .strip_prefix(&stores_prefix(&self.chain))?
-                    .split_once('/')?;
-                Some((
-                    rack.parse().ok()?,
-                    server.parse().ok()?,
-                    serde_json::from_slice(kv.value()).ok()?,
-                ))
-            })
-            .collect();
-        stores.sort_by_key(|&(r, s, _)| (r, s));
+        let stores = self.store_reports().await?;
         let mut ids: Vec<u8> = config.as_ref().map_or(Vec::new(), |c| c.rack_ids());
         let removed: Vec<u8> = alive
             .iter()
@@ -439,6 +481,35 @@ impl Etcd {
             config,
             racks,
         })
+    }
+
+    /// Every store's last report: (rack, server id, report), in that order.
+    pub async fn store_reports(&self) -> Result<Vec<(u8, u8, StoreReport)>> {
+        let mut client = self.client.clone();
+        let reports = client
+            .get(
+                stores_prefix(&self.chain),
+                Some(GetOptions::new().with_prefix()),
+            )
+            .await
+            .context("reading the stores' reports from etcd")?;
+        let mut stores: Vec<(u8, u8, StoreReport)> = reports
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = std::str::from_utf8(kv.key()).ok()?;
+                let (rack, server) = key
+                    .strip_prefix(&stores_prefix(&self.chain))?
+                    .split_once('/')?;
+                Some((
+                    rack.parse().ok()?,
+                    server.parse().ok()?,
+                    serde_json::from_slice(kv.value()).ok()?,
+                ))
+            })
+            .collect();
+        stores.sort_by_key(|&(r, s, _)| (r, s));
+        Ok(stores)
     }
 
     /// Publishes store `server` of rack `rack`'s report under lease `lease` (granted here
@@ -607,6 +678,13 @@ fn decode(kv: &etcd_client::KeyValue) -> Result<Versioned> {
         config.racks.iter().all(|r| r.id.is_some()),
         "every rack of a chain's configuration has an id"
     );
+    if let Some(joining) = &config.joining {
+        ChainConfig {
+            joining: None,
+            ..config.clone()
+        }
+        .with_joining(joining.clone())?;
+    }
     Ok(Versioned {
         config,
         revision: kv.mod_revision(),
@@ -644,6 +722,7 @@ mod tests {
             epoch: 4,
             version_epoch: 2,
             racks: ids.iter().map(|&id| rack(id)).collect(),
+            joining: None,
         }
     }
 
@@ -693,17 +772,50 @@ mod tests {
     }
 
     #[test]
-    fn a_joining_rack_becomes_the_tail_once() {
+    fn a_rack_joins_behind_the_tail_then_becomes_it() {
         let c = chain(&[0, 1]);
-        let n = c.with_tail(rack(4)).unwrap();
-        assert_eq!((n.epoch, n.rack_ids()), (5, vec![0, 1, 4]));
-        assert!(n.with_tail(rack(4)).is_err());
+        let j = c.with_joining(rack(4)).unwrap();
+        assert_eq!(
+            (j.epoch, j.rack_ids(), j.joining_id()),
+            (5, vec![0, 1], Some(4))
+        );
+        // The tail sends its writes on to the joining rack, which takes them from the tail.
+        assert_eq!(j.successor(1).unwrap().id, Some(4));
+        assert_eq!(j.predecessor(4).unwrap().id, Some(1));
+        assert!(j.successor(4).is_none() && j.next(1).is_none());
+        assert!(j.with_joining(rack(5)).is_err(), "one at a time");
+        assert!(c.with_joining(rack(1)).is_err(), "already in the chain");
+        let n = j.joined().unwrap();
+        assert_eq!(
+            (n.epoch, n.rack_ids(), n.joining_id()),
+            (6, vec![0, 1, 4], None)
+        );
+        assert!(n.joined().is_none());
         let mut odd = rack(6);
         odd.servers.pop();
         assert!(
-            c.with_tail(odd).is_err(),
+            c.with_joining(odd).is_err(),
             "other server ids than the chain's"
         );
+    }
+
+    #[test]
+    fn a_joining_rack_stops_joining_when_it_or_the_tail_fails() {
+        let j = chain(&[0, 1]).with_joining(rack(4)).unwrap();
+        let without_joiner = j.without_failed(&BTreeSet::from([0, 1])).unwrap();
+        assert_eq!(
+            (without_joiner.rack_ids(), without_joiner.joining),
+            (vec![0, 1], None)
+        );
+        let without_tail = j.without_failed(&BTreeSet::from([0, 4])).unwrap();
+        assert_eq!(
+            (without_tail.rack_ids(), without_tail.joining),
+            (vec![0], None)
+        );
+        // The head failing leaves it joining behind the same tail.
+        let without_head = j.without_failed(&BTreeSet::from([1, 4])).unwrap();
+        assert_eq!(without_head.joining_id(), Some(4));
+        assert!(j.without_failed(&BTreeSet::from([0, 1, 4])).is_none());
     }
 
     #[test]

@@ -72,6 +72,17 @@ enum LabCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Add a rack to a chain as its new tail, under load if there is load: build and start
+    /// it, mark it joining in etcd (the tail copies it every key and forwards it every new
+    /// write; reads stay with the tail), wait until its controller has made it the tail, and
+    /// rewrite the lab's cluster file. Prints how long each step took.
+    AddRack {
+        #[arg(long)]
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inject network faults on links of a running lab (netem's drop, duplicate, delay,
     /// jitter and reorder, which this kernel lacks), seeded, until --seconds pass or the
     /// command is interrupted; then print what was done. Faults apply where the link meets
@@ -357,6 +368,20 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
                     "switch of lab {name} (rack {rack}) restarted: pid {} killed, down {} ms, \
                      pid {} forwarding after {} ms",
                     restart.killed_pid, restart.down_ms, restart.pid, restart.recovery_ms
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::AddRack { name, json } => {
+            let exe = std::env::current_exe()?;
+            let added = lab::chain::add_rack(&name, &exe)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&added)?);
+            } else {
+                println!(
+                    "rack {} joined lab {name}'s chain as its tail: up in {} ms, every key \
+                     copied and the tail after {} ms more: epoch {}, racks {:?} (head first)",
+                    added.rack, added.started_ms, added.joined_ms, added.epoch, added.racks
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -97,6 +97,8 @@ pub fn run(args: StoreArgs) -> Result<ExitCode> {
                 next if next < file.rack_count() => servers(next)?,
                 _ => Vec::new(),
             },
+            // Following etcd, the store serves nothing until it has read its place there.
+            removed: args.etcd.is_some(),
             ..ChainLinks::default()
         };
         (file.rack(args.rack)?, chain)
@@ -175,6 +177,7 @@ async fn follow_chain(
                     acks_received: s.chain_acks_received,
                     acks_sent: s.chain_acks_sent,
                     config_epoch,
+                    copied_to: reconfigurer.copied_to(),
                 };
                 // Best effort: etcd may be away; the next tick tries again.
                 report_lease = etcd
@@ -196,33 +199,41 @@ async fn follow_chain(
             epoch = versioned.config.epoch,
             racks = ?versioned.config.rack_ids(),
             removed = links.removed,
+            joining = links.joining,
             head = links.previous.is_empty(),
             tail = links.next.is_empty(),
             "chain configuration in force"
         );
-        reconfigurer.apply(links).await;
+        let joining = versioned
+            .config
+            .joining_id()
+            .filter(|_| versioned.config.tail() == Some(rack));
+        reconfigurer.apply(links, joining).await;
     }
 }
 
 /// Rack `rack`'s links in `config`: its neighbours' servers, and the head's version epoch;
-/// a rack no longer in the chain keeps its last links, marked removed.
+/// a joining rack takes writes from the tail; a rack no longer in the chain keeps its last
+/// links, marked removed.
 fn links_in(config: &ChainConfig, rack: u8, current: ChainLinks) -> ChainLinks {
     let servers = |r: Option<&pegasus_client::cluster::Rack>| {
         r.map_or(Vec::new(), |r| {
             r.servers.iter().map(|s| (s.id, s.addr)).collect::<Vec<_>>()
         })
     };
-    match config.position(rack) {
-        Some(_) => ChainLinks {
-            previous: servers(config.previous(rack)),
-            next: servers(config.next(rack)),
-            version_epoch: config.version_epoch,
-            removed: false,
-        },
-        None => ChainLinks {
+    let joining = config.joining_id() == Some(rack);
+    if config.position(rack).is_none() && !joining {
+        return ChainLinks {
             removed: true,
             ..current
-        },
+        };
+    }
+    ChainLinks {
+        previous: servers(config.predecessor(rack)),
+        next: servers(config.successor(rack)),
+        version_epoch: config.version_epoch,
+        removed: false,
+        joining,
     }
 }
 

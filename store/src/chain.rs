@@ -26,7 +26,7 @@ use std::{
     net::{IpAddr, SocketAddr, SocketAddrV4},
     sync::{
         Mutex, RwLock,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU16, AtomicU64, Ordering::Relaxed},
     },
     time::{Duration, Instant},
 };
@@ -37,6 +37,8 @@ pub const CHAIN_QUEUE_MAX: usize = 16_384;
 pub const CHAIN_RETRY_MIN: Duration = Duration::from_millis(40);
 /// Longest retransmission timeout (the timeout doubles up to it).
 pub const CHAIN_RETRY_MAX: Duration = Duration::from_millis(640);
+/// [`Chain::copied_to`] when no copy is complete.
+const NOT_COPIED: u16 = u16::MAX;
 /// Most keys whose committed version a store remembers (16 bytes each); beyond it, reads of
 /// further keys are sent to the tail (slower, never wrong).
 pub const COMMITTED_KEYS_MAX: usize = 1 << 20;
@@ -53,12 +55,16 @@ pub struct ChainLinks {
     pub version_epoch: u16,
     /// The rack was taken out of the chain: it serves no client and takes no write.
     pub removed: bool,
+    /// The rack is joining the chain behind the tail (`previous` is the tail): it takes the
+    /// tail's writes and copies and answers the writes' clients, but serves no read yet.
+    pub joining: bool,
 }
 
 impl ChainLinks {
-    /// True when there is a chain at all (a single rack has neither neighbour).
+    /// True when there is a chain at all (a single rack has neither neighbour; a rack that
+    /// follows a chain's membership is one even before it has a place in it).
     pub fn is_chain(&self) -> bool {
-        !self.previous.is_empty() || !self.next.is_empty()
+        !self.previous.is_empty() || !self.next.is_empty() || self.removed || self.joining
     }
 }
 
@@ -99,10 +105,15 @@ struct Queue {
 /// The chain state of one store.
 pub struct Chain {
     server_id: u8,
-    placement: Placement,
+    /// Keys' homes in the next rack (none without one); changes with `links`, under its lock.
+    next_placement: RwLock<Option<Placement>>,
     /// Replaced whole when the chain's configuration changes ([`Chain::reconfigure`]); taken
     /// before the queue's lock when both are.
     links: RwLock<ChainLinks>,
+    /// Changes of `links` so far.
+    generation: AtomicU64,
+    /// The rack every key was copied to ([`NOT_COPIED`]: none), for the links in force.
+    copied_to: AtomicU16,
     queue: Mutex<Queue>,
     /// Key hash -> the newest version this store knows committed (held by the tail): from
     /// the acknowledgements it received. At most [`COMMITTED_KEYS_MAX`] keys.
@@ -128,6 +139,9 @@ pub struct Reconfigured {
     pub resend: Vec<Outgoing>,
     /// Queued writes completed here: this rack is the tail now.
     pub settled: Vec<Settled>,
+    /// This rack was the tail and has a successor now (a rack joining): every key it holds
+    /// must be copied to it.
+    pub copy: bool,
 }
 
 /// What to do with a write the store is about to apply.
@@ -142,20 +156,12 @@ pub enum Forward {
 impl Chain {
     /// The chain state of server `server_id`, between the racks `links` names.
     pub fn new(server_id: u8, links: ChainLinks) -> Chain {
-        let ids = links
-            .next
-            .iter()
-            .chain(&links.previous)
-            .map(|&(id, _)| id)
-            .collect::<std::collections::BTreeSet<u8>>();
-        assert!(
-            !ids.is_empty(),
-            "a chain store has a previous or a next rack"
-        );
         Chain {
             server_id,
-            placement: Placement::new(ids),
+            next_placement: RwLock::new(placement_of(&links.next)),
             links: RwLock::new(links),
+            generation: AtomicU64::new(0),
+            copied_to: AtomicU16::new(NOT_COPIED),
             queue: Mutex::default(),
             committed: Mutex::default(),
             stats: ChainStats::default(),
@@ -169,6 +175,34 @@ impl Chain {
     /// The links in force.
     pub fn current_links(&self) -> ChainLinks {
         self.links().clone()
+    }
+
+    /// True while the rack is joining the chain (it serves no read).
+    pub fn is_joining(&self) -> bool {
+        self.links().joining
+    }
+
+    /// The joining rack this store has copied every key to (each copy acknowledged), if it
+    /// has finished since the links last changed.
+    pub fn copied_to(&self) -> Option<u8> {
+        match self.copied_to.load(Relaxed) {
+            NOT_COPIED => None,
+            rack => Some(rack as u8),
+        }
+    }
+
+    /// Records that every key is copied to rack `rack` (see [`Chain::copied_to`]), unless the
+    /// links changed since the copy began (`generation` is [`Chain::generation`] then).
+    pub fn set_copied_to(&self, rack: u8, generation: u64) {
+        let _links = self.links();
+        if self.generation.load(Relaxed) == generation {
+            self.copied_to.store(u16::from(rack), Relaxed);
+        }
+    }
+
+    /// Counts changes of the links: a copy begun under one generation is void under another.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
     }
 
     /// True in the head rack: clients' writes enter here.
@@ -212,16 +246,41 @@ impl Chain {
     /// to it at once (chain replication's repair: the queue holds every write the tail has
     /// not acknowledged, a superset of what the new successor lacks). With no next rack any
     /// more, the queue is settled: this rack is the tail, every queued write is complete.
-    pub fn reconfigure(&self, new: ChainLinks, now: Instant) -> Reconfigured {
+    /// A tail that gets a next rack (one joining) knows every version it holds committed
+    /// (`held()`, called under the links' lock) and must copy every key to it
+    /// ([`Reconfigured::copy`]).
+    pub fn reconfigure(
+        &self,
+        new: ChainLinks,
+        now: Instant,
+        held: impl FnOnce() -> Vec<(u64, u64)>,
+    ) -> Reconfigured {
         let mut links = self.links.write().expect("chain links poisoned");
         if *links == new {
             return Reconfigured::default();
         }
+        self.generation.fetch_add(1, Relaxed);
+        self.copied_to.store(NOT_COPIED, Relaxed);
         let next_changed = links.next != new.next;
+        let was_tail = links.next.is_empty() && !links.removed && !links.joining;
+        *self.next_placement.write().expect("placement poisoned") = placement_of(&new.next);
         *links = new;
         let mut done = Reconfigured::default();
         if !next_changed || links.removed {
             return done;
+        }
+        if was_tail && !links.next.is_empty() {
+            // Everything held now was committed (this rack was the tail): its reads stay
+            // served while the new successor catches up.
+            let mut committed = self.committed.lock().expect("committed versions poisoned");
+            for (keyhash, version) in held() {
+                if committed.len() >= COMMITTED_KEYS_MAX {
+                    break;
+                }
+                let known = committed.entry(keyhash).or_insert(version);
+                *known = (*known).max(version);
+            }
+            done.copy = true;
         }
         let mut queue = self.lock();
         if links.next.is_empty() {
@@ -234,8 +293,10 @@ impl Chain {
             queue.len = 0;
             return done;
         }
+        let placement = self.next_placement.read().expect("placement poisoned");
+        let placement = placement.as_ref().expect("a next rack has its placement");
         for (&keyhash, waiting) in queue.by_key.iter_mut() {
-            let to = home_in(&links.next, self.placement.home(keyhash));
+            let to = home_in(&links.next, placement.home(keyhash));
             for w in waiting {
                 w.to = to;
                 w.timeout = CHAIN_RETRY_MIN;
@@ -312,7 +373,11 @@ impl Chain {
         }
         // Even a write older than one already on its way is sent on: the tail answers its
         // client when it arrives there (with the newer version it holds).
-        let to = home_in(&links.next, self.placement.home(h.keyhash));
+        let to = {
+            let placement = self.next_placement.read().expect("placement poisoned");
+            let placement = placement.as_ref().expect("a next rack has its placement");
+            home_in(&links.next, placement.home(h.keyhash))
+        };
         let header = Header {
             op_code: Op::ChainPut as u8,
             server_id: self.server_id,
@@ -438,6 +503,11 @@ impl Chain {
     }
 }
 
+/// Where keys live in a rack of `servers` (none for no rack).
+fn placement_of(servers: &[(u8, SocketAddr)]) -> Option<Placement> {
+    (!servers.is_empty()).then(|| Placement::new(servers.iter().map(|&(id, _)| id)))
+}
+
 /// The address of server `home` among a rack's `servers`.
 fn home_in(servers: &[(u8, SocketAddr)], home: u8) -> SocketAddr {
     servers
@@ -446,6 +516,12 @@ fn home_in(servers: &[(u8, SocketAddr)], home: u8) -> SocketAddr {
         .map(|&(_, a)| a)
         .expect("every rack of a chain has the same server ids")
 }
+
+/// The reply address of a CHAIN_PUT that copies a key to a joining rack: no client.
+pub const NO_CLIENT: ReplyTo = ReplyTo {
+    ipv4: [0; 4],
+    port: 0,
+};
 
 /// A client's address as a CHAIN_PUT carries it (IPv4 only: the lab and the switch are).
 pub fn reply_to_of(address: SocketAddr) -> Option<ReplyTo> {

@@ -201,16 +201,23 @@ impl Store {
         }
     }
 
-    /// Puts a new chain configuration in force (docs/chain.md, "Failures"); returns what to
-    /// send: queued writes to a new next rack, or, in a rack that became the tail, each queued
-    /// write's answer to its client (the version held) and acknowledgements to its senders.
-    /// Does nothing outside a chain.
-    pub fn reconfigure(&self, links: ChainLinks) -> Vec<Outgoing> {
+    /// Puts a new chain configuration in force (docs/chain.md, "Failures"): what to send
+    /// (queued writes to a new next rack; or, in a rack that became the tail, each queued
+    /// write's answer to its client, with the version held, and acknowledgements to its
+    /// senders), and whether every key must be copied to a rack joining behind this one
+    /// ([`Store::copy_shard`]). Does nothing outside a chain.
+    pub fn reconfigure(&self, links: ChainLinks) -> Reconfiguration {
         let Some(chain) = &self.chain else {
-            return Vec::new();
+            return Reconfiguration::default();
         };
-        let done = chain.reconfigure(links, Instant::now());
-        let mut outgoing = done.resend;
+        let done = chain.reconfigure(links, Instant::now(), || self.table.versions());
+        if done.copy {
+            tracing::info!(
+                keys = self.table.len(),
+                "a rack joins behind this one: copying every key to it"
+            );
+        }
+        let mut send = done.resend;
         let mut out = vec![0u8; wire::MAX_PAYLOAD_LEN];
         for settled in done.settled {
             let Ok(m) = Message::decode(&settled.bytes) else {
@@ -222,8 +229,8 @@ impl Store {
                 .read(h.keyhash, m.key, |held, _| held)
                 .unwrap_or(h.version)
                 .max(h.version);
-            outgoing.extend(chain.acks_to(settled.upstream, h.keyhash, held, h, 0));
-            if let Some(reply_to) = m.reply_to {
+            send.extend(chain.acks_to(settled.upstream, h.keyhash, held, h, 0));
+            if let Some(reply_to) = m.reply_to.filter(|&r| r != chain::NO_CLIENT) {
                 let len = encode(
                     &mut out,
                     h,
@@ -234,10 +241,49 @@ impl Store {
                     0,
                     &[],
                 );
-                outgoing.push((out[..len].to_vec(), chain::reply_address(reply_to)));
+                send.push((out[..len].to_vec(), chain::reply_address(reply_to)));
             }
         }
-        outgoing
+        Reconfiguration {
+            send,
+            copy: done.copy,
+        }
+    }
+
+    /// The CHAIN_PUTs that copy shard `shard` of the table to the next rack (a rack joining
+    /// behind this one, the tail), each queued as a forwarded write (retransmitted until
+    /// acknowledged): what to send, with each copy's key hash and version.
+    pub fn copy_shard(&self, shard: usize) -> Vec<(Outgoing, u64, u64)> {
+        let Some(chain) = &self.chain else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let mut copies = Vec::new();
+        for (keyhash, version, key, value) in self.table.shard_entries(shard) {
+            if version == version::NONE {
+                continue;
+            }
+            let header = Header {
+                version,
+                flags: wire::flags::STAMPED,
+                ..Header::request(Op::ChainPut, keyhash, 0, 0, self.server_id)
+            };
+            let message = Message {
+                header,
+                key: &key,
+                value: &value,
+                reply_to: Some(chain::NO_CLIENT),
+            };
+            if let Some(out) = chain.forward(&message, chain::NO_CLIENT, None, 0, now) {
+                copies.push((out, keyhash, version));
+            }
+        }
+        copies
+    }
+
+    /// Shards of the table ([`Store::copy_shard`]).
+    pub fn shard_count(&self) -> usize {
+        self.table.shard_count()
     }
 
     /// The store's chain state (`None` outside a chain).
@@ -375,7 +421,9 @@ impl Store {
         // client.
         if let Some(chain) = &self.chain
             && ((op == Some(Op::Put) && !chain.is_head())
-                || (op == Some(Op::Get) && chain.is_removed()))
+                || (op == Some(Op::Get)
+                    && (chain.is_removed() || chain.is_joining())
+                    && self.origin(from.ip()) != Origin::Controller))
         {
             self.stats.wrong_rack_refused.fetch_add(1, Relaxed);
             return reply.error(Status::WrongRack);
@@ -678,6 +726,9 @@ impl Store {
             return None;
         }
         handled.chain = chain.acks_to(directory::bit(sender), h.keyhash, held, h, reply.load);
+        if reply_to == chain::NO_CLIENT {
+            return None; // a copy of a key for a joining rack: no client waits
+        }
         handled.reply_to = Some(chain::reply_address(reply_to));
         reply.ok(Op::PutReply, held)
     }
@@ -712,6 +763,15 @@ impl Store {
             }
         }
     }
+}
+
+/// What a new chain configuration leaves to do ([`Store::reconfigure`]).
+#[derive(Debug, Default)]
+pub struct Reconfiguration {
+    /// Messages to send now.
+    pub send: Vec<Outgoing>,
+    /// Every key must be copied to the rack joining behind this one.
+    pub copy: bool,
 }
 
 /// A message to send to several servers: `len` bytes of the copy buffer, to every server in
@@ -1378,6 +1438,7 @@ mod tests {
                 next: next.map_or(Vec::new(), rack_of),
                 version_epoch,
                 removed: false,
+                joining: false,
             }
         }
 
@@ -1391,7 +1452,7 @@ mod tests {
             let put = request(Op::Put, key, b"v", 77, 9, 0x8000_0001);
             let (h, _) = deliver(&head, &put, CLIENT);
             assert_eq!(h.chain[0].1, address(1, home), "on its way to the middle");
-            let resend = head.reconfigure(links(None, Some(2), 0));
+            let resend = head.reconfigure(links(None, Some(2), 0)).send;
             assert_eq!(resend.len(), 1);
             assert_eq!(resend[0].1, address(2, home), "now to the tail");
             // The tail takes it from the head only once it too knows the new chain.
@@ -1400,7 +1461,7 @@ mod tests {
                 Header::decode(&reply).unwrap().status(),
                 Some(Status::Forbidden)
             );
-            assert!(tail.reconfigure(links(Some(0), None, 0)).is_empty());
+            assert!(tail.reconfigure(links(Some(0), None, 0)).send.is_empty());
             let (h, reply) = deliver(&tail, &resend[0].0, address(0, home));
             let r = Header::decode(&reply).unwrap();
             assert_eq!((r.op(), r.version), (Some(Op::PutReply), 77));
@@ -1410,7 +1471,7 @@ mod tests {
             deliver(&head, &ack, address(2, home));
             assert_eq!(head.snapshot().chain_queued, 0);
             // Nothing left to send again.
-            assert!(head.reconfigure(links(None, Some(2), 1)).is_empty());
+            assert!(head.reconfigure(links(None, Some(2), 1)).send.is_empty());
         }
 
         /// The tail fails with writes in the middle's queue: the middle, now the tail,
@@ -1429,7 +1490,7 @@ mod tests {
             };
             let (h, reply) = deliver(&middle, &with_reply_to, address(0, 1));
             assert!(reply.is_empty() && h.chain.len() == 1);
-            let out = middle.reconfigure(links(Some(0), None, 0));
+            let out = middle.reconfigure(links(Some(0), None, 0)).send;
             assert_eq!(middle.snapshot().chain_queued, 0);
             let to: Vec<SocketAddr> = out.iter().map(|o| o.1).collect();
             assert!(to.contains(&CLIENT) && to.contains(&address(0, 1)));
@@ -1468,6 +1529,74 @@ mod tests {
             let new_epoch = request(Op::Put, key, b"v", (2 << 48) | 1, 9, 0x8000_0004);
             let (h, reply) = deliver(&middle, &new_epoch, CLIENT);
             assert!(reply.is_empty() && h.chain[0].1 == address(2, home));
+        }
+
+        /// A rack joins behind the tail: the tail keeps serving reads of what it held (all
+        /// committed), copies every key to the joining rack, which applies and acknowledges
+        /// each without answering anyone and serves no read; a new write goes through the tail
+        /// to the joining rack, which answers its client.
+        #[test]
+        fn a_joining_rack_gets_every_key_and_the_new_writes() {
+            let key = b"k";
+            let home = Placement::new(0..2).home(key_hash(key));
+            let (tail, joiner) = (store(2, home), store(3, home));
+            joiner.reconfigure(ChainLinks {
+                joining: true,
+                ..links(Some(2), None, 0)
+            });
+            let mut chain_put = request(Op::ChainPut, key, b"old", 30, 9, 0x8000_0005);
+            chain_put[wire::offset::FLAGS] = wire::flags::STAMPED;
+            let with_reply_to = |bytes: &[u8]| {
+                let mut m = Message::decode(bytes).unwrap();
+                m.reply_to = crate::chain::reply_to_of(CLIENT);
+                m.to_vec().unwrap()
+            };
+            deliver(&tail, &with_reply_to(&chain_put), address(1, 0));
+            let done = tail.reconfigure(links(Some(1), Some(3), 0));
+            assert!(done.copy && done.send.is_empty());
+            // Still read at the tail: what it held was committed.
+            let get = request(Op::Get, key, b"", 0, 1, 3);
+            let (_, reply) = deliver(&tail, &get, CLIENT);
+            let r = Header::decode(&reply).unwrap();
+            assert_eq!((r.status(), r.version), (Some(Status::Ok), 30));
+            let copies: Vec<_> = (0..tail.shard_count())
+                .flat_map(|shard| tail.copy_shard(shard))
+                .collect();
+            assert_eq!(copies.len(), 1);
+            let ((bytes, to), keyhash, version) = copies.into_iter().next().unwrap();
+            assert_eq!(
+                (to, keyhash, version),
+                (address(3, home), key_hash(key), 30)
+            );
+            let (h, reply) = deliver(&joiner, &bytes, address(2, home));
+            assert!(reply.is_empty(), "nobody to answer");
+            let (ack, ack_to) = h.chain.into_iter().next().unwrap();
+            assert_eq!(ack_to, address(2, home));
+            deliver(&tail, &ack, address(3, home));
+            assert!(!tail.chain().unwrap().is_waiting(keyhash, 30));
+            // The joining rack serves no client's read yet.
+            let (_, reply) = deliver(&joiner, &get, CLIENT);
+            assert_eq!(
+                Header::decode(&reply).unwrap().status(),
+                Some(Status::WrongRack)
+            );
+            // A new write: the tail forwards it, the joining rack answers its client.
+            let mut newer = request(Op::ChainPut, key, b"new", 31, 9, 0x8000_0006);
+            newer[wire::offset::FLAGS] = wire::flags::STAMPED;
+            let (h, reply) = deliver(&tail, &with_reply_to(&newer), address(1, 0));
+            assert!(reply.is_empty());
+            let (bytes, to) = h.chain.into_iter().next().unwrap();
+            assert_eq!(to, address(3, home));
+            let (h, reply) = deliver(&joiner, &bytes, address(2, home));
+            assert_eq!(h.reply_to, Some(CLIENT));
+            let r = Header::decode(&reply).unwrap();
+            assert_eq!((r.op(), r.version), (Some(Op::PutReply), 31));
+            // Until acknowledged, the tail does not serve the newer version.
+            let (_, reply) = deliver(&tail, &get, CLIENT);
+            assert_eq!(
+                Header::decode(&reply).unwrap().status(),
+                Some(Status::NotCommitted)
+            );
         }
 
         /// A rack taken out of the chain serves no client.

@@ -213,10 +213,20 @@ pub struct Reconfigurer {
 }
 
 impl Reconfigurer {
-    /// Puts `links` in force (nothing happens if they are the ones in force).
-    pub async fn apply(&self, links: ChainLinks) {
-        let outgoing = self.store.reconfigure(links);
-        send_all(&self.socket, outgoing).await;
+    /// Puts `links` in force (nothing happens if they are the ones in force). When this rack
+    /// was the tail and `joining` joins behind it, every key is copied to it by a task of its
+    /// own ([`copy_to_joining`]).
+    pub async fn apply(&self, links: ChainLinks, joining: Option<u8>) {
+        let done = self.store.reconfigure(links);
+        send_all(&self.socket, done.send).await;
+        if let (true, Some(rack), Some(chain)) = (done.copy, joining, self.store.chain()) {
+            tokio::spawn(copy_to_joining(
+                self.store.clone(),
+                self.socket.clone(),
+                rack,
+                chain.generation(),
+            ));
+        }
     }
 
     /// The links in force (`None` outside a chain).
@@ -228,6 +238,67 @@ impl Reconfigurer {
     pub fn snapshot(&self) -> crate::handler::StatsSnapshot {
         self.store.snapshot()
     }
+
+    /// The joining rack every key has been copied to, if any ([`Chain::copied_to`]).
+    ///
+    /// [`Chain::copied_to`]: crate::chain::Chain::copied_to
+    pub fn copied_to(&self) -> Option<u8> {
+        self.store.chain().and_then(|c| c.copied_to())
+    }
+}
+
+/// How many forwarded writes may wait before a copy to a joining rack pauses (half the
+/// queue: clients' writes keep room).
+const COPY_QUEUE_HIGH: usize = crate::chain::CHAIN_QUEUE_MAX / 2;
+/// How often a copy checks its queue and its acknowledgements.
+const COPY_POLL: Duration = Duration::from_millis(5);
+
+/// Copies every key to the rack joining behind this one (the tail), shard by shard, as
+/// forwarded writes (retransmitted until acknowledged), never filling more than half the
+/// queue; once every copy is acknowledged, records it ([`crate::chain::Chain::copied_to`]),
+/// which the store reports to etcd: the joining rack becomes the tail when every store of
+/// the tail has. Stops if the links change meanwhile (`generation`).
+async fn copy_to_joining(store: Arc<Store>, socket: Arc<UdpSocket>, rack: u8, generation: u64) {
+    let Some(chain) = store.chain() else {
+        return;
+    };
+    let started = Instant::now();
+    let mut pending: Vec<(u64, u64)> = Vec::new();
+    let mut copied = 0usize;
+    for shard in 0..store.shard_count() {
+        while chain.queued() > COPY_QUEUE_HIGH {
+            if chain.generation() != generation {
+                return;
+            }
+            tokio::time::sleep(COPY_POLL).await;
+        }
+        if chain.generation() != generation {
+            return;
+        }
+        let copies = store.copy_shard(shard);
+        copied += copies.len();
+        let mut out = Vec::with_capacity(copies.len());
+        for (message, keyhash, version) in copies {
+            out.push(message);
+            pending.push((keyhash, version));
+        }
+        send_all(&socket, out).await;
+        pending.retain(|&(k, v)| chain.is_waiting(k, v));
+    }
+    while !pending.is_empty() {
+        if chain.generation() != generation {
+            return;
+        }
+        tokio::time::sleep(COPY_POLL).await;
+        pending.retain(|&(k, v)| chain.is_waiting(k, v));
+    }
+    chain.set_copied_to(rack, generation);
+    tracing::info!(
+        rack,
+        keys = copied,
+        ms = started.elapsed().as_millis() as u64,
+        "every key copied to the joining rack"
+    );
 }
 
 /// Binds and serves until `shutdown` completes; returns the store (for its final counters).

@@ -124,6 +124,31 @@ impl Table {
             .expect("table shard poisoned")
     }
 
+    /// Shards of the table, for [`Table::shard_entries`].
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Every key of shard `index` with its version and value, copied under the shard's lock
+    /// (one shard at a time: a table is copied out in `SHARDS` steps, never whole).
+    pub fn shard_entries(&self, index: usize) -> Vec<(u64, u64, Vec<u8>, Vec<u8>)> {
+        let shard = self.shards[index].lock().expect("table shard poisoned");
+        shard
+            .iter()
+            .map(|e| (e.keyhash, e.version, e.key().to_vec(), e.value().to_vec()))
+            .collect()
+    }
+
+    /// Every key's hash and version.
+    pub fn versions(&self) -> Vec<(u64, u64)> {
+        let mut all = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            let shard = shard.lock().expect("table shard poisoned");
+            all.extend(shard.iter().map(|e| (e.keyhash, e.version)));
+        }
+        all
+    }
+
     /// Calls `f(version, value)` with the key's current value, if it exists, under the lock
     /// (so the reply can be encoded without copying the value twice).
     pub fn read<R>(&self, keyhash: u64, key: &[u8], f: impl FnOnce(u64, &[u8]) -> R) -> Option<R> {

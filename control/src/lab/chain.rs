@@ -44,6 +44,8 @@ pub const RACKS_MAX: u8 = pegasus_client::cluster::RACKS_MAX as u8;
 pub const ETCD_PORT: u16 = 2379;
 /// etcd's peer port, on the spine's loopback (a cluster of one).
 const ETCD_PEER_PORT: u16 = 2380;
+/// How long `add-rack` waits for the new rack to become the tail.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `kill-rack` waits for the chain to go on without the rack.
 const RECONFIGURE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -132,16 +134,16 @@ pub fn client_link(name: &str, j: u8) -> fault::Link {
 /// A point-to-point veth between two namespaces, on `10.NET.X.0/24` (`.1` on `a`, `.2` on
 /// `b`), with static neighbours and offloads off; GRO on both ends (a native XDP redirect
 /// into a veth needs NAPI on its peer).
-struct P2p<'a> {
-    a_ns: &'a str,
-    a_port: &'a str,
-    b_ns: &'a str,
-    b_port: &'a str,
+struct P2p {
+    a_ns: String,
+    a_port: String,
+    b_ns: String,
+    b_port: String,
     net: u8,
     x: u8,
 }
 
-impl P2p<'_> {
+impl P2p {
     fn ip(&self, end: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, self.net, self.x, end)
     }
@@ -154,25 +156,25 @@ impl P2p<'_> {
         let (a_mac, b_mac) = (mac_text(self.mac(1)), mac_text(self.mac(2)));
         netns::ip(&[
             "-n",
-            self.a_ns,
+            &self.a_ns,
             "link",
             "add",
-            self.a_port,
+            &self.a_port,
             "address",
             &a_mac,
             "type",
             "veth",
             "peer",
             "name",
-            self.b_port,
+            &self.b_port,
             "address",
             &b_mac,
             "netns",
-            self.b_ns,
+            &self.b_ns,
         ])?;
         for (ns, port, ip, peer_ip, peer_mac) in [
-            (self.a_ns, self.a_port, self.ip(1), self.ip(2), &b_mac),
-            (self.b_ns, self.b_port, self.ip(2), self.ip(1), &a_mac),
+            (&self.a_ns, &self.a_port, self.ip(1), self.ip(2), &b_mac),
+            (&self.b_ns, &self.b_port, self.ip(2), self.ip(1), &a_mac),
         ] {
             netns::ip(&["-n", ns, "addr", "add", &format!("{ip}/24"), "dev", port])?;
             netns::ip(&["-n", ns, "link", "set", port, "up"])?;
@@ -197,8 +199,9 @@ fn route_to_rack(ns: &str, rack: u8, gateway: Ipv4Addr) -> Result<()> {
     Ok(())
 }
 
-/// Builds the namespaces, links and routes of a chain of `spec.racks` racks, writes the
-/// cluster files and starts every store and switch. Returns the processes to wait for.
+/// Builds the namespaces, links and routes of a chain of `spec.racks` racks, starts etcd with
+/// the chain's first configuration, writes the cluster files and starts every store and
+/// switch. Returns the processes to wait for.
 pub(super) fn build(
     spec: &LabSpec,
     exe: &Path,
@@ -206,65 +209,16 @@ pub(super) fn build(
     state: &mut LabState,
 ) -> Result<Vec<(Child, PathBuf, Readiness)>> {
     let name = &spec.name;
-    let racks = spec.racks;
     ensure!(
         spec.dataplane == super::Dataplane::Xdp,
         "a chain of racks runs the Pegasus switch (--dataplane xdp)"
     );
     let (spine, fabric) = (spine_ns(name), fabric_ns(name));
-    let mut namespaces = vec![spine.clone(), fabric.clone()];
-    namespaces.extend((0..racks).map(|r| rack_tor_ns(name, r)));
-    for ns in &namespaces {
-        netns::add(ns)?;
-        state.namespaces.push(ns.clone());
-        netns::exec_in(ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
-        quiet(ns)?;
+    for ns in [&spine, &fabric] {
+        add_forwarding_ns(ns, state)?;
     }
-    for r in 0..racks {
-        let tor = rack_tor_ns(name, r);
-        for i in 0..spec.servers {
-            let ns = rack_server_ns(name, r, i);
-            netns::add(&ns)?;
-            state.namespaces.push(ns.clone());
-            quiet(&ns)?;
-            wire_host(&tor, &ns, &rack_server_addressing(r, i))?;
-        }
-        // Clients and the other racks' answers reach a rack through the spine.
-        let uplink = P2p {
-            a_ns: &spine,
-            a_port: &format!("r{r}"),
-            b_ns: &tor,
-            b_port: "spine",
-            net: 3,
-            x: r,
-        };
-        uplink.wire()?;
-        route_to_rack(&spine, r, uplink.ip(2))?;
-        netns::ip(&[
-            "-n",
-            &tor,
-            "route",
-            "add",
-            "default",
-            "via",
-            &uplink.ip(1).to_string(),
-        ])?;
-    }
-    for r in 0..racks {
-        let tor = rack_tor_ns(name, r);
-        let link = P2p {
-            a_ns: &fabric,
-            a_port: &format!("r{r}"),
-            b_ns: &tor,
-            b_port: "chain",
-            net: 4,
-            x: r,
-        };
-        link.wire()?;
-        route_to_rack(&fabric, r, link.ip(2))?;
-        for other in (0..racks).filter(|&o| o != r) {
-            route_to_rack(&tor, other, link.ip(1))?;
-        }
+    for r in 0..spec.racks {
+        wire_rack(spec, r, state)?;
     }
     for j in 0..spec.clients {
         let ns = client_ns(name, j);
@@ -278,22 +232,7 @@ pub(super) fn build(
 
     let etcd = etcd_ref(name);
     let cluster = Cluster {
-        racks: (0..racks)
-            .map(|r| Rack {
-                id: Some(r),
-                // Each rack's controller runs in its ToR: a store sees it at the ToR's end of
-                // its link.
-                controllers: (0..spec.servers)
-                    .map(|i| IpAddr::V4(rack_server_addressing(r, i).tor_ip))
-                    .collect(),
-                servers: (0..spec.servers)
-                    .map(|i| ServerEntry {
-                        id: i,
-                        addr: SocketAddr::V4(SocketAddrV4::new(rack_server_ip(r, i), spec.port)),
-                    })
-                    .collect(),
-            })
-            .collect(),
+        racks: (0..spec.racks).map(|r| rack_entry(spec, r)).collect(),
         etcd: Some(etcd.clone()),
         ..Cluster::default()
     };
@@ -306,76 +245,274 @@ pub(super) fn build(
     .context("writing the chain's first configuration to etcd")?;
 
     let mut children = Vec::new();
-    for r in 0..racks {
-        for i in 0..spec.servers {
-            let role = match r {
-                0 => format!("store-{i}"),
-                r => format!("store-r{r}-{i}"),
-            };
-            let address = SocketAddrV4::new(rack_server_ip(r, i), spec.port);
-            let mut args = super::store_args(spec, address, i, &state.cluster_file);
-            args.extend([
-                "--rack".to_owned(),
-                r.to_string(),
-                "--etcd".to_owned(),
-                etcd_ref(name).url,
-                "--chain".to_owned(),
-                name.clone(),
-            ]);
-            let ns = rack_server_ns(name, r, i);
-            let log = dir.join(format!("{role}.log"));
-            let readiness = Readiness::Store {
-                namespace: ns.clone(),
-                address,
-            };
-            children.push(start(state, role, &ns, exe, args, log, readiness)?);
-        }
-    }
-    for r in 0..racks {
-        let suffix = match r {
-            0 => String::new(),
-            r => format!("-r{r}"),
-        };
-        let rack_file = dir.join(format!("rack-{r}.toml"));
-        cluster.rack(r as usize)?.save(&rack_file)?;
-        let mut ports: Vec<PortSpec> = (0..spec.servers)
-            .map(|i| PortSpec::new(format!("s{i}"), PortRole::Server))
-            .chain([PortSpec::new("spine".to_owned(), PortRole::Client)])
-            .collect();
-        ports.push(PortSpec::new("chain".to_owned(), PortRole::Chain));
-        let socket = dir.join(format!("switch{suffix}.sock"));
-        let config = DaemonConfig {
-            ports,
-            cluster: Some(rack_file),
-            state: dir.join(format!("switch{suffix}-state.json")),
-            admin: Some(socket.clone()),
-            // Every rack but the tail may serve reads of committed versions, and any rack may
-            // stop being the tail.
-            mark_committed: true,
-            etcd: Some(etcd_ref(name).url),
-            chain: name.clone(),
-            rack_id: Some(r),
-            lease_ttl_secs: spec.lease_ttl_secs,
-            ..super::switch_config(spec)
-        };
-        let config_file = dir.join(format!("switch{suffix}.toml"));
-        config.save(&config_file)?;
-        let tor = rack_tor_ns(name, r);
-        let log = dir.join(format!("switch{suffix}.log"));
-        let readiness = Readiness::Switch {
-            admin: socket.clone(),
-        };
-        let role = format!("{SWITCH_ROLE}{suffix}");
-        let args = super::switch_args(&config_file);
-        children.push(start(state, role, &tor, exe, args, log, readiness)?);
-        if r == 0 {
-            state.admin_socket = Some(socket.clone());
-        }
-        state.rack_admin_sockets.push(socket);
-        only_the_switch_forwards(&tor, spec.port, &dir.join(format!("rack{suffix}.nft")))?;
+    let cluster_file = state.cluster_file.clone();
+    for r in 0..spec.racks {
+        children.extend(start_rack(spec, exe, dir, state, r, &cluster_file, r)?);
     }
     save(state, dir)?;
     Ok(children)
+}
+
+/// Adds namespace `ns` to the lab, forwarding and quiet.
+fn add_forwarding_ns(ns: &str, state: &mut LabState) -> Result<()> {
+    netns::add(ns)?;
+    state.namespaces.push(ns.to_owned());
+    netns::exec_in(ns, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    quiet(ns)
+}
+
+/// Rack `r`'s namespaces and links: its ToR and servers, its uplink to the spine, its link to
+/// the fabric, and the routes between it and every rack made before it.
+fn wire_rack(spec: &LabSpec, r: u8, state: &mut LabState) -> Result<()> {
+    let name = &spec.name;
+    let (spine, fabric, tor) = (spine_ns(name), fabric_ns(name), rack_tor_ns(name, r));
+    add_forwarding_ns(&tor, state)?;
+    for i in 0..spec.servers {
+        let ns = rack_server_ns(name, r, i);
+        netns::add(&ns)?;
+        state.namespaces.push(ns.clone());
+        quiet(&ns)?;
+        wire_host(&tor, &ns, &rack_server_addressing(r, i))?;
+    }
+    // Clients, and the tail's answers to them, reach a rack through the spine.
+    let uplink = P2p {
+        a_ns: spine.clone(),
+        a_port: format!("r{r}"),
+        b_ns: tor.clone(),
+        b_port: "spine".to_owned(),
+        net: 3,
+        x: r,
+    };
+    uplink.wire()?;
+    route_to_rack(&spine, r, uplink.ip(2))?;
+    netns::ip(&[
+        "-n",
+        &tor,
+        "route",
+        "add",
+        "default",
+        "via",
+        &uplink.ip(1).to_string(),
+    ])?;
+    // The racks reach each other through the fabric.
+    let link = fabric_link(name, r);
+    link.wire()?;
+    route_to_rack(&fabric, r, link.ip(2))?;
+    for other in 0..r {
+        route_to_rack(&tor, other, link.ip(1))?;
+        route_to_rack(&rack_tor_ns(name, other), r, fabric_link(name, other).ip(1))?;
+    }
+    Ok(())
+}
+
+/// The fabric's link to rack `r`: `rR` in the fabric, `chain` in the ToR, on `10.4.R.0/24`.
+fn fabric_link(name: &str, r: u8) -> P2p {
+    P2p {
+        a_ns: fabric_ns(name),
+        a_port: format!("r{r}"),
+        b_ns: rack_tor_ns(name, r),
+        b_port: "chain".to_owned(),
+        net: 4,
+        x: r,
+    }
+}
+
+/// Rack `r`'s entry in a chain's cluster file.
+fn rack_entry(spec: &LabSpec, r: u8) -> Rack {
+    Rack {
+        id: Some(r),
+        // Each rack's controller runs in its ToR: a store sees it at the ToR's end of its
+        // link.
+        controllers: (0..spec.servers)
+            .map(|i| IpAddr::V4(rack_server_addressing(r, i).tor_ip))
+            .collect(),
+        servers: (0..spec.servers)
+            .map(|i| ServerEntry {
+                id: i,
+                addr: SocketAddr::V4(SocketAddrV4::new(rack_server_ip(r, i), spec.port)),
+            })
+            .collect(),
+    }
+}
+
+/// Starts rack `r`'s stores (reading `cluster_file`, where the rack is at `index`) and its
+/// switch, each following the chain in etcd. Returns the processes to wait for.
+fn start_rack(
+    spec: &LabSpec,
+    exe: &Path,
+    dir: &Path,
+    state: &mut LabState,
+    r: u8,
+    cluster_file: &Path,
+    index: u8,
+) -> Result<Vec<(Child, PathBuf, Readiness)>> {
+    let name = &spec.name;
+    let mut children = Vec::new();
+    for i in 0..spec.servers {
+        let role = match r {
+            0 => format!("store-{i}"),
+            r => format!("store-r{r}-{i}"),
+        };
+        let address = SocketAddrV4::new(rack_server_ip(r, i), spec.port);
+        let mut args = super::store_args(spec, address, i, cluster_file);
+        args.extend([
+            "--rack".to_owned(),
+            index.to_string(),
+            "--etcd".to_owned(),
+            etcd_ref(name).url,
+            "--chain".to_owned(),
+            name.clone(),
+        ]);
+        let ns = rack_server_ns(name, r, i);
+        let log = dir.join(format!("{role}.log"));
+        let readiness = Readiness::Store {
+            namespace: ns.clone(),
+            address,
+        };
+        children.push(start(state, role, &ns, exe, args, log, readiness)?);
+    }
+    let suffix = match r {
+        0 => String::new(),
+        r => format!("-r{r}"),
+    };
+    let rack_file = dir.join(format!("rack-{r}.toml"));
+    Cluster {
+        controllers: rack_entry(spec, r).controllers,
+        servers: rack_entry(spec, r).servers,
+        ..Cluster::default()
+    }
+    .save(&rack_file)?;
+    let ports: Vec<PortSpec> = (0..spec.servers)
+        .map(|i| PortSpec::new(format!("s{i}"), PortRole::Server))
+        .chain([
+            PortSpec::new("spine".to_owned(), PortRole::Client),
+            PortSpec::new("chain".to_owned(), PortRole::Chain),
+        ])
+        .collect();
+    let socket = dir.join(format!("switch{suffix}.sock"));
+    let config = DaemonConfig {
+        ports,
+        cluster: Some(rack_file),
+        state: dir.join(format!("switch{suffix}-state.json")),
+        admin: Some(socket.clone()),
+        // Every rack but the tail may serve reads of committed versions, and any rack may
+        // stop being the tail.
+        mark_committed: true,
+        etcd: Some(etcd_ref(name).url),
+        chain: name.clone(),
+        rack_id: Some(r),
+        lease_ttl_secs: spec.lease_ttl_secs,
+        ..super::switch_config(spec)
+    };
+    let config_file = dir.join(format!("switch{suffix}.toml"));
+    config.save(&config_file)?;
+    let tor = rack_tor_ns(name, r);
+    let log = dir.join(format!("switch{suffix}.log"));
+    let readiness = Readiness::Switch {
+        admin: socket.clone(),
+    };
+    let role = format!("{SWITCH_ROLE}{suffix}");
+    let args = super::switch_args(&config_file);
+    children.push(start(state, role, &tor, exe, args, log, readiness)?);
+    if r == 0 {
+        state.admin_socket = Some(socket.clone());
+    }
+    state.rack_admin_sockets.push(socket);
+    only_the_switch_forwards(&tor, spec.port, &dir.join(format!("rack{suffix}.nft")))?;
+    Ok(children)
+}
+
+/// What `lab add-rack` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RackAdd {
+    pub rack: u8,
+    /// From the rack's processes serving to its joining the chain in etcd.
+    pub started_ms: u64,
+    /// From its joining until it was the tail (every key copied to it meanwhile).
+    pub joined_ms: u64,
+    /// The configuration then: its epoch and racks, head first.
+    pub epoch: u64,
+    pub racks: Vec<u8>,
+}
+
+/// Adds a rack to lab `name`'s chain as its new tail: builds and starts it, writes it into
+/// etcd's configuration as joining (the tail copies it every key and forwards it every new
+/// write), waits until its controller has made it the tail, and rewrites the lab's cluster
+/// file to the chain it joined.
+pub fn add_rack(name: &str, exe: &Path) -> Result<RackAdd> {
+    ensure!(netns::is_root(), "the lab needs root");
+    let mut state = super::load(name)?;
+    ensure!(
+        state.spec.racks > 1,
+        "lab {name:?} is a single rack, not a chain"
+    );
+    let r = state.spec.racks;
+    ensure!(
+        r < RACKS_MAX,
+        "lab {name:?} has made {r} racks already, the most a lab's addresses allow"
+    );
+    let dir = super::lab_dir(name);
+    let spec = state.spec.clone();
+    let started = Instant::now();
+    wire_rack(&spec, r, &mut state)?;
+    let rack_cluster = dir.join(format!("joining-{r}.toml"));
+    Cluster {
+        racks: vec![rack_entry(&spec, r)],
+        etcd: Some(etcd_ref(name)),
+        ..Cluster::default()
+    }
+    .save(&rack_cluster)?;
+    let children = start_rack(&spec, exe, &dir, &mut state, r, &rack_cluster, 0)?;
+    state.spec.racks = r + 1;
+    save(&state, &dir)?;
+    for (mut child, log, readiness) in children {
+        super::wait_ready(&mut child, &log, 0, &readiness)?;
+    }
+    let started_ms = started.elapsed().as_millis() as u64;
+    let etcd = etcd_ref(name);
+    let entry = rack_entry(&spec, r);
+    in_namespace(&spine_ns(name), async move {
+        let etcd = Etcd::connect(&etcd.url, &etcd.chain).await?;
+        loop {
+            let now = etcd
+                .read_config()
+                .await?
+                .context("the lab's chain has no configuration in etcd")?;
+            let joining = now.config.with_joining(entry.clone())?;
+            if etcd.replace_config(now.revision, &joining).await? {
+                return Ok(());
+            }
+        }
+    })
+    .context("writing the joining rack into etcd")?;
+    let joining_at = Instant::now();
+    let deadline = joining_at + JOIN_TIMEOUT;
+    let config = loop {
+        let config = config_in_etcd(name)?.context("the configuration vanished")?;
+        if config.config.position(r).is_some() {
+            break config.config;
+        }
+        ensure!(
+            config.config.joining_id() == Some(r),
+            "rack {r} stopped joining (it or the tail failed): {:?}",
+            config.config
+        );
+        ensure!(
+            Instant::now() < deadline,
+            "rack {r} was not the tail {JOIN_TIMEOUT:?} after it began joining"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    config
+        .to_cluster(Some(etcd_ref(name)))
+        .save(&state.cluster_file)?;
+    Ok(RackAdd {
+        rack: r,
+        started_ms,
+        joined_ms: joining_at.elapsed().as_millis() as u64,
+        epoch: config.epoch,
+        racks: config.rack_ids(),
+    })
 }
 
 /// Starts the lab's etcd in the spine namespace (a cluster of one, its data in the lab's

@@ -8,6 +8,8 @@
 //!   ones; a rack seen alive before and gone now has failed, and the configuration without it
 //!   (`ChainConfig::without_failed`) is written by compare-and-swap: every live controller
 //!   tries, one succeeds, the others find the new configuration and have nothing to do;
+//! - **joining**: a rack joining behind the tail becomes the tail once every store of the
+//!   tail reports that it has copied every key to it (each copy acknowledged);
 //! - **the head's version epoch**: in the head, the switch stamps with at least the
 //!   configuration's `version_epoch` (taking a newer epoch when the rack has just become head:
 //!   [`Controller::take_epoch`]), and the configuration records the switch's epoch when it is
@@ -106,6 +108,9 @@ impl Rack {
         let Some(versioned) = config else {
             return Ok(());
         };
+        if versioned.config.joining_id() == Some(self.membership.rack) {
+            return self.take_the_tail_once_copied(etcd, &versioned).await;
+        }
         let Some(position) = versioned.config.position(self.membership.rack) else {
             return Ok(()); // out of the chain: nothing of it is this rack's to decide
         };
@@ -180,22 +185,58 @@ impl Rack {
         Ok(())
     }
 
+    /// In a joining rack: once every store of the tail has copied every key here (each copy
+    /// acknowledged) under the configuration in force, makes this rack the tail.
+    async fn take_the_tail_once_copied(&self, etcd: &Etcd, versioned: &Versioned) -> Result<()> {
+        let config = &versioned.config;
+        let (Some(tail), Some(tail_rack)) = (config.tail(), config.racks.last()) else {
+            return Ok(());
+        };
+        let reports = etcd.store_reports().await?;
+        let copied = |server: u8| {
+            reports.iter().any(|(r, s, report)| {
+                *r == tail
+                    && *s == server
+                    && report.config_epoch == config.epoch
+                    && report.copied_to == Some(self.membership.rack)
+            })
+        };
+        if !tail_rack.servers.iter().all(|s| copied(s.id)) {
+            return Ok(());
+        }
+        let Some(joined) = config.joined() else {
+            return Ok(());
+        };
+        if etcd.replace_config(versioned.revision, &joined).await? {
+            tracing::info!(
+                epoch = joined.epoch,
+                racks = ?joined.rack_ids(),
+                "every key copied here: this rack is the chain's tail now"
+            );
+        }
+        Ok(())
+    }
+
     /// Takes out of the configuration every rack seen alive before and gone now.
     async fn find_failures(&mut self, etcd: &Etcd, versioned: &Versioned) -> Result<()> {
         let live: BTreeSet<u8> = etcd.alive().await?.into_iter().map(|(r, _)| r).collect();
         self.seen_alive.extend(&live);
         let config = &versioned.config;
         // A rack never seen alive is given the benefit of the doubt.
-        let presumed: BTreeSet<u8> = config
+        let members: Vec<u8> = config
             .rack_ids()
             .into_iter()
+            .chain(config.joining_id())
+            .collect();
+        let presumed: BTreeSet<u8> = members
+            .iter()
+            .copied()
             .filter(|r| live.contains(r) || !self.seen_alive.contains(r))
             .collect();
         let Some(new) = config.without_failed(&presumed) else {
             return Ok(());
         };
-        let failed: Vec<u8> = config
-            .rack_ids()
+        let failed: Vec<u8> = members
             .into_iter()
             .filter(|r| !presumed.contains(r))
             .collect();
