@@ -350,6 +350,55 @@ fn a_rack_added_as_the_tail_then_the_old_tail_killed_loses_nothing() {
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
+/// etcd goes away for three seconds under load: the chain keeps serving with the
+/// configuration it last read (the histories stay linearizable, every rack converges), its
+/// controllers and stores say so in their logs, and once etcd is back a failed rack is taken
+/// out again.
+#[test]
+fn the_chain_serves_while_etcd_is_away_and_reconfigures_after() {
+    let (lab, scratch, prefix) = chain_lab("e2eetcd", 2);
+    let file = |name: &str| scratch.join(format!("{name}.jsonl")).display().to_string();
+    let mut files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
+    record(&lab, &files, &prefix, || {
+        thread::sleep(Duration::from_millis(1500));
+        support::run_ok(&[
+            "lab",
+            "restart-etcd",
+            "--name",
+            &lab.name,
+            "--down-ms",
+            "3000",
+        ]);
+    });
+    let dir = lab_dir(&lab.name);
+    for log in ["switch-r1.log", "store-r2-0.log"] {
+        let text = std::fs::read_to_string(dir.join(log)).unwrap();
+        assert!(
+            text.contains("etcd unreachable"),
+            "{log} does not say etcd was away"
+        );
+    }
+    thread::sleep(DRAIN);
+    let read_back = file("read-back");
+    lab.read_back(&prefix, &read_back, HOT, COLD);
+    files.push(read_back);
+    let report = assert_linearizable(&files);
+    assert_eq!(report["keys"], (HOT + COLD) as u64, "{report}");
+    assert_converged(&lab.name, &prefix);
+    // Reconfiguration works again.
+    let killed = support::json(&support::run_ok(&[
+        "lab",
+        "kill-rack",
+        "--name",
+        &lab.name,
+        "--rack",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(killed["racks"], serde_json::json!([0, 2]), "{killed}");
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
 /// The newest version of each key that rack `rack`'s stores hold (0: none), asked of every
 /// server of the rack (a hot key's newest version need not be at its home), from the rack's
 /// ToR namespace, where its controller runs.

@@ -9,7 +9,7 @@ use pegasus_control::lab::{
 use serde::Serialize;
 use std::{process::ExitCode, time::Duration};
 
-/// Longest `restart-switch --down-ms`.
+/// Longest `restart-switch --down-ms` (and `restart-etcd`'s).
 const DOWN_MS_MAX: u64 = 600_000;
 
 #[derive(Args)]
@@ -79,6 +79,19 @@ enum LabCommand {
     AddRack {
         #[arg(long)]
         name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a chain's etcd, wait, and start it again with its data: meanwhile the chain
+    /// serves with the configuration it last read (and says so in its logs), and no rack can
+    /// be taken out or join.
+    RestartEtcd {
+        #[arg(long)]
+        name: String,
+        /// How long etcd stays down, in milliseconds, from the kill.
+        #[arg(long, default_value_t = 3000)]
+        down_ms: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -368,6 +381,26 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
                     "switch of lab {name} (rack {rack}) restarted: pid {} killed, down {} ms, \
                      pid {} forwarding after {} ms",
                     restart.killed_pid, restart.down_ms, restart.pid, restart.recovery_ms
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::RestartEtcd {
+            name,
+            down_ms,
+            json,
+        } => {
+            ensure!(
+                down_ms <= DOWN_MS_MAX,
+                "--down-ms must be at most {DOWN_MS_MAX}"
+            );
+            let restart = lab::restart_etcd(&name, Duration::from_millis(down_ms))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&restart)?);
+            } else {
+                println!(
+                    "etcd of lab {name} restarted: down {} ms, serving after {} ms",
+                    restart.down_ms, restart.recovery_ms
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -623,6 +623,13 @@ pub fn restart_rack_switch(name: &str, rack: u8, down: Duration, exe: &Path) -> 
     }
 }
 
+/// Stops lab `name`'s etcd (SIGKILL), waits until `down` has passed and starts it again
+/// with its data: meanwhile the chain serves with the configuration it last read, and no
+/// rack can be taken out or join (docs/chain.md, "When etcd is away").
+pub fn restart_etcd(name: &str, down: Duration) -> Result<Restart> {
+    restart_process(name, chain::ETCD_ROLE, down, Path::new("etcd"))
+}
+
 /// Crashes server `server`'s store in lab `name` (SIGKILL: it loses every key it held, as a
 /// store without replicas across racks does), waits until `down` has passed and starts it
 /// again, empty, with the same arguments.
@@ -647,6 +654,10 @@ fn restart_process(name: &str, role: &str, down: Duration, exe: &Path) -> Result
         "lab {name:?} was made by an older pegasus that did not record its processes' arguments"
     );
     let readiness = match role.strip_prefix("store-") {
+        _ if role == chain::ETCD_ROLE => Readiness::Tcp {
+            namespace: process.namespace.clone(),
+            address: SocketAddrV4::new(chain::etcd_ip(), chain::ETCD_PORT),
+        },
         Some(server) => Readiness::Store {
             namespace: process.namespace.clone(),
             address: SocketAddrV4::new(server_ip(server.parse()?), state.spec.port),
