@@ -288,6 +288,10 @@ pub fn run(args: FaultsArgs) -> Result<ExitCode> {
         }
     };
     let progress = indicatif::ProgressBar::new(seeds.len() as u64);
+    let replay = |seed: u64| match args.racks {
+        1 => format!("pegasus experiment faults --replay {seed}"),
+        racks => format!("pegasus experiment faults --racks {racks} --replay {seed}"),
+    };
     let mut outcomes = Vec::new();
     for (run, seed) in seeds {
         ensure!(!rack::interrupted(), "interrupted");
@@ -297,14 +301,15 @@ pub fn run(args: FaultsArgs) -> Result<ExitCode> {
         };
         if let Some(error) = &outcome.error {
             progress.println(format!(
-                "run {run} could not complete: {error}; rerun with `pegasus experiment faults \
-                 --replay {seed}`"
+                "run {run} could not complete: {error}; rerun with `{}`",
+                replay(seed)
             ));
         } else if !outcome.passed() {
             progress.println(format!(
-                "run {run} FAILED: {} keys not linearizable, {} unknown; rerun with \
-                 `pegasus experiment faults --replay {seed}`",
-                outcome.violations, outcome.unknown
+                "run {run} FAILED: {} keys not linearizable, {} unknown; rerun with `{}`",
+                outcome.violations,
+                outcome.unknown,
+                replay(seed)
             ));
         }
         outcomes.push(outcome);
@@ -315,7 +320,7 @@ pub fn run(args: FaultsArgs) -> Result<ExitCode> {
     let failed: Vec<&RunOutcome> = outcomes.iter().filter(|o| !o.passed()).collect();
     print!("{}", summary(campaign, &outcomes));
     for o in &failed {
-        println!("FAILED run {} seed {}: --replay {}", o.run, o.seed, o.seed);
+        println!("FAILED run {} seed {}: {}", o.run, o.seed, replay(o.seed));
     }
     Ok(if failed.is_empty() {
         ExitCode::SUCCESS

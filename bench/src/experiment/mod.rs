@@ -5,10 +5,13 @@
 //! - [`hot_keys`]: balance against the number of hot keys the controller keeps, per rack size;
 //! - [`reaction`]: how fast the controller follows an abrupt change of the hot set;
 //! - [`ceiling`]: one store's ceiling on one core;
-//! - [`faults`]: a campaign of seeded fault runs, each history checked for linearizability.
+//! - [`faults`]: a campaign of seeded fault runs, each history checked for linearizability;
+//! - [`failover`]: how long a chain's writes stop when its head, a middle rack or its tail
+//!   fails.
 
 pub mod balance;
 pub mod ceiling;
+pub mod failover;
 pub mod faults;
 pub mod hot_keys;
 mod plot;
@@ -48,6 +51,10 @@ enum ExperimentCommand {
     /// store crashes are injected, reads every key back and checks the history. Writes
     /// OUT/runs.csv and OUT/summary.md; a failed run prints its seed for --replay.
     Faults(faults::FaultsArgs),
+    /// How long a chain's writes stop when a rack fails, for the head, a middle rack and the
+    /// tail (root): writes at a fixed rate, a rack killed, the longest stretch without a
+    /// completed write. Writes OUT/results.csv and OUT/summary.md.
+    Failover(failover::FailoverArgs),
 }
 
 /// Runs `pegasus experiment`.
@@ -60,6 +67,7 @@ pub fn run(args: ExperimentArgs) -> Result<ExitCode> {
         ExperimentCommand::Reaction(args) => reaction::run(args),
         ExperimentCommand::StoreCeiling(args) => ceiling::run(args),
         ExperimentCommand::Faults(args) => faults::run(args),
+        ExperimentCommand::Failover(args) => failover::run(args),
     }
 }
 
