@@ -671,8 +671,16 @@ fn offer(sender: &watch::Sender<Option<Versioned>>, new: Versioned) {
 }
 
 fn decode(kv: &etcd_client::KeyValue) -> Result<Versioned> {
-    let config: ChainConfig =
-        serde_json::from_slice(kv.value()).context("the chain's configuration in etcd")?;
+    Ok(Versioned {
+        config: parse_config(kv.value()).context("the chain's configuration in etcd")?,
+        revision: kv.mod_revision(),
+    })
+}
+
+/// A configuration as etcd holds it (JSON), checked: racks with ids and the same server ids,
+/// a joining rack that could join.
+pub fn parse_config(bytes: &[u8]) -> Result<ChainConfig> {
+    let config: ChainConfig = serde_json::from_slice(bytes)?;
     config.to_cluster(None).validate()?;
     ensure!(
         config.racks.iter().all(|r| r.id.is_some()),
@@ -685,10 +693,7 @@ fn decode(kv: &etcd_client::KeyValue) -> Result<Versioned> {
         }
         .with_joining(joining.clone())?;
     }
-    Ok(Versioned {
-        config,
-        revision: kv.mod_revision(),
-    })
+    Ok(config)
 }
 
 fn rack_of_alive_key(chain: &str, key: &[u8]) -> Option<u8> {
@@ -836,6 +841,42 @@ mod tests {
         let c = ChainConfig::from_cluster(&cluster).unwrap();
         assert_eq!((c.epoch, c.version_epoch, c.rack_ids()), (1, 0, vec![0, 1]));
         assert_eq!(c.to_cluster(None).rack_index(1), Some(1));
+    }
+
+    #[test]
+    fn a_configuration_survives_its_json_and_bad_ones_are_refused() {
+        let c = chain(&[0, 1, 2]).with_joining(rack(5)).unwrap();
+        let text = serde_json::to_vec(&c).unwrap();
+        assert_eq!(parse_config(&text).unwrap(), c);
+        let mut no_id = chain(&[0, 1]);
+        no_id.racks[1].id = None;
+        assert!(parse_config(&serde_json::to_vec(&no_id).unwrap()).is_err());
+        let mut same_id = chain(&[0, 1]);
+        same_id.racks[1].id = Some(0);
+        assert!(parse_config(&serde_json::to_vec(&same_id).unwrap()).is_err());
+        let mut joining_twice = chain(&[0, 1]);
+        joining_twice.joining = Some(rack(1));
+        assert!(parse_config(&serde_json::to_vec(&joining_twice).unwrap()).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever etcd holds, reading it never panics.
+        #[test]
+        fn any_bytes_parse_or_are_refused(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_config(&bytes);
+        }
+
+        /// A configuration's JSON with any one byte changed parses only into a valid one.
+        #[test]
+        fn a_changed_byte_gives_a_valid_configuration_or_none(at in 0usize..10_000, byte in proptest::num::u8::ANY) {
+            let mut text = serde_json::to_vec(&chain(&[0, 1, 2])).unwrap();
+            let at = at % text.len();
+            text[at] = byte;
+            if let Ok(c) = parse_config(&text) {
+                proptest::prop_assert!(c.racks.iter().all(|r| r.id.is_some()));
+                proptest::prop_assert!(c.to_cluster(None).validate().is_ok());
+            }
+        }
     }
 
     #[test]
