@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every parser of outside input with cargo fuzz (libFuzzer, nightly, AddressSanitizer):
-# the wire decoder, the store's handler, the cluster file, the switch's admin requests and its
-# state file (targets in fuzz/fuzz_targets/, dictionaries in fuzz/dict/).
+# the wire decoder, the store's handler, the cluster file, the switch's admin requests, its
+# state file and a chain's configuration in etcd (targets in fuzz/fuzz_targets/, dictionaries in fuzz/dict/).
 #
 #   scripts/fuzz.sh [RUNS]   RUNS executions of each target (default 100000, the CI smoke
 #                            run); prints each target's executions, speed and result.
@@ -11,12 +11,13 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 RUNS=${1:-100000}
 cargo +nightly fuzz build --fuzz-dir fuzz
-for target in wire_decode store_handler cluster_file admin_request state_file; do
+for target in wire_decode store_handler cluster_file admin_request state_file chain_config; do
   case $target in
     wire_decode | store_handler) dict=wire ;;
     cluster_file) dict=cluster ;;
     admin_request) dict=admin ;;
     state_file) dict=state ;;
+    chain_config) dict=chain ;;
   esac
   mkdir -p "fuzz/corpus/$target" "fuzz/artifacts/$target"
   log=$(mktemp)

@@ -113,8 +113,8 @@ pub enum ClientError {
     #[error("a request must be sent at least once (attempts >= 1)")]
     NoAttempts,
     #[error(
-        "the switch restarted while this write was outstanding: it may or may not have been \
-         applied (it will not be applied later)"
+        "the switch restarted, or the chain changed its head, while this write was \
+         outstanding: it may or may not have been applied (it will not be applied later)"
     )]
     Indeterminate,
     #[error("network: {0}")]
@@ -419,6 +419,12 @@ impl Client {
                 // Same request id, marked as a retry for the switch (and nothing else).
                 bytes[wire::offset::FLAGS] |= wire::flags::RETRY;
             }
+            if attempt > 0 && op == Op::Put && !self.is_head(rack) {
+                // The chain has a new head: the old one may have applied and forwarded this
+                // write, and the new one refuses it (its epoch is older), so it ends now, its
+                // outcome unknown, rather than after every retry to a rack that is gone.
+                return Err(ClientError::Indeterminate);
+            }
             self.send(&bytes, addr).await?;
             if let Ok(result) = tokio::time::timeout(self.options.timeout, &mut rx).await {
                 return result.map_err(|_| ClientError::Protocol("receiver stopped".into()));
@@ -428,6 +434,12 @@ impl Client {
             attempts: self.options.attempts,
             timeout: self.options.timeout,
         })
+    }
+
+    /// Whether `rack` is (still) the rack that takes writes.
+    fn is_head(&self, rack: &Cluster) -> bool {
+        let racks = self.racks.read().expect("racks poisoned");
+        std::ptr::eq(rack, Arc::as_ptr(&racks.writes_to))
     }
 
     async fn send(&self, bytes: &[u8], addr: SocketAddr) -> Result<(), ClientError> {
