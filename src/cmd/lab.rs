@@ -457,18 +457,33 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
                     }
                 }
             } else {
-                // A chain: one column of counters per rack, head first.
+                // A chain: one column of counters per rack that runs, by rack id.
+                let running: Vec<(usize, &pegasus_control::service::admin::Status)> = status
+                    .racks
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(r, s)| s.as_ref().map(|s| (r, s)))
+                    .collect();
                 print!("{:<20}", "switch counters");
-                for rack in 0..status.racks.len() {
+                for (rack, _) in &running {
                     print!(" {:>12}", format!("rack {rack}"));
                 }
                 println!();
-                for name in status.racks[0].counters.0.keys() {
-                    print!("  {name:<18}");
-                    for rack in &status.racks {
-                        print!(" {:>12}", rack.counters.0.get(name).copied().unwrap_or(0));
+                if let Some((_, first)) = running.first() {
+                    for name in first.counters.0.keys() {
+                        print!("  {name:<18}");
+                        for (_, s) in &running {
+                            print!(" {:>12}", s.counters.0.get(name).copied().unwrap_or(0));
+                        }
+                        println!();
                     }
-                    println!();
+                }
+                let killed: Vec<String> = (0..status.racks.len())
+                    .filter(|&r| status.racks[r].is_none())
+                    .map(|r| r.to_string())
+                    .collect();
+                if !killed.is_empty() {
+                    println!("racks killed: {}", killed.join(", "));
                 }
             }
             Ok(ExitCode::SUCCESS)

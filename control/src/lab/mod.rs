@@ -1021,22 +1021,31 @@ pub struct LabStatus {
     pub processes: Vec<(String, u32, bool)>,
     /// The switch's status (in a chain, the head's).
     pub switch: Option<admin::Status>,
-    /// In a chain, every rack's switch's status, head first.
+    /// In a chain, every rack's switch's status by rack id (`None`: the rack was killed).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub racks: Vec<admin::Status>,
+    pub racks: Vec<Option<admin::Status>>,
 }
 
 /// Reads the state of lab `name` and asks its switch for counters.
 pub async fn status(name: &str) -> Result<LabStatus> {
     let state = load(name)?;
     let present = netns::list()?;
+    // A switch the lab killed (`lab kill-rack`) is no longer among its processes.
+    let running = |role: &str| state.processes.iter().any(|p| p.role == role);
     let switch = match &state.admin_socket {
-        Some(path) => Some(admin::status(path).await?),
-        None => None,
+        Some(path) if running(SWITCH_ROLE) => Some(admin::status(path).await?),
+        _ => None,
     };
     let mut racks = Vec::new();
-    for path in &state.rack_admin_sockets {
-        racks.push(admin::status(path).await?);
+    for (r, path) in state.rack_admin_sockets.iter().enumerate() {
+        let role = match r {
+            0 => SWITCH_ROLE.to_owned(),
+            r => format!("{SWITCH_ROLE}-r{r}"),
+        };
+        racks.push(match running(&role) {
+            true => Some(admin::status(path).await?),
+            false => None,
+        });
     }
     Ok(LabStatus {
         name: name.to_owned(),
