@@ -45,6 +45,7 @@ fn in_chain() -> &'static Store {
                 chain: ChainLinks {
                     previous: neighbours(PREVIOUS_RACK),
                     next: neighbours(NEXT_RACK),
+                    ..ChainLinks::default()
                 },
                 ..options()
             },
