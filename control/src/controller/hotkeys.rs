@@ -16,8 +16,9 @@
 //!   Counts are fixed-point, in [`ONE_SAMPLE`] units.
 //! - [`decide`] turns the ranking and the current directory into keys to add and to evict,
 //!   with **hysteresis**: a newcomer must rank among the `hot_keys` most counted, with at least
-//!   `min_count`, and is added at once if the directory has room; a hot key leaves only when
-//!   it has fallen far from the top (below rank `2 x hot_keys`, or below half the count of the
+//!   `min_count`, clear of the keys outside the top (a quarter more than the best of them),
+//!   and is added at once if the directory has room; a hot key leaves only when it has fallen
+//!   far from the top (below rank `4 x hot_keys`, or below a quarter of the count of the
 //!   `hot_keys`-th key, once that count is large enough to say so), or to make room for a key
 //!   counted more than twice as often. A key on the edge therefore stays where it is instead
 //!   of flapping in and out, and sampling noise evicts nothing.
@@ -329,6 +330,21 @@ pub struct HotSetRules {
     pub capacity: usize,
 }
 
+/// How far a hot key outside the top must fall before it is evicted: below rank
+/// `FAR_RANKS x hot_keys`, or below the `hot_keys`-th count divided by `FAR_RANKS`. Far
+/// enough that sampling noise around the top's edge moves no key in and out (a key of rank
+/// 2k under Zipf 1.2 is counted 0.44x the k-th key), near enough that the directory keeps
+/// room (its capacity is at least twice the hot keys, and a newcomer displaces a fallen key
+/// when it is full).
+pub const FAR_RANKS: usize = 4;
+
+/// A key of the top not yet hot is added only when counted at least `1 + 1/ADD_MARGIN_DIVISOR`
+/// times the best key outside the top: clear of the top's edge, so that keys around rank
+/// `hot_keys`, whose order sampling noise keeps changing, are not added one after the other
+/// (each carries a small share of the load; under Zipf 1.2 the keys within 17% of the edge
+/// wait). Under a uniform load no key is clear of the others, and none is added.
+pub const ADD_MARGIN_DIVISOR: u64 = 4;
+
 /// Keys to add and to evict, by hash.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -341,12 +357,14 @@ pub struct Changes {
 /// The changes that bring the directory's keys `hot` towards the `rules.hot_keys` most counted
 /// keys of `ranking` (most counted first, as [`TopK::ranking`]), with hysteresis:
 ///
-/// - every key among the top `hot_keys` with at least `min_count` is added, while the
-///   directory has room (`capacity`); when it has none, the candidate displaces the least
-///   counted hot key outside the top, if counted more than twice as often;
-/// - a hot key outside the top is evicted once it has fallen far: below rank `2 x hot_keys`,
-///   or below half the `hot_keys`-th count; never while that count is too small to tell
-///   (below twice `min_count`: an idle or barely sampled rack keeps its keys);
+/// - every key among the top `hot_keys` with at least `min_count`, and clear of the keys
+///   outside the top ([`ADD_MARGIN_DIVISOR`]), is added while the directory has room
+///   (`capacity`); when it has none, the candidate displaces the least counted hot key
+///   outside the top, if counted more than twice as often;
+/// - a hot key outside the top is evicted once it has fallen far ([`FAR_RANKS`]): below rank
+///   `4 x hot_keys`, or below a quarter of the `hot_keys`-th count; never while that count is
+///   too small to tell (below twice `min_count`: an idle or barely sampled rack keeps its
+///   keys);
 /// - keys in the top are never evicted.
 ///
 /// So the directory holds the top keys plus, for a while, those that just left it (at most
@@ -377,7 +395,8 @@ pub fn decide(rules: &HotSetRules, ranking: &[(u64, u64)], hot: &[u64]) -> Chang
     outside.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
     let mut displaceable = Vec::new();
     for (h, c) in outside {
-        let far = rank.get(&h).is_none_or(|&i| i >= 2 * k) || c.saturating_mul(2) < kth;
+        let far = rank.get(&h).is_none_or(|&i| i >= FAR_RANKS * k)
+            || c.saturating_mul(FAR_RANKS as u64) < kth;
         if k == 0 || (informative && far) {
             changes.evict.push(h);
         } else {
@@ -389,10 +408,14 @@ pub fn decide(rules: &HotSetRules, ranking: &[(u64, u64)], hot: &[u64]) -> Chang
         .capacity
         .saturating_sub(hot.len() - changes.evict.len());
     let mut next_displaced = 0;
+    // A newcomer stands clear of the keys just outside the top (by a quarter of the best
+    // one's count), where sampling noise would move keys in and out.
+    let outside_best = ranking.get(k).map_or(0, |&(_, c)| c);
+    let edge = outside_best.saturating_add(outside_best / ADD_MARGIN_DIVISOR);
     let candidates = ranking
         .iter()
         .take(k)
-        .filter(|(h, c)| !hot_now.contains(h) && *c >= rules.min_count.max(1));
+        .filter(|(h, c)| !hot_now.contains(h) && *c >= rules.min_count.max(1).max(edge));
     for &(h, c) in candidates {
         if room > 0 {
             room -= 1;
@@ -687,7 +710,7 @@ mod tests {
         let c = decide(&rules(4), &ranking, &[10, 11, 12]);
         assert!(c.add.is_empty(), "13 has 1 sample, below min_count");
         // A new top key is added at once, next to the one it pushed out of the top.
-        let ranking = [(10, 50), (11, 40), (13, 35), (12, 30)];
+        let ranking = [(10, 50), (13, 45), (11, 40), (12, 30)];
         let c = decide(&rules(3), &ranking, &[10, 11, 12]);
         assert_eq!(c.add, vec![13]);
         assert!(
@@ -708,8 +731,12 @@ mod tests {
             decide(&tight(3), &ranking, &[10, 11, 12]),
             Changes::default()
         );
-        // With room, 13 comes in and 12 stays while it is close to the top.
+        // Even with room, 13 stays out: it is not clear of 12, the best key outside the top.
         let ranking = [(10, 50), (11, 40), (13, 31), (12, 30)];
+        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        assert_eq!(c, Changes::default());
+        // Once clear of it (a quarter more), 13 comes in, and 12 stays while it is close.
+        let ranking = [(10, 50), (11, 40), (13, 38), (12, 30)];
         let c = decide(&rules(3), &ranking, &[10, 11, 12]);
         assert_eq!((c.add, c.evict), (vec![13], vec![]));
         let ranking = [(10, 50), (11, 40), (12, 31), (13, 30)];
@@ -729,8 +756,8 @@ mod tests {
 
     #[test]
     fn keys_that_fell_far_leave_even_without_a_replacement() {
-        // 12 fell below half of the 3rd key's count.
-        let ranking = [(10, 50), (11, 40), (14, 30), (12, 9)];
+        // 12 fell below a quarter of the 3rd key's count.
+        let ranking = [(10, 50), (11, 40), (14, 30), (12, 7)];
         let c = decide(&rules(3), &ranking, &[10, 11, 12]);
         assert_eq!(c.evict, vec![12]);
         assert_eq!(c.add, vec![14]);
@@ -738,10 +765,10 @@ mod tests {
         let c = decide(&rules(2), &[(10, 50), (11, 40)], &[10, 77]);
         assert_eq!(c.evict, vec![77]);
         assert_eq!(c.add, vec![11]);
-        // Below rank 2 x hot_keys, even with a fair count.
-        let ranking = [(1, 50), (2, 40), (3, 30), (4, 29), (5, 28)];
-        let c = decide(&rules(2), &ranking, &[1, 2, 4, 5]);
-        assert_eq!(c.evict, vec![5]);
+        // Below rank 4 x hot_keys, even with a fair count; above it, it stays.
+        let ranking: Vec<(u64, u64)> = (1..=9).map(|h| (h, 51 - h)).collect();
+        let c = decide(&rules(2), &ranking, &[1, 2, 8, 9]);
+        assert_eq!(c.evict, vec![9]);
     }
 
     #[test]
