@@ -33,6 +33,9 @@ pub struct ReactionArgs {
     /// Copies of each hot key.
     #[arg(long, default_value_t = pegasus_common::switch::REPLICATION_DEFAULT)]
     replication: u8,
+    /// How the directory picks a server for a hot key.
+    #[arg(long, value_enum, default_value_t = pegasus_control::service::config::DaemonConfig::default().policy)]
+    policy: pegasus_control::service::config::PolicyName,
     /// The switch's statistics interval, in milliseconds.
     #[arg(long, alias = "epoch-ms", default_value_t = pegasus_control::controller::hotkeys::STATS_INTERVAL_MS_DEFAULT)]
     stats_interval_ms: u64,
@@ -64,6 +67,7 @@ struct ReactionRun {
     theta: f64,
     capacity_ops: u32,
     replication: u8,
+    policy: pegasus_control::service::config::PolicyName,
     stats_interval_ms: u64,
     sample_period: u16,
     sample_target: u32,
@@ -102,6 +106,7 @@ pub fn run(args: ReactionArgs) -> Result<ExitCode> {
         Some(args.hot_keys),
     );
     spec.replication = args.replication;
+    spec.policy = args.policy;
     spec.stats_interval_ms = args.stats_interval_ms;
     spec.sample_period = args.sample_period;
     spec.sample_target = args.sample_target;
@@ -121,6 +126,7 @@ pub fn run(args: ReactionArgs) -> Result<ExitCode> {
         theta: args.rack.theta,
         capacity_ops: args.rack.capacity_ops,
         replication: args.replication,
+        policy: args.policy,
         stats_interval_ms: args.stats_interval_ms,
         sample_period: args.sample_period,
         sample_target: args.sample_target,

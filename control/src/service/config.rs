@@ -92,6 +92,10 @@ impl From<PortSpec> for String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PolicyName {
+    /// By the rack's size: least loaded up to [`AUTO_LEAST_LOADED_MAX`] servers, two choices
+    /// beyond (docs/measurements.md: least loaded balances 8 and 16 servers better, two
+    /// choices 32 and 64, where least loaded's herd of reads to one server grows).
+    Auto,
     /// The candidate with the lowest reported load.
     LeastLoaded,
     /// Candidates in turn.
@@ -100,9 +104,15 @@ pub enum PolicyName {
     TwoChoices,
 }
 
-impl From<PolicyName> for Policy {
-    fn from(p: PolicyName) -> Policy {
-        match p {
+/// Most servers in a rack for which `auto` picks least loaded.
+pub const AUTO_LEAST_LOADED_MAX: usize = 16;
+
+impl PolicyName {
+    /// The policy in effect for a rack of `servers`.
+    pub fn resolve(self, servers: usize) -> Policy {
+        match self {
+            PolicyName::Auto if servers <= AUTO_LEAST_LOADED_MAX => Policy::LeastLoaded,
+            PolicyName::Auto => Policy::TwoChoices,
             PolicyName::LeastLoaded => Policy::LeastLoaded,
             PolicyName::RoundRobin => Policy::RoundRobin,
             PolicyName::TwoChoices => Policy::TwoChoices,
@@ -144,10 +154,12 @@ pub struct DaemonConfig {
     /// forwards.
     #[arg(long, default_value = STATE_PATH_DEFAULT)]
     pub state: PathBuf,
-    /// How the directory picks a server for a hot key's reads and writes. Two choices is the
-    /// default: least loaded sends every read that arrives before a server's next reply to
-    /// that same server, which costs balance and latency on large racks (docs/measurements.md).
-    #[arg(long, value_enum, default_value = "two-choices")]
+    /// How the directory picks a server for a hot key's reads and writes. auto (the default):
+    /// least loaded for racks of up to 16 servers, two choices beyond; least loaded sends
+    /// every read that arrives before a server's next reply to that same server, which costs
+    /// balance on large racks, and two choices leaves small ones less balanced
+    /// (docs/measurements.md).
+    #[arg(long, value_enum, default_value = "auto")]
     pub policy: PolicyName,
     /// Copies of each hot key: a hot write goes to one server and is copied to this many minus
     /// one more; a key made hot is pushed from home to this many minus one servers.
@@ -236,7 +248,7 @@ impl Default for DaemonConfig {
             store_port: DEFAULT_PORT,
             epoch: 1,
             state: PathBuf::from(STATE_PATH_DEFAULT),
-            policy: PolicyName::TwoChoices,
+            policy: PolicyName::Auto,
             replication: REPLICATION_DEFAULT,
             directory_capacity: None,
             hot_keys: None,
@@ -394,6 +406,17 @@ mod tests {
             ..DaemonConfig::default()
         };
         assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn auto_picks_least_loaded_for_small_racks_and_two_choices_for_large_ones() {
+        assert_eq!(PolicyName::Auto.resolve(8), Policy::LeastLoaded);
+        assert_eq!(PolicyName::Auto.resolve(16), Policy::LeastLoaded);
+        assert_eq!(PolicyName::Auto.resolve(17), Policy::TwoChoices);
+        assert_eq!(PolicyName::Auto.resolve(64), Policy::TwoChoices);
+        assert_eq!(PolicyName::RoundRobin.resolve(64), Policy::RoundRobin);
+        assert_eq!(PolicyName::TwoChoices.resolve(4), Policy::TwoChoices);
+        assert_eq!(DaemonConfig::default().policy, PolicyName::Auto);
     }
 
     #[test]

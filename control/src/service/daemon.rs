@@ -53,10 +53,12 @@ pub fn run(config: DaemonConfig) -> Result<()> {
     let begun = StateFile::begin(&config.state, config.epoch)?;
     let (state, epoch, previously_hot) = (begun.file, begun.epoch, begun.previously_hot);
     let replication = config.replication_in_effect();
+    let policy = config.policy.resolve(servers);
+    tracing::info!(?policy, servers, "server choice for hot keys");
     let settings = SwitchSettings {
         store_port: config.store_port,
         epoch,
-        policy: config.policy.into(),
+        policy,
         replication,
         directory_capacity,
         sample_period: config.sample_period,
