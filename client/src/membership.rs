@@ -221,11 +221,9 @@ impl ChainConfig {
     pub fn with_joining(&self, rack: Rack) -> Result<ChainConfig> {
         let id = rack.id.context("a rack joining a chain needs an id")?;
         ensure!(self.position(id).is_none(), "rack {id} is in the chain");
-        ensure!(
-            self.joining.is_none(),
-            "rack {:?} is joining already: one rack joins at a time",
-            self.joining_id()
-        );
+        if let Some(other) = self.joining_id() {
+            bail!("rack {other} is joining already: one rack joins at a time");
+        }
         let mut all = self.racks.clone();
         all.push(rack.clone());
         Cluster {
@@ -302,7 +300,7 @@ pub struct ChainStatus {
 #[derive(Clone, Debug, Serialize)]
 pub struct RackStatus {
     pub id: u8,
-    /// "head", "middle", "tail", "only", or "removed" (alive, not in the chain).
+    /// "head", "middle", "tail", "only", "joining", or "removed" (alive, not in the chain).
     pub role: String,
     /// Its controller's lease is held.
     pub alive: bool,
@@ -442,7 +440,9 @@ impl Etcd {
         let config = self.read_config().await?.map(|v| v.config);
         let alive = self.alive().await?;
         let stores = self.store_reports().await?;
-        let mut ids: Vec<u8> = config.as_ref().map_or(Vec::new(), |c| c.rack_ids());
+        let mut ids: Vec<u8> = config.as_ref().map_or(Vec::new(), |c| {
+            c.rack_ids().into_iter().chain(c.joining_id()).collect()
+        });
         let removed: Vec<u8> = alive
             .iter()
             .map(|(r, _)| *r)
@@ -456,7 +456,9 @@ impl Etcd {
                 Some(l) => self.lease_left(l.lease).await?.map(|d| d.as_secs()),
                 None => None,
             };
+            let joining = config.as_ref().and_then(|c| c.joining_id()) == Some(id);
             let role = match config.as_ref().and_then(|c| c.position(id)) {
+                None if joining => "joining",
                 None => "removed",
                 Some(p) if p.is_head() && p.is_tail() => "only",
                 Some(p) if p.is_head() => "head",

@@ -2,9 +2,13 @@
 
 use anyhow::{Context, Result, ensure};
 use clap::{Args, Subcommand};
-use pegasus_client::membership::{ChainStatus, Etcd};
+use pegasus_client::{
+    Cluster,
+    cluster::Rack,
+    membership::{ChainConfig, ChainStatus, Etcd},
+};
 use pegasus_control::lab;
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 #[derive(Args)]
 pub struct ChainArgs {
@@ -14,6 +18,38 @@ pub struct ChainArgs {
 
 #[derive(Subcommand)]
 enum ChainCommand {
+    /// Write a chain's first configuration to etcd from a cluster file's [[racks]] (head
+    /// first; rack ids default to their places). Does nothing if the chain has one already,
+    /// and prints the configuration in force.
+    Init {
+        /// etcd's client URL, e.g. http://127.0.0.1:2379.
+        #[arg(long)]
+        etcd: String,
+        /// The chain's name in etcd.
+        #[arg(long, default_value = super::store::DEFAULT_CHAIN)]
+        chain: String,
+        /// The cluster file listing the racks.
+        #[arg(long)]
+        cluster: PathBuf,
+    },
+    /// Add a rack to a running chain as its new tail: writes it into the configuration as
+    /// joining (its stores and switch must be running with --etcd and its rack id); the tail
+    /// copies it every key, and its controller makes it the tail when that is done
+    /// (docs/chain.md, "A rack joins").
+    Join {
+        /// etcd's client URL.
+        #[arg(long)]
+        etcd: String,
+        /// The chain's name in etcd.
+        #[arg(long, default_value = super::store::DEFAULT_CHAIN)]
+        chain: String,
+        /// A cluster file describing the joining rack (its only rack, or its [[servers]]).
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The joining rack's id (not one the chain has).
+        #[arg(long)]
+        rack_id: u8,
+    },
     /// The chain's racks head first, each with its role, whether its controller's lease is
     /// held (and how long it has left), the version epoch its switch stamps with and its
     /// stores' queues of writes waiting for acknowledgement; and the configuration's epoch.
@@ -35,6 +71,54 @@ enum ChainCommand {
 
 pub fn run(args: ChainArgs) -> Result<ExitCode> {
     match args.command {
+        ChainCommand::Init {
+            etcd,
+            chain,
+            cluster,
+        } => {
+            let first = ChainConfig::from_cluster(&Cluster::load(&cluster)?)?;
+            let now = pegasus_bench::block_on(1, async move {
+                Etcd::connect(&etcd, &chain)
+                    .await?
+                    .create_config(&first)
+                    .await
+            })?;
+            println!("{}", serde_json::to_string_pretty(&now.config)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ChainCommand::Join {
+            etcd,
+            chain,
+            cluster,
+            rack_id,
+        } => {
+            let file = Cluster::load(&cluster)?;
+            let own = file.rack(0)?;
+            let rack = Rack {
+                id: Some(rack_id),
+                controllers: own.controllers,
+                servers: own.servers,
+            };
+            let joining = pegasus_bench::block_on(1, async move {
+                let etcd = Etcd::connect(&etcd, &chain).await?;
+                loop {
+                    let now = etcd
+                        .read_config()
+                        .await?
+                        .context("the chain has no configuration in etcd (pegasus chain init)")?;
+                    let joining = now.config.with_joining(rack.clone())?;
+                    if etcd.replace_config(now.revision, &joining).await? {
+                        return anyhow::Ok(joining);
+                    }
+                }
+            })?;
+            println!(
+                "rack {rack_id} is joining chain at epoch {}; `pegasus chain status` shows when \
+                 it is the tail",
+                joining.epoch
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         ChainCommand::Status {
             lab: lab_name,
             etcd,
