@@ -396,6 +396,13 @@ fn the_chain_serves_while_etcd_is_away_and_reconfigures_after() {
         "--json",
     ]));
     assert_eq!(killed["racks"], serde_json::json!([0, 2]), "{killed}");
+    // And `lab down` takes everything a chain's lab made: racks, spine, fabric, etcd.
+    support::run_ok(&["lab", "down", "--name", &lab.name]);
+    assert_eq!(
+        lab.namespaces_left(),
+        Vec::<String>::new(),
+        "lab down left namespaces behind"
+    );
     let _ = std::fs::remove_dir_all(&scratch);
 }
 

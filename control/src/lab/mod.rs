@@ -377,6 +377,7 @@ fn belongs_to(name: &str, ns: &str) -> bool {
         || numbered(rest, 'c')
         || numbered(rest, 'l')
         || rest == "spine"
+        || rest == "fabric"
         || rest
             .split_once('-')
             .is_some_and(|(rack, host)| numbered(rack, 'r') && in_rack(host))
@@ -940,9 +941,11 @@ pub fn down(name: &str) -> Result<DownReport> {
     validate_name(name)?;
     ensure!(netns::is_root(), "the lab needs root");
     let mut report = DownReport::default();
+    // Every namespace named as the lab's, and every one its state says it made.
+    let recorded = load(name).map_or(Vec::new(), |state| state.namespaces);
     let namespaces: Vec<String> = netns::list()?
         .into_iter()
-        .filter(|ns| belongs_to(name, ns))
+        .filter(|ns| belongs_to(name, ns) || recorded.contains(ns))
         .collect();
     let mut pids = Vec::new();
     for ns in &namespaces {
@@ -1110,6 +1113,18 @@ mod tests {
         assert!(!belongs_to("a", "pg-ab-tor"));
         for chain in ["pg-a-spine", "pg-a-l0", "pg-a-r2-tor", "pg-a-r1-s3"] {
             assert!(belongs_to("a", chain), "{chain}");
+        }
+        // Every namespace a chain's lab makes, by the functions that name them.
+        let made = [
+            chain::spine_ns("a"),
+            chain::fabric_ns("a"),
+            chain::rack_tor_ns("a", 0),
+            chain::rack_tor_ns("a", 7),
+            chain::rack_server_ns("a", 3, 63),
+            client_ns("a", 5),
+        ];
+        for ns in made {
+            assert!(belongs_to("a", &ns), "{ns}");
         }
         for other in ["pg-a-r-tor", "pg-a-r1-c0", "pg-a-r1", "pg-a-l", "pg-a-r1-s"] {
             assert!(!belongs_to("a", other), "{other}");
