@@ -21,6 +21,8 @@ use std::{collections::BTreeMap, net::UdpSocket, thread, time::Duration};
 use support::{Lab, assert_linearizable};
 
 const RACKS: u8 = 3;
+/// The racks' ids when the lab comes up.
+const ALL_RACKS: [u8; RACKS as usize] = [0, 1, 2];
 const SERVERS: u8 = 3;
 const CLIENTS: u8 = 2;
 const HOT: usize = 3;
@@ -54,7 +56,7 @@ fn a_chain_under_lossy_links_stays_linearizable_and_converges() {
         })
         .collect();
 
-    let mut files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
+    let files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
     record(&lab, &files, &prefix, || {});
     let reports: Vec<_> = injectors.into_iter().map(|i| i.stop().unwrap()).collect();
     let dropped: u64 = reports
@@ -63,12 +65,7 @@ fn a_chain_under_lossy_links_stays_linearizable_and_converges() {
         .sum();
     assert!(dropped >= 20, "the links lost little: {reports:?}");
 
-    thread::sleep(DRAIN);
-    let read_back = file("read-back");
-    lab.read_back(&prefix, &read_back, HOT, COLD);
-    files.push(read_back);
-    let report = assert_linearizable(&files);
-    assert_eq!(report["keys"], (HOT + COLD) as u64, "{report}");
+    read_back_and_check(&lab, &prefix, files, file("read-back"), &ALL_RACKS);
 
     // Every rack's switch steered: the head stamped every write, and its hot writes were
     // spread; the tail spread hot reads; nothing crossed a port that may not send it.
@@ -101,8 +98,6 @@ fn a_chain_under_lossy_links_stays_linearizable_and_converges() {
         "no hot read reached a rack but the tail"
     );
     assert!((0..RACKS as usize).all(|r| count(r, "role_drops") == 0));
-
-    assert_converged(&lab.name, &prefix);
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
@@ -177,9 +172,22 @@ fn record(lab: &Lab, files: &[String], prefix: &str, during: impl FnOnce()) {
     });
 }
 
-/// Every rack holds the same newest version of every key of `prefix`, each written.
-fn assert_converged(lab: &str, prefix: &str) {
-    assert_racks_converged(lab, prefix, &(0..RACKS).collect::<Vec<_>>());
+/// After the queues drain, reads every key of `prefix` back from client 0 into `read_back`,
+/// checks the histories in `files` and the read-back linearizable, and that `racks` hold the
+/// same newest version of every key.
+fn read_back_and_check(
+    lab: &Lab,
+    prefix: &str,
+    mut files: Vec<String>,
+    read_back: String,
+    racks: &[u8],
+) {
+    thread::sleep(DRAIN);
+    lab.read_back(prefix, &read_back, HOT, COLD);
+    files.push(read_back);
+    let report = assert_linearizable(&files);
+    assert_eq!(report["keys"], (HOT + COLD) as u64, "{report}");
+    assert_racks_converged(&lab.name, prefix, racks);
 }
 
 /// Racks `racks` hold the same newest version of every key of `prefix`, each written.
@@ -213,7 +221,7 @@ fn switches_restarted_in_a_chain_lose_nothing() {
     // A lease longer than a restart: the racks stay in the chain.
     let (lab, scratch, prefix) = chain_lab_with("e2echrs", 2, &["--lease-ttl-secs", "5"]);
     let file = |name: &str| scratch.join(format!("{name}.jsonl")).display().to_string();
-    let mut files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
+    let files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
     record(&lab, &files, &prefix, || {
         for rack in ["1", "0"] {
             thread::sleep(Duration::from_millis(1500));
@@ -229,13 +237,7 @@ fn switches_restarted_in_a_chain_lose_nothing() {
             ]);
         }
     });
-    thread::sleep(DRAIN);
-    let read_back = file("read-back");
-    lab.read_back(&prefix, &read_back, HOT, COLD);
-    files.push(read_back);
-    let report = assert_linearizable(&files);
-    assert_eq!(report["keys"], (HOT + COLD) as u64, "{report}");
-    assert_converged(&lab.name, &prefix);
+    read_back_and_check(&lab, &prefix, files, file("read-back"), &ALL_RACKS);
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
@@ -249,7 +251,7 @@ fn switches_restarted_in_a_chain_lose_nothing() {
 fn a_rack_fails_under_load(tag: &str, victim: u8) {
     let (lab, scratch, prefix) = chain_lab(tag, 2);
     let file = |name: &str| scratch.join(format!("{name}.jsonl")).display().to_string();
-    let mut files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
+    let files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
     let mut killed = serde_json::Value::Null;
     record(&lab, &files, &prefix, || {
         thread::sleep(Duration::from_secs(2));
@@ -286,13 +288,7 @@ fn a_rack_fails_under_load(tag: &str, victim: u8) {
             "the new head stamps in a newer epoch: {status}"
         );
     }
-    thread::sleep(DRAIN);
-    let read_back = file("read-back");
-    lab.read_back(&prefix, &read_back, HOT, COLD);
-    files.push(read_back);
-    let report = assert_linearizable(&files);
-    assert_eq!(report["keys"], (HOT + COLD) as u64, "{report}");
-    assert_racks_converged(&lab.name, &prefix, &left);
+    read_back_and_check(&lab, &prefix, files, file("read-back"), &left);
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
@@ -319,7 +315,7 @@ fn the_tail_fails_and_nothing_acknowledged_is_lost() {
 fn a_rack_added_as_the_tail_then_the_old_tail_killed_loses_nothing() {
     let (lab, scratch, prefix) = chain_lab("e2eadd", 2);
     let file = |name: &str| scratch.join(format!("{name}.jsonl")).display().to_string();
-    let mut files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
+    let files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
     let (mut added, mut killed) = (serde_json::Value::Null, serde_json::Value::Null);
     record(&lab, &files, &prefix, || {
         thread::sleep(Duration::from_millis(1500));
@@ -340,13 +336,7 @@ fn a_rack_added_as_the_tail_then_the_old_tail_killed_loses_nothing() {
     assert_eq!(added["rack"], RACKS, "{added}");
     assert_eq!(added["racks"], serde_json::json!([0, 1, 2, 3]), "{added}");
     assert_eq!(killed["racks"], serde_json::json!([0, 1, 3]), "{killed}");
-    thread::sleep(DRAIN);
-    let read_back = file("read-back");
-    lab.read_back(&prefix, &read_back, HOT, COLD);
-    files.push(read_back);
-    let report = assert_linearizable(&files);
-    assert_eq!(report["keys"], (HOT + COLD) as u64, "{report}");
-    assert_racks_converged(&lab.name, &prefix, &[0, 1, RACKS]);
+    read_back_and_check(&lab, &prefix, files, file("read-back"), &[0, 1, RACKS]);
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
@@ -358,7 +348,7 @@ fn a_rack_added_as_the_tail_then_the_old_tail_killed_loses_nothing() {
 fn the_chain_serves_while_etcd_is_away_and_reconfigures_after() {
     let (lab, scratch, prefix) = chain_lab("e2eetcd", 2);
     let file = |name: &str| scratch.join(format!("{name}.jsonl")).display().to_string();
-    let mut files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
+    let files: Vec<String> = (0..CLIENTS).map(|j| file(&format!("client{j}"))).collect();
     record(&lab, &files, &prefix, || {
         thread::sleep(Duration::from_millis(1500));
         support::run_ok(&[
@@ -378,13 +368,7 @@ fn the_chain_serves_while_etcd_is_away_and_reconfigures_after() {
             "{log} does not say etcd was away"
         );
     }
-    thread::sleep(DRAIN);
-    let read_back = file("read-back");
-    lab.read_back(&prefix, &read_back, HOT, COLD);
-    files.push(read_back);
-    let report = assert_linearizable(&files);
-    assert_eq!(report["keys"], (HOT + COLD) as u64, "{report}");
-    assert_converged(&lab.name, &prefix);
+    read_back_and_check(&lab, &prefix, files, file("read-back"), &ALL_RACKS);
     // Reconfiguration works again.
     let killed = support::json(&support::run_ok(&[
         "lab",

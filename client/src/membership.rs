@@ -414,18 +414,21 @@ impl Etcd {
         Ok(response.succeeded())
     }
 
+    /// Every key under `prefix`.
+    async fn under(&self, prefix: String) -> Result<Vec<etcd_client::KeyValue>> {
+        let mut client = self.client.clone();
+        let mut response = client
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .with_context(|| format!("reading {prefix} from etcd"))?;
+        Ok(response.take_kvs())
+    }
+
     /// The racks whose controllers are alive, with what each published.
     pub async fn alive(&self) -> Result<Vec<(u8, Liveness)>> {
-        let mut client = self.client.clone();
-        let response = client
-            .get(
-                alive_prefix(&self.chain),
-                Some(GetOptions::new().with_prefix()),
-            )
-            .await
-            .context("reading the chain's live racks from etcd")?;
-        Ok(response
-            .kvs()
+        Ok(self
+            .under(alive_prefix(&self.chain))
+            .await?
             .iter()
             .filter_map(|kv| {
                 let id = rack_of_alive_key(&self.chain, kv.key())?;
@@ -487,16 +490,9 @@ impl Etcd {
 
     /// Every store's last report: (rack, server id, report), in that order.
     pub async fn store_reports(&self) -> Result<Vec<(u8, u8, StoreReport)>> {
-        let mut client = self.client.clone();
-        let reports = client
-            .get(
-                stores_prefix(&self.chain),
-                Some(GetOptions::new().with_prefix()),
-            )
-            .await
-            .context("reading the stores' reports from etcd")?;
-        let mut stores: Vec<(u8, u8, StoreReport)> = reports
-            .kvs()
+        let mut stores: Vec<(u8, u8, StoreReport)> = self
+            .under(stores_prefix(&self.chain))
+            .await?
             .iter()
             .filter_map(|kv| {
                 let key = std::str::from_utf8(kv.key()).ok()?;

@@ -8,12 +8,32 @@ use pegasus_client::{
     membership::{ChainConfig, ChainStatus, Etcd},
 };
 use pegasus_control::lab;
-use std::{path::PathBuf, process::ExitCode};
+use std::{future::Future, path::PathBuf, process::ExitCode};
 
 #[derive(Args)]
 pub struct ChainArgs {
     #[command(subcommand)]
     command: ChainCommand,
+}
+
+/// Where a chain lives: etcd's client URL and the chain's name.
+#[derive(Args)]
+struct ChainInEtcd {
+    /// etcd's client URL, e.g. http://127.0.0.1:2379.
+    #[arg(long)]
+    etcd: String,
+    /// The chain's name in etcd.
+    #[arg(long, default_value = super::store::DEFAULT_CHAIN)]
+    chain: String,
+}
+
+impl ChainInEtcd {
+    /// Runs `f` with a connection to the chain, on a runtime of its own.
+    fn run<T, F: Future<Output = Result<T>>>(self, f: impl FnOnce(Etcd) -> F) -> Result<T> {
+        pegasus_bench::block_on(1, async move {
+            f(Etcd::connect(&self.etcd, &self.chain).await?).await
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -22,12 +42,8 @@ enum ChainCommand {
     /// first; rack ids default to their places). Does nothing if the chain has one already,
     /// and prints the configuration in force.
     Init {
-        /// etcd's client URL, e.g. http://127.0.0.1:2379.
-        #[arg(long)]
-        etcd: String,
-        /// The chain's name in etcd.
-        #[arg(long, default_value = super::store::DEFAULT_CHAIN)]
-        chain: String,
+        #[command(flatten)]
+        at: ChainInEtcd,
         /// The cluster file listing the racks.
         #[arg(long)]
         cluster: PathBuf,
@@ -37,12 +53,8 @@ enum ChainCommand {
     /// copies it every key, and its controller makes it the tail when that is done
     /// (docs/chain.md, "A rack joins").
     Join {
-        /// etcd's client URL.
-        #[arg(long)]
-        etcd: String,
-        /// The chain's name in etcd.
-        #[arg(long, default_value = super::store::DEFAULT_CHAIN)]
-        chain: String,
+        #[command(flatten)]
+        at: ChainInEtcd,
         /// A cluster file describing the joining rack (its only rack, or its [[servers]]).
         #[arg(long)]
         cluster: PathBuf,
@@ -71,24 +83,14 @@ enum ChainCommand {
 
 pub fn run(args: ChainArgs) -> Result<ExitCode> {
     match args.command {
-        ChainCommand::Init {
-            etcd,
-            chain,
-            cluster,
-        } => {
+        ChainCommand::Init { at, cluster } => {
             let first = ChainConfig::from_cluster(&Cluster::load(&cluster)?)?;
-            let now = pegasus_bench::block_on(1, async move {
-                Etcd::connect(&etcd, &chain)
-                    .await?
-                    .create_config(&first)
-                    .await
-            })?;
+            let now = at.run(|etcd| async move { etcd.create_config(&first).await })?;
             println!("{}", serde_json::to_string_pretty(&now.config)?);
             Ok(ExitCode::SUCCESS)
         }
         ChainCommand::Join {
-            etcd,
-            chain,
+            at,
             cluster,
             rack_id,
         } => {
@@ -99,8 +101,7 @@ pub fn run(args: ChainArgs) -> Result<ExitCode> {
                 controllers: own.controllers,
                 servers: own.servers,
             };
-            let joining = pegasus_bench::block_on(1, async move {
-                let etcd = Etcd::connect(&etcd, &chain).await?;
+            let joining = at.run(|etcd| async move {
                 loop {
                     let now = etcd
                         .read_config()

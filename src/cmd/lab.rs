@@ -52,7 +52,7 @@ enum LabCommand {
         #[arg(long, default_value_t = 0)]
         rack: u8,
         /// How long the switch stays down, in milliseconds, from the kill.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=DOWN_MS_MAX))]
         down_ms: u64,
         /// Print JSON.
         #[arg(long)]
@@ -90,7 +90,7 @@ enum LabCommand {
         #[arg(long)]
         name: String,
         /// How long etcd stays down, in milliseconds, from the kill.
-        #[arg(long, default_value_t = 3000)]
+        #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(0..=DOWN_MS_MAX))]
         down_ms: u64,
         /// Print JSON.
         #[arg(long)]
@@ -367,10 +367,6 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             down_ms,
             json,
         } => {
-            ensure!(
-                down_ms <= DOWN_MS_MAX,
-                "--down-ms must be at most {DOWN_MS_MAX}"
-            );
             let exe = std::env::current_exe()?;
             let down = Duration::from_millis(down_ms);
             let restart = lab::restart_rack_switch(&name, rack, down, &exe)?;
@@ -390,10 +386,6 @@ pub fn run(args: LabArgs) -> Result<ExitCode> {
             down_ms,
             json,
         } => {
-            ensure!(
-                down_ms <= DOWN_MS_MAX,
-                "--down-ms must be at most {DOWN_MS_MAX}"
-            );
             let restart = lab::restart_etcd(&name, Duration::from_millis(down_ms))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&restart)?);

@@ -68,6 +68,19 @@ impl ChainLinks {
     }
 }
 
+/// Where a store stands in its chain ([`Chain::place`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// In the head rack: clients' writes enter here.
+    pub head: bool,
+    /// In the tail rack (or joining behind it): writes are answered here.
+    pub tail: bool,
+    /// Neither taken out of the chain nor still joining: clients' reads are served.
+    pub serves_reads: bool,
+    /// The oldest version epoch the head takes clients' writes in.
+    pub version_epoch: u16,
+}
+
 /// A message to send: its bytes and where.
 pub type Outgoing = (Vec<u8>, SocketAddr);
 
@@ -177,11 +190,6 @@ impl Chain {
         self.links().clone()
     }
 
-    /// True while the rack is joining the chain (it serves no read).
-    pub fn is_joining(&self) -> bool {
-        self.links().joining
-    }
-
     /// The joining rack this store has copied every key to (each copy acknowledged), if it
     /// has finished since the links last changed.
     pub fn copied_to(&self) -> Option<u8> {
@@ -205,26 +213,20 @@ impl Chain {
         self.generation.load(Relaxed)
     }
 
-    /// True in the head rack: clients' writes enter here.
-    pub fn is_head(&self) -> bool {
+    /// Where the store stands now, read under one lock (once per request).
+    pub fn place(&self) -> Place {
         let links = self.links();
-        links.previous.is_empty() && !links.removed
+        Place {
+            head: links.previous.is_empty() && !links.removed,
+            tail: links.next.is_empty() && !links.removed,
+            serves_reads: !links.removed && !links.joining,
+            version_epoch: links.version_epoch,
+        }
     }
 
     /// True in the tail rack: writes are answered here, and reads served.
     pub fn is_tail(&self) -> bool {
-        let links = self.links();
-        links.next.is_empty() && !links.removed
-    }
-
-    /// True once the rack was taken out of the chain.
-    pub fn is_removed(&self) -> bool {
-        self.links().removed
-    }
-
-    /// The oldest version epoch the head takes clients' writes in.
-    pub fn version_epoch(&self) -> u16 {
-        self.links().version_epoch
+        self.place().tail
     }
 
     /// The previous rack's server id at `address`, if it is one (CHAIN_PUTs come only from
@@ -699,6 +701,7 @@ mod tests {
         assert_eq!(c.previous_server_at(addr(1, 2).ip()), Some(2));
         assert_eq!(c.previous_server_at(addr(33, 2).ip()), None);
         assert!(c.is_next_server(addr(33, 0).ip()) && !c.is_next_server(addr(1, 0).ip()));
-        assert!(!c.is_head() && !c.is_tail());
+        let place = c.place();
+        assert!(!place.head && !place.tail && place.serves_reads);
     }
 }

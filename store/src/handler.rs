@@ -417,21 +417,21 @@ impl Store {
             self.stats.forbidden.fetch_add(1, Relaxed);
             return reply.error(Status::Forbidden);
         }
-        // In a chain, clients write to the head; a rack taken out of the chain serves no
-        // client.
-        if let Some(chain) = &self.chain
-            && ((op == Some(Op::Put) && !chain.is_head())
-                || (op == Some(Op::Get)
-                    && (chain.is_removed() || chain.is_joining())
-                    && self.origin(from.ip()) != Origin::Controller))
+        // In a chain, clients write to the head; a rack taken out of the chain, or still
+        // joining it, serves no client's read (its controller reads its own rack as it is).
+        let place = self.chain.as_ref().map(Chain::place);
+        let from_client = || self.origin(from.ip()) != Origin::Controller;
+        if let Some(p) = place
+            && ((op == Some(Op::Put) && !p.head)
+                || (op == Some(Op::Get) && !p.serves_reads && from_client()))
         {
             self.stats.wrong_rack_refused.fetch_add(1, Relaxed);
             return reply.error(Status::WrongRack);
         }
         // Outside the tail, a client's read is served only with a version known committed
-        // (reads from every rack); the controller reads its own rack as it is.
-        let committed_bound = match &self.chain {
-            Some(chain) if !chain.is_tail() && self.origin(from.ip()) != Origin::Controller => {
+        // (reads from every rack).
+        let committed_bound = match (&self.chain, place) {
+            (Some(chain), Some(p)) if !p.tail && from_client() => {
                 let h = &message.header;
                 let marked = if h.flags & wire::flags::COMMITTED != 0 {
                     h.version
@@ -444,7 +444,7 @@ impl Store {
         };
         match op {
             Some(Op::Get) => self.get(&message, committed_bound, reply),
-            Some(Op::Put) => self.put(&message, from, reply, copy, handled),
+            Some(Op::Put) => self.put(&message, from, place, reply, copy, handled),
             Some(Op::Replicate) => self.replicate(&message, reply),
             Some(Op::Push) => self.push(&message, reply, copy, &mut handled.copy),
             Some(Op::ChainPut) => self.chain_put(&message, from, reply, copy, handled),
@@ -597,6 +597,7 @@ impl Store {
         &self,
         m: &Message<'_>,
         from: SocketAddr,
+        place: Option<chain::Place>,
         reply: Reply<'_, '_>,
         copy: &mut [u8],
         handled: &mut Handled,
@@ -612,13 +613,13 @@ impl Store {
             self.stats.unstamped_refused.fetch_add(1, Relaxed);
             return reply.error(Status::Unstamped);
         }
-        if let Some(chain) = &self.chain
-            && version::epoch(h.version) < chain.version_epoch()
+        if let Some(p) = place
+            && version::epoch(h.version) < p.version_epoch
         {
             // Stamped by a switch that is not (yet) the new head's: never applied, the client
             // learns the epoch to come.
             self.stats.stale_epoch_refused.fetch_add(1, Relaxed);
-            let floor = u64::from(chain.version_epoch()) << version::COUNTER_BITS;
+            let floor = u64::from(p.version_epoch) << version::COUNTER_BITS;
             return reply.error_with_version(Status::StaleEpoch, floor);
         }
         let reply_to = match &self.chain {
