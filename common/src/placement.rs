@@ -12,8 +12,12 @@
 use crate::hash::fmix64;
 use alloc::vec::Vec;
 
-/// Points per server on the ring: enough for an imbalance of a few percent at 8-32 servers.
-pub const VIRTUAL_NODES: u32 = 160;
+/// Points per server on the ring. A server's share of the ring varies by about
+/// 1/sqrt(VIRTUAL_NODES) of the mean, and a rack is as fast as its busiest server: with 160
+/// points the busiest of 64 servers held 17-24% more than the mean (keys drawn uniformly),
+/// with 1,024 about 7-13%. The ring (16 bytes a point, 1 MiB at 64 servers) is built once per
+/// client, store and controller.
+pub const VIRTUAL_NODES: u32 = 1024;
 
 /// The ring.
 #[derive(Clone, Debug)]
@@ -63,6 +67,22 @@ mod tests {
         }
         // Deterministic.
         assert_eq!(p.home(12345), Placement::new(0..8).home(12345));
+    }
+
+    /// The balance the ring's density is chosen for (see [`VIRTUAL_NODES`]): 64 servers,
+    /// 200,000 keys (3,125 each: their own spread is ~2% of that), the busiest within 15% of
+    /// the mean and the least loaded within 15% below it.
+    #[test]
+    fn a_large_rack_is_balanced() {
+        let p = Placement::new(0..64);
+        let mut counts = [0u32; 64];
+        for i in 0..200_000 {
+            counts[p.home(key_hash(format!("user{i}").as_bytes())) as usize] += 1;
+        }
+        let mean = 200_000.0 / 64.0;
+        let busiest = *counts.iter().max().unwrap() as f64 / mean;
+        let idlest = *counts.iter().min().unwrap() as f64 / mean;
+        assert!(busiest < 1.15 && idlest > 0.85, "{busiest} {idlest}: {counts:?}");
     }
 
     #[test]
