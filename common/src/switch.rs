@@ -135,6 +135,9 @@ pub const PROGRAM_BASELINE: &str = "baseline_reflect";
 /// through the `PORTS` DEVMAP to the port in [`MAP_BASELINE_PORT`]). The switch forwards
 /// every packet it handles; this shows what the redirect alone costs.
 pub const PROGRAM_BASELINE_FORWARD: &str = "baseline_forward";
+/// Name of the third yardstick: the minimal program plus the atomic fetch-add on the version
+/// counter that stamps every fresh write (its cost when both CPUs stamp at once).
+pub const PROGRAM_BASELINE_STAMP: &str = "baseline_stamp";
 /// Name of the single-entry array holding the ifindex `baseline_forward` redirects to.
 pub const MAP_BASELINE_PORT: &str = "BASELINE_PORT";
 /// Name of the ring buffer of [`Sample`]s: the requests the switch samples for the

@@ -1421,6 +1421,41 @@ fn the_benchmark_measures_every_path() {
             p.ns_per_packet > 0.0 && p.baseline_ns_per_packet > 0.0,
             "{p:?}"
         );
+        assert!(p.forwarder_ns_per_packet > 0.0, "{p:?}");
+        assert_eq!(p.meets_target, p.forwarder_ratio <= p.target_ratio, "{p:?}");
+    }
+    // The version counter's contention is measured on any machine with two CPUs for it.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match &report.counter_contention {
+        Some(c) => {
+            assert_eq!(c.cpus, 2);
+            for ns in [
+                c.reflect_alone_ns,
+                c.stamp_alone_ns,
+                c.reflect_contended_ns,
+                c.stamp_contended_ns,
+            ] {
+                assert!(ns > 0.0, "{c:?}");
+            }
+        }
+        None => assert_eq!(cpus, 1, "two CPUs but no contention measured"),
+    }
+    // The JSON the command prints (`--json`) has every field under its documented name.
+    let json = serde_json::to_value(&report).unwrap();
+    for field in ["packets", "rounds", "sample_period", "paths", "counter_contention"] {
+        assert!(json.get(field).is_some(), "no {field} in {json}");
+    }
+    for field in [
+        "path",
+        "ns_per_packet",
+        "baseline_ns_per_packet",
+        "ratio",
+        "forwarder_ns_per_packet",
+        "forwarder_ratio",
+        "target_ratio",
+        "meets_target",
+    ] {
+        assert!(json["paths"][0].get(field).is_some(), "no paths[].{field}");
     }
 }
 

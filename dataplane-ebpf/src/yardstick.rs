@@ -51,3 +51,21 @@ pub fn baseline_forward(ctx: XdpContext) -> u32 {
         Ok(action) | Err(action) => action,
     }
 }
+
+/// The third yardstick: `baseline_reflect`, then the switch's one atomic operation, the
+/// fetch-add on `VERSION_COUNTER` that stamps a fresh write. Measured alone and on both CPUs
+/// at once, it shows what the shared counter costs under contention, apart from the rest of
+/// the stamping path (which a repeated test run of one write cannot exercise: its copies
+/// reuse their version).
+#[xdp]
+pub fn baseline_stamp(ctx: XdpContext) -> u32 {
+    if reflect(&ctx) != XDP_TX {
+        return XDP_PASS;
+    }
+    let Some(counter) = VERSION_COUNTER.get_ptr_mut(0) else {
+        return XDP_PASS;
+    };
+    // SAFETY: a live map value, an aligned u64; the same operation as in `stamp_write`.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, 1) };
+    XDP_TX
+}

@@ -181,29 +181,43 @@ fn cost(args: CostArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:>9} {:>11} {:>7} {:>7} {:>12} {:>9}  what",
-        "path", "ns/packet", "baseline ns", "ratio", "target", "forwarder ns", "vs fwd"
+        "{:<16} {:>9} {:>11} {:>7} {:>12} {:>9} {:>7}  what",
+        "path", "ns/packet", "baseline ns", "ratio", "forwarder ns", "vs fwd", "target"
     );
     for p in &report.paths {
         println!(
-            "{:<16} {:>9.1} {:>11.1} {:>7.2} {:>6.1}{} {:>12.1} {:>9.2}  {}",
+            "{:<16} {:>9.1} {:>11.1} {:>7.2} {:>12.1} {:>9.2} {:>6.1}{}  {}",
             p.path,
             p.ns_per_packet,
             p.baseline_ns_per_packet,
             p.ratio,
-            p.target_ratio,
-            if p.meets_target { " " } else { "!" },
             p.forwarder_ns_per_packet,
             p.forwarder_ratio,
+            p.target_ratio,
+            if p.meets_target { " " } else { "!" },
             p.what
         );
     }
     println!(
         "medians of {} rounds of {} packets per path; ratio = path / minimal program (parse, \
-         swap, XDP_TX) in the same round, ! = above target; vs fwd = path / minimal forwarder \
-         (the same, then a DEVMAP redirect, as every forwarded packet)",
+         swap, XDP_TX) in the same round; vs fwd = path / minimal forwarder (the same, then a \
+         DEVMAP redirect, as every forwarded packet), the floor the target applies to (! = \
+         above it)",
         report.rounds, report.packets
     );
+    if let Some(c) = &report.counter_contention {
+        println!(
+            "version counter fetch-add: {:.1} ns on one CPU, {:.1} ns with {} CPUs adding at \
+             once (minimal program {:.1} / {:.1} ns, with the add {:.1} / {:.1} ns)",
+            c.add_alone_ns,
+            c.add_contended_ns,
+            c.cpus,
+            c.reflect_alone_ns,
+            c.reflect_contended_ns,
+            c.stamp_alone_ns,
+            c.stamp_contended_ns
+        );
+    }
     Ok(())
 }
 

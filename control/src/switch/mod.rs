@@ -937,6 +937,8 @@ pub enum Yardstick {
     Reflect,
     /// The same, then redirect through the `PORTS` DEVMAP: the least any XDP switch does.
     Forward,
+    /// `Reflect`, then the atomic fetch-add on the version counter that stamps a write.
+    Stamp,
 }
 
 impl Yardstick {
@@ -944,6 +946,7 @@ impl Yardstick {
         match self {
             Yardstick::Reflect => shared::PROGRAM_BASELINE,
             Yardstick::Forward => shared::PROGRAM_BASELINE_FORWARD,
+            Yardstick::Stamp => shared::PROGRAM_BASELINE_STAMP,
         }
     }
 }
