@@ -33,7 +33,12 @@ struct meta_t {
     bit<8>  role;
     bit<1>  to_store;
     bit<1>  from_store;
+    bit<1>  store_traffic;
     bit<1>  is_request;
+    bit<1>  reports_version;
+    bit<1>  malformed;
+    bit<2>  admission;
+    bit<1>  dropped;
     bit<1>  stamp;
     bit<1>  hot;
     bit<16> index;
@@ -258,6 +263,80 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
         size = P4_SERVERS;
     }
 
+    // switch::classify, as a table of the protocol's ops by direction: a request goes to the
+    // store port, a reply comes from it (server-to-server messages do both; the op decides).
+    // No entry (another magic, protocol version or op, or the wrong direction): malformed.
+    // A table rather than a condition: long `||` chains of the ops overflowed the Tofino
+    // backend's stack (docs/p4.md).
+    action request_op() { meta.is_request = 1; }
+    action reply_op(bit<1> reports_version) {
+        meta.is_request = 0;
+        meta.reports_version = reports_version;
+    }
+    action malformed_op() { meta.malformed = 1; }
+    table classify {
+        key = {
+            hdr.pegasus.magic : exact @name("magic");
+            hdr.pegasus.proto_version : exact @name("proto_version");
+            hdr.pegasus.op : exact @name("op");
+            meta.to_store : exact @name("to_store");
+            meta.from_store : exact @name("from_store");
+        }
+        actions = { request_op; reply_op; malformed_op; }
+        default_action = malformed_op();
+        size = 32;
+        const entries = {
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_GET, 1, 0) : request_op();
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_GET, 1, 1) : request_op();
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUT, 1, 0) : request_op();
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUT, 1, 1) : request_op();
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_REPLICATE, 1, 0) : request_op();
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_REPLICATE, 1, 1) : request_op();
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_CHAIN_PUT, 1, 0) : request_op();
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_CHAIN_PUT, 1, 1) : request_op();
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUSH, 1, 0) : request_op();
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUSH, 1, 1) : request_op();
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_GET_REPLY, 0, 1) : reply_op(1);
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_GET_REPLY, 1, 1) : reply_op(1);
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUT_REPLY, 0, 1) : reply_op(1);
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUT_REPLY, 1, 1) : reply_op(1);
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_REPLICATE_ACK, 0, 1) : reply_op(1);
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_REPLICATE_ACK, 1, 1) : reply_op(1);
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUSH_REPLY, 0, 1) : reply_op(1);
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUSH_REPLY, 1, 1) : reply_op(1);
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_CHAIN_ACK, 0, 1) : reply_op(0);
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_CHAIN_ACK, 1, 1) : reply_op(0);
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_ERROR, 0, 1) : reply_op(0);
+            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_ERROR, 1, 1) : reply_op(0);
+        }
+    }
+
+    // roles::admit_request by (port role, op): servers are trusted; the previous rack of a
+    // chain may send CHAIN_PUTs; a client's (or another rack's) GET or PUT is cleaned; every
+    // other op is dropped. The controller's client id is refused apart (in `apply`).
+    const bit<2> ADMIT_ACCEPT = 0;
+    const bit<2> ADMIT_CLEAN = 1;
+    const bit<2> ADMIT_DROP = 2;
+    action admit(bit<2> admission) { meta.admission = admission; }
+    table request_admission {
+        key = { meta.role : exact @name("role"); hdr.pegasus.op : exact @name("op"); }
+        actions = { admit; }
+        default_action = admit(ADMIT_DROP);
+        size = 16;
+        const entries = {
+            (ROLE_SERVER, OP_GET) : admit(ADMIT_ACCEPT);
+            (ROLE_SERVER, OP_PUT) : admit(ADMIT_ACCEPT);
+            (ROLE_SERVER, OP_REPLICATE) : admit(ADMIT_ACCEPT);
+            (ROLE_SERVER, OP_CHAIN_PUT) : admit(ADMIT_ACCEPT);
+            (ROLE_SERVER, OP_PUSH) : admit(ADMIT_ACCEPT);
+            (ROLE_CHAIN, OP_CHAIN_PUT) : admit(ADMIT_ACCEPT);
+            (ROLE_CHAIN, OP_GET) : admit(ADMIT_CLEAN);
+            (ROLE_CHAIN, OP_PUT) : admit(ADMIT_CLEAN);
+            (ROLE_CLIENT, OP_GET) : admit(ADMIT_CLEAN);
+            (ROLE_CLIENT, OP_PUT) : admit(ADMIT_CLEAN);
+        }
+    }
+
     action forward(PortId_t port, bit<48> src_mac, bit<48> dst_mac) {
         tm_md.ucast_egress_port = port;
         hdr.ethernet.src = src_mac;
@@ -274,225 +353,271 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
 
     apply {
         // Metadata starts undefined on this target: everything read before it is written.
+        // No `exit`: a packet that is dropped sets `dropped` and the later steps are skipped
+        // by it (the Tofino backend's mid end predicated every later statement on the exits
+        // before it, and cloned the conditions until its stack overflowed).
         meta.to_store = 0;
         meta.from_store = 0;
+        meta.store_traffic = 0;
         meta.is_request = 0;
+        meta.reports_version = 0;
+        meta.malformed = 0;
+        meta.admission = ADMIT_DROP;
+        meta.dropped = 0;
         meta.stamp = 0;
         meta.steered = 0;
         meta.believed = 0;
         meta.new_dst = 0;
         meta.me = 0;
         count(COUNTER_PACKETS);
-        if (!hdr.ipv4.isValid()) {
-            drop();
-            exit;
-        }
-        config.apply();
-        port_role.apply();
-        meta.now = (bit<32>)(prs_md.global_tstamp >> 20);
-        if (hdr.udp.isValid()) {
-            if (hdr.udp.dst_port == PEGASUS_STORE_PORT) { meta.to_store = 1; }
-            if (hdr.udp.src_port == PEGASUS_STORE_PORT) { meta.from_store = 1; }
-        }
-        if (meta.parse.irregular == 1 && (meta.to_store == 1 || meta.from_store == 1)) {
-            count(COUNTER_UNPARSEABLE);
-            drop();
-            exit;
-        }
-        if (meta.to_store == 1 || meta.from_store == 1) {
-            // switch::classify
-            if (!hdr.pegasus.isValid() || hdr.pegasus.magic != PEGASUS_MAGIC
-                || hdr.pegasus.proto_version != PEGASUS_PROTOCOL_VERSION
-                || hdr.pegasus.op < OP_FIRST || hdr.pegasus.op > OP_LAST) {
-                count(COUNTER_PARSE_FAILURES);
-                drop();
-                exit;
+        if (hdr.ipv4.isValid()) {
+            config.apply();
+            port_role.apply();
+            meta.now = (bit<32>)(prs_md.global_tstamp >> 20);
+            if (hdr.udp.isValid()) {
+                if (hdr.udp.dst_port == PEGASUS_STORE_PORT) {
+                    meta.to_store = 1;
+                    meta.store_traffic = 1;
+                }
+                if (hdr.udp.src_port == PEGASUS_STORE_PORT) {
+                    meta.from_store = 1;
+                    meta.store_traffic = 1;
+                }
             }
-            if (IS_REQUEST_OP(hdr.pegasus.op)) { meta.is_request = 1; }
-            if ((meta.is_request == 1 && meta.to_store == 0)
-                || (meta.is_request == 0 && meta.from_store == 0)) {
-                count(COUNTER_PARSE_FAILURES);
-                drop();
-                exit;
+        } else {
+            meta.dropped = 1;
+        }
+        if (meta.store_traffic == 1) {
+            if (meta.parse.irregular == 1) {
+                count(COUNTER_UNPARSEABLE);
+                meta.dropped = 1;
+            } else {
+                // switch::classify
+                if (hdr.pegasus.isValid()) {
+                    classify.apply();
+                } else {
+                    meta.malformed = 1;
+                }
+                if (meta.malformed == 1) {
+                    count(COUNTER_PARSE_FAILURES);
+                    meta.dropped = 1;
+                }
             }
+        }
+        if (meta.dropped == 0 && meta.store_traffic == 1) {
             directory.apply();
             if (meta.is_request == 1) {
                 // roles::admit_request, roles::clean
-                if (meta.role == ROLE_SERVER
-                    || (meta.role == ROLE_CHAIN && hdr.pegasus.op == OP_CHAIN_PUT)) {
-                    if (hdr.pegasus.op == OP_PUT && (hdr.pegasus.flags & FLAG_STAMPED) == 0) {
-                        meta.stamp = 1;
+                request_admission.apply();
+                if (meta.admission == ADMIT_CLEAN) {
+                    if (hdr.pegasus.client_id == PEGASUS_CONTROLLER_CLIENT_ID) {
+                        meta.admission = ADMIT_DROP;
                     }
-                } else if (hdr.pegasus.client_id == PEGASUS_CONTROLLER_CLIENT_ID
-                           || (hdr.pegasus.op != OP_GET && hdr.pegasus.op != OP_PUT)) {
+                }
+                if (meta.admission == ADMIT_DROP) {
                     count(COUNTER_ROLE_DROPS);
-                    drop();
-                    exit;
-                } else {
+                    meta.dropped = 1;
+                } else if (meta.admission == ADMIT_CLEAN) {
                     hdr.pegasus.version = 0;
                     hdr.pegasus.replica_bitmap = 0;
                     hdr.pegasus.flags = hdr.pegasus.flags & CLIENT_FLAGS;
                     if (hdr.pegasus.op == OP_PUT) { meta.stamp = 1; }
-                }
-                if (meta.stamp == 1) {
-                    if (hdr.pegasus.load == 0 || hdr.pegasus.load != meta.epoch) {
-                        // once::admits_epoch says no
-                        hdr.pegasus.flags = hdr.pegasus.flags | FLAG_STALE_EPOCH;
-                        hdr.pegasus.version = meta.epoch ++ 48w0;
-                        count(COUNTER_STALE_EPOCHS);
-                    } else if (hdr.pegasus.client_id >= TNA_CLIENTS) {
-                        // No window for it: refused rather than stamped more than once.
-                        count(COUNTER_ROLE_DROPS);
-                        drop();
-                        exit;
-                    } else {
-                        meta.counter = next_counter.execute(0);
-                        meta.window_key = (hdr.pegasus.request_id & 0x7fffffff) + 1;
-                        meta.window_index = hdr.pegasus.client_id[9:0]
-                            ++ hdr.pegasus.request_id[5:0];
-                        bit<32> held = claim_slot.execute(meta.window_index);
-                        bit<32> ahead = held - meta.window_key;
-                        if (ahead == 0) {
-                            meta.stamped = recall_counter.execute(meta.window_index);
-                            count(COUNTER_STAMPS_REUSED);
-                        } else if (ahead[31:31] == 0) {
-                            // The slot holds a newer write: a copy its client has finished.
-                            count(COUNTER_STALE_DUPLICATES);
-                            drop();
-                            exit;
-                        } else {
-                            record_counter.execute(meta.window_index);
-                            meta.stamped = meta.counter;
-                            count(COUNTER_WRITES_STAMPED);
-                        }
-                        hdr.pegasus.version = meta.epoch ++ 16w0 ++ meta.stamped;
-                    }
-                }
-                // Routing.
-                meta.route_slot = route_slot_hash.get({
-                    hdr.pegasus.client_id, hdr.pegasus.request_id })[15:0];
-                meta.route_tag = route_tag_hash.get({
-                    hdr.pegasus.request_id, hdr.pegasus.client_id }) | 1;
-                if (hdr.pegasus.op == OP_PUT && (hdr.pegasus.flags & FLAG_RETRY) != 0) {
-                    // switch::RetryRoute::decide
-                    bit<32> held_tag = recall_tag.execute(meta.route_slot);
-                    meta.route_answer = recall_address.execute(meta.route_slot);
-                    meta.route_written = route_time.execute(meta.route_slot);
-                    // Arithmetic in an action, comparisons in the gateway (Tofino's split).
-                    bit<32> age = meta.now - meta.route_written;
-                    if (held_tag == meta.route_tag) {
-                        meta.new_dst = meta.route_answer;
-                        meta.steered = 1;
-                        count(COUNTER_RETRIES_PINNED);
-                    } else if (held_tag != 0 && age < RETRY_WINDOW_UNITS) {
-                        count(COUNTER_RETRIES_DROPPED);
-                        drop();
-                        exit;
-                    }
-                } else if (meta.hot == 1
-                           && (hdr.pegasus.op == OP_GET || hdr.pegasus.op == OP_PUT)) {
-                    meta.installing = read_installing.execute(meta.index);
-                    meta.candidates = read_rset.execute(meta.index);
-                    bool go_home;
-                    if (hdr.pegasus.op == OP_GET) {
-                        meta.cursor = next_read.execute(meta.index);
-                        // EntryView::reads_home_only
-                        server_set_t home_in_set = meta.candidates & meta.home_bit;
-                        go_home = meta.evicting == 1 && home_in_set != 0;
-                    } else {
-                        meta.cursor = next_write.execute(meta.index);
-                        meta.candidates = meta.all_servers;
-                        // EntryView::writes_go_home
-                        go_home = meta.evicting == 1 || meta.installing != 0;
-                    }
-                    if (!go_home) {
-                        meta.cursor = meta.cursor & 7;
-                        round_robin.apply();
-                        if (meta.found == 1) {
-                            server_address.apply();
-                            if (hdr.pegasus.op == OP_PUT) {
-                                write_copies.apply();
-                                hdr.pegasus.replica_bitmap = (bit<64>)meta.copies;
-                                remember_tag.execute(meta.route_slot);
-                                remember_address.execute(meta.route_slot);
-                                stamp_route_time.execute(meta.route_slot);
-                                count(COUNTER_HOT_WRITES);
-                            } else {
-                                count(COUNTER_HOT_READS);
-                            }
-                            meta.steered = 1;
-                        }
-                    }
-                }
-                if (meta.steered == 1 && meta.new_dst != 0) {
-                    hdr.pegasus.flags = hdr.pegasus.flags | FLAG_HOT;
-                    hdr.ipv4.dst = meta.new_dst;
-                }
-                if (hdr.pegasus.op == OP_PUT || meta.steered == 1) {
-                    hdr.udp.checksum = 0; // rewritten: "no checksum" (see the header)
-                }
-            } else {
-                // roles::admit_reply
-                if (meta.role == ROLE_SERVER) {
-                    reply_sender.apply();
-                } else if (meta.role == ROLE_CHAIN && hdr.pegasus.op == OP_CHAIN_ACK) {
-                    meta.believed = 1;
-                }
-                if (meta.believed == 0) {
-                    count(COUNTER_ROLE_DROPS);
-                    drop();
-                    exit;
-                }
-                bool steered_reply = (hdr.pegasus.flags & FLAG_HOT) != 0;
-                if (REPORTS_VERSION_OP(hdr.pegasus.op) && hdr.pegasus.status == 0
-                    && hdr.pegasus.version != 0) {
-                    if (meta.hot == 0) {
-                        if (steered_reply) {
-                            count(COUNTER_REPLIES_DROPPED);
-                            drop();
-                            exit;
-                        }
-                    } else {
-                        // directory::admit_reply: while installing (or evicting), only home
-                        // speaks for the key.
-                        bool from_home = hdr.pegasus.server_id == meta.home;
-                        if (from_home) {
-                            meta.installing = home_replied.execute(meta.index);
-                        } else {
-                            meta.installing = read_installing.execute(meta.index);
-                        }
-                        if ((meta.installing != 0 || meta.evicting == 1) && !from_home) {
-                            if (steered_reply) {
-                                count(COUNTER_REPLIES_DROPPED);
-                                drop();
-                                exit;
-                            }
-                        } else if (hdr.pegasus.version[63:48] == meta.epoch) {
-                            // directory::apply_reply within the epoch
-                            meta.stamped = hdr.pegasus.version[31:0];
-                            meta.effect = apply_reply.execute(meta.index);
-                            if (meta.effect == EFFECT_NEWER) {
-                                rset_is_sender.execute(meta.index);
-                                count(COUNTER_DIRECTORY_UPDATES);
-                            } else if (meta.effect == EFFECT_JOINED) {
-                                sender_joins.execute(meta.index);
-                                count(COUNTER_DIRECTORY_UPDATES);
-                            }
-                        }
-                    }
-                }
-                if (hdr.pegasus.op == OP_REPLICATE_ACK) {
-                    count(COUNTER_REPLICATE_ACKS);
-                    drop();
-                    exit;
+                } else if (hdr.pegasus.op == OP_PUT) {
+                    if ((hdr.pegasus.flags & FLAG_STAMPED) == 0) { meta.stamp = 1; }
                 }
             }
         }
-        if (hdr.ipv4.ttl <= 1) {
-            drop();
-            exit;
+        if (meta.stamp == 1) {
+            // once::admits_epoch
+            bool stale_epoch = false;
+            if (hdr.pegasus.load == 0) { stale_epoch = true; }
+            if (hdr.pegasus.load != meta.epoch) { stale_epoch = true; }
+            if (stale_epoch) {
+                hdr.pegasus.flags = hdr.pegasus.flags | FLAG_STALE_EPOCH;
+                hdr.pegasus.version = meta.epoch ++ 48w0;
+                count(COUNTER_STALE_EPOCHS);
+            } else if (hdr.pegasus.client_id >= TNA_CLIENTS) {
+                // No window for it: refused rather than stamped more than once.
+                count(COUNTER_ROLE_DROPS);
+                meta.dropped = 1;
+            } else {
+                meta.counter = next_counter.execute(0);
+                meta.window_key = (hdr.pegasus.request_id & 0x7fffffff) + 1;
+                meta.window_index = hdr.pegasus.client_id[9:0]
+                    ++ hdr.pegasus.request_id[5:0];
+                bit<32> held = claim_slot.execute(meta.window_index);
+                bit<32> ahead = held - meta.window_key;
+                if (ahead == 0) {
+                    meta.stamped = recall_counter.execute(meta.window_index);
+                    count(COUNTER_STAMPS_REUSED);
+                } else if (ahead[31:31] == 0) {
+                    // The slot holds a newer write: a copy its client has finished.
+                    count(COUNTER_STALE_DUPLICATES);
+                    meta.dropped = 1;
+                } else {
+                    record_counter.execute(meta.window_index);
+                    meta.stamped = meta.counter;
+                    count(COUNTER_WRITES_STAMPED);
+                }
+                hdr.pegasus.version = meta.epoch ++ 16w0 ++ meta.stamped;
+            }
         }
-        ipv4_forward.apply();
+        if (meta.dropped == 0 && meta.store_traffic == 1 && meta.is_request == 1) {
+            // Routing.
+            meta.route_slot = route_slot_hash.get({
+                hdr.pegasus.client_id, hdr.pegasus.request_id })[15:0];
+            meta.route_tag = route_tag_hash.get({
+                hdr.pegasus.request_id, hdr.pegasus.client_id }) | 1;
+            bool retried = false;
+            if (hdr.pegasus.op == OP_PUT) {
+                if ((hdr.pegasus.flags & FLAG_RETRY) != 0) { retried = true; }
+            }
+            if (retried) {
+                // switch::RetryRoute::decide
+                bit<32> held_tag = recall_tag.execute(meta.route_slot);
+                meta.route_answer = recall_address.execute(meta.route_slot);
+                meta.route_written = route_time.execute(meta.route_slot);
+                // Arithmetic in an action, comparisons in the gateway (Tofino's split).
+                bit<32> age = meta.now - meta.route_written;
+                if (held_tag == meta.route_tag) {
+                    meta.new_dst = meta.route_answer;
+                    meta.steered = 1;
+                    count(COUNTER_RETRIES_PINNED);
+                } else if (held_tag != 0) {
+                    if (age < RETRY_WINDOW_UNITS) {
+                        count(COUNTER_RETRIES_DROPPED);
+                        meta.dropped = 1;
+                    }
+                }
+            } else if (meta.hot == 1) {
+                bool is_get = hdr.pegasus.op == OP_GET;
+                bool is_put = hdr.pegasus.op == OP_PUT;
+                if (is_get) {
+                    // EntryView::reads_home_only
+                    meta.installing = read_installing.execute(meta.index);
+                    meta.candidates = read_rset.execute(meta.index);
+                    meta.cursor = next_read.execute(meta.index);
+                    server_set_t home_in_set = meta.candidates & meta.home_bit;
+                    bool go_home = false;
+                    if (meta.evicting == 1) {
+                        if (home_in_set != 0) { go_home = true; }
+                    }
+                    if (!go_home) { meta.steered = 1; }
+                } else if (is_put) {
+                    // EntryView::writes_go_home
+                    meta.installing = read_installing.execute(meta.index);
+                    meta.cursor = next_write.execute(meta.index);
+                    meta.candidates = meta.all_servers;
+                    if (meta.evicting == 0) {
+                        if (meta.installing == 0) { meta.steered = 1; }
+                    }
+                }
+                if (meta.steered == 1) {
+                    meta.cursor = meta.cursor & 7;
+                    round_robin.apply();
+                    if (meta.found == 1) {
+                        server_address.apply();
+                        if (is_put) {
+                            write_copies.apply();
+                            hdr.pegasus.replica_bitmap = (bit<64>)meta.copies;
+                            remember_tag.execute(meta.route_slot);
+                            remember_address.execute(meta.route_slot);
+                            stamp_route_time.execute(meta.route_slot);
+                            count(COUNTER_HOT_WRITES);
+                        } else {
+                            count(COUNTER_HOT_READS);
+                        }
+                    } else {
+                        meta.steered = 0;
+                    }
+                }
+            }
+            if (meta.steered == 1) {
+                if (meta.new_dst != 0) {
+                    hdr.pegasus.flags = hdr.pegasus.flags | FLAG_HOT;
+                    hdr.ipv4.dst = meta.new_dst;
+                }
+                hdr.udp.checksum = 0; // rewritten: "no checksum" (see the header)
+            } else if (hdr.pegasus.op == OP_PUT) {
+                hdr.udp.checksum = 0;
+            }
+        }
+        if (meta.dropped == 0 && meta.store_traffic == 1 && meta.is_request == 0) {
+            // roles::admit_reply
+            if (meta.role == ROLE_SERVER) {
+                reply_sender.apply();
+            } else if (meta.role == ROLE_CHAIN) {
+                if (hdr.pegasus.op == OP_CHAIN_ACK) { meta.believed = 1; }
+            }
+            if (meta.believed == 0) {
+                count(COUNTER_ROLE_DROPS);
+                meta.dropped = 1;
+            }
+        }
+        if (meta.dropped == 0 && meta.store_traffic == 1 && meta.is_request == 0) {
+            bool steered_reply = (hdr.pegasus.flags & FLAG_HOT) != 0;
+            bool reports = false;
+            if (meta.reports_version == 1) {
+                if (hdr.pegasus.status == 0) {
+                    if (hdr.pegasus.version != 0) { reports = true; }
+                }
+            }
+            if (reports) {
+                if (meta.hot == 0) {
+                    if (steered_reply) {
+                        count(COUNTER_REPLIES_DROPPED);
+                        meta.dropped = 1;
+                    }
+                } else {
+                    // directory::admit_reply: while installing (or evicting), only home
+                    // speaks for the key.
+                    bool from_home = hdr.pegasus.server_id == meta.home;
+                    if (from_home) {
+                        meta.installing = home_replied.execute(meta.index);
+                    } else {
+                        meta.installing = read_installing.execute(meta.index);
+                    }
+                    bool listens = true;
+                    if (!from_home) {
+                        if (meta.installing != 0) { listens = false; }
+                        if (meta.evicting == 1) { listens = false; }
+                    }
+                    if (!listens) {
+                        if (steered_reply) {
+                            count(COUNTER_REPLIES_DROPPED);
+                            meta.dropped = 1;
+                        }
+                    } else if (hdr.pegasus.version[63:48] == meta.epoch) {
+                        // directory::apply_reply within the epoch
+                        meta.stamped = hdr.pegasus.version[31:0];
+                        meta.effect = apply_reply.execute(meta.index);
+                        if (meta.effect == EFFECT_NEWER) {
+                            rset_is_sender.execute(meta.index);
+                            count(COUNTER_DIRECTORY_UPDATES);
+                        } else if (meta.effect == EFFECT_JOINED) {
+                            sender_joins.execute(meta.index);
+                            count(COUNTER_DIRECTORY_UPDATES);
+                        }
+                    }
+                }
+            }
+            if (hdr.pegasus.op == OP_REPLICATE_ACK) {
+                if (meta.dropped == 0) {
+                    count(COUNTER_REPLICATE_ACKS);
+                    meta.dropped = 1;
+                }
+            }
+        }
+        if (meta.dropped == 0) {
+            if (hdr.ipv4.ttl <= 1) {
+                meta.dropped = 1;
+            } else {
+                ipv4_forward.apply();
+            }
+        }
+        if (meta.dropped == 1) {
+            drop();
+        }
     }
 }
 
