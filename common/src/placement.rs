@@ -82,7 +82,10 @@ mod tests {
         let mean = 200_000.0 / 64.0;
         let busiest = *counts.iter().max().unwrap() as f64 / mean;
         let idlest = *counts.iter().min().unwrap() as f64 / mean;
-        assert!(busiest < 1.15 && idlest > 0.85, "{busiest} {idlest}: {counts:?}");
+        assert!(
+            busiest < 1.15 && idlest > 0.85,
+            "{busiest} {idlest}: {counts:?}"
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub const fn hot_filter_slot(keyhash: u64) -> u32 {
 /// Name of the array of hot keys' replica targets (`u8`: servers a hot write goes to, copies
 /// included; 0: the configured replication), indexed by [`DirEntry::replica_slot`]. The
 /// controller sizes each key's target by its share of the load
-/// ([`crate::directory::replicas_for_share`]); one array store changes it, with no race on
+/// ([`crate::directory::replicas_for_load`]); one array store changes it, with no race on
 /// the entry the program updates. Capacity: the directory's.
 pub const MAP_REPLICA_TARGETS: &str = "REPLICA_TARGETS";
 

@@ -1442,7 +1442,13 @@ fn the_benchmark_measures_every_path() {
     }
     // The JSON the command prints (`--json`) has every field under its documented name.
     let json = serde_json::to_value(&report).unwrap();
-    for field in ["packets", "rounds", "sample_period", "paths", "counter_contention"] {
+    for field in [
+        "packets",
+        "rounds",
+        "sample_period",
+        "paths",
+        "counter_contention",
+    ] {
         assert!(json.get(field).is_some(), "no {field} in {json}");
     }
     for field in [

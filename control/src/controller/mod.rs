@@ -36,7 +36,7 @@ use pegasus_common::{
     cache::CacheState,
     directory::{
         RecentMix, SERVERS_MAX, ServerSet, bit, lowest_bit_index, next_replicas, nth_set_bit,
-        replicas_for_share, replication_in_effect, successors,
+        replicas_for_load, replication_in_effect, successors,
     },
     hash::key_hash,
     switch::DirEntry,
@@ -481,20 +481,27 @@ impl Controller {
         }
     }
 
-    /// Sizes each hot key's replica target by its share of the sampled requests
-    /// (`directory::replicas_for_share`, with hysteresis: `directory::next_replicas`). A
+    /// Sizes each hot key's replica target by its share of the sampled requests, split into
+    /// reads and writes by the key's recent mix in the switch (`directory::replicas_for_load`,
+    /// with hysteresis: `directory::next_replicas`). A
     /// larger target takes effect with the key's next write, or by the copies that
     /// `wants_copies` has made for a read-mostly key; a smaller one with the next write.
     fn size_replicas(&self, top: &TopK, entries: &[(u64, DirEntry)]) {
         let servers = self.all_servers().count_ones();
         let floor = u32::from(self.replication);
         let mut switch = self.switch();
-        for &(keyhash, _) in entries {
+        for (keyhash, entry) in entries {
+            let keyhash = *keyhash;
             let Ok(Some(current)) = switch.replica_target(keyhash) else {
                 continue;
             };
             let current = replication_in_effect(current, self.replication);
-            let needed = replicas_for_share(top.recent_share_ppm(keyhash), servers, floor);
+            let mix = RecentMix {
+                reads: entry.mix_reads,
+                writes: entry.mix_writes,
+            };
+            let (read_ppm, write_ppm) = mix.split(top.recent_share_ppm(keyhash));
+            let needed = replicas_for_load(read_ppm, write_ppm, servers, floor);
             let next = next_replicas(current, needed, floor.min(servers));
             if next != current {
                 if let Err(e) = switch.set_replica_target(keyhash, next as u8) {

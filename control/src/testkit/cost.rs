@@ -279,8 +279,20 @@ fn counter_contention(
     let (mut reflect_alone, mut stamp_alone) = (Vec::new(), Vec::new());
     let (mut reflect_both, mut stamp_both) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        reflect_alone.push(on_cpus(switch, Yardstick::Reflect, frame, batches, &both[..1])?);
-        stamp_alone.push(on_cpus(switch, Yardstick::Stamp, frame, batches, &both[..1])?);
+        reflect_alone.push(on_cpus(
+            switch,
+            Yardstick::Reflect,
+            frame,
+            batches,
+            &both[..1],
+        )?);
+        stamp_alone.push(on_cpus(
+            switch,
+            Yardstick::Stamp,
+            frame,
+            batches,
+            &both[..1],
+        )?);
         reflect_both.push(on_cpus(switch, Yardstick::Reflect, frame, batches, both)?);
         stamp_both.push(on_cpus(switch, Yardstick::Stamp, frame, batches, both)?);
     }
@@ -321,7 +333,8 @@ fn on_cpus(
                     pinned?;
                     let mut total = 0.0;
                     for _ in 0..batches {
-                        let (verdict, ns) = switch.run_yardstick_repeated(yardstick, frame, BATCH)?;
+                        let (verdict, ns) =
+                            switch.run_yardstick_repeated(yardstick, frame, BATCH)?;
                         ensure!(
                             verdict.action == action::TX,
                             "{yardstick:?}: unexpected verdict {}",
@@ -335,7 +348,10 @@ fn on_cpus(
             .collect();
         threads
             .into_iter()
-            .map(|t| t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a thread panicked"))))
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a thread panicked")))
+            })
             .collect()
     });
     let per_cpu = per_cpu.into_iter().collect::<Result<Vec<f64>>>()?;
