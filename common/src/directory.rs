@@ -1038,8 +1038,7 @@ mod tests {
                     assert!(r >= last && r >= 2.min(servers) && r <= servers);
                     // Each replica serves at most its part of the reads (unless every server
                     // is one, or the copies would cost more than the reads).
-                    let capped =
-                        write_ppm > 0 && r as u64 >= 1 + read_ppm as u64 / write_ppm as u64;
+                    let capped = write_ppm > 0 && r as u64 > read_ppm as u64 / write_ppm as u64;
                     assert!(
                         r == servers
                             || capped
