@@ -75,11 +75,12 @@ pub async fn execute(client: &Client, op: OpKind, key: &str, value: &[u8]) -> Ou
 
 /// Runs `plan` from `start`, recording requests sent in the measured part into `recorder`.
 pub async fn run(
-    client: Arc<Client>,
+    clients: Vec<Arc<Client>>,
     plan: Plan,
     start: Instant,
     recorder: Arc<Mutex<Recorder>>,
 ) -> Result<()> {
+    assert!(!clients.is_empty(), "at least one client");
     let plan = Arc::new(plan);
     let measured_from = start + plan.warmup;
     let end = measured_from + plan.measure;
@@ -95,7 +96,8 @@ pub async fn run(
         Pace::Closed { concurrency } => {
             let mut workers = JoinSet::new();
             for worker in 0..concurrency {
-                let (client, plan, recorder) = (client.clone(), plan.clone(), recorder.clone());
+                let client = clients[worker as usize % clients.len()].clone();
+                let (plan, recorder) = (plan.clone(), recorder.clone());
                 workers.spawn(async move {
                     let mut rng = StdRng::seed_from_u64(plan.seed ^ (worker as u64) << 40);
                     loop {
@@ -139,8 +141,8 @@ pub async fn run(
                             .block_on(pacer_permits.clone().acquire_owned())
                             .expect("the semaphore is never closed");
                         let (op, key) = plan.next(&mut rng, intended - start);
-                        let (client, plan, recorder) =
-                            (client.clone(), plan.clone(), recorder.clone());
+                        let client = clients[i as usize % clients.len()].clone();
+                        let (plan, recorder) = (plan.clone(), recorder.clone());
                         runtime.spawn(async move {
                             let outcome = execute(&client, op, &key, &plan.value).await;
                             record(&recorder, intended, op, outcome);

@@ -241,6 +241,10 @@ pub struct Setup {
     /// When the hot set changed, in seconds from the start of the run (warm-up included).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swap_at_seconds: Option<f64>,
+    /// Clients (client ids) the requests were spread over; absent in summaries written
+    /// before the generator had more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<u16>,
     pub seed: u64,
 }
 
@@ -398,6 +402,7 @@ mod tests {
             target_rate: None,
             warmup_seconds: 0.0,
             swap_at_seconds: None,
+            clients: Some(4),
             seed: 1,
         }
     }
