@@ -134,6 +134,7 @@ fn the_bench_loads_runs_and_reports_in_its_schema() {
     );
     assert_eq!((f(&setup["read_ratio"]), f(&setup["theta"])), (0.5, 0.99));
     assert_eq!((u(&setup["concurrency"]), u(&setup["seed"])), (32, 5));
+    assert_eq!(u(&setup["clients"]), 8, "the default number of clients");
     let (reads, updates) = (
         u(&run["read"]["operations"]),
         u(&run["update"]["operations"]),
@@ -218,6 +219,7 @@ fn bad_flags_are_refused_with_a_reason() {
     );
     refused(&["--key-size", "5", "run"], "cannot name 100000 keys");
     refused(&["run", "--rate", "0"], "--rate must be in");
+    refused(&["run", "--clients", "0"], "invalid value '0'");
     // Past the flags, the cluster file is the first thing needed.
     refused(&["run"], "/nonexistent.toml");
 }
