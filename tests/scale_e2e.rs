@@ -91,7 +91,11 @@ fn the_hottest_keys_replica_set_grows_with_its_load_and_shrinks_when_it_cools() 
         REPLICATION as u64,
         "its target fell back: {cooled}"
     );
-    // Its next write goes to the target's number of servers, and the set follows it.
+    // Its next write goes to the target's number of servers, and the set follows it. First
+    // the recent samples die out (the rack is idle): a write while they decay would be a
+    // visible part of what is left, and size its key up (the controller resizes only from
+    // enough samples, which an idle rack does not give).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     run_ok(&[
         "lab",
         "run",

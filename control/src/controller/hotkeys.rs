@@ -303,6 +303,12 @@ impl TopK {
         share.min(1_000_000) as u32
     }
 
+    /// Requests sampled over the last [`HALF_LIFE_EPOCHS`] epochs (decayed as the recent
+    /// counts are): how much the recent shares can be trusted.
+    pub fn recent_samples(&self) -> u64 {
+        self.recent_total / ONE_SAMPLE
+    }
+
     /// The key whose hash is `keyhash`, if tracked.
     pub fn key(&self, keyhash: u64) -> Option<&[u8]> {
         self.tracked.get(&keyhash).map(|t| t.key.as_slice())

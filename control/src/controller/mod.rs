@@ -189,6 +189,10 @@ pub struct Detection {
     pub sample_period_max: u16,
 }
 
+/// Recent samples below which replica targets are not resized (see `size_replicas`): a
+/// rack sampled at 1,000 requests/s holds about 77 (the recent counts halve every 5
+/// epochs); one gone idle, none within a second.
+const SIZING_SAMPLES_MIN: u64 = 64;
 /// The wait before a hot key whose replica set is still short is pushed again: doubling from
 /// the first to the second.
 const RESTORE_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -487,6 +491,12 @@ impl Controller {
     /// larger target takes effect with the key's next write, or by the copies that
     /// `wants_copies` has made for a read-mostly key; a smaller one with the next write.
     fn size_replicas(&self, top: &TopK, entries: &[(u64, DirEntry)]) {
+        // Shares from a handful of samples are noise: on a rack gone idle, one request would
+        // make its key look like a tenth of the load. The targets stay as they are until
+        // there are enough.
+        if top.recent_samples() < SIZING_SAMPLES_MIN {
+            return;
+        }
         let servers = self.all_servers().count_ones();
         let floor = u32::from(self.replication);
         let mut switch = self.switch();
