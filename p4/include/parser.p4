@@ -31,11 +31,20 @@ parser PegasusParse(packet_in pkt, out headers_t hdr, inout parse_meta_t pm) {
             default: accept;
         }
     }
+    // A tagged frame takes states of its own rather than a mark that a later state selects
+    // on: Tofino's parser selects on packet bytes only.
     state parse_vlan {
         pkt.extract(hdr.vlan);
         pm.irregular = 1;
         transition select(hdr.vlan.ether_type) {
-            ETHERTYPE_IPV4: parse_ipv4;
+            ETHERTYPE_IPV4: parse_ipv4_tagged;
+            default: accept;
+        }
+    }
+    state parse_ipv4_tagged {
+        pkt.extract(hdr.ipv4);
+        transition select(hdr.ipv4.protocol, hdr.ipv4.frag_offset) {
+            (IPPROTO_UDP, 13w0): ip_options; // irregular whatever its header length
             default: accept;
         }
     }
@@ -87,9 +96,9 @@ parser PegasusParse(packet_in pkt, out headers_t hdr, inout parse_meta_t pm) {
     }
     state parse_udp {
         pkt.extract(hdr.udp);
-        transition select(pm.irregular, hdr.udp.dst_port, hdr.udp.src_port) {
-            (1w0, PEGASUS_STORE_PORT, _): parse_pegasus;
-            (1w0, _, PEGASUS_STORE_PORT): parse_pegasus;
+        transition select(hdr.udp.dst_port, hdr.udp.src_port) {
+            (PEGASUS_STORE_PORT, _): parse_pegasus;
+            (_, PEGASUS_STORE_PORT): parse_pegasus;
             default: accept;
         }
     }

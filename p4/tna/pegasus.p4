@@ -409,6 +409,10 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
             if (meta.is_request == 1) {
                 // roles::admit_request, roles::clean
                 request_admission.apply();
+                // The write's sequence (its id without WRITE_ID_BIT), set apart from the + 1
+                // in the stamping below: the Tofino backend does one operation per field per
+                // action, and (id & mask) + 1 in one was an action spanning two stages.
+                meta.window_key = (bit<32>)hdr.pegasus.request_id[30:0];
                 if (meta.admission == ADMIT_CLEAN) {
                     if (hdr.pegasus.client_id == PEGASUS_CONTROLLER_CLIENT_ID) {
                         meta.admission = ADMIT_DROP;
@@ -442,7 +446,7 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                 meta.dropped = 1;
             } else {
                 meta.counter = next_counter.execute(0);
-                meta.window_key = (hdr.pegasus.request_id & 0x7fffffff) + 1;
+                meta.window_key = meta.window_key + 1; // (sequence) + 1: 0 marks an empty slot
                 meta.window_index = hdr.pegasus.client_id[9:0]
                     ++ hdr.pegasus.request_id[5:0];
                 bit<32> held = claim_slot.execute(meta.window_index);
