@@ -61,34 +61,27 @@ parser PegasusParse(packet_in pkt, out headers_t hdr, inout parse_meta_t pm) {
             default: ip_options;
         }
     }
-    // Options: IHL - 5 words, each extracted as it came (fixed-size steps, which every
-    // target parses; no varbit).
+    // Options: IHL - 5 words, each extracted as it came into a fixed element of the stack
+    // (word_i into [i], then on while the header holds more): fixed-size steps, which every
+    // target parses (no varbit), and a stack element assigned in one state only, as
+    // Tofino's parser needs.
     state ip_options {
         transition select(hdr.ipv4.ihl) {
             4w0 .. 4w4: accept; // the UDP header would overlap the IPv4 header's 20 bytes
             4w5: parse_udp_irregular;
-            4w6: option_1;
-            4w7: option_2;
-            4w8: option_3;
-            4w9: option_4;
-            4w10: option_5;
-            4w11: option_6;
-            4w12: option_7;
-            4w13: option_8;
-            4w14: option_9;
-            4w15: option_10;
+            default: word_0;
         }
     }
-    state option_10 { pkt.extract(hdr.ipv4_options.next); transition option_9; }
-    state option_9 { pkt.extract(hdr.ipv4_options.next); transition option_8; }
-    state option_8 { pkt.extract(hdr.ipv4_options.next); transition option_7; }
-    state option_7 { pkt.extract(hdr.ipv4_options.next); transition option_6; }
-    state option_6 { pkt.extract(hdr.ipv4_options.next); transition option_5; }
-    state option_5 { pkt.extract(hdr.ipv4_options.next); transition option_4; }
-    state option_4 { pkt.extract(hdr.ipv4_options.next); transition option_3; }
-    state option_3 { pkt.extract(hdr.ipv4_options.next); transition option_2; }
-    state option_2 { pkt.extract(hdr.ipv4_options.next); transition option_1; }
-    state option_1 { pkt.extract(hdr.ipv4_options.next); transition parse_udp_irregular; }
+    state word_0 { pkt.extract(hdr.ipv4_options[0]); transition select(hdr.ipv4.ihl) { 4w6: parse_udp_irregular; default: word_1; } }
+    state word_1 { pkt.extract(hdr.ipv4_options[1]); transition select(hdr.ipv4.ihl) { 4w7: parse_udp_irregular; default: word_2; } }
+    state word_2 { pkt.extract(hdr.ipv4_options[2]); transition select(hdr.ipv4.ihl) { 4w8: parse_udp_irregular; default: word_3; } }
+    state word_3 { pkt.extract(hdr.ipv4_options[3]); transition select(hdr.ipv4.ihl) { 4w9: parse_udp_irregular; default: word_4; } }
+    state word_4 { pkt.extract(hdr.ipv4_options[4]); transition select(hdr.ipv4.ihl) { 4w10: parse_udp_irregular; default: word_5; } }
+    state word_5 { pkt.extract(hdr.ipv4_options[5]); transition select(hdr.ipv4.ihl) { 4w11: parse_udp_irregular; default: word_6; } }
+    state word_6 { pkt.extract(hdr.ipv4_options[6]); transition select(hdr.ipv4.ihl) { 4w12: parse_udp_irregular; default: word_7; } }
+    state word_7 { pkt.extract(hdr.ipv4_options[7]); transition select(hdr.ipv4.ihl) { 4w13: parse_udp_irregular; default: word_8; } }
+    state word_8 { pkt.extract(hdr.ipv4_options[8]); transition select(hdr.ipv4.ihl) { 4w14: parse_udp_irregular; default: word_9; } }
+    state word_9 { pkt.extract(hdr.ipv4_options[9]); transition parse_udp_irregular; }
     state parse_udp_irregular {
         pm.irregular = 1;
         pkt.extract(hdr.udp);
