@@ -22,6 +22,9 @@ typedef bit<8> server_set_t;
 const bit<8> EFFECT_STALE = 0;
 const bit<8> EFFECT_JOINED = 1;
 const bit<8> EFFECT_NEWER = 2;
+const bit<8> WINDOW_FRESH = 0;
+const bit<8> WINDOW_REUSE = 1;
+const bit<8> WINDOW_STALE = 2;
 // Retry routes are timed in units of 2^20 ns (about 1 ms).
 const bit<32> RETRY_WINDOW_UNITS = (bit<32>)(RETRY_WINDOW_US * 1000 >> 20);
 
@@ -53,7 +56,10 @@ struct meta_t {
     bit<16> route_slot;
     bit<32> route_tag;
     bit<32> route_answer;
-    bit<32> route_written;
+    bit<32> window_start;
+    bit<8>  route_recent;
+    bit<8>  window_verdict;
+    server_set_t home_in_set;
     bit<32> now;
     bit<8>  installing;
     server_set_t candidates;
@@ -100,11 +106,17 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
     // ALU returns one value): the slot's key first, claimed by a fresh write; then its
     // counter, recorded by a fresh write or recalled by a copy.
     Register<bit<32>, bit<16>>(TNA_WINDOW_SLOTS) window_keys;
-    RegisterAction<bit<32>, bit<16>, bit<32>>(window_keys) claim_slot = {
-        void apply(inout bit<32> key, out bit<32> held) {
-            held = key;
-            if ((int<32>)(key - meta.window_key) < 0) {
+    // once::decide in the stateful ALU: the verdict comes out (a gateway cannot compare a
+    // value computed in its own step).
+    RegisterAction<bit<32>, bit<16>, bit<8>>(window_keys) claim_slot = {
+        void apply(inout bit<32> key, out bit<8> verdict) {
+            if (key == meta.window_key) {
+                verdict = WINDOW_REUSE; // a copy of this write: its version again
+            } else if ((int<32>)(key - meta.window_key) < 0) {
                 key = meta.window_key; // older or empty (0): this write is fresh
+                verdict = WINDOW_FRESH;
+            } else {
+                verdict = WINDOW_STALE; // a newer write: a copy its client has finished
             }
         }
     };
@@ -136,8 +148,16 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
     RegisterAction<bit<32>, bit<16>, bit<32>>(retry_written) stamp_route_time = {
         void apply(inout bit<32> written) { written = meta.now; }
     };
-    RegisterAction<bit<32>, bit<16>, bit<32>>(retry_written) route_time = {
-        void apply(inout bit<32> written, out bit<32> value) { value = written; }
+    // Whether the route was written within the retry window (after meta.window_start), in
+    // the stateful ALU: a gateway compares at most 4 bytes + 12 bits, against constants.
+    RegisterAction<bit<32>, bit<16>, bit<8>>(retry_written) route_is_recent = {
+        void apply(inout bit<32> written, out bit<8> recent) {
+            if ((int<32>)(written - meta.window_start) > 0) {
+                recent = 1;
+            } else {
+                recent = 0;
+            }
+        }
     };
     Hash<bit<32>>(HashAlgorithm_t.CRC32) route_slot_hash;
     Hash<bit<32>>(HashAlgorithm_t.CRC32) route_tag_hash;
@@ -221,6 +241,15 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
         actions = { hot_key; cold_key; }
         default_action = cold_key();
         size = DIRECTORY_CAPACITY_MAX;
+    }
+
+    // Whether home is in the replica set, written to a field by a table's action: inline, the
+    // compiler folds the `&` into the gateway's condition, which compares with constants only.
+    action find_home() { meta.home_in_set = meta.candidates & meta.home_bit; }
+    table home_membership {
+        actions = { find_home; }
+        default_action = find_home();
+        size = 1;
     }
 
     // directory::nth_set_bit(candidates, cursor % popcount(candidates)), precomputed.
@@ -413,6 +442,8 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                 // in the stamping below: the Tofino backend does one operation per field per
                 // action, and (id & mask) + 1 in one was an action spanning two stages.
                 meta.window_key = (bit<32>)hdr.pegasus.request_id[30:0];
+                // The retry window's start, a step after `now` (one operation per action).
+                meta.window_start = meta.now - RETRY_WINDOW_UNITS;
                 if (meta.admission == ADMIT_CLEAN) {
                     if (hdr.pegasus.client_id == PEGASUS_CONTROLLER_CLIENT_ID) {
                         meta.admission = ADMIT_DROP;
@@ -449,12 +480,11 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                 meta.window_key = meta.window_key + 1; // (sequence) + 1: 0 marks an empty slot
                 meta.window_index = hdr.pegasus.client_id[9:0]
                     ++ hdr.pegasus.request_id[5:0];
-                bit<32> held = claim_slot.execute(meta.window_index);
-                bit<32> ahead = held - meta.window_key;
-                if (ahead == 0) {
+                meta.window_verdict = claim_slot.execute(meta.window_index);
+                if (meta.window_verdict == WINDOW_REUSE) {
                     meta.stamped = recall_counter.execute(meta.window_index);
                     count(COUNTER_STAMPS_REUSED);
-                } else if (ahead[31:31] == 0) {
+                } else if (meta.window_verdict == WINDOW_STALE) {
                     // The slot holds a newer write: a copy its client has finished.
                     count(COUNTER_STALE_DUPLICATES);
                     meta.dropped = 1;
@@ -480,15 +510,13 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                 // switch::RetryRoute::decide
                 bit<32> held_tag = recall_tag.execute(meta.route_slot);
                 meta.route_answer = recall_address.execute(meta.route_slot);
-                meta.route_written = route_time.execute(meta.route_slot);
-                // Arithmetic in an action, comparisons in the gateway (Tofino's split).
-                bit<32> age = meta.now - meta.route_written;
+                meta.route_recent = route_is_recent.execute(meta.route_slot);
                 if (held_tag == meta.route_tag) {
                     meta.new_dst = meta.route_answer;
                     meta.steered = 1;
                     count(COUNTER_RETRIES_PINNED);
                 } else if (held_tag != 0) {
-                    if (age < RETRY_WINDOW_UNITS) {
+                    if (meta.route_recent == 1) {
                         count(COUNTER_RETRIES_DROPPED);
                         meta.dropped = 1;
                     }
@@ -501,10 +529,10 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                     meta.installing = read_installing.execute(meta.index);
                     meta.candidates = read_rset.execute(meta.index);
                     meta.cursor = next_read.execute(meta.index);
-                    server_set_t home_in_set = meta.candidates & meta.home_bit;
+                    home_membership.apply();
                     bool go_home = false;
                     if (meta.evicting == 1) {
-                        if (home_in_set != 0) { go_home = true; }
+                        if (meta.home_in_set != 0) { go_home = true; }
                     }
                     if (!go_home) { meta.steered = 1; }
                 } else if (is_put) {
@@ -563,7 +591,9 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
             bool reports = false;
             if (meta.reports_version == 1) {
                 if (hdr.pegasus.status == 0) {
-                    if (hdr.pegasus.version != 0) { reports = true; }
+                    // Half by half: a gateway compares at most 4 bytes (+ 12 bits).
+                    if (hdr.pegasus.version[31:0] != 0) { reports = true; }
+                    if (hdr.pegasus.version[63:32] != 0) { reports = true; }
                 }
             }
             if (reports) {
