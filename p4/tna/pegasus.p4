@@ -22,6 +22,7 @@ typedef bit<8> server_set_t;
 const bit<8> EFFECT_STALE = 0;
 const bit<8> EFFECT_JOINED = 1;
 const bit<8> EFFECT_NEWER = 2;
+const bit<8> NO_EVENT = 255;
 const bit<8> WINDOW_FRESH = 0;
 const bit<8> WINDOW_REUSE = 1;
 const bit<8> WINDOW_STALE = 2;
@@ -57,6 +58,11 @@ struct meta_t {
     bit<32> route_tag;
     bit<32> route_answer;
     bit<32> window_start;
+    bit<8>  admission_event;
+    bit<8>  stamp_event;
+    bit<8>  route_event;
+    bit<8>  reply_event;
+    bit<8>  acks_event;
     bit<8>  route_recent;
     bit<8>  window_verdict;
     server_set_t home_in_set;
@@ -91,7 +97,17 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                    in ingress_intrinsic_metadata_from_parser_t prs_md,
                    inout ingress_intrinsic_metadata_for_deparser_t dprs_md,
                    inout ingress_intrinsic_metadata_for_tm_t tm_md) {
+    // The counters of `switch::Counter`, by index (COUNTER_*). Tofino counts a Counter once per
+    // packet, so every packet is counted in `pegasus_counters` (COUNTER_PACKETS) and each group
+    // of events that exclude one another has a counter of its own, counted once at the end
+    // from the index its step left in metadata (NO_EVENT: none). A counter's total is the sum
+    // of its index over the six.
     Counter<bit<64>, bit<8>>(COUNTERS, CounterType_t.PACKETS) pegasus_counters;
+    Counter<bit<64>, bit<8>>(COUNTERS, CounterType_t.PACKETS) admission_counters;
+    Counter<bit<64>, bit<8>>(COUNTERS, CounterType_t.PACKETS) stamp_counters;
+    Counter<bit<64>, bit<8>>(COUNTERS, CounterType_t.PACKETS) route_counters;
+    Counter<bit<64>, bit<8>>(COUNTERS, CounterType_t.PACKETS) reply_counters;
+    Counter<bit<64>, bit<8>>(COUNTERS, CounterType_t.PACKETS) ack_counters;
 
     // VERSION_COUNTER, 32 bits per epoch.
     Register<bit<32>, bit<1>>(1, 0) version_counter;
@@ -398,6 +414,11 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
         meta.believed = 0;
         meta.new_dst = 0;
         meta.me = 0;
+        meta.admission_event = NO_EVENT;
+        meta.stamp_event = NO_EVENT;
+        meta.route_event = NO_EVENT;
+        meta.reply_event = NO_EVENT;
+        meta.acks_event = NO_EVENT;
         count(COUNTER_PACKETS);
         if (hdr.ipv4.isValid()) {
             config.apply();
@@ -418,7 +439,7 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
         }
         if (meta.store_traffic == 1) {
             if (meta.parse.irregular == 1) {
-                count(COUNTER_UNPARSEABLE);
+                meta.admission_event = COUNTER_UNPARSEABLE;
                 meta.dropped = 1;
             } else {
                 // switch::classify
@@ -428,7 +449,7 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                     meta.malformed = 1;
                 }
                 if (meta.malformed == 1) {
-                    count(COUNTER_PARSE_FAILURES);
+                    meta.admission_event = COUNTER_PARSE_FAILURES;
                     meta.dropped = 1;
                 }
             }
@@ -450,7 +471,7 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                     }
                 }
                 if (meta.admission == ADMIT_DROP) {
-                    count(COUNTER_ROLE_DROPS);
+                    meta.admission_event = COUNTER_ROLE_DROPS;
                     meta.dropped = 1;
                 } else if (meta.admission == ADMIT_CLEAN) {
                     hdr.pegasus.version = 0;
@@ -470,10 +491,10 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
             if (stale_epoch) {
                 hdr.pegasus.flags = hdr.pegasus.flags | FLAG_STALE_EPOCH;
                 hdr.pegasus.version = meta.epoch ++ 48w0;
-                count(COUNTER_STALE_EPOCHS);
+                meta.stamp_event = COUNTER_STALE_EPOCHS;
             } else if (hdr.pegasus.client_id >= TNA_CLIENTS) {
                 // No window for it: refused rather than stamped more than once.
-                count(COUNTER_ROLE_DROPS);
+                meta.stamp_event = COUNTER_ROLE_DROPS;
                 meta.dropped = 1;
             } else {
                 meta.counter = next_counter.execute(0);
@@ -483,15 +504,15 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                 meta.window_verdict = claim_slot.execute(meta.window_index);
                 if (meta.window_verdict == WINDOW_REUSE) {
                     meta.stamped = recall_counter.execute(meta.window_index);
-                    count(COUNTER_STAMPS_REUSED);
+                    meta.stamp_event = COUNTER_STAMPS_REUSED;
                 } else if (meta.window_verdict == WINDOW_STALE) {
                     // The slot holds a newer write: a copy its client has finished.
-                    count(COUNTER_STALE_DUPLICATES);
+                    meta.stamp_event = COUNTER_STALE_DUPLICATES;
                     meta.dropped = 1;
                 } else {
                     record_counter.execute(meta.window_index);
                     meta.stamped = meta.counter;
-                    count(COUNTER_WRITES_STAMPED);
+                    meta.stamp_event = COUNTER_WRITES_STAMPED;
                 }
                 hdr.pegasus.version = meta.epoch ++ 16w0 ++ meta.stamped;
             }
@@ -514,10 +535,10 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                 if (held_tag == meta.route_tag) {
                     meta.new_dst = meta.route_answer;
                     meta.steered = 1;
-                    count(COUNTER_RETRIES_PINNED);
+                    meta.route_event = COUNTER_RETRIES_PINNED;
                 } else if (held_tag != 0) {
                     if (meta.route_recent == 1) {
-                        count(COUNTER_RETRIES_DROPPED);
+                        meta.route_event = COUNTER_RETRIES_DROPPED;
                         meta.dropped = 1;
                     }
                 }
@@ -555,9 +576,9 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                             remember_tag.execute(meta.route_slot);
                             remember_address.execute(meta.route_slot);
                             stamp_route_time.execute(meta.route_slot);
-                            count(COUNTER_HOT_WRITES);
+                            meta.route_event = COUNTER_HOT_WRITES;
                         } else {
-                            count(COUNTER_HOT_READS);
+                            meta.route_event = COUNTER_HOT_READS;
                         }
                     } else {
                         meta.steered = 0;
@@ -582,7 +603,7 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                 if (hdr.pegasus.op == OP_CHAIN_ACK) { meta.believed = 1; }
             }
             if (meta.believed == 0) {
-                count(COUNTER_ROLE_DROPS);
+                meta.reply_event = COUNTER_ROLE_DROPS;
                 meta.dropped = 1;
             }
         }
@@ -599,7 +620,7 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
             if (reports) {
                 if (meta.hot == 0) {
                     if (steered_reply) {
-                        count(COUNTER_REPLIES_DROPPED);
+                        meta.reply_event = COUNTER_REPLIES_DROPPED;
                         meta.dropped = 1;
                     }
                 } else {
@@ -618,7 +639,7 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                     }
                     if (!listens) {
                         if (steered_reply) {
-                            count(COUNTER_REPLIES_DROPPED);
+                            meta.reply_event = COUNTER_REPLIES_DROPPED;
                             meta.dropped = 1;
                         }
                     } else if (hdr.pegasus.version[63:48] == meta.epoch) {
@@ -627,17 +648,17 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                         meta.effect = apply_reply.execute(meta.index);
                         if (meta.effect == EFFECT_NEWER) {
                             rset_is_sender.execute(meta.index);
-                            count(COUNTER_DIRECTORY_UPDATES);
+                            meta.reply_event = COUNTER_DIRECTORY_UPDATES;
                         } else if (meta.effect == EFFECT_JOINED) {
                             sender_joins.execute(meta.index);
-                            count(COUNTER_DIRECTORY_UPDATES);
+                            meta.reply_event = COUNTER_DIRECTORY_UPDATES;
                         }
                     }
                 }
             }
             if (hdr.pegasus.op == OP_REPLICATE_ACK) {
                 if (meta.dropped == 0) {
-                    count(COUNTER_REPLICATE_ACKS);
+                    meta.acks_event = COUNTER_REPLICATE_ACKS;
                     meta.dropped = 1;
                 }
             }
@@ -649,6 +670,11 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                 ipv4_forward.apply();
             }
         }
+        if (meta.admission_event != NO_EVENT) { admission_counters.count(meta.admission_event); }
+        if (meta.stamp_event != NO_EVENT) { stamp_counters.count(meta.stamp_event); }
+        if (meta.route_event != NO_EVENT) { route_counters.count(meta.route_event); }
+        if (meta.reply_event != NO_EVENT) { reply_counters.count(meta.reply_event); }
+        if (meta.acks_event != NO_EVENT) { ack_counters.count(meta.acks_event); }
         if (meta.dropped == 1) {
             drop();
         }
