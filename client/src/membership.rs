@@ -414,6 +414,21 @@ impl Etcd {
         Ok(response.succeeded())
     }
 
+    /// Writes `rack` into the configuration as the joining rack (`ChainConfig::with_joining`),
+    /// reading again whenever another write came first; returns the configuration written.
+    pub async fn add_joining(&self, rack: &Rack) -> Result<ChainConfig> {
+        loop {
+            let now = self
+                .read_config()
+                .await?
+                .context("the chain has no configuration in etcd (pegasus chain init)")?;
+            let joining = now.config.with_joining(rack.clone())?;
+            if self.replace_config(now.revision, &joining).await? {
+                return Ok(joining);
+            }
+        }
+    }
+
     /// Every key under `prefix`.
     async fn under(&self, prefix: String) -> Result<Vec<etcd_client::KeyValue>> {
         let mut client = self.client.clone();

@@ -52,14 +52,20 @@ mod tests {
     use super::*;
     use crate::hash::key_hash;
 
+    /// How many of the keys `user0` .. `user{keys-1}` each of `servers` servers is home to.
+    fn keys_per_server(p: &Placement, servers: usize, keys: u32) -> Vec<u32> {
+        let mut counts = vec![0u32; servers];
+        for i in 0..keys {
+            counts[p.home(key_hash(format!("user{i}").as_bytes())) as usize] += 1;
+        }
+        counts
+    }
+
     #[test]
     fn keys_spread_evenly_and_stably() {
         let p = Placement::new(0..8);
-        let mut counts = [0u32; 8];
-        for i in 0..80_000 {
-            counts[p.home(key_hash(format!("user{i}").as_bytes())) as usize] += 1;
-        }
-        for c in counts {
+        let counts = keys_per_server(&p, 8, 80_000);
+        for &c in &counts {
             assert!(
                 (7_000..13_000).contains(&c),
                 "unbalanced placement: {counts:?}"
@@ -75,10 +81,7 @@ mod tests {
     #[test]
     fn a_large_rack_is_balanced() {
         let p = Placement::new(0..64);
-        let mut counts = [0u32; 64];
-        for i in 0..200_000 {
-            counts[p.home(key_hash(format!("user{i}").as_bytes())) as usize] += 1;
-        }
+        let counts = keys_per_server(&p, 64, 200_000);
         let mean = 200_000.0 / 64.0;
         let busiest = *counts.iter().max().unwrap() as f64 / mean;
         let idlest = *counts.iter().min().unwrap() as f64 / mean;

@@ -239,6 +239,14 @@ pub struct DirEntry {
 }
 
 impl DirEntry {
+    /// The key's recent read/write mix, as the program counts it.
+    pub const fn recent_mix(&self) -> crate::directory::RecentMix {
+        crate::directory::RecentMix {
+            reads: self.mix_reads,
+            writes: self.mix_writes,
+        }
+    }
+
     /// A new entry for a key whose home is `home`: home is the only replica, installing,
     /// with a new key's mix.
     pub const fn new(home: u8) -> DirEntry {

@@ -1119,7 +1119,7 @@ fn least_loaded_follows_reported_loads() {
 #[test]
 fn requests_are_sampled_with_their_keys() {
     // The sampler's countdown is per CPU: every run of the program must see the same one.
-    pin_to_cpu(0);
+    pegasus_control::testkit::pin_to_cpu(0).unwrap();
     let settings = SwitchSettings {
         sample_period: 3,
         ..SwitchSettings::forwarding_only(PORT, EPOCH)
@@ -1289,7 +1289,7 @@ fn concurrent_replies_on_two_cpus_never_lose_an_update() {
             let (switch, barrier) = (switch.clone(), barrier.clone());
             let (applied, lost, dropped) = (&applied, &lost, &dropped);
             s.spawn(move || {
-                pin_to_cpu(cpu);
+                pegasus_control::testkit::pin_to_cpu(cpu).unwrap();
                 for round in 2..=ROUNDS {
                     let reply = reply_from(
                         server,
@@ -1338,24 +1338,12 @@ fn concurrent_replies_on_two_cpus_never_lose_an_update() {
     );
 }
 
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity(0) pins the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
-}
-
 /// The forwarding cache: a decision is reused until the control plane starts a new generation,
 /// then asked of the FIB again (here: the server's MAC address changed).
 #[test]
 fn the_forwarding_cache_is_renewed_by_a_new_generation() {
     // The cache is per CPU: every run of the program must see the same CPU's copy.
-    pin_to_cpu(0);
+    pegasus_control::testkit::pin_to_cpu(0).unwrap();
     let bench = setup("fc", Policy::RoundRobin, 1);
     let mut switch = bench.switch;
     let get = request_to(0, message(Op::Get, b"cold", b"", 0, 0, 1, 0));

@@ -101,18 +101,7 @@ pub fn run(args: ChainArgs) -> Result<ExitCode> {
                 controllers: own.controllers,
                 servers: own.servers,
             };
-            let joining = at.run(|etcd| async move {
-                loop {
-                    let now = etcd
-                        .read_config()
-                        .await?
-                        .context("the chain has no configuration in etcd (pegasus chain init)")?;
-                    let joining = now.config.with_joining(rack.clone())?;
-                    if etcd.replace_config(now.revision, &joining).await? {
-                        return anyhow::Ok(joining);
-                    }
-                }
-            })?;
+            let joining = at.run(|etcd| async move { etcd.add_joining(&rack).await })?;
             println!(
                 "rack {rack_id} is joining chain at epoch {}; `pegasus chain status` shows when \
                  it is the tail",

@@ -35,7 +35,7 @@ use pegasus_client::{Cluster, placement::Placement};
 use pegasus_common::{
     cache::CacheState,
     directory::{
-        RecentMix, SERVERS_MAX, ServerSet, bit, lowest_bit_index, next_replicas, nth_set_bit,
+        SERVERS_MAX, ServerSet, bit, lowest_bit_index, next_replicas, nth_set_bit,
         replicas_for_load, replication_in_effect, successors,
     },
     hash::key_hash,
@@ -500,17 +500,12 @@ impl Controller {
         let servers = self.all_servers().count_ones();
         let floor = u32::from(self.replication);
         let mut switch = self.switch();
-        for (keyhash, entry) in entries {
-            let keyhash = *keyhash;
+        for &(keyhash, ref entry) in entries {
             let Ok(Some(current)) = switch.replica_target(keyhash) else {
                 continue;
             };
             let current = replication_in_effect(current, self.replication);
-            let mix = RecentMix {
-                reads: entry.mix_reads,
-                writes: entry.mix_writes,
-            };
-            let (read_ppm, write_ppm) = mix.split(top.recent_share_ppm(keyhash));
+            let (read_ppm, write_ppm) = entry.recent_mix().split(top.recent_share_ppm(keyhash));
             let needed = replicas_for_load(read_ppm, write_ppm, servers, floor);
             let next = next_replicas(current, needed, floor.min(servers));
             if next != current {
@@ -617,10 +612,7 @@ impl Controller {
     /// be copied, `RecentMix::copies_pay`) but holds fewer servers than the replication, as
     /// after a write-heavy period whose writes were not copied.
     fn wants_copies(&self, keyhash: u64, entry: &DirEntry) -> bool {
-        let mix = RecentMix {
-            reads: entry.mix_reads,
-            writes: entry.mix_writes,
-        };
+        let mix = entry.recent_mix();
         let wanted = self.replicas_wanted(keyhash);
         entry.installing == 0
             && entry.ver_completed != version::NONE

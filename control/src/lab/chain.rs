@@ -473,16 +473,7 @@ pub fn add_rack(name: &str, exe: &Path) -> Result<RackAdd> {
     let entry = rack_entry(&spec, r);
     in_namespace(&spine_ns(name), async move {
         let etcd = Etcd::connect(&etcd.url, &etcd.chain).await?;
-        loop {
-            let now = etcd
-                .read_config()
-                .await?
-                .context("the lab's chain has no configuration in etcd")?;
-            let joining = now.config.with_joining(entry.clone())?;
-            if etcd.replace_config(now.revision, &joining).await? {
-                return Ok(());
-            }
-        }
+        etcd.add_joining(&entry).await.map(|_| ())
     })
     .context("writing the joining rack into etcd")?;
     let joining_at = Instant::now();

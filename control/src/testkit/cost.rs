@@ -328,7 +328,7 @@ fn on_cpus(
                 let start = &start;
                 scope.spawn(move || {
                     // Every thread reaches the barrier, whatever happens before it.
-                    let pinned = pin_to_cpu(cpu);
+                    let pinned = super::pin_to_cpu(cpu);
                     start.wait();
                     pinned?;
                     let mut total = 0.0;
@@ -372,21 +372,6 @@ fn allowed_cpus() -> Result<Vec<usize>> {
             .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
             .collect())
     }
-}
-
-/// Pins the calling thread to `cpu` (a test run measures on the CPU it is called from).
-fn pin_to_cpu(cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity(0) pins the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        ensure!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0,
-            "pinning to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
 }
 
 /// One round's nanoseconds per packet of a path and of the two yardsticks.

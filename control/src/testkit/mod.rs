@@ -9,3 +9,18 @@ pub mod fixtures;
 pub mod packet;
 pub mod reference;
 pub mod testbed;
+
+/// Pins the calling thread to `cpu` (a test run measures on the CPU it is called from).
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity(0) pins the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        anyhow::ensure!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0,
+            "pinning to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
