@@ -2,9 +2,10 @@
 # Compiles the v1model program, starts BMv2's simple_switch on veth pairs in a namespace of
 # its own, loads the rack of p4/tests/rack.toml (`pegasus p4 entries`) and runs the PTF suite
 # (p4/tests/pegasus_tests.py) against it. Then checks the TNA program with p4c's front end
-# (p4test, with the Tofino backend's tna.p4); p4/compile-tna.sh compiles it for Tofino. Needs root, p4c and simple_switch (on PATH or under
-# /opt/p4: ../shared/tools/p4-toolchain.sh builds them) and ptf and scapy (the toolchain's
-# venv). Without them it prints SKIPPED and exits 0: CI machines have no P4 toolchain.
+# (p4test, with the Tofino backend's tna.p4) and, where the toolchain's `tofino` step built
+# the backend, compiles and assembles it (p4/compile-tna.sh). Needs root, p4c and
+# simple_switch (on PATH or under /opt/p4: ../shared/tools/p4-toolchain.sh builds them) and
+# ptf and scapy (the toolchain's venv). Without them it prints SKIPPED and exits 0: CI machines have no P4 toolchain.
 #
 #   p4/run-tests.sh [PTF test names...]
 set -euo pipefail
@@ -71,6 +72,7 @@ tna=/opt/src/p4c/backends/tofino/bf-p4c/p4include
 if [[ -f $tna/tna.p4 ]]; then
   echo "== p4/tna/pegasus.p4 through p4c's front end (the Tofino backend: p4/compile-tna.sh)"
   p4test -D__TARGET_TOFINO__=1 -I "$tna" p4/tna/pegasus.p4
+  bash p4/compile-tna.sh "$out/tna"
 else
   echo "SKIPPED: the TNA program's front-end check (no tna.p4 at $tna)"
 fi

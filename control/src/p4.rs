@@ -585,15 +585,12 @@ pub fn tofino_entries(rack: &P4Rack) -> Result<String> {
             "{TNA}.installing.mod(REGISTER_INDEX={index}, f1={})",
             entry.installing
         );
+        // The entry's (counter of the newest complete version, replica set) pair; the
+        // counter is the version's low 32 bits (the program compares within its epoch).
         let _ = writeln!(
             out,
-            "{TNA}.rset.mod(REGISTER_INDEX={index}, f1={})",
-            entry.rset
-        );
-        let _ = writeln!(
-            out,
-            "{TNA}.ver_completed.mod(REGISTER_INDEX={index}, f1={})",
-            entry.ver_completed
+            "{TNA}.completed.mod(REGISTER_INDEX={index}, counter={}, rset={})",
+            entry.ver_completed as u32, entry.rset
         );
     }
     Ok(out)
@@ -726,8 +723,24 @@ mod tests {
             "write_copies.add_with_set_copies(primary=0, replica_target=0, copies=0)",
             "reply_sender.add_with_believe(server=0, source=\"10.1.0.2\", me=1)",
             "installing.mod(REGISTER_INDEX=0, f1=1)",
+            "completed.mod(REGISTER_INDEX=0, counter=0, rset=1)",
         ] {
             assert!(script.contains(table), "{table}");
+        }
+    }
+
+    #[test]
+    fn the_tofino_script_names_only_what_the_tna_program_declares() {
+        let program = include_str!("../../p4/tna/pegasus.p4");
+        let rack: P4Rack = toml::from_str(RACK).unwrap();
+        let script = tofino_entries(&rack).unwrap();
+        for line in script.lines().filter(|l| l.starts_with(TNA)) {
+            let name = line[TNA.len() + 1..].split('.').next().unwrap();
+            let declared = [format!("table {name} {{"), format!(") {name};")];
+            assert!(
+                declared.iter().any(|d| program.contains(d.as_str())),
+                "{name} (in `{line}`) is neither a table nor a register of p4/tna/pegasus.p4"
+            );
         }
     }
 

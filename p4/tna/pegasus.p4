@@ -19,15 +19,28 @@ typedef bit<8> server_set_t;
 #define TNA_CLIENTS 1024
 #define TNA_WINDOW_SLOTS (TNA_CLIENTS * WRITE_WINDOW)
 
-const bit<8> EFFECT_STALE = 0;
-const bit<8> EFFECT_JOINED = 1;
-const bit<8> EFFECT_NEWER = 2;
 const bit<8> NO_EVENT = 255;
 const bit<8> WINDOW_FRESH = 0;
 const bit<8> WINDOW_REUSE = 1;
 const bit<8> WINDOW_STALE = 2;
+const bit<2> ROUTE_NONE = 0;
+const bit<2> ROUTE_RECALL = 1; // a retried write reads its route
+const bit<2> ROUTE_REMEMBER = 2; // a routed hot write records its route
 // Retry routes are timed in units of 2^20 ns (about 1 ms).
 const bit<32> RETRY_WINDOW_UNITS = (bit<32>)(RETRY_WINDOW_US * 1000 >> 20);
+
+// A directory entry's register pair (see `completed` below).
+struct completed_t {
+    bit<32> counter;
+    bit<32> rset; // server_set_t, widened to the pair's width
+}
+
+// What a packet is, from `classify`.
+const bit<3> PATH_PLAIN = 0;       // not the store's traffic: forwarded as it is
+const bit<3> PATH_UNPARSEABLE = 1; // the store's port, but the frame did not parse
+const bit<3> PATH_MALFORMED = 2;   // the store's port, but not a Pegasus message we know
+const bit<3> PATH_REQUEST = 3;
+const bit<3> PATH_REPLY = 4;
 
 struct meta_t {
     parse_meta_t parse;
@@ -35,12 +48,8 @@ struct meta_t {
     server_set_t all_servers;
     bit<8>  replication;
     bit<8>  role;
-    bit<1>  to_store;
-    bit<1>  from_store;
-    bit<1>  store_traffic;
-    bit<1>  is_request;
+    bit<3>  path; // PATH_*
     bit<1>  reports_version;
-    bit<1>  malformed;
     bit<2>  admission;
     bit<1>  dropped;
     bit<1>  stamp;
@@ -57,7 +66,13 @@ struct meta_t {
     bit<16> route_slot;
     bit<32> route_tag;
     bit<32> route_answer;
-    bit<32> window_start;
+    bit<32> route_held_tag;
+    bit<2>  route_access; // ROUTE_*: how this packet uses the retry routes
+    bit<1>  retried;      // FLAG_RETRY, as the client sent it
+    bit<1>  stale_epoch;  // a write's epoch is not the switch's (once::admits_epoch)
+    bit<1>  reply_refused; // roles::admit_reply said no
+    bit<1>  reports;      // a reply that reports a version
+    bit<1>  from_home;    // a reply from the key's home
     bit<8>  admission_event;
     bit<8>  stamp_event;
     bit<8>  route_event;
@@ -76,7 +91,10 @@ struct meta_t {
     bit<32> new_dst;
     bit<1>  steered;
     bit<1>  believed;
-    bit<8>  effect;
+    bit<32> reply_counter; // a reply's version within its epoch (a field of its own: the
+                           // request path's `stamped` would hold `completed` back a stage)
+    bit<32> newest;  // the entry's newest counter once a reply is applied
+    bit<1>  applied; // the reply rule ran
     server_set_t me;
 }
 
@@ -86,7 +104,31 @@ parser TnaIngressParser(packet_in pkt, out headers_t hdr, out meta_t meta,
     state start {
         pkt.extract(ig_md);
         pkt.advance(PORT_METADATA_SIZE);
+        // Metadata starts undefined on this target: what is read before a table writes it
+        // starts here (the parser sets constants for free, no stage).
         meta.parse.irregular = 0;
+        meta.path = PATH_PLAIN;
+        meta.reports_version = 0;
+        meta.hot = 0;
+        meta.dropped = 0;
+        meta.stamp = 0;
+        meta.stale_epoch = 0;
+        meta.steered = 0;
+        meta.found = 0;
+        meta.candidates = 0;
+        meta.applied = 0;
+        meta.believed = 0;
+        meta.reply_refused = 0;
+        meta.reports = 0;
+        meta.from_home = 0;
+        meta.new_dst = 0;
+        meta.me = 0;
+        meta.route_access = ROUTE_NONE;
+        meta.admission_event = NO_EVENT;
+        meta.stamp_event = NO_EVENT;
+        meta.route_event = NO_EVENT;
+        meta.reply_event = NO_EVENT;
+        meta.acks_event = NO_EVENT;
         common_parse.apply(pkt, hdr, meta.parse);
         transition accept;
     }
@@ -160,15 +202,17 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
     RegisterAction<bit<32>, bit<16>, bit<32>>(retry_addresses) recall_address = {
         void apply(inout bit<32> address, out bit<32> value) { value = address; }
     };
-    Register<bit<32>, bit<16>>(RETRY_ROUTES) retry_written;
-    RegisterAction<bit<32>, bit<16>, bit<32>>(retry_written) stamp_route_time = {
-        void apply(inout bit<32> written) { written = meta.now; }
+    // When the route stops being recent: written + the retry window, so that the check
+    // below is one comparison with `now` (no stage spent on now - window).
+    Register<bit<32>, bit<16>>(RETRY_ROUTES) retry_expiry;
+    RegisterAction<bit<32>, bit<16>, bit<32>>(retry_expiry) stamp_route_time = {
+        void apply(inout bit<32> expiry) { expiry = meta.now + RETRY_WINDOW_UNITS; }
     };
-    // Whether the route was written within the retry window (after meta.window_start), in
-    // the stateful ALU: a gateway compares at most 4 bytes + 12 bits, against constants.
-    RegisterAction<bit<32>, bit<16>, bit<8>>(retry_written) route_is_recent = {
-        void apply(inout bit<32> written, out bit<8> recent) {
-            if ((int<32>)(written - meta.window_start) > 0) {
+    // Whether the route was written within the retry window, in the stateful ALU: a
+    // condition compares at most 4 bytes + 12 bits, against constants.
+    RegisterAction<bit<32>, bit<16>, bit<8>>(retry_expiry) route_is_recent = {
+        void apply(inout bit<32> expiry, out bit<8> recent) {
+            if ((int<32>)(expiry - meta.now) > 0) {
                 recent = 1;
             } else {
                 recent = 0;
@@ -186,29 +230,26 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
     RegisterAction<bit<8>, bit<16>, bit<8>>(installing) home_replied = {
         void apply(inout bit<8> value, out bit<8> was) { was = value; value = 0; }
     };
-    // ver_completed: the counter of the newest complete version, in the current epoch.
-    Register<bit<32>, bit<16>>(DIRECTORY_CAPACITY_MAX) ver_completed;
-    RegisterAction<bit<32>, bit<16>, bit<8>>(ver_completed) apply_reply = {
-        void apply(inout bit<32> completed, out bit<8> effect) {
-            if (meta.stamped > completed) {
-                completed = meta.stamped;
-                effect = EFFECT_NEWER;
-            } else if (meta.stamped == completed) {
-                effect = EFFECT_JOINED;
-            } else {
-                effect = EFFECT_STALE;
+    // An entry's newest complete version (its counter, in the current epoch) and its replica
+    // set, as one register pair: the reply rule changes both in one stateful access (two
+    // registers would be two dependent stages on the reply path).
+    Register<completed_t, bit<16>>(DIRECTORY_CAPACITY_MAX) completed;
+    // directory::apply_reply: newer, the set becomes the sender; equal, the sender joins.
+    // Out comes the newest counter: the reply's own unless it was older (stale). (A constant
+    // per branch cannot come out of a register whose other action outputs a value.)
+    RegisterAction<completed_t, bit<16>, bit<32>>(completed) apply_reply = {
+        void apply(inout completed_t entry, out bit<32> newest) {
+            if (meta.reply_counter > entry.counter) {
+                entry.counter = meta.reply_counter;
+                entry.rset = (bit<32>)meta.me;
+            } else if (meta.reply_counter == entry.counter) {
+                entry.rset = entry.rset | (bit<32>)meta.me;
             }
+            newest = entry.counter;
         }
     };
-    Register<server_set_t, bit<16>>(DIRECTORY_CAPACITY_MAX) rset;
-    RegisterAction<server_set_t, bit<16>, server_set_t>(rset) read_rset = {
-        void apply(inout server_set_t set, out server_set_t value) { value = set; }
-    };
-    RegisterAction<server_set_t, bit<16>, server_set_t>(rset) rset_is_sender = {
-        void apply(inout server_set_t set) { set = meta.me; }
-    };
-    RegisterAction<server_set_t, bit<16>, server_set_t>(rset) sender_joins = {
-        void apply(inout server_set_t set) { set = set | meta.me; }
+    RegisterAction<completed_t, bit<16>, bit<32>>(completed) read_rset = {
+        void apply(inout completed_t entry, out bit<32> rset) { rset = entry.rset; }
     };
     Register<bit<8>, bit<16>>(DIRECTORY_CAPACITY_MAX) read_cursor;
     RegisterAction<bit<8>, bit<16>, bit<8>>(read_cursor) next_read = {
@@ -272,7 +313,8 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
     action choose(bit<8> server) { meta.chosen = server; meta.found = 1; }
     action no_candidate() { meta.found = 0; }
     table round_robin {
-        key = { meta.candidates : exact @name("candidates"); meta.cursor : exact @name("cursor"); }
+        // The cursor's low 3 bits (nth_set_bit of 8 servers at most): a slice, no stage to mask it.
+        key = { meta.candidates : exact @name("candidates"); meta.cursor[2:0] : exact @name("cursor"); }
         actions = { choose; no_candidate; }
         default_action = no_candidate();
         size = 2048;
@@ -308,51 +350,65 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
         size = P4_SERVERS;
     }
 
-    // switch::classify, as a table of the protocol's ops by direction: a request goes to the
-    // store port, a reply comes from it (server-to-server messages do both; the op decides).
-    // No entry (another magic, protocol version or op, or the wrong direction): malformed.
-    // A table rather than a condition: long `||` chains of the ops overflowed the Tofino
-    // backend's stack (docs/p4.md).
-    action request_op() { meta.is_request = 1; }
-    action reply_op(bit<1> reports_version) {
-        meta.is_request = 0;
+    // switch::classify, as one table for the stage it saves: what a packet is, from the
+    // parser's verdict, the ports (a request goes to the store port, a reply comes from it;
+    // server-to-server messages do both and the op decides) and the Pegasus header's magic,
+    // protocol version and op. The store's traffic that matches no message we know is
+    // malformed. A table rather than conditions: long `||` chains of the ops overflowed the
+    // Tofino backend's stack (docs/p4.md).
+    action set_path(bit<3> path, bit<1> reports_version) {
+        meta.path = path;
         meta.reports_version = reports_version;
     }
-    action malformed_op() { meta.malformed = 1; }
     table classify {
         key = {
-            hdr.pegasus.magic : exact @name("magic");
-            hdr.pegasus.proto_version : exact @name("proto_version");
-            hdr.pegasus.op : exact @name("op");
-            meta.to_store : exact @name("to_store");
-            meta.from_store : exact @name("from_store");
+            hdr.udp.isValid() : exact @name("udp_valid");
+            hdr.pegasus.isValid() : ternary @name("pegasus_valid");
+            meta.parse.irregular : ternary @name("irregular");
+            hdr.udp.dst_port : ternary @name("dst_port");
+            hdr.udp.src_port : ternary @name("src_port");
+            hdr.pegasus.magic : ternary @name("magic");
+            hdr.pegasus.proto_version : ternary @name("proto_version");
+            hdr.pegasus.op : ternary @name("op");
         }
-        actions = { request_op; reply_op; malformed_op; }
-        default_action = malformed_op();
+        actions = { set_path; }
+        default_action = set_path(PATH_PLAIN, 0);
         size = 32;
         const entries = {
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_GET, 1, 0) : request_op();
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_GET, 1, 1) : request_op();
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUT, 1, 0) : request_op();
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUT, 1, 1) : request_op();
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_REPLICATE, 1, 0) : request_op();
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_REPLICATE, 1, 1) : request_op();
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_CHAIN_PUT, 1, 0) : request_op();
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_CHAIN_PUT, 1, 1) : request_op();
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUSH, 1, 0) : request_op();
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUSH, 1, 1) : request_op();
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_GET_REPLY, 0, 1) : reply_op(1);
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_GET_REPLY, 1, 1) : reply_op(1);
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUT_REPLY, 0, 1) : reply_op(1);
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUT_REPLY, 1, 1) : reply_op(1);
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_REPLICATE_ACK, 0, 1) : reply_op(1);
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_REPLICATE_ACK, 1, 1) : reply_op(1);
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUSH_REPLY, 0, 1) : reply_op(1);
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUSH_REPLY, 1, 1) : reply_op(1);
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_CHAIN_ACK, 0, 1) : reply_op(0);
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_CHAIN_ACK, 1, 1) : reply_op(0);
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_ERROR, 0, 1) : reply_op(0);
-            (PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_ERROR, 1, 1) : reply_op(0);
+            // In priority order: the first entry that matches.
+            (true, _, 1, PEGASUS_STORE_PORT, _, _, _, _) : set_path(PATH_UNPARSEABLE, 0);
+            (true, _, 1, _, PEGASUS_STORE_PORT, _, _, _) : set_path(PATH_UNPARSEABLE, 0);
+            (true, true, 0, PEGASUS_STORE_PORT, _, PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_GET) : set_path(PATH_REQUEST, 0);
+            (true, true, 0, PEGASUS_STORE_PORT, _, PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUT) : set_path(PATH_REQUEST, 0);
+            (true, true, 0, PEGASUS_STORE_PORT, _, PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_REPLICATE) : set_path(PATH_REQUEST, 0);
+            (true, true, 0, PEGASUS_STORE_PORT, _, PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_CHAIN_PUT) : set_path(PATH_REQUEST, 0);
+            (true, true, 0, PEGASUS_STORE_PORT, _, PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUSH) : set_path(PATH_REQUEST, 0);
+            (true, true, 0, _, PEGASUS_STORE_PORT, PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_GET_REPLY) : set_path(PATH_REPLY, 1);
+            (true, true, 0, _, PEGASUS_STORE_PORT, PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUT_REPLY) : set_path(PATH_REPLY, 1);
+            (true, true, 0, _, PEGASUS_STORE_PORT, PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_REPLICATE_ACK) : set_path(PATH_REPLY, 1);
+            (true, true, 0, _, PEGASUS_STORE_PORT, PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_PUSH_REPLY) : set_path(PATH_REPLY, 1);
+            (true, true, 0, _, PEGASUS_STORE_PORT, PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_CHAIN_ACK) : set_path(PATH_REPLY, 0);
+            (true, true, 0, _, PEGASUS_STORE_PORT, PEGASUS_MAGIC, PEGASUS_PROTOCOL_VERSION, OP_ERROR) : set_path(PATH_REPLY, 0);
+            (true, _, _, PEGASUS_STORE_PORT, _, _, _, _) : set_path(PATH_MALFORMED, 0);
+            (true, _, _, _, PEGASUS_STORE_PORT, _, _, _) : set_path(PATH_MALFORMED, 0);
+        }
+    }
+
+    // roles::admit_reply: a server port believes the server its reply names at the address
+    // it has (`reply_sender`); a chain port's CHAIN_ACK is admitted; nothing else is.
+    action refuse_reply() { meta.reply_refused = 1; }
+    table reply_admission {
+        key = {
+            meta.role : exact @name("role");
+            meta.believed : ternary @name("believed");
+            hdr.pegasus.op : ternary @name("op");
+        }
+        actions = { refuse_reply; NoAction; }
+        default_action = refuse_reply();
+        size = 4;
+        const entries = {
+            (ROLE_SERVER, 1, _) : NoAction();
+            (ROLE_CHAIN, _, OP_CHAIN_ACK) : NoAction();
         }
     }
 
@@ -397,287 +453,242 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
     }
 
     apply {
-        // Metadata starts undefined on this target: everything read before it is written.
-        // No `exit`: a packet that is dropped sets `dropped` and the later steps are skipped
-        // by it (the Tofino backend's mid end predicated every later statement on the exits
-        // before it, and cloned the conditions until its stack overflowed).
-        meta.to_store = 0;
-        meta.from_store = 0;
-        meta.store_traffic = 0;
-        meta.is_request = 0;
-        meta.reports_version = 0;
-        meta.malformed = 0;
-        meta.admission = ADMIT_DROP;
-        meta.dropped = 0;
-        meta.stamp = 0;
-        meta.steered = 0;
-        meta.believed = 0;
-        meta.new_dst = 0;
-        meta.me = 0;
-        meta.admission_event = NO_EVENT;
-        meta.stamp_event = NO_EVENT;
-        meta.route_event = NO_EVENT;
-        meta.reply_event = NO_EVENT;
-        meta.acks_event = NO_EVENT;
-        count(COUNTER_PACKETS);
+        // Laid out for Tofino's 12 stages: a table waits a stage for every table whose result
+        // its key, its condition or its action reads, so the lookups that read headers alone
+        // run first and side by side, the request and reply paths are the branches of one
+        // `if` (they share stages), conditions test headers and metadata directly (a local
+        // `bool` is one more table and stage), and harmless register reads (the replica set,
+        // the cursors) are not held back for the drop decisions. A dropped packet sets
+        // `dropped` (no `exit`: the backend's mid end predicated every later statement on it).
+
+        // Stage 0: lookups on headers alone.
+        meta.now = (bit<32>)(prs_md.global_tstamp >> 20);
+        config.apply();
+        port_role.apply();
         if (hdr.ipv4.isValid()) {
-            config.apply();
-            port_role.apply();
-            meta.now = (bit<32>)(prs_md.global_tstamp >> 20);
-            if (hdr.udp.isValid()) {
-                if (hdr.udp.dst_port == PEGASUS_STORE_PORT) {
-                    meta.to_store = 1;
-                    meta.store_traffic = 1;
-                }
-                if (hdr.udp.src_port == PEGASUS_STORE_PORT) {
-                    meta.from_store = 1;
-                    meta.store_traffic = 1;
-                }
-            }
+            classify.apply();
         } else {
             meta.dropped = 1;
         }
-        if (meta.store_traffic == 1) {
-            if (meta.parse.irregular == 1) {
-                meta.admission_event = COUNTER_UNPARSEABLE;
-                meta.dropped = 1;
-            } else {
-                // switch::classify
-                if (hdr.pegasus.isValid()) {
-                    classify.apply();
-                } else {
-                    meta.malformed = 1;
-                }
-                if (meta.malformed == 1) {
-                    meta.admission_event = COUNTER_PARSE_FAILURES;
-                    meta.dropped = 1;
-                }
-            }
-        }
-        if (meta.dropped == 0 && meta.store_traffic == 1) {
+        if (hdr.pegasus.isValid()) {
             directory.apply();
-            if (meta.is_request == 1) {
-                // roles::admit_request, roles::clean
-                request_admission.apply();
-                // The write's sequence (its id without WRITE_ID_BIT), set apart from the + 1
-                // in the stamping below: the Tofino backend does one operation per field per
-                // action, and (id & mask) + 1 in one was an action spanning two stages.
-                meta.window_key = (bit<32>)hdr.pegasus.request_id[30:0];
-                // The retry window's start, a step after `now` (one operation per action).
-                meta.window_start = meta.now - RETRY_WINDOW_UNITS;
-                if (meta.admission == ADMIT_CLEAN) {
-                    if (hdr.pegasus.client_id == PEGASUS_CONTROLLER_CLIENT_ID) {
-                        meta.admission = ADMIT_DROP;
-                    }
-                }
-                if (meta.admission == ADMIT_DROP) {
-                    meta.admission_event = COUNTER_ROLE_DROPS;
-                    meta.dropped = 1;
-                } else if (meta.admission == ADMIT_CLEAN) {
-                    hdr.pegasus.version = 0;
-                    hdr.pegasus.replica_bitmap = 0;
-                    hdr.pegasus.flags = hdr.pegasus.flags & CLIENT_FLAGS;
-                    if (hdr.pegasus.op == OP_PUT) { meta.stamp = 1; }
-                } else if (hdr.pegasus.op == OP_PUT) {
-                    if ((hdr.pegasus.flags & FLAG_STAMPED) == 0) { meta.stamp = 1; }
-                }
-            }
-        }
-        if (meta.stamp == 1) {
-            // once::admits_epoch
-            bool stale_epoch = false;
-            if (hdr.pegasus.load == 0) { stale_epoch = true; }
-            if (hdr.pegasus.load != meta.epoch) { stale_epoch = true; }
-            if (stale_epoch) {
-                hdr.pegasus.flags = hdr.pegasus.flags | FLAG_STALE_EPOCH;
-                hdr.pegasus.version = meta.epoch ++ 48w0;
-                meta.stamp_event = COUNTER_STALE_EPOCHS;
-            } else if (hdr.pegasus.client_id >= TNA_CLIENTS) {
-                // No window for it: refused rather than stamped more than once.
-                meta.stamp_event = COUNTER_ROLE_DROPS;
-                meta.dropped = 1;
-            } else {
-                meta.counter = next_counter.execute(0);
-                meta.window_key = meta.window_key + 1; // (sequence) + 1: 0 marks an empty slot
-                meta.window_index = hdr.pegasus.client_id[9:0]
-                    ++ hdr.pegasus.request_id[5:0];
-                meta.window_verdict = claim_slot.execute(meta.window_index);
-                if (meta.window_verdict == WINDOW_REUSE) {
-                    meta.stamped = recall_counter.execute(meta.window_index);
-                    meta.stamp_event = COUNTER_STAMPS_REUSED;
-                } else if (meta.window_verdict == WINDOW_STALE) {
-                    // The slot holds a newer write: a copy its client has finished.
-                    meta.stamp_event = COUNTER_STALE_DUPLICATES;
-                    meta.dropped = 1;
-                } else {
-                    record_counter.execute(meta.window_index);
-                    meta.stamped = meta.counter;
-                    meta.stamp_event = COUNTER_WRITES_STAMPED;
-                }
-                hdr.pegasus.version = meta.epoch ++ 16w0 ++ meta.stamped;
-            }
-        }
-        if (meta.dropped == 0 && meta.store_traffic == 1 && meta.is_request == 1) {
-            // Routing.
+            reply_sender.apply();
+            meta.window_key = (bit<32>)hdr.pegasus.request_id[30:0];
+            meta.window_index = hdr.pegasus.client_id[9:0] ++ hdr.pegasus.request_id[5:0];
+            // FLAG_RETRY before the flags are rewritten (cleaning keeps it, stamping does
+            // not touch it), so that the retry's test need not wait for the rewrites.
+            meta.retried = hdr.pegasus.flags[2:2];
             meta.route_slot = route_slot_hash.get({
                 hdr.pegasus.client_id, hdr.pegasus.request_id })[15:0];
             meta.route_tag = route_tag_hash.get({
                 hdr.pegasus.request_id, hdr.pegasus.client_id }) | 1;
-            bool retried = false;
-            if (hdr.pegasus.op == OP_PUT) {
-                if ((hdr.pegasus.flags & FLAG_RETRY) != 0) { retried = true; }
+        }
+
+        if (meta.path == PATH_UNPARSEABLE) {
+            meta.admission_event = COUNTER_UNPARSEABLE;
+            meta.dropped = 1;
+        } else if (meta.path == PATH_MALFORMED) {
+            meta.admission_event = COUNTER_PARSE_FAILURES;
+            meta.dropped = 1;
+        } else if (meta.path == PATH_REQUEST) {
+            // ---------------------------------------------------------------- requests
+            // roles::admit_request (by role and op), once::admits_epoch, the hot key's cursors
+            // and, for a write, whether it may leave home (read ahead: a request dropped
+            // later has only moved a cursor).
+            request_admission.apply();
+            meta.window_key = meta.window_key + 1; // (sequence) + 1: 0 marks an empty slot
+            if (hdr.pegasus.load == 0) {
+                meta.stale_epoch = 1;
+            } else if (hdr.pegasus.load != meta.epoch) {
+                meta.stale_epoch = 1;
             }
-            if (retried) {
-                // switch::RetryRoute::decide
-                bit<32> held_tag = recall_tag.execute(meta.route_slot);
+            if (hdr.pegasus.op == OP_PUT) {
+                hdr.udp.checksum = 0; // stamped or cleaned: "no checksum" (see the header)
+            }
+            if (meta.hot == 1) {
+                if (hdr.pegasus.op == OP_GET) {
+                    meta.cursor = next_read.execute(meta.index);
+                } else if (hdr.pegasus.op == OP_PUT) {
+                    meta.cursor = next_write.execute(meta.index);
+                    meta.installing = read_installing.execute(meta.index);
+                }
+            }
+
+            // roles::clean; the controller's client id is refused from any port but a
+            // server's.
+            if (meta.admission == ADMIT_DROP) {
+                meta.admission_event = COUNTER_ROLE_DROPS;
+                meta.dropped = 1;
+            } else if (meta.admission == ADMIT_CLEAN
+                       && hdr.pegasus.client_id == PEGASUS_CONTROLLER_CLIENT_ID) {
+                meta.admission_event = COUNTER_ROLE_DROPS;
+                meta.dropped = 1;
+            } else if (meta.admission == ADMIT_CLEAN) {
+                hdr.pegasus.version = 0;
+                hdr.pegasus.replica_bitmap = 0;
+                hdr.pegasus.flags = hdr.pegasus.flags & CLIENT_FLAGS;
+                if (hdr.pegasus.op == OP_PUT) { meta.stamp = 1; }
+            } else if (hdr.pegasus.op == OP_PUT && (hdr.pegasus.flags & FLAG_STAMPED) == 0) {
+                meta.stamp = 1;
+            }
+
+            // Stamping (switch::stamp, once::decide, once::record).
+            if (meta.stamp == 1) {
+                if (meta.stale_epoch == 1) {
+                    hdr.pegasus.flags = hdr.pegasus.flags | FLAG_STALE_EPOCH;
+                    hdr.pegasus.version = meta.epoch ++ 48w0;
+                    meta.stamp_event = COUNTER_STALE_EPOCHS;
+                } else if (hdr.pegasus.client_id >= TNA_CLIENTS) {
+                    // No window for it: refused rather than stamped more than once.
+                    meta.stamp_event = COUNTER_ROLE_DROPS;
+                    meta.dropped = 1;
+                } else {
+                    meta.counter = next_counter.execute(0);
+                    meta.window_verdict = claim_slot.execute(meta.window_index);
+                    if (meta.window_verdict == WINDOW_REUSE) {
+                        meta.stamped = recall_counter.execute(meta.window_index);
+                        meta.stamp_event = COUNTER_STAMPS_REUSED;
+                    } else if (meta.window_verdict == WINDOW_STALE) {
+                        // The slot holds a newer write: a copy its client has finished.
+                        meta.stamp_event = COUNTER_STALE_DUPLICATES;
+                        meta.dropped = 1;
+                    } else {
+                        record_counter.execute(meta.window_index);
+                        meta.stamped = meta.counter;
+                        meta.stamp_event = COUNTER_WRITES_STAMPED;
+                    }
+                    hdr.pegasus.version = meta.epoch ++ 16w0 ++ meta.stamped;
+                }
+            }
+
+            // Routing: a retried write goes where its first copy went (switch::RetryRoute);
+            // a hot key's read to a member of its replica set, its write to any server unless
+            // EntryView::writes_go_home (directory::route_hot_read, route_hot_write).
+            if (hdr.pegasus.op == OP_PUT && meta.retried == 1) {
+                meta.route_access = ROUTE_RECALL;
+            } else if (meta.hot == 1) {
+                if (hdr.pegasus.op == OP_GET) {
+                    meta.candidates = (server_set_t)read_rset.execute(meta.index);
+                } else if (hdr.pegasus.op == OP_PUT
+                           && meta.evicting == 0 && meta.installing == 0) {
+                    meta.candidates = meta.all_servers;
+                }
+                round_robin.apply(); // no candidates: not found
+                home_membership.apply();
+                if (meta.found == 1) {
+                    server_address.apply();
+                    if (hdr.pegasus.op == OP_PUT) {
+                        write_copies.apply();
+                        meta.steered = 1;
+                        if (meta.dropped == 0 && meta.candidates != 0) {
+                            meta.route_access = ROUTE_REMEMBER;
+                        }
+                    } else if (meta.evicting == 0) {
+                        meta.steered = 1;
+                    } else if (meta.home_in_set == 0) {
+                        // EntryView::reads_home_only: not until home holds the version
+                        meta.steered = 1;
+                    }
+                }
+                if (meta.steered == 1 && meta.dropped == 0) {
+                    if (meta.new_dst != 0) {
+                        hdr.pegasus.flags = hdr.pegasus.flags | FLAG_HOT;
+                        hdr.ipv4.dst = meta.new_dst;
+                        hdr.udp.checksum = 0;
+                    }
+                    if (hdr.pegasus.op == OP_PUT) {
+                        hdr.pegasus.replica_bitmap = (bit<64>)meta.copies;
+                        meta.route_event = COUNTER_HOT_WRITES;
+                    } else {
+                        meta.route_event = COUNTER_HOT_READS;
+                    }
+                }
+            }
+            // The retry routes, read by a retried write and written by a routed hot write at
+            // this one point (on Tofino a register's accesses share a stage, and the hot
+            // write's address is known only here).
+            if (meta.route_access == ROUTE_RECALL) {
+                meta.route_held_tag = recall_tag.execute(meta.route_slot);
                 meta.route_answer = recall_address.execute(meta.route_slot);
                 meta.route_recent = route_is_recent.execute(meta.route_slot);
-                if (held_tag == meta.route_tag) {
-                    meta.new_dst = meta.route_answer;
-                    meta.steered = 1;
-                    meta.route_event = COUNTER_RETRIES_PINNED;
-                } else if (held_tag != 0) {
-                    if (meta.route_recent == 1) {
-                        meta.route_event = COUNTER_RETRIES_DROPPED;
-                        meta.dropped = 1;
-                    }
-                }
-            } else if (meta.hot == 1) {
-                bool is_get = hdr.pegasus.op == OP_GET;
-                bool is_put = hdr.pegasus.op == OP_PUT;
-                if (is_get) {
-                    // EntryView::reads_home_only
-                    meta.installing = read_installing.execute(meta.index);
-                    meta.candidates = read_rset.execute(meta.index);
-                    meta.cursor = next_read.execute(meta.index);
-                    home_membership.apply();
-                    bool go_home = false;
-                    if (meta.evicting == 1) {
-                        if (meta.home_in_set != 0) { go_home = true; }
-                    }
-                    if (!go_home) { meta.steered = 1; }
-                } else if (is_put) {
-                    // EntryView::writes_go_home
-                    meta.installing = read_installing.execute(meta.index);
-                    meta.cursor = next_write.execute(meta.index);
-                    meta.candidates = meta.all_servers;
-                    if (meta.evicting == 0) {
-                        if (meta.installing == 0) { meta.steered = 1; }
-                    }
-                }
-                if (meta.steered == 1) {
-                    meta.cursor = meta.cursor & 7;
-                    round_robin.apply();
-                    if (meta.found == 1) {
-                        server_address.apply();
-                        if (is_put) {
-                            write_copies.apply();
-                            hdr.pegasus.replica_bitmap = (bit<64>)meta.copies;
-                            remember_tag.execute(meta.route_slot);
-                            remember_address.execute(meta.route_slot);
-                            stamp_route_time.execute(meta.route_slot);
-                            meta.route_event = COUNTER_HOT_WRITES;
-                        } else {
-                            meta.route_event = COUNTER_HOT_READS;
-                        }
-                    } else {
-                        meta.steered = 0;
-                    }
-                }
+            } else if (meta.route_access == ROUTE_REMEMBER) {
+                remember_tag.execute(meta.route_slot);
+                remember_address.execute(meta.route_slot);
+                stamp_route_time.execute(meta.route_slot);
             }
-            if (meta.steered == 1) {
-                if (meta.new_dst != 0) {
+            if (meta.route_access == ROUTE_RECALL && meta.dropped == 0) {
+                // switch::RetryRoute::decide (a route is remembered with an address only)
+                if (meta.route_held_tag == meta.route_tag) {
                     hdr.pegasus.flags = hdr.pegasus.flags | FLAG_HOT;
-                    hdr.ipv4.dst = meta.new_dst;
-                }
-                hdr.udp.checksum = 0; // rewritten: "no checksum" (see the header)
-            } else if (hdr.pegasus.op == OP_PUT) {
-                hdr.udp.checksum = 0;
-            }
-        }
-        if (meta.dropped == 0 && meta.store_traffic == 1 && meta.is_request == 0) {
-            // roles::admit_reply
-            if (meta.role == ROLE_SERVER) {
-                reply_sender.apply();
-            } else if (meta.role == ROLE_CHAIN) {
-                if (hdr.pegasus.op == OP_CHAIN_ACK) { meta.believed = 1; }
-            }
-            if (meta.believed == 0) {
-                meta.reply_event = COUNTER_ROLE_DROPS;
-                meta.dropped = 1;
-            }
-        }
-        if (meta.dropped == 0 && meta.store_traffic == 1 && meta.is_request == 0) {
-            bool steered_reply = (hdr.pegasus.flags & FLAG_HOT) != 0;
-            bool reports = false;
-            if (meta.reports_version == 1) {
-                if (hdr.pegasus.status == 0) {
-                    // Half by half: a gateway compares at most 4 bytes (+ 12 bits).
-                    if (hdr.pegasus.version[31:0] != 0) { reports = true; }
-                    if (hdr.pegasus.version[63:32] != 0) { reports = true; }
-                }
-            }
-            if (reports) {
-                if (meta.hot == 0) {
-                    if (steered_reply) {
-                        meta.reply_event = COUNTER_REPLIES_DROPPED;
-                        meta.dropped = 1;
-                    }
-                } else {
-                    // directory::admit_reply: while installing (or evicting), only home
-                    // speaks for the key.
-                    bool from_home = hdr.pegasus.server_id == meta.home;
-                    if (from_home) {
-                        meta.installing = home_replied.execute(meta.index);
-                    } else {
-                        meta.installing = read_installing.execute(meta.index);
-                    }
-                    bool listens = true;
-                    if (!from_home) {
-                        if (meta.installing != 0) { listens = false; }
-                        if (meta.evicting == 1) { listens = false; }
-                    }
-                    if (!listens) {
-                        if (steered_reply) {
-                            meta.reply_event = COUNTER_REPLIES_DROPPED;
-                            meta.dropped = 1;
-                        }
-                    } else if (hdr.pegasus.version[63:48] == meta.epoch) {
-                        // directory::apply_reply within the epoch
-                        meta.stamped = hdr.pegasus.version[31:0];
-                        meta.effect = apply_reply.execute(meta.index);
-                        if (meta.effect == EFFECT_NEWER) {
-                            rset_is_sender.execute(meta.index);
-                            meta.reply_event = COUNTER_DIRECTORY_UPDATES;
-                        } else if (meta.effect == EFFECT_JOINED) {
-                            sender_joins.execute(meta.index);
-                            meta.reply_event = COUNTER_DIRECTORY_UPDATES;
-                        }
-                    }
-                }
-            }
-            if (hdr.pegasus.op == OP_REPLICATE_ACK) {
-                if (meta.dropped == 0) {
-                    meta.acks_event = COUNTER_REPLICATE_ACKS;
+                    hdr.ipv4.dst = meta.route_answer;
+                    meta.route_event = COUNTER_RETRIES_PINNED;
+                } else if (meta.route_held_tag != 0 && meta.route_recent == 1) {
+                    meta.route_event = COUNTER_RETRIES_DROPPED;
                     meta.dropped = 1;
                 }
             }
-        }
-        if (meta.dropped == 0) {
-            if (hdr.ipv4.ttl <= 1) {
+        } else if (meta.path == PATH_REPLY) {
+            // ---------------------------------------------------------------- replies
+            reply_admission.apply();
+            meta.reply_counter = hdr.pegasus.version[31:0];
+            // Whether it reports a version (half by half: a condition compares at most 4
+            // bytes + 12 bits).
+            if (meta.reports_version == 1 && hdr.pegasus.status == 0) {
+                if (hdr.pegasus.version[31:0] != 0) {
+                    meta.reports = 1;
+                } else if (hdr.pegasus.version[63:32] != 0) {
+                    meta.reports = 1;
+                }
+            }
+            if (hdr.pegasus.server_id == meta.home) { meta.from_home = 1; }
+
+            if (meta.reply_refused == 1) {
+                meta.reply_event = COUNTER_ROLE_DROPS;
                 meta.dropped = 1;
-            } else {
-                ipv4_forward.apply();
+            } else if (meta.reports == 1 && meta.hot == 0) {
+                if ((hdr.pegasus.flags & FLAG_HOT) != 0) {
+                    meta.reply_event = COUNTER_REPLIES_DROPPED;
+                    meta.dropped = 1;
+                }
+            } else if (meta.reports == 1) {
+                // directory::admit_reply: while installing (or evicting), only home speaks
+                // for the key.
+                if (meta.from_home == 1) {
+                    meta.installing = home_replied.execute(meta.index);
+                } else {
+                    meta.installing = read_installing.execute(meta.index);
+                }
+                if (meta.from_home == 0 && (meta.installing != 0 || meta.evicting == 1)) {
+                    if ((hdr.pegasus.flags & FLAG_HOT) != 0) {
+                        meta.reply_event = COUNTER_REPLIES_DROPPED;
+                        meta.dropped = 1;
+                    }
+                } else if (hdr.pegasus.version[63:48] == meta.epoch) {
+                    // directory::apply_reply within the epoch
+                    meta.newest = apply_reply.execute(meta.index);
+                    meta.applied = 1;
+                }
+                if (meta.applied == 1 && meta.newest == meta.reply_counter) {
+                    meta.reply_event = COUNTER_DIRECTORY_UPDATES; // newer or joined
+                }
+            }
+            if (hdr.pegasus.op == OP_REPLICATE_ACK && meta.dropped == 0) {
+                meta.acks_event = COUNTER_REPLICATE_ACKS;
+                meta.dropped = 1;
             }
         }
+
+        if (meta.dropped == 0 && hdr.ipv4.ttl > 1) {
+            ipv4_forward.apply();
+        } else {
+            drop();
+        }
+        count(COUNTER_PACKETS);
         if (meta.admission_event != NO_EVENT) { admission_counters.count(meta.admission_event); }
         if (meta.stamp_event != NO_EVENT) { stamp_counters.count(meta.stamp_event); }
         if (meta.route_event != NO_EVENT) { route_counters.count(meta.route_event); }
         if (meta.reply_event != NO_EVENT) { reply_counters.count(meta.reply_event); }
         if (meta.acks_event != NO_EVENT) { ack_counters.count(meta.acks_event); }
-        if (meta.dropped == 1) {
-            drop();
-        }
     }
 }
 
