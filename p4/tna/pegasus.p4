@@ -580,9 +580,7 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                     if (hdr.pegasus.op == OP_PUT) {
                         write_copies.apply();
                         meta.steered = 1;
-                        if (meta.dropped == 0 && meta.candidates != 0) {
-                            meta.route_access = ROUTE_REMEMBER;
-                        }
+                        if (meta.dropped == 0) { meta.route_access = ROUTE_REMEMBER; }
                     } else if (meta.evicting == 0) {
                         meta.steered = 1;
                     } else if (meta.home_in_set == 0) {
@@ -617,7 +615,7 @@ control TnaIngress(inout headers_t hdr, inout meta_t meta,
                 stamp_route_time.execute(meta.route_slot);
             }
             if (meta.route_access == ROUTE_RECALL && meta.dropped == 0) {
-                // switch::RetryRoute::decide (a route is remembered with an address only)
+                // switch::RetryRoute::decide
                 if (meta.route_held_tag == meta.route_tag) {
                     hdr.pegasus.flags = hdr.pegasus.flags | FLAG_HOT;
                     hdr.ipv4.dst = meta.route_answer;
