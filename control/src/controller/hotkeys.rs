@@ -69,10 +69,7 @@ pub fn decay_per_epoch() -> u64 {
 
 /// Samples a half-life spans at least when the controller keeps `hot_keys` hot keys.
 pub fn half_life_samples(hot_keys: usize) -> u64 {
-    std::env::var("PG_HL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or((hot_keys as u64 * HALF_LIFE_SAMPLES_PER_HOT_KEY).max(HALF_LIFE_SAMPLES_MIN))
+    (hot_keys as u64 * HALF_LIFE_SAMPLES_PER_HOT_KEY).max(HALF_LIFE_SAMPLES_MIN)
 }
 
 /// The factor (in 1/65,536) that counts are multiplied by at the end of an epoch in which
@@ -334,6 +331,79 @@ pub struct HotSetRules {
     pub min_count: u64,
     /// Most keys the directory holds (its capacity): a hard limit.
     pub capacity: usize,
+    /// Standard deviations by which a newcomer's count must lead the best key outside the top
+    /// ([`stands_out`]; 0: no statistical test, the margin alone).
+    pub add_sigmas: u64,
+}
+
+/// [`HotSetRules::add_sigmas`] by default: a newcomer's lead over the best key outside the top
+/// must be 3 standard deviations of sampling noise. The edge is checked every epoch (100 times
+/// a second), so a test that noise passes one time in a few hundred adds a key every few
+/// seconds of a stationary load; 3 sigmas (and the variance taken as the whole count, about
+/// twice what decayed counts have) leave it to chance about once in 10^5.
+pub const ADD_SIGMAS_DEFAULT: u64 = 3;
+
+/// Epochs a key of the top waits unadded for the bar it must clear to rise by one standard
+/// deviation (a second at the default epoch). A newly hot key leads by many deviations at once
+/// and is added within epochs; a key of a stationary load that sampling noise keeps near the
+/// bar would cross it now and then (the ranking has a new draw of noise every half-life), and
+/// the rising bar leaves it out for good. So the directory settles within the first seconds
+/// and stays, yet still follows a load that changes.
+pub const EPOCHS_PER_EXTRA_SIGMA: u32 = 100;
+
+/// How long each key of the top that is not hot has waited to be added, in epochs
+/// ([`EPOCHS_PER_EXTRA_SIGMA`]).
+#[derive(Clone, Debug, Default)]
+pub struct Waiting {
+    epochs: HashMap<u64, u32>,
+}
+
+impl Waiting {
+    /// After an epoch's decision: each key of the top `hot_keys` of `ranking` that is neither
+    /// `hot` nor just `added` waits an epoch more; a key that is hot, or has fallen out of the
+    /// top `FAR_RANKS x hot_keys` (it has cooled: were it to come back, it would be news), is
+    /// forgotten.
+    pub fn record(&mut self, ranking: &[(u64, u64)], hot_keys: usize, hot: &[u64], added: &[u64]) {
+        let kept: std::collections::HashSet<u64> = ranking
+            .iter()
+            .take(FAR_RANKS * hot_keys)
+            .map(|&(h, _)| h)
+            .filter(|h| !hot.contains(h) && !added.contains(h))
+            .collect();
+        self.epochs.retain(|h, _| kept.contains(h));
+        for &(h, _) in ranking.iter().take(hot_keys) {
+            if kept.contains(&h) {
+                let waited = self.epochs.entry(h).or_default();
+                *waited = waited.saturating_add(1);
+            }
+        }
+    }
+
+    /// Standard deviations key `keyhash` must lead by: `base`, one more for every
+    /// [`EPOCHS_PER_EXTRA_SIGMA`] it has waited (none when `base` is 0: no test at all).
+    pub fn sigmas(&self, base: u64, keyhash: u64) -> u64 {
+        let waited = self.epochs.get(&keyhash).copied().unwrap_or(0);
+        match base {
+            0 => 0,
+            base => base + u64::from(waited / EPOCHS_PER_EXTRA_SIGMA),
+        }
+    }
+}
+
+/// Whether a count `count` leads `other` by `sigmas` standard deviations of the difference of
+/// two sample counts (counts in [`ONE_SAMPLE`] units; a sample count's variance is taken as
+/// the count itself, Poisson's). With `other` 0 it asks for `sigmas`² samples: a key seen a
+/// handful of times is not told from noise.
+pub fn stands_out(count: u64, other: u64, sigmas: u64) -> bool {
+    if count <= other {
+        return false;
+    }
+    let lead = u128::from(count - other);
+    // In samples: lead / S >= z sqrt((count + other) / S), squared and times S².
+    lead * lead
+        >= u128::from(sigmas).pow(2)
+            * (u128::from(count) + u128::from(other))
+            * u128::from(ONE_SAMPLE)
 }
 
 /// How far a hot key outside the top must fall before it is evicted: below rank
@@ -364,7 +434,9 @@ pub struct Changes {
 /// keys of `ranking` (most counted first, as [`TopK::ranking`]), with hysteresis:
 ///
 /// - every key among the top `hot_keys` with at least `min_count`, and clear of the keys
-///   outside the top ([`ADD_MARGIN_DIVISOR`]), is added while the directory has room
+///   outside the top (by a quarter, [`ADD_MARGIN_DIVISOR`], and by `add_sigmas` standard
+///   deviations of sampling noise, more the longer it has been `waiting`, [`stands_out`]), is
+///   added while the directory has room
 ///   (`capacity`); when it has none, the candidate displaces the least counted hot key
 ///   outside the top, if counted more than twice as often;
 /// - a hot key outside the top is evicted once it has fallen far ([`FAR_RANKS`]): below rank
@@ -375,7 +447,12 @@ pub struct Changes {
 ///
 /// So the directory holds the top keys plus, for a while, those that just left it (at most
 /// `capacity` in all), and a key at the edge of the top does not flap in and out.
-pub fn decide(rules: &HotSetRules, ranking: &[(u64, u64)], hot: &[u64]) -> Changes {
+pub fn decide(
+    rules: &HotSetRules,
+    ranking: &[(u64, u64)],
+    hot: &[u64],
+    waiting: &Waiting,
+) -> Changes {
     let k = rules.hot_keys;
     let rank: HashMap<u64, usize> = ranking
         .iter()
@@ -418,10 +495,11 @@ pub fn decide(rules: &HotSetRules, ranking: &[(u64, u64)], hot: &[u64]) -> Chang
     // one's count), where sampling noise would move keys in and out.
     let outside_best = ranking.get(k).map_or(0, |&(_, c)| c);
     let edge = outside_best.saturating_add(outside_best / ADD_MARGIN_DIVISOR);
-    let candidates = ranking
-        .iter()
-        .take(k)
-        .filter(|(h, c)| !hot_now.contains(h) && *c >= rules.min_count.max(1).max(edge));
+    let candidates = ranking.iter().take(k).filter(|(h, c)| {
+        !hot_now.contains(h)
+            && *c >= rules.min_count.max(1).max(edge)
+            && stands_out(*c, outside_best, waiting.sigmas(rules.add_sigmas, *h))
+    });
     for &(h, c) in candidates {
         if room > 0 {
             room -= 1;
@@ -447,6 +525,7 @@ mod tests {
             hot_keys,
             min_count: 2,
             capacity: 2 * hot_keys,
+            add_sigmas: 0,
         }
     }
 
@@ -680,8 +759,13 @@ mod tests {
                 counts.into_iter().collect::<HashMap<_, _>>().into_iter().collect();
             ranking.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             let hot: Vec<u64> = hot.into_iter().collect();
-            let r = HotSetRules { hot_keys, min_count: 2, capacity: hot.len().max(hot_keys + extra) };
-            let c = decide(&r, &ranking, &hot);
+            let r = HotSetRules {
+                hot_keys,
+                min_count: 2,
+                capacity: hot.len().max(hot_keys + extra),
+                add_sigmas: 0,
+            };
+            let c = decide(&r, &ranking, &hot, &Waiting::default());
             let after = hot.len() - c.evict.len() + c.add.len();
             prop_assert!(after <= r.capacity, "{} keys after, capacity {}", after, r.capacity);
             for h in &c.evict {
@@ -701,7 +785,7 @@ mod tests {
         // too few to be added.
         let ranking = [(10, 9), (11, 5), (12, 1)];
         assert_eq!(
-            decide(&rules(3), &ranking, &[10, 11, 77]),
+            decide(&rules(3), &ranking, &[10, 11, 77], &Waiting::default()),
             Changes::default()
         );
     }
@@ -709,15 +793,15 @@ mod tests {
     #[test]
     fn the_hottest_keys_are_added_while_there_is_room() {
         let ranking = [(10, 50), (11, 40), (12, 30), (13, 1)];
-        let c = decide(&rules(3), &ranking, &[]);
+        let c = decide(&rules(3), &ranking, &[], &Waiting::default());
         assert_eq!(c.add, vec![10, 11, 12]);
         assert!(c.evict.is_empty());
         // Too few samples: not added.
-        let c = decide(&rules(4), &ranking, &[10, 11, 12]);
+        let c = decide(&rules(4), &ranking, &[10, 11, 12], &Waiting::default());
         assert!(c.add.is_empty(), "13 has 1 sample, below min_count");
         // A new top key is added at once, next to the one it pushed out of the top.
         let ranking = [(10, 50), (13, 45), (11, 40), (12, 30)];
-        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        let c = decide(&rules(3), &ranking, &[10, 11, 12], &Waiting::default());
         assert_eq!(c.add, vec![13]);
         assert!(
             c.evict.is_empty(),
@@ -729,33 +813,101 @@ mod tests {
     fn a_key_on_the_edge_does_not_flap() {
         // In a full directory, 13 overtakes 12 slightly: nothing changes.
         let ranking = [(10, 50), (11, 40), (13, 31), (12, 30)];
-        let c = decide(&tight(3), &ranking, &[10, 11, 12]);
+        let c = decide(&tight(3), &ranking, &[10, 11, 12], &Waiting::default());
         assert_eq!(c, Changes::default());
         // And back: still nothing.
         let ranking = [(10, 50), (11, 40), (12, 31), (13, 30)];
         assert_eq!(
-            decide(&tight(3), &ranking, &[10, 11, 12]),
+            decide(&tight(3), &ranking, &[10, 11, 12], &Waiting::default()),
             Changes::default()
         );
         // Even with room, 13 stays out: it is not clear of 12, the best key outside the top.
         let ranking = [(10, 50), (11, 40), (13, 31), (12, 30)];
-        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        let c = decide(&rules(3), &ranking, &[10, 11, 12], &Waiting::default());
         assert_eq!(c, Changes::default());
         // Once clear of it (a quarter more), 13 comes in, and 12 stays while it is close.
         let ranking = [(10, 50), (11, 40), (13, 38), (12, 30)];
-        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        let c = decide(&rules(3), &ranking, &[10, 11, 12], &Waiting::default());
         assert_eq!((c.add, c.evict), (vec![13], vec![]));
         let ranking = [(10, 50), (11, 40), (12, 31), (13, 30)];
         assert_eq!(
-            decide(&rules(3), &ranking, &[10, 11, 12, 13]),
+            decide(&rules(3), &ranking, &[10, 11, 12, 13], &Waiting::default()),
             Changes::default()
         );
     }
 
     #[test]
+    fn a_lead_that_sampling_noise_could_make_adds_nothing() {
+        let s = ONE_SAMPLE;
+        let sure = HotSetRules {
+            add_sigmas: ADD_SIGMAS_DEFAULT,
+            ..rules(3)
+        };
+        // 13 leads 12, the best key outside the top, by half: over 10 vs 15 samples that is
+        // 1 standard deviation, over 100 vs 150, 3.2.
+        let few = [(10, 500 * s), (11, 400 * s), (13, 15 * s), (12, 10 * s)];
+        assert_eq!(
+            decide(&sure, &few, &[10, 11], &Waiting::default()),
+            Changes::default()
+        );
+        assert_eq!(
+            decide(&rules(3), &few, &[10, 11], &Waiting::default()).add,
+            vec![13],
+            "the margin alone"
+        );
+        let many = [(10, 500 * s), (11, 400 * s), (13, 150 * s), (12, 100 * s)];
+        assert_eq!(
+            decide(&sure, &many, &[10, 11], &Waiting::default()).add,
+            vec![13]
+        );
+        // With nothing outside the top, a key needs sigmas² samples.
+        assert!(!stands_out(8 * s, 0, 3) && stands_out(9 * s, 0, 3));
+        assert!(stands_out(1, 0, 0), "0 sigmas: any lead");
+        assert!(!stands_out(5 * s, 5 * s, 0), "no lead");
+    }
+
+    #[test]
+    fn the_longer_a_key_waits_the_more_it_must_lead() {
+        let s = ONE_SAMPLE;
+        let sure = HotSetRules {
+            add_sigmas: ADD_SIGMAS_DEFAULT,
+            ..rules(3)
+        };
+        // 13 leads 12 by 3.2 standard deviations: enough for a key that just got to the top.
+        let ranking = [(10, 500 * s), (11, 400 * s), (13, 150 * s), (12, 100 * s)];
+        let mut waiting = Waiting::default();
+        assert_eq!(decide(&sure, &ranking, &[10, 11], &waiting).add, vec![13]);
+        // Not for one that has waited a second in the top: it is noise near the bar.
+        for _ in 0..EPOCHS_PER_EXTRA_SIGMA {
+            waiting.record(&ranking, 3, &[10, 11], &[]);
+        }
+        assert_eq!(
+            waiting.sigmas(ADD_SIGMAS_DEFAULT, 13),
+            ADD_SIGMAS_DEFAULT + 1
+        );
+        assert_eq!(
+            waiting.sigmas(ADD_SIGMAS_DEFAULT, 10),
+            ADD_SIGMAS_DEFAULT,
+            "hot: no wait"
+        );
+        assert_eq!(waiting.sigmas(0, 13), 0, "no test, no wait");
+        assert!(decide(&sure, &ranking, &[10, 11], &waiting).add.is_empty());
+        // A lead of 4.5 deviations still gets it in.
+        let clear = [(10, 500 * s), (11, 400 * s), (13, 180 * s), (12, 100 * s)];
+        assert_eq!(decide(&sure, &clear, &[10, 11], &waiting).add, vec![13]);
+        // Added, or fallen far from the top: forgotten (were it to come back, it is news).
+        let mut added = waiting.clone();
+        added.record(&ranking, 3, &[10, 11], &[13]);
+        assert_eq!(added.sigmas(ADD_SIGMAS_DEFAULT, 13), ADD_SIGMAS_DEFAULT);
+        let far: Vec<(u64, u64)> = (20..40).map(|h| (h, 1000 * s)).chain([(13, s)]).collect();
+        waiting.record(&far, 3, &[], &[]);
+        assert_eq!(waiting.sigmas(ADD_SIGMAS_DEFAULT, 13), ADD_SIGMAS_DEFAULT);
+    }
+
+    #[test]
     fn a_much_hotter_key_displaces_the_coldest_when_the_directory_is_full() {
         let ranking = [(13, 100), (10, 50), (11, 40), (12, 30)];
-        let c = decide(&tight(3), &ranking, &[10, 11, 12]);
+        let c = decide(&tight(3), &ranking, &[10, 11, 12], &Waiting::default());
         assert_eq!(c.add, vec![13]);
         assert_eq!(c.evict, vec![12]);
     }
@@ -764,28 +916,36 @@ mod tests {
     fn keys_that_fell_far_leave_even_without_a_replacement() {
         // 12 fell below a quarter of the 3rd key's count.
         let ranking = [(10, 50), (11, 40), (14, 30), (12, 7)];
-        let c = decide(&rules(3), &ranking, &[10, 11, 12]);
+        let c = decide(&rules(3), &ranking, &[10, 11, 12], &Waiting::default());
         assert_eq!(c.evict, vec![12]);
         assert_eq!(c.add, vec![14]);
         // A hot key no longer sampled at all has fallen far too.
-        let c = decide(&rules(2), &[(10, 50), (11, 40)], &[10, 77]);
+        let c = decide(
+            &rules(2),
+            &[(10, 50), (11, 40)],
+            &[10, 77],
+            &Waiting::default(),
+        );
         assert_eq!(c.evict, vec![77]);
         assert_eq!(c.add, vec![11]);
         // Below rank 4 x hot_keys, even with a fair count; above it, it stays.
         let ranking: Vec<(u64, u64)> = (1..=9).map(|h| (h, 51 - h)).collect();
-        let c = decide(&rules(2), &ranking, &[1, 2, 8, 9]);
+        let c = decide(&rules(2), &ranking, &[1, 2, 8, 9], &Waiting::default());
         assert_eq!(c.evict, vec![9]);
     }
 
     #[test]
     fn an_idle_rack_keeps_its_hot_keys() {
-        assert_eq!(decide(&rules(3), &[], &[10, 11]), Changes::default());
+        assert_eq!(
+            decide(&rules(3), &[], &[10, 11], &Waiting::default()),
+            Changes::default()
+        );
     }
 
     #[test]
     fn no_hot_keys_wanted_evicts_them_all() {
         let ranking = [(10, 50), (11, 40), (12, 30)];
-        let c = decide(&rules(0), &ranking, &[12, 11, 10]);
+        let c = decide(&rules(0), &ranking, &[12, 11, 10], &Waiting::default());
         assert_eq!(c.evict, vec![12, 11, 10]);
         assert!(c.add.is_empty());
     }

@@ -24,8 +24,8 @@ pub mod state;
 
 use crate::{
     controller::hotkeys::{
-        COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, SamplePacer, TopK, decay_for, decide,
-        half_life_samples,
+        COUNTERS_MIN, COUNTERS_PER_HOT_KEY, HotSetRules, SamplePacer, TopK, Waiting, decay_for,
+        decide, half_life_samples,
     },
     controller::state::StateFile,
     switch::{SampleReader, Switch, SwitchMode},
@@ -364,6 +364,8 @@ impl Controller {
         let mut changes_under_way = tokio::task::JoinSet::new();
         // Keys being changed in the background: true for an add, false for an eviction.
         let mut under_way: HashMap<u64, bool> = HashMap::new();
+        // Keys of the top not added yet, and for how long (`hotkeys::Waiting`).
+        let mut waiting = Waiting::default();
         // Each hot key's completed version at the last epoch: copies are restored only to a
         // key not written for a whole epoch (a write's own copies may still be on their way).
         let mut settled: HashMap<u64, u64> = HashMap::new();
@@ -418,7 +420,9 @@ impl Controller {
                 min_count: rules.min_count.max(top.floor() + 1),
                 ..rules
             };
-            let changes = decide(&epoch_rules, &top.ranking(), &staying);
+            let ranking = top.ranking();
+            let changes = decide(&epoch_rules, &ranking, &staying, &waiting);
+            waiting.record(&ranking, rules.hot_keys, &staying, &changes.add);
             for &keyhash in &changes.add {
                 let Some(key) = top.key(keyhash).map(<[u8]>::to_vec) else {
                     continue;

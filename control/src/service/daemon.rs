@@ -15,7 +15,7 @@ use super::{admin, config::DaemonConfig, metrics};
 use crate::{
     controller::{
         Controller, Detection,
-        hotkeys::{HotSetRules, ONE_SAMPLE},
+        hotkeys::{ADD_SIGMAS_DEFAULT, HotSetRules, ONE_SAMPLE},
         state::StateFile,
     },
     switch::{Switch, SwitchSettings},
@@ -105,6 +105,7 @@ pub fn run(config: DaemonConfig) -> Result<()> {
             hot_keys: hot_keys as usize,
             min_count: HOT_KEY_MIN_SAMPLES * ONE_SAMPLE,
             capacity: directory_capacity as usize,
+            add_sigmas: ADD_SIGMAS_DEFAULT,
         },
         interval: Duration::from_millis(config.stats_interval_ms),
         sample_target: config.sample_target,
