@@ -367,11 +367,15 @@ impl Waiting {
     /// top `FAR_RANKS x hot_keys` (it has cooled: were it to come back, it would be news), is
     /// forgotten.
     pub fn record(&mut self, ranking: &[(u64, u64)], hot_keys: usize, hot: &[u64], added: &[u64]) {
+        // Sets, not the slices: a 64-server rack's directory holds hundreds of keys, and this
+        // runs every epoch.
+        let in_directory: std::collections::HashSet<u64> =
+            hot.iter().chain(added).copied().collect();
         let kept: std::collections::HashSet<u64> = ranking
             .iter()
             .take(FAR_RANKS * hot_keys)
             .map(|&(h, _)| h)
-            .filter(|h| !hot.contains(h) && !added.contains(h))
+            .filter(|h| !in_directory.contains(h))
             .collect();
         self.epochs.retain(|h, _| kept.contains(h));
         for &(h, _) in ranking.iter().take(hot_keys) {
@@ -530,6 +534,14 @@ mod tests {
             min_count: 2,
             capacity: 2 * hot_keys,
             add_sigmas: 0,
+        }
+    }
+
+    /// [`rules`] with the statistical add test of the running controller.
+    fn sure(hot_keys: usize) -> HotSetRules {
+        HotSetRules {
+            add_sigmas: ADD_SIGMAS_DEFAULT,
+            ..rules(hot_keys)
         }
     }
 
@@ -843,10 +855,7 @@ mod tests {
     #[test]
     fn a_lead_that_sampling_noise_could_make_adds_nothing() {
         let s = ONE_SAMPLE;
-        let sure = HotSetRules {
-            add_sigmas: ADD_SIGMAS_DEFAULT,
-            ..rules(3)
-        };
+        let sure = sure(3);
         // 13 leads 12, the best key outside the top, by half: over 10 vs 15 samples that is
         // 1.4 standard deviations, over 100 vs 150, 4.5.
         let few = [(10, 500 * s), (11, 400 * s), (13, 15 * s), (12, 10 * s)];
@@ -873,10 +882,7 @@ mod tests {
     #[test]
     fn the_longer_a_key_waits_the_more_it_must_lead() {
         let s = ONE_SAMPLE;
-        let sure = HotSetRules {
-            add_sigmas: ADD_SIGMAS_DEFAULT,
-            ..rules(3)
-        };
+        let sure = sure(3);
         // 13 leads 12 by 3.7 standard deviations: enough for a key that just got to the top.
         let ranking = [(10, 500 * s), (11, 400 * s), (13, 140 * s), (12, 100 * s)];
         let mut waiting = Waiting::default();
