@@ -418,7 +418,9 @@ fn rack_versions(lab: &str, rack: u8, keys: &[String]) -> BTreeMap<String, u64> 
                         server.id,
                     );
                     let request = Message::new(header, key.as_bytes(), &[]).to_vec().unwrap();
-                    for _attempt in 0..10 {
+                    // Up to 10 s: a store that has just come through an etcd outage on a
+                    // loaded machine may take a while to answer (2 s was once too short).
+                    for _attempt in 0..50 {
                         socket.send_to(&request, server.addr).unwrap();
                         let mut reply = [0u8; wire::MAX_PAYLOAD_LEN];
                         while let Ok(len) = socket.recv(&mut reply) {

@@ -15,26 +15,72 @@ pub const MAP_VERSION_COUNTER: &str = "VERSION_COUNTER";
 pub const MAP_COUNTERS: &str = "COUNTERS";
 /// Name of the DEVMAP_HASH of the ports the switch may redirect to (key and value: ifindex).
 pub const MAP_PORTS: &str = "PORTS";
-/// Name of the hash map keyhash -> [`DirEntry`]: the coherence directory.
+/// Name of the array of [`DirEntry`]s: the coherence directory, one entry per hot key, at the
+/// index the controller gave the key (its capacity is the directory's, set at load time). A
+/// key is found through [`MAP_HOT_FILTER`], and through [`MAP_DIRECTORY_INDEX`] only when
+/// its filter slot is shared; the entry names its key ([`DirEntry::keyhash`]), which the
+/// program checks.
 pub const MAP_DIRECTORY: &str = "DIRECTORY";
-/// Name of the array of [`HOT_FILTER_SLOTS`] counts (`u8`) that filters directory lookups:
-/// slot [`hot_filter_slot`] of a key counts the directory's keys that share it, so a request
-/// or reply whose slot is 0 is cold without a hash lookup (an array lookup is a few
-/// instructions; a hash lookup hashes the key and walks a bucket). The controller raises a
-/// slot before inserting a key and lowers it after removing one: the program never skips
-/// the lookup of a key in the directory.
+/// Name of the hash map keyhash -> entry index (`u32`) of every key in the directory: asked
+/// only for keys whose hot filter slot more than one hot key shares.
+pub const MAP_DIRECTORY_INDEX: &str = "DIRECTORY_INDEX";
+/// Name of the array of [`HOT_FILTER_SLOTS`] words (`u32`) that finds a key's entry without a
+/// hash lookup: slot [`hot_filter_slot`] of a key says whether no hot key, one (then which
+/// entry) or several share it ([`read_hot_filter`]). So a cold key costs one array lookup,
+/// and a hot key two (filter, entry) unless its slot is shared. The controller writes a key's
+/// entry before its slot and its slot before it reuses the entry: the program never misses
+/// a key in the directory.
 pub const MAP_HOT_FILTER: &str = "HOT_FILTER";
-/// Slots of the hot filter: 64 KiB, which stays in cache. With 64 hot keys, a cold key does
-/// the hash lookup for nothing 0.1% of the time; with 4,096, 6%.
+/// Slots of the hot filter: 256 KiB. With 64 hot keys, a cold key finds its slot taken 0.1%
+/// of the time (and then compares the entry's key); with 4,096, 6%. Two hot keys share a
+/// slot as often (then both are found through the index).
 pub const HOT_FILTER_SLOTS: u32 = 65_536;
-/// Largest count of a hot filter slot (the controller refuses a key whose slot is full).
-pub const HOT_FILTER_SLOT_MAX: u8 = u8::MAX;
+/// A hot filter slot no hot key has.
+pub const HOT_FILTER_EMPTY: u32 = 0;
+/// A hot filter slot that more than one hot key shares.
+pub const HOT_FILTER_SHARED: u32 = u32::MAX;
 
-/// The hot filter slot of a key hash: its top 16 bits (the directory's hash table hashes the
-/// whole key again, so the filter and the table do not collide together).
+/// The hot filter slot of a key hash: its top 16 bits.
 #[inline(always)]
 pub const fn hot_filter_slot(keyhash: u64) -> u32 {
     (keyhash >> 48) as u32 & (HOT_FILTER_SLOTS - 1)
+}
+
+/// What a hot filter slot says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterAnswer {
+    /// No hot key has the slot: the key is cold.
+    Cold,
+    /// One hot key has it, whose entry is at this index (the key may be another one).
+    Entry(u32),
+    /// Several do: ask the index.
+    Shared,
+}
+
+/// Reads a hot filter slot's word.
+#[inline(always)]
+pub const fn read_hot_filter(word: u32) -> FilterAnswer {
+    match word {
+        HOT_FILTER_EMPTY => FilterAnswer::Cold,
+        HOT_FILTER_SHARED => FilterAnswer::Shared,
+        index_plus_one => FilterAnswer::Entry(index_plus_one - 1),
+    }
+}
+
+/// The word of a hot filter slot held by the hot keys whose entries are at `entries` (the
+/// controller's side of [`read_hot_filter`]).
+pub fn hot_filter_word(entries: &[u32]) -> u32 {
+    match entries {
+        [] => HOT_FILTER_EMPTY,
+        [index] => {
+            assert!(
+                *index < DIRECTORY_CAPACITY_MAX,
+                "entry index {index} out of range"
+            );
+            index + 1
+        }
+        _ => HOT_FILTER_SHARED,
+    }
 }
 
 /// Name of the array of hot keys' replica targets (`u8`: servers a hot write goes to, copies
@@ -91,7 +137,7 @@ pub const fn fib_slot(ipv4: u32) -> u32 {
 }
 // The map values are copied byte for byte between user space and the kernel: no padding.
 const _: () = assert!(core::mem::size_of::<SwitchConfig>() == 24);
-const _: () = assert!(core::mem::size_of::<DirEntry>() == 64);
+const _: () = assert!(core::mem::size_of::<DirEntry>() == 72);
 const _: () =
     assert!(core::mem::size_of::<ServerTable>() == 8 * crate::directory::SERVERS_MAX as usize);
 
@@ -140,6 +186,14 @@ pub const PROGRAM_BASELINE_FORWARD: &str = "baseline_forward";
 pub const PROGRAM_BASELINE_STAMP: &str = "baseline_stamp";
 /// Name of the single-entry array holding the ifindex `baseline_forward` redirects to.
 pub const MAP_BASELINE_PORT: &str = "BASELINE_PORT";
+/// Name of the traffic generator of `pegasus switch capacity` (test-run with live frames, it
+/// sends each frame out of the port in [`MAP_GENERATOR_PORT`]) and of its single-entry array.
+pub const PROGRAM_TRAFFIC_GENERATOR: &str = "traffic_generator";
+pub const MAP_GENERATOR_PORT: &str = "GENERATOR_PORT";
+/// Name of the receiving end of `pegasus switch capacity` (counts every frame into the
+/// per-CPU [`MAP_SINK_COUNT`], then drops it).
+pub const PROGRAM_TRAFFIC_SINK: &str = "traffic_sink";
+pub const MAP_SINK_COUNT: &str = "SINK_COUNT";
 /// Name of the ring buffer of [`Sample`]s: the requests the switch samples for the
 /// controller's hot-key detection.
 pub const MAP_SAMPLES: &str = "SAMPLES";
@@ -207,6 +261,9 @@ pub struct SwitchConfig {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirEntry {
+    /// The key this entry belongs to (entries are reused: a request whose filter slot points
+    /// here is steered by it only if it names the request's key).
+    pub keyhash: u64,
     /// The newest version known to be complete.
     pub ver_completed: u64,
     /// In a chain of racks: the newest version known to be committed (held by the tail), from
@@ -231,8 +288,9 @@ pub struct DirEntry {
     /// The key's [`crate::directory::RecentMix`]: recent reads and writes.
     pub mix_reads: u16,
     pub mix_writes: u16,
-    /// The key's slot in [`MAP_REPLICA_TARGETS`]: how many servers its writes go to. Written
-    /// with the entry, never changed (the target itself changes in that map).
+    /// The entry's own index in [`MAP_DIRECTORY`], which is also the key's slot in
+    /// [`MAP_REPLICA_TARGETS`] (how many servers its writes go to). Written with the entry,
+    /// never changed (the target itself changes in that map).
     pub replica_slot: u16,
     /// Reserved, 0 (no padding: the value is copied byte for byte).
     pub reserved: [u8; 4],
@@ -247,10 +305,11 @@ impl DirEntry {
         }
     }
 
-    /// A new entry for a key whose home is `home`: home is the only replica, installing,
-    /// with a new key's mix.
-    pub const fn new(home: u8) -> DirEntry {
+    /// A new entry for the key `keyhash` whose home is `home`: home is the only replica,
+    /// installing, with a new key's mix.
+    pub const fn new(keyhash: u64, home: u8) -> DirEntry {
         DirEntry {
+            keyhash,
             ver_completed: 0,
             ver_committed: 0,
             seq: 0,
@@ -615,6 +674,25 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hot_filter_slot_names_its_one_key_entry_or_sends_to_the_index() {
+        assert_eq!(read_hot_filter(hot_filter_word(&[])), FilterAnswer::Cold);
+        for index in [0, 1, 4_095, DIRECTORY_CAPACITY_MAX - 1] {
+            assert_eq!(
+                read_hot_filter(hot_filter_word(&[index])),
+                FilterAnswer::Entry(index)
+            );
+        }
+        assert_eq!(
+            read_hot_filter(hot_filter_word(&[3, 9])),
+            FilterAnswer::Shared
+        );
+        assert_eq!(
+            read_hot_filter(hot_filter_word(&[0, 1, 2])),
+            FilterAnswer::Shared
+        );
+    }
 
     #[test]
     fn a_fence_drops_every_retry_for_a_window_and_no_longer() {

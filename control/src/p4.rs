@@ -444,7 +444,7 @@ pub fn bmv2_entries(rack: &P4Rack) -> Result<String> {
             "table_add {I}.directory {I}.hot_key {keyhash:#x} => {index} {} 0 0",
             hot.home
         );
-        let entry = switch::DirEntry::new(hot.home);
+        let entry = switch::DirEntry::new(keyhash, hot.home);
         let _ = writeln!(
             out,
             "register_write {I}.installing {index} {}",
@@ -573,7 +573,7 @@ pub fn tofino_entries(rack: &P4Rack) -> Result<String> {
         let keyhash = hot
             .keyhash
             .unwrap_or_else(|| hash::key_hash(hot.key.as_deref().expect("validated").as_bytes()));
-        let entry = switch::DirEntry::new(hot.home);
+        let entry = switch::DirEntry::new(keyhash, hot.home);
         let _ = writeln!(
             out,
             "{TNA}.directory.add_with_hot_key(keyhash={keyhash:#x}, index={index}, home={}, \

@@ -80,14 +80,72 @@ impl Pair {
     }
 }
 
-fn monotonic_ns() -> u64 {
+/// The wall clock in nanoseconds: the clock of the kernel's receive timestamps.
+fn realtime_ns() -> u64 {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the struct it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut t) };
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Asks the kernel to timestamp every datagram `socket` receives (`SO_TIMESTAMPNS`).
+fn timestamp_arrivals(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and an int option of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_TIMESTAMPNS: {}", std::io::Error::last_os_error());
+}
+
+/// Receives one datagram into `buf`: its length and when the kernel received it (wall clock
+/// ns), so that a receiving thread that runs late does not make a packet look late. `None`
+/// when the socket's read timeout passed.
+fn recv_timestamped(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, u64)> {
+    use std::os::fd::AsRawFd;
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // Room for one cmsg carrying a timespec, 8-byte aligned.
+    let mut control = [0u64; 8];
+    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: `msg` describes live buffers of the sizes given.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return None;
+    }
+    // SAFETY: the cmsg macros walk the control buffer the kernel filled, within its length.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let t = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
+                return Some((
+                    n as usize,
+                    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64,
+                ));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    panic!("a datagram without its receive timestamp");
 }
 
 /// What arrived: for each sequence number, the delay of each copy, in arrival order.
@@ -99,7 +157,8 @@ struct Arrivals {
 
 /// Sends `PACKETS` datagrams from namespace `from` to `to_ip` (one every 500 us), each with
 /// its sequence number and send time, and collects what arrives in namespace `to` until
-/// `listen` has passed since the last send.
+/// `listen` has passed since the last send. A copy's delay runs from its send time to the
+/// kernel's receive timestamp (not to when the receiving thread got to it).
 fn exchange(from: &str, to: &str, to_ip: &str, listen: Duration) -> Arrivals {
     let to = to.to_owned();
     let receiver = std::thread::spawn(move || {
@@ -108,6 +167,7 @@ fn exchange(from: &str, to: &str, to_ip: &str, listen: Duration) -> Arrivals {
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
+        timestamp_arrivals(&socket);
         let mut arrivals = Arrivals {
             copies: HashMap::new(),
             reordered: 0,
@@ -117,13 +177,13 @@ fn exchange(from: &str, to: &str, to_ip: &str, listen: Duration) -> Arrivals {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(PACKETS as u64 / 2) + listen;
         while Instant::now() < deadline {
-            let Ok(n) = socket.recv(&mut buf) else {
+            let Some((n, received)) = recv_timestamped(&socket, &mut buf) else {
                 continue;
             };
             assert_eq!(n, 12);
             let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
             let sent = u64::from_be_bytes(buf[4..12].try_into().unwrap());
-            let delay = Duration::from_nanos(monotonic_ns().saturating_sub(sent));
+            let delay = Duration::from_nanos(received.saturating_sub(sent));
             if highest.is_some_and(|h| seq < h) {
                 arrivals.reordered += 1;
             }
@@ -142,7 +202,7 @@ fn exchange(from: &str, to: &str, to_ip: &str, listen: Duration) -> Arrivals {
         for seq in 0..PACKETS {
             let mut payload = [0u8; 12];
             payload[..4].copy_from_slice(&seq.to_be_bytes());
-            payload[4..].copy_from_slice(&monotonic_ns().to_be_bytes());
+            payload[4..].copy_from_slice(&realtime_ns().to_be_bytes());
             socket.send_to(&payload, (to_ip.as_str(), PORT)).unwrap();
             let next = start + Duration::from_micros(500 * (seq as u64 + 1));
             std::thread::sleep(next.saturating_duration_since(Instant::now()));

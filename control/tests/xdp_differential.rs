@@ -322,7 +322,7 @@ impl Traffic {
                     writes: self.rng.random_range(0..1000),
                     mix_reads: self.rng.random_range(0..64),
                     mix_writes: self.rng.random_range(0..64),
-                    ..DirEntry::new(home(key))
+                    ..DirEntry::new(keyhash, home(key))
                 };
                 switch.set_directory_entry(keyhash, entry).unwrap();
                 reference.directory.insert(keyhash, entry);

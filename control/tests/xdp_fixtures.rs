@@ -584,7 +584,7 @@ fn set_state(switch: &mut Switch, row: &DirectoryRow) {
         .unwrap();
     match row.before {
         Some(e) => {
-            let mut value = switch::DirEntry::new(0);
+            let mut value = switch::DirEntry::new(keyhash, 0);
             value.ver_completed = e.version;
             value.rset = e.rset;
             value.installing = e.installing as u8;
@@ -1263,6 +1263,48 @@ fn hot_keys_sharing_a_filter_slot_stay_hot() {
     assert_eq!(flags_of_read(&switch), wire::flags::HOT, "and hot again");
 }
 
+/// A removed key's directory entry is not given to another key at once: a packet that found
+/// the old key just before the removal may still be updating it. Until the entry has waited,
+/// a full directory stays full; then the new key gets it, and its requests are steered by
+/// its own entry.
+#[test]
+fn a_removed_keys_entry_waits_before_another_key_gets_it() {
+    let settings = SwitchSettings {
+        policy: Policy::RoundRobin,
+        replication: 1,
+        directory_capacity: 2,
+        ..SwitchSettings::forwarding_only(PORT, EPOCH)
+    };
+    let bench = Testbed::new("reuse", 3, settings).unwrap();
+    let mut switch = bench.switch;
+    let (first, second, third) = (key_hash(b"first"), key_hash(b"second"), key_hash(HOT_KEY));
+    switch.directory_insert(first, 1).unwrap();
+    switch.directory_insert(second, 2).unwrap();
+    let full = switch.directory_insert(third, 0).unwrap_err();
+    assert!(format!("{full:#}").contains("full"), "{full:#}");
+    switch.directory_remove(first).unwrap();
+    let waiting = switch.directory_insert(third, 0).unwrap_err();
+    assert!(
+        format!("{waiting:#}").contains("full"),
+        "the freed entry is not reused at once: {waiting:#}"
+    );
+    assert_eq!(switch.directory_entry(first).unwrap(), None);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    switch.directory_insert(third, 0).unwrap();
+    let entry = switch.directory_entry(third).unwrap().unwrap();
+    assert_eq!((entry.keyhash, entry.home), (third, 0));
+    assert_eq!(switch.directory_entry(second).unwrap().unwrap().home, 2);
+    confirm_from_home(&switch, 7);
+    let out = switch
+        .run_on_packet(&request_to(0, message(Op::Get, HOT_KEY, b"", 0, 0, 1, 0)).build())
+        .unwrap();
+    assert_eq!(
+        out.packet[packet::ETH_LEN + 28 + wire::offset::FLAGS],
+        wire::flags::HOT,
+        "steered by its new entry"
+    );
+}
+
 /// The entry update is atomic on both CPUs at once: two threads, pinned to different CPUs,
 /// deliver replies of the same versions from servers 1 and 2 in lock step. After every round
 /// the entry must hold that version with exactly the senders whose replies were applied; a
@@ -1650,7 +1692,7 @@ fn chain_rules_have_their_fixtures() {
 
     // A hot key (home: server 0, complete at version 10 on server 0).
     let keyhash = key_hash(HOT_KEY);
-    let mut value = switch::DirEntry::new(0);
+    let mut value = switch::DirEntry::new(keyhash, 0);
     value.ver_completed = 10;
     value.rset = bit(0);
     value.installing = 0;
@@ -1800,4 +1842,71 @@ fn chain_rules_have_their_fixtures() {
     );
     let entry = switch.directory_entry(keyhash).unwrap().unwrap();
     assert_eq!((entry.ver_completed, entry.ver_committed), (25, 25));
+}
+
+/// `pegasus switch capacity` forwards through every forwarder across real veth ports, and the
+/// sink counts what each one forwarded (a forwarder that drops or misroutes the generator's
+/// frames leaves the sink empty).
+#[test]
+fn the_capacity_measurement_forwards_through_every_forwarder() {
+    use pegasus_control::testkit::capacity::{self, CapacityOptions};
+    let options = CapacityOptions {
+        seconds: 0.2,
+        rounds: 1,
+        sample_period: 8,
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let report = match capacity::run(options) {
+        Ok(report) => report,
+        Err(e) if cpus < 2 => {
+            assert!(format!("{e:#}").contains("two CPUs"), "{e:#}");
+            return;
+        }
+        Err(e) => panic!("{e:#}"),
+    };
+    let names: Vec<&str> = report.forwarders.iter().map(|f| f.forwarder).collect();
+    assert_eq!(
+        names,
+        ["kernel", "xdp_forwarder", "switch_cold", "switch_hot"]
+    );
+    assert_ne!(report.tor_cpu, report.generator_cpu);
+    for f in &report.forwarders {
+        assert!(f.packets_per_second > 1_000.0, "{f:?}");
+        assert!(f.offered_per_second >= f.packets_per_second * 0.9, "{f:?}");
+        assert!(
+            f.tor_ns_per_packet > 0.0 && f.tor_ns_per_packet.is_finite(),
+            "{f:?}"
+        );
+        assert!(f.tor_cpu_busy > 0.0 && f.tor_cpu_busy <= 1.05, "{f:?}");
+    }
+    let kernel = &report.forwarders[0];
+    assert_eq!(kernel.capacity_ratio_to_kernel, 1.0);
+    assert_eq!(kernel.rate_ratio_to_kernel, 1.0);
+    let json = serde_json::to_value(&report).unwrap();
+    for field in [
+        "seconds",
+        "rounds",
+        "sample_period",
+        "tor_cpu",
+        "generator_cpu",
+        "forwarders",
+    ] {
+        assert!(json.get(field).is_some(), "no {field} in {json}");
+    }
+    for field in [
+        "forwarder",
+        "packets_per_second",
+        "offered_per_second",
+        "lower_bound",
+        "tor_cpu_busy",
+        "tor_ns_per_packet",
+        "capacity_per_cpu",
+        "capacity_ratio_to_kernel",
+        "rate_ratio_to_kernel",
+    ] {
+        assert!(
+            json["forwarders"][0].get(field).is_some(),
+            "no {field} in {json}"
+        );
+    }
 }

@@ -145,14 +145,23 @@ pub(crate) fn count_mix(entry: *mut DirEntry, is_read: bool) -> RecentMix {
     }
 }
 
-/// The directory entry of `keyhash`, if it has one. The hot filter answers for nearly every
-/// cold key with an array lookup; only keys whose filter slot is taken pay the hash lookup.
+/// The directory entry of `keyhash`, if it has one: the hot filter answers for nearly every
+/// key with one array lookup (no hot key in the slot: cold; one: its entry, which must name
+/// this key); only keys whose slot several hot keys share ask the index (a hash lookup).
 #[inline(always)]
 pub(crate) fn directory_lookup(keyhash: u64) -> Option<*mut DirEntry> {
-    if !may_be_hot(keyhash) {
-        return None;
-    }
-    DIRECTORY.get_ptr_mut(keyhash)
+    let word = *HOT_FILTER.get(switch::hot_filter_slot(keyhash))?;
+    let index = match switch::read_hot_filter(word) {
+        FilterAnswer::Cold => return None,
+        FilterAnswer::Entry(index) => index,
+        // SAFETY: a live map value for the program's duration; one 32-bit load.
+        FilterAnswer::Shared => unsafe { *DIRECTORY_INDEX.get_ptr(keyhash)? },
+    };
+    let entry = DIRECTORY.get_ptr_mut(index)?;
+    // SAFETY: a live map value; one 64-bit load. The controller writes a key into an entry
+    // before it points a filter slot there, and reuses an entry only long after no slot
+    // points to it.
+    (unsafe { core::ptr::read_volatile(&raw const (*entry).keyhash) } == keyhash).then_some(entry)
 }
 
 /// False when the hot filter says the key is surely cold (no hot key in its slot).
@@ -160,7 +169,7 @@ pub(crate) fn directory_lookup(keyhash: u64) -> Option<*mut DirEntry> {
 pub(crate) fn may_be_hot(keyhash: u64) -> bool {
     HOT_FILTER
         .get(switch::hot_filter_slot(keyhash))
-        .is_some_and(|&count| count != 0)
+        .is_some_and(|&word| switch::read_hot_filter(word) != FilterAnswer::Cold)
 }
 
 /// A retried write: pinned where its first attempt went, home, or dropped, by the retry rule

@@ -12,9 +12,9 @@
 //!    in the directory (or a CHAIN_PUT from the previous rack of a chain, never stamped) is
 //!    steered: its destination
 //!    becomes the server the directory's policy picks (a member of the replica set for a read;
-//!    any server, plus copies, for a write) and it carries the HOT flag; whether a key is in
-//!    the directory is asked of the hot filter first (an array), of the directory (a hash map)
-//!    only when the filter says maybe. A retried write goes where its first attempt went. One
+//!    any server, plus copies, for a write) and it carries the HOT flag; a key's entry is
+//!    found through the hot filter (an array: no hot key in the key's slot, or the one key's
+//!    entry index), through the index (a hash map) only when several hot keys share the slot. A retried write goes where its first attempt went. One
 //!    first attempt in `sample_period` is copied, with its key, to the controller's ring
 //!    buffer.
 //! 4. Replies that carry a version, and CHAIN_PUTs that a server sends on to the next rack,
@@ -40,7 +40,8 @@
 //! - `tally`: the per-CPU counters;
 //! - `cache`: the in-switch cache baseline (`pegasus_cache`), a second program on the same
 //!   maps;
-//! - `yardstick`: programs that are not the switch (the cost benchmark's minimal programs).
+//! - `yardstick`: programs that are not the switch (the cost benchmark's minimal programs, the
+//!   capacity measurement's traffic generator and sink).
 //!
 //! The lab's fault injector is another object of this crate (`faults.rs`), not the switch.
 //!
@@ -61,7 +62,8 @@ use aya_ebpf::{
         xdp_action::XDP_DROP, xdp_action::XDP_PASS, xdp_action::XDP_REDIRECT, xdp_action::XDP_TX,
     },
     helpers::generated::{
-        bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes,
+        bpf_fib_lookup, bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_redirect,
+        bpf_xdp_load_bytes,
     },
     macros::{map, xdp},
     maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf},
@@ -74,8 +76,8 @@ use pegasus_common::{
     once::{self, ClientWindow},
     roles::{self, PortRole, RequestAdmission, SwitchOnlyFields},
     switch::{
-        self, Counter, CounterBlock, DirEntry, FibEntry, HeaderPrefix, PacketClass, PortSlot,
-        RetryDecision, RetrySlot, Sample, ServerTable, SwitchConfig,
+        self, Counter, CounterBlock, DirEntry, FibEntry, FilterAnswer, HeaderPrefix, PacketClass,
+        PortSlot, RetryDecision, RetrySlot, Sample, ServerTable, SwitchConfig,
     },
     version,
     wire::{self, Op, offset},

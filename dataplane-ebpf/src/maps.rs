@@ -19,9 +19,15 @@ pub(crate) static COUNTERS: PerCpuArray<CounterBlock> = PerCpuArray::with_max_en
 #[map(name = "PORTS")]
 pub(crate) static PORTS: DevMapHash = DevMapHash::with_max_entries(switch::MAX_PORTS, 0);
 
-/// The coherence directory; its capacity is set by the controller at load time.
+/// The coherence directory, an entry per hot key at the index the controller gave it; its
+/// capacity is set by the controller at load time.
 #[map(name = "DIRECTORY")]
-pub(crate) static DIRECTORY: HashMap<u64, DirEntry> =
+pub(crate) static DIRECTORY: Array<DirEntry> =
+    Array::with_max_entries(switch::DIRECTORY_CAPACITY_DEFAULT, 0);
+
+/// Every hot key's entry index, asked only for keys whose hot filter slot is shared.
+#[map(name = "DIRECTORY_INDEX")]
+pub(crate) static DIRECTORY_INDEX: HashMap<u64, u32> =
     HashMap::with_max_entries(switch::DIRECTORY_CAPACITY_DEFAULT, 0);
 
 /// Each hot key's replica target, by its entry's `replica_slot`; capacity set at load time.
@@ -36,8 +42,9 @@ pub(crate) static SAMPLES: RingBuf = RingBuf::with_byte_size(switch::SAMPLES_RIN
 #[map(name = "SAMPLER")]
 pub(crate) static SAMPLER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
+/// By a key's hot filter slot: no hot key, one (its entry), or several (`read_hot_filter`).
 #[map(name = "HOT_FILTER")]
-pub(crate) static HOT_FILTER: Array<u8> = Array::with_max_entries(switch::HOT_FILTER_SLOTS, 0);
+pub(crate) static HOT_FILTER: Array<u32> = Array::with_max_entries(switch::HOT_FILTER_SLOTS, 0);
 
 #[map(name = "EVICTIONS")]
 pub(crate) static EVICTIONS: Array<u32> = Array::with_max_entries(1, 0);

@@ -1,5 +1,6 @@
-//! The yardsticks of `pegasus switch cost`, not a part of the switch: the least an XDP
-//! program that answers or forwards UDP must do, measured in the same run as the switch.
+//! Programs that are not a part of the switch: the yardsticks of `pegasus switch cost` (the
+//! least an XDP program that answers or forwards UDP must do, measured in the same run as the
+//! switch), and the traffic generator and sink of `pegasus switch capacity`.
 
 use crate::*;
 
@@ -68,4 +69,36 @@ pub fn baseline_stamp(ctx: XdpContext) -> u32 {
     // SAFETY: a live map value, an aligned u64; the same operation as in `stamp_write`.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, 1) };
     XDP_TX
+}
+
+/// Where `traffic_generator` sends its frames: an interface index of the namespace the
+/// generator runs in (set by `pegasus switch capacity`).
+#[map(name = "GENERATOR_PORT")]
+pub(crate) static GENERATOR_PORT: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The traffic generator of `pegasus switch capacity`, not a part of the switch: test-run
+/// with live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`), every run sends its frame, unchanged, out
+/// of the port in `GENERATOR_PORT`. In the kernel, with no user-space copy or system call
+/// per packet, it can offer a port more than one CPU of the ToR can forward.
+#[xdp]
+pub fn traffic_generator(_ctx: XdpContext) -> u32 {
+    let port = GENERATOR_PORT.get(0).copied().unwrap_or(0);
+    // SAFETY: bpf_redirect has no preconditions; it returns XDP_REDIRECT, or XDP_ABORTED for
+    // flags it does not know.
+    unsafe { bpf_redirect(port, 0) as u32 }
+}
+
+/// Frames `traffic_sink` has taken, per CPU.
+#[map(name = "SINK_COUNT")]
+pub(crate) static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The receiving end of `pegasus switch capacity`: counts every frame and drops it, so that
+/// what reaches the sink costs as little as it can on the sink's CPU.
+#[xdp]
+pub fn traffic_sink(_ctx: XdpContext) -> u32 {
+    if let Some(count) = SINK_COUNT.get_ptr_mut(0) {
+        // SAFETY: a per-CPU map value: only this CPU touches it.
+        unsafe { *count += 1 };
+    }
+    XDP_DROP
 }

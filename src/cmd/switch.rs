@@ -11,7 +11,10 @@ use pegasus_control::{
         config::DaemonConfig,
         daemon,
     },
-    testkit::cost::{self, CostOptions},
+    testkit::{
+        capacity::{self, CapacityOptions},
+        cost::{self, CostOptions},
+    },
 };
 use std::{path::PathBuf, process::ExitCode};
 
@@ -74,6 +77,31 @@ enum SwitchCommand {
     /// rounds. Runs in a namespace of its own, attached to nothing. Needs root.
     #[command(alias = "bench")]
     Cost(CostArgs),
+    /// Measure the ToR's forwarding capacity in packets per second on real veth ports: the
+    /// kernel's IPv4 forwarding, the minimal XDP forwarder and the switch (cold and hot GETs),
+    /// with the ToR's receive work on one CPU and the traffic generator (in the kernel, a test
+    /// run with live frames) and its sink on the other. Makes three namespaces of its own.
+    /// Needs root and two CPUs.
+    Capacity(CapacityArgs),
+}
+
+#[derive(Args)]
+struct CapacityArgs {
+    /// Seconds the generator sends per measurement (flat out), 0.1 to 10.
+    #[arg(long, default_value_t = CapacityOptions::default().seconds)]
+    seconds: f64,
+    /// Measurements of every forwarder, interleaved; medians are reported.
+    #[arg(long, default_value_t = CapacityOptions::default().rounds,
+          value_parser = clap::value_parser!(u32).range(1..=capacity::ROUNDS_MAX as i64))]
+    rounds: u32,
+    /// Sample one request in this many, as the running switch does (its --sample-period);
+    /// a thread drains the samples as the controller would. 0: no sampling.
+    #[arg(long, default_value_t = CapacityOptions::default().sample_period,
+          value_parser = clap::value_parser!(u16).range(0..=SAMPLE_PERIOD_MAX as i64))]
+    sample_period: u16,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -162,6 +190,7 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
             }
         }
         SwitchCommand::Cost(args) => cost(args)?,
+        SwitchCommand::Capacity(args) => capacity(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -218,6 +247,58 @@ fn cost(args: CostArgs) -> Result<()> {
             c.stamp_contended_ns
         );
     }
+    Ok(())
+}
+
+fn capacity(args: CapacityArgs) -> Result<()> {
+    let options = CapacityOptions {
+        seconds: args.seconds,
+        rounds: args.rounds,
+        sample_period: args.sample_period,
+    };
+    // The measurement moves its thread between namespaces of its own: not this one.
+    let report = std::thread::spawn(move || capacity::run(options))
+        .join()
+        .map_err(|_| anyhow::anyhow!("the measurement thread panicked"))??;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:>12} {:>12} {:>9} {:>11} {:>13} {:>9} {:>9}  what",
+        "forwarder",
+        "packets/s",
+        "offered/s",
+        "ToR busy",
+        "ToR ns/pkt",
+        "capacity/CPU",
+        "x kernel",
+        "rate x"
+    );
+    for f in &report.forwarders {
+        println!(
+            "{:<14} {:>11.0}{} {:>12.0} {:>8.0}% {:>11.0} {:>13.0} {:>9.2} {:>9.2}  {}",
+            f.forwarder,
+            f.packets_per_second,
+            if f.lower_bound { "+" } else { " " },
+            f.offered_per_second,
+            f.tor_cpu_busy * 100.0,
+            f.tor_ns_per_packet,
+            f.capacity_per_cpu,
+            f.capacity_ratio_to_kernel,
+            f.rate_ratio_to_kernel,
+            f.what
+        );
+    }
+    println!(
+        "medians of {} rounds of {} s per forwarder; the ToR's receive work on CPU {}, the \
+         generator and the sink on CPU {}. ToR ns/pkt = the ToR's receive thread's CPU time \
+         per frame the sink counted; capacity/CPU = frames per second one CPU forwards at \
+         that cost; x kernel = capacity/CPU over the kernel's in the same round; rate x = \
+         packets/s over the kernel's; + = the sink counted at least 99% of what was sent \
+         (the generator, not the ToR, was the limit)",
+        report.rounds, report.seconds, report.tor_cpu, report.generator_cpu
+    );
     Ok(())
 }
 

@@ -167,7 +167,8 @@ pub struct DaemonConfig {
           value_parser = clap::value_parser!(u8).range(1..=SERVERS_MAX as i64))]
     pub replication: u8,
     /// Most hot keys in the directory (fixed when the program is loaded). Default: twice
-    /// the default hot keys for the rack's size, a power of two, at least 64.
+    /// the default hot keys for the rack's size, a power of two, at least 64. Leave room
+    /// above --hot-keys: an evicted key's entry waits 100 ms before a new key gets it.
     #[arg(long)]
     pub directory_capacity: Option<u32>,
     /// Hot keys the controller keeps in the directory, found from sampled requests (the most

@@ -17,7 +17,19 @@ use pegasus_common::{
     },
 };
 use serde::Serialize;
-use std::{collections::BTreeMap, ffi::CString, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+mod traffic;
+
+/// How long a directory entry freed by a removal waits before another key gets it: a packet
+/// that found the old key just before the removal may still be updating it (a program run
+/// takes microseconds).
+const ENTRY_REUSE_AFTER: Duration = Duration::from_millis(100);
 
 /// `bpf_map_update_elem` flag: fail if the key exists (linux/bpf.h).
 const BPF_NOEXIST: u64 = 1;
@@ -213,9 +225,15 @@ pub struct Switch {
     mode: SwitchMode,
     /// Test runs: the port a frame from each /24 arrives on (see [`Switch::run_on_packet`]).
     test_ingress: Vec<([u8; 3], u32)>,
-    /// Replica target slots: free ones, and the one each key in the directory holds.
-    free_replica_slots: Vec<u16>,
-    replica_slots: std::collections::HashMap<u64, u16>,
+    /// Directory entries (each also its key's replica target slot): free ones, ones freed
+    /// recently (not reused until [`ENTRY_REUSE_AFTER`] has passed), the one each key in the
+    /// directory holds, and the entries of the keys in each hot filter slot that has any.
+    free_entries: Vec<u16>,
+    released_entries: std::collections::VecDeque<(u16, Instant)>,
+    entries: std::collections::HashMap<u64, u16>,
+    filter_slots: std::collections::HashMap<u32, Vec<u32>>,
+    /// Yardsticks attached by [`Switch::load_yardstick`].
+    yardstick_links: Vec<(&'static str, XdpLinkId)>,
 }
 
 impl Switch {
@@ -225,6 +243,7 @@ impl Switch {
         settings.validate()?;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(shared::MAP_DIRECTORY, settings.directory_capacity)
+            .map_max_entries(shared::MAP_DIRECTORY_INDEX, settings.directory_capacity)
             .map_max_entries(shared::MAP_EVICTING, settings.directory_capacity)
             .map_max_entries(shared::MAP_CACHE, settings.directory_capacity)
             .map_max_entries(shared::MAP_REPLICA_TARGETS, settings.directory_capacity)
@@ -245,12 +264,15 @@ impl Switch {
             directory_capacity: settings.directory_capacity,
             mode: settings.mode,
             test_ingress: Vec::new(),
-            // Slot 0 last: taken slots are never 0 while others are free.
-            free_replica_slots: (0..settings.directory_capacity.min(u16::MAX as u32 + 1))
+            // Entry 0 last: taken entries are never 0 while others are free.
+            free_entries: (0..settings.directory_capacity.min(u16::MAX as u32 + 1))
                 .rev()
                 .map(|s| s as u16)
                 .collect(),
-            replica_slots: std::collections::HashMap::new(),
+            released_entries: std::collections::VecDeque::new(),
+            entries: std::collections::HashMap::new(),
+            filter_slots: std::collections::HashMap::new(),
+            yardstick_links: Vec::new(),
         };
         let mut table = ServerTable::default();
         let mut all_servers: ServerSet = 0;
@@ -290,6 +312,18 @@ impl Switch {
             (home as u32) < SERVERS_MAX,
             "home server {home} out of range"
         );
+        ensure!(
+            !self.entries.contains_key(&keyhash),
+            "the key is already in the directory"
+        );
+        let slot = self.free_entry().with_context(|| {
+            format!(
+                "the directory is full ({} keys; {} freed entries wait {} ms before reuse)",
+                self.entries.len(),
+                self.released_entries.len(),
+                ENTRY_REUSE_AFTER.as_millis()
+            )
+        })?;
         if self.mode == SwitchMode::Cache {
             // Before the filter: the program looks the key up from then on.
             let mut cache: HashMap<&mut MapData, u64, CacheEntry> =
@@ -298,39 +332,41 @@ impl Switch {
                 .insert(keyhash, CacheEntry::new(), BPF_NOEXIST)
                 .map_err(|e| anyhow::anyhow!("adding the key to the cache: {e}"))?;
         }
-        let slot = *self
-            .free_replica_slots
-            .last()
-            .context("the directory is full (no replica target slot left)")?;
         // The key starts with the configured replication (target 0) until the controller
         // sizes it by its load.
         self.write_replica_target(slot, 0)?;
         let entry = DirEntry {
             replica_slot: slot,
-            ..DirEntry::new(home)
+            ..DirEntry::new(keyhash, home)
         };
-        // The filter first: from now on the program looks the key up.
-        self.adjust_hot_filter(keyhash, true)?;
-        let mut dir: HashMap<&mut MapData, u64, DirEntry> =
-            HashMap::try_from(self.map_mut(shared::MAP_DIRECTORY)?)?;
-        // BPF_NOEXIST: never overwrite a live entry (the program may be updating it).
-        let inserted = dir.insert(keyhash, entry, BPF_NOEXIST);
-        if inserted.is_err() {
-            self.adjust_hot_filter(keyhash, false)?;
+        // The entry, then the index, then the filter: from the filter's change on, the
+        // program finds the key, and everything it finds then is in place. The entry is free
+        // (no slot has pointed to it for `ENTRY_REUSE_AFTER`): nothing races this write.
+        let mut dir: Array<&mut MapData, DirEntry> =
+            Array::try_from(self.map_mut(shared::MAP_DIRECTORY)?)?;
+        dir.set(u32::from(slot), entry, 0)?;
+        let mut index: HashMap<&mut MapData, u64, u32> =
+            HashMap::try_from(self.map_mut(shared::MAP_DIRECTORY_INDEX)?)?;
+        if let Err(e) = index.insert(keyhash, u32::from(slot), BPF_NOEXIST) {
             self.cache_remove(keyhash)?;
+            return Err(e).context("adding the key to the directory's index");
         }
-        inserted.map_err(|e| match e {
-            MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::E2BIG) => {
-                anyhow::anyhow!("the directory is full")
-            }
-            MapError::SyscallError(ref s) if s.io_error.raw_os_error() == Some(libc::EEXIST) => {
-                anyhow::anyhow!("the key is already in the directory")
-            }
-            other => other.into(),
-        })?;
-        self.free_replica_slots.pop();
-        self.replica_slots.insert(keyhash, slot);
+        self.free_entries.pop();
+        self.entries.insert(keyhash, slot);
+        self.adjust_hot_filter(keyhash, slot, true)?;
         Ok(())
+    }
+
+    /// An entry no key holds and none has held for [`ENTRY_REUSE_AFTER`] (it stays in the
+    /// free list until the caller takes it).
+    fn free_entry(&mut self) -> Option<u16> {
+        while let Some(&(slot, released)) = self.released_entries.front()
+            && released.elapsed() >= ENTRY_REUSE_AFTER
+        {
+            self.released_entries.pop_front();
+            self.free_entries.push(slot);
+        }
+        self.free_entries.last().copied()
     }
 
     /// Sets how many servers a hot key's writes go to (copies included; 0: the configured
@@ -341,7 +377,7 @@ impl Switch {
             "a replica target of {replicas} is more than {SERVERS_MAX} servers"
         );
         let slot = *self
-            .replica_slots
+            .entries
             .get(&keyhash)
             .context("the key is not in the directory")?;
         self.write_replica_target(slot, replicas)
@@ -349,7 +385,7 @@ impl Switch {
 
     /// A hot key's replica target (0: the configured replication), if it is in the directory.
     pub fn replica_target(&self, keyhash: u64) -> Result<Option<u8>> {
-        let Some(&slot) = self.replica_slots.get(&keyhash) else {
+        let Some(&slot) = self.entries.get(&keyhash) else {
             return Ok(None);
         };
         let map: Array<&MapData, u8> = Array::try_from(self.map(shared::MAP_REPLICA_TARGETS)?)?;
@@ -366,14 +402,15 @@ impl Switch {
     /// Removes a key from the directory (and its evicting mark). Only safe once its home holds
     /// the newest version: see `controller::Controller::evict`.
     pub fn directory_remove(&mut self, keyhash: u64) -> Result<()> {
-        let mut dir: HashMap<&mut MapData, u64, DirEntry> =
-            HashMap::try_from(self.map_mut(shared::MAP_DIRECTORY)?)?;
-        if removed(dir.remove(&keyhash))? {
-            // After the removal: the program looks the key up until it is gone.
-            self.adjust_hot_filter(keyhash, false)?;
-        }
-        if let Some(slot) = self.replica_slots.remove(&keyhash) {
-            self.free_replica_slots.push(slot);
+        if let Some(slot) = self.entries.remove(&keyhash) {
+            // The filter, then the index: from the filter's change on, the program no longer
+            // finds the key. A packet that found it just before may still update the entry,
+            // which is why the entry waits before another key gets it.
+            self.adjust_hot_filter(keyhash, slot, false)?;
+            let mut index: HashMap<&mut MapData, u64, u32> =
+                HashMap::try_from(self.map_mut(shared::MAP_DIRECTORY_INDEX)?)?;
+            removed(index.remove(&keyhash))?;
+            self.released_entries.push_back((slot, Instant::now()));
         }
         self.cache_remove(keyhash)?;
         self.set_evicting(keyhash, false)
@@ -396,9 +433,13 @@ impl Switch {
         if self.mode != SwitchMode::Cache {
             return Ok(None);
         }
-        self.consistent_copy(shared::MAP_CACHE, keyhash, |first: &CacheEntry, second| {
-            first.seq.is_multiple_of(2) && first.seq == second.seq
-        })
+        let cache: HashMap<&MapData, u64, CacheEntry> =
+            HashMap::try_from(self.map(shared::MAP_CACHE)?)?;
+        consistent_copy(
+            || ignore_missing(cache.get(&keyhash, 0).map(Some)),
+            |first: &CacheEntry, second| first.seq.is_multiple_of(2) && first.seq == second.seq,
+        )
+        .with_context(|| format!("the cache entry of {keyhash:#x}"))
     }
 
     /// Directory or cache.
@@ -406,25 +447,28 @@ impl Switch {
         self.mode
     }
 
-    /// Counts a directory key in (or out of) its hot filter slot (see
-    /// [`shared::MAP_HOT_FILTER`]). Only the control plane writes the filter, one key at a
-    /// time.
-    fn adjust_hot_filter(&mut self, keyhash: u64, add: bool) -> Result<()> {
-        let mut filter: Array<&mut MapData, u8> =
-            Array::try_from(self.map_mut(shared::MAP_HOT_FILTER)?)?;
+    /// Adds a directory key's entry to (or removes it from) its hot filter slot and writes
+    /// the slot's word ([`shared::hot_filter_word`]). Only the control plane writes the
+    /// filter, one key at a time.
+    fn adjust_hot_filter(&mut self, keyhash: u64, entry: u16, add: bool) -> Result<()> {
         let slot = shared::hot_filter_slot(keyhash);
-        let count = filter.get(&slot, 0)?;
-        let count = if add {
-            ensure!(
-                count < shared::HOT_FILTER_SLOT_MAX,
-                "hot filter slot {slot} already counts {count} keys; choose another key"
-            );
-            count + 1
+        let keys = self.filter_slots.entry(slot).or_default();
+        if add {
+            keys.push(u32::from(entry));
         } else {
-            assert!(count > 0, "hot filter slot {slot} would go negative");
-            count - 1
-        };
-        filter.set(slot, count, 0)?;
+            let at = keys
+                .iter()
+                .position(|&e| e == u32::from(entry))
+                .expect("a directory key's entry is in its filter slot");
+            keys.swap_remove(at);
+        }
+        let word = shared::hot_filter_word(keys);
+        if keys.is_empty() {
+            self.filter_slots.remove(&slot);
+        }
+        let mut filter: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(shared::MAP_HOT_FILTER)?)?;
+        filter.set(slot, word, 0)?;
         Ok(())
     }
 
@@ -475,47 +519,33 @@ impl Switch {
     /// A consistent copy of a key's entry: the program may be updating it, so copies are taken
     /// until two agree on an even seqlock counter (bounded attempts).
     pub fn directory_entry(&self, keyhash: u64) -> Result<Option<DirEntry>> {
-        self.consistent_copy(
-            shared::MAP_DIRECTORY,
-            keyhash,
-            |first: &DirEntry, second| {
+        let Some(&slot) = self.entries.get(&keyhash) else {
+            return Ok(None);
+        };
+        let dir: Array<&MapData, DirEntry> = Array::try_from(self.map(shared::MAP_DIRECTORY)?)?;
+        let entry = consistent_copy(
+            || Ok(Some(dir.get(&u32::from(slot), 0)?)),
+            |first, second| {
                 first.seq.is_multiple_of(2)
                     && first.seq == second.seq
                     && (first.ver_completed, first.rset) == (second.ver_completed, second.rset)
             },
         )
-    }
-
-    /// A copy of `keyhash`'s value in the hash map `name` that `agree` accepts of two reads
-    /// in a row (bounded attempts); `None` for a missing key.
-    fn consistent_copy<V: aya::Pod>(
-        &self,
-        name: &str,
-        keyhash: u64,
-        agree: impl Fn(&V, &V) -> bool,
-    ) -> Result<Option<V>> {
-        const ATTEMPTS_MAX: usize = 1000;
-        let map: HashMap<&MapData, u64, V> = HashMap::try_from(self.map(name)?)?;
-        for _ in 0..ATTEMPTS_MAX {
-            let Some(first) = ignore_missing(map.get(&keyhash, 0).map(Some))? else {
-                return Ok(None);
-            };
-            let Some(second) = ignore_missing(map.get(&keyhash, 0).map(Some))? else {
-                return Ok(None);
-            };
-            if agree(&first, &second) {
-                return Ok(Some(second));
-            }
-            std::thread::yield_now();
+        .with_context(|| format!("the directory entry of {keyhash:#x}"))?;
+        if let Some(entry) = &entry {
+            ensure!(
+                entry.keyhash == keyhash,
+                "directory entry {slot} names {:#x}, not {keyhash:#x}",
+                entry.keyhash
+            );
         }
-        bail!("the {name} entry of {keyhash:#x} kept changing; try again")
+        Ok(entry)
     }
 
     /// Every key in the directory with a consistent copy of its entry.
     pub fn directory_list(&self) -> Result<Vec<(u64, DirEntry)>> {
-        let dir: HashMap<&MapData, u64, DirEntry> =
-            HashMap::try_from(self.map(shared::MAP_DIRECTORY)?)?;
-        let keys: Vec<u64> = dir.keys().collect::<Result<_, _>>()?;
+        let mut keys: Vec<u64> = self.entries.keys().copied().collect();
+        keys.sort_unstable();
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             if let Some(e) = self.directory_entry(k)? {
@@ -739,13 +769,15 @@ impl Switch {
         if self.directory_entry(keyhash)?.is_none() {
             self.directory_insert(keyhash, entry.home)?;
         }
+        let slot = self.entries[&keyhash];
         let entry = DirEntry {
-            replica_slot: self.replica_slots[&keyhash],
+            keyhash,
+            replica_slot: slot,
             ..entry
         };
-        let mut dir: HashMap<&mut MapData, u64, DirEntry> =
-            HashMap::try_from(self.map_mut(shared::MAP_DIRECTORY)?)?;
-        dir.insert(keyhash, entry, 0)?;
+        let mut dir: Array<&mut MapData, DirEntry> =
+            Array::try_from(self.map_mut(shared::MAP_DIRECTORY)?)?;
+        dir.set(u32::from(slot), entry, 0)?;
         Ok(())
     }
 
@@ -803,11 +835,12 @@ impl Switch {
     }
 
     /// Loads one of the minimal programs the benchmark compares the switch with
-    /// ([`Yardstick`]) and attaches it (native mode) to `interface` until the switch is
-    /// dropped. Attached, it stays in the kernel's XDP dispatcher: a test run of a program
-    /// that is not there adds and removes it, waiting for an RCU grace period each time
-    /// (milliseconds per call). [`Yardstick::Forward`] redirects to the port `to` (which must
-    /// be one of the switch's ports for the redirect to happen).
+    /// ([`Yardstick`]), if it is not loaded yet, and attaches it (native mode) to `interface`
+    /// until [`Self::detach_yardsticks`] or the switch is dropped. Attached, it stays in the
+    /// kernel's XDP dispatcher: a test run of a program that is not there adds and removes
+    /// it, waiting for an RCU grace period each time (milliseconds per call).
+    /// [`Yardstick::Forward`] redirects to the port `to` (which must be one of the switch's
+    /// ports for the redirect to happen).
     pub fn load_yardstick(
         &mut self,
         yardstick: Yardstick,
@@ -819,17 +852,46 @@ impl Switch {
                 Array::try_from(self.map_mut(shared::MAP_BASELINE_PORT)?)?;
             map.set(0, port, 0)?;
         }
+        let link = self.attach_extra(yardstick.program(), interface)?;
+        self.yardstick_links.push((yardstick.program(), link));
+        Ok(())
+    }
+
+    /// Detaches every yardstick [`Self::load_yardstick`] attached (they stay loaded).
+    pub fn detach_yardsticks(&mut self) -> Result<()> {
+        for (name, link) in std::mem::take(&mut self.yardstick_links) {
+            let program: &mut Xdp = self
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("no program {name}"))?
+                .try_into()?;
+            program
+                .detach(link)
+                .with_context(|| format!("detaching {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Loads the object's program `name` if it is not loaded yet.
+    fn load_extra(&mut self, name: &str) -> Result<&mut Xdp> {
         let program: &mut Xdp = self
             .ebpf
-            .program_mut(yardstick.program())
-            .with_context(|| format!("the object has no program {}", yardstick.program()))?
+            .program_mut(name)
+            .with_context(|| format!("the object has no program {name}"))?
             .try_into()?;
-        load_retrying(|| program.load())
-            .with_context(|| format!("the kernel's verifier rejected {}", yardstick.program()))?;
-        program
+        if program.fd().is_err() {
+            load_retrying(|| program.load())
+                .with_context(|| format!("the kernel's verifier rejected {name}"))?;
+        }
+        Ok(program)
+    }
+
+    /// Loads the object's program `name` if needed and attaches it (native mode) to
+    /// `interface` of the calling thread's network namespace.
+    fn attach_extra(&mut self, name: &str, interface: &str) -> Result<XdpLinkId> {
+        self.load_extra(name)?
             .attach(interface, AttachMode::Native.xdp_mode())
-            .with_context(|| format!("attaching {} to {interface}", yardstick.program()))?;
-        Ok(())
+            .with_context(|| format!("attaching {name} to {interface}"))
     }
 
     /// As [`Self::run_repeated`], for a yardstick ([`Self::load_yardstick`] first).
@@ -949,6 +1011,25 @@ impl Yardstick {
             Yardstick::Stamp => shared::PROGRAM_BASELINE_STAMP,
         }
     }
+}
+
+/// A copy of a map value that `agree` accepts of two reads in a row by `read` (the program may
+/// be updating it; bounded attempts); `None` when `read` finds no value.
+fn consistent_copy<V>(
+    read: impl Fn() -> Result<Option<V>>,
+    agree: impl Fn(&V, &V) -> bool,
+) -> Result<Option<V>> {
+    const ATTEMPTS_MAX: usize = 1000;
+    for _ in 0..ATTEMPTS_MAX {
+        let (Some(first), Some(second)) = (read()?, read()?) else {
+            return Ok(None);
+        };
+        if agree(&first, &second) {
+            return Ok(Some(second));
+        }
+        std::thread::yield_now();
+    }
+    bail!("it kept changing; try again")
 }
 
 /// Whether a map delete removed something (a missing key is not an error).

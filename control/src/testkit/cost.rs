@@ -4,7 +4,7 @@
 //! on who else uses it.
 
 use super::{
-    fixtures,
+    allowed_cpus, fixtures,
     testbed::{self, Testbed},
 };
 use crate::switch::{
@@ -356,22 +356,6 @@ fn on_cpus(
     });
     let per_cpu = per_cpu.into_iter().collect::<Result<Vec<f64>>>()?;
     Ok(per_cpu.iter().sum::<f64>() / per_cpu.len() as f64)
-}
-
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Result<Vec<usize>> {
-    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity(0) fills it for this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        ensure!(
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0,
-            "sched_getaffinity: {}",
-            std::io::Error::last_os_error()
-        );
-        Ok((0..libc::CPU_SETSIZE as usize)
-            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
-            .collect())
-    }
 }
 
 /// One round's nanoseconds per packet of a path and of the two yardsticks.

@@ -2,8 +2,10 @@
 //! a frame builder ([`packet`]), a namespace with known forwarding answers ([`testbed`]), the
 //! helpers the fixture tests share ([`fixtures`]), the program's pipeline in plain Rust that
 //! the differential test compares it with ([`reference`]), and the per-packet cost of each
-//! path against the minimal programs measured in the same run ([`cost`]).
+//! path against the minimal programs measured in the same run ([`cost`]), and the forwarding
+//! capacity of the XDP programs against the kernel's on veth ports ([`capacity`]).
 
+pub mod capacity;
 pub mod cost;
 pub mod fixtures;
 pub mod packet;
@@ -23,4 +25,20 @@ pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The CPUs this process may run on.
+pub(crate) fn allowed_cpus() -> anyhow::Result<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity(0) fills it for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        anyhow::ensure!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0,
+            "sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok((0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect())
+    }
 }

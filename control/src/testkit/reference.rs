@@ -101,7 +101,7 @@ impl Reference {
     /// The controller's insert: `home` the only replica, installing.
     pub fn directory_insert(&mut self, keyhash: u64, home: u8) {
         assert!(!self.directory.contains_key(&keyhash), "inserted twice");
-        self.directory.insert(keyhash, DirEntry::new(home));
+        self.directory.insert(keyhash, DirEntry::new(keyhash, home));
         self.replica_targets.insert(keyhash, 0);
     }
 
