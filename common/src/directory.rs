@@ -253,8 +253,17 @@ pub fn route_hot_write(
 
 /// Operations a hot key's [`RecentMix`] weighs: its counts are halved when they reach this sum.
 pub const MIX_WINDOW: u16 = 64;
-/// Reads per write from which a hot key's writes are copied ([`RecentMix::copies_pay`]).
-pub const COPY_READS_PER_WRITE: u32 = 4;
+/// Reads per write from which a hot key's writes are copied at all ([`RecentMix::copies_pay`]):
+/// a key written more often than it is read gets no copies, which would cost the rack more
+/// store writes than the reads they serve.
+pub const COPY_READS_PER_WRITE: u32 = 1;
+/// Reads per write from which a hot key is read-mostly: its replicas are sized to spread its
+/// reads thin ([`REPLICA_LOAD_PERMILLE`], at least the configured replication). A key written
+/// more often is write-mixed and sized only against its reads piling up on one server
+/// ([`MIXED_REPLICA_LOAD_PERMILLE`]). (Until December 2026 this was also where copies began:
+/// at 2, 25% writes under Zipf 1.2 on 8 servers sustained 0.76x the uniform throughput, at
+/// 4 1.0x, when every write of a key read 2-4 times as often went to the full replication.)
+pub const READ_MOSTLY_READS_PER_WRITE: u32 = 4;
 /// Reads a new hot key's mix starts with: keys mostly become hot by their reads, so their
 /// first writes are copied as far as the replication allows.
 pub const MIX_PRIOR_READS: u16 = 16;
@@ -296,12 +305,21 @@ impl RecentMix {
     /// read at least [`COPY_READS_PER_WRITE`] times as often as it is written, for the copies
     /// serve the reads that follow the write until the next one. A key written more often
     /// gets none: its writes, spread by the policy, spread its reads too, and every copy
-    /// costs a server as much as a write. (Measured: at 2 reads per write, 25% writes under
-    /// Zipf 1.2 sustained 0.76x the uniform throughput; at 4, 1.0x.) (All or nothing keeps the XDP program's verifier within its
-    /// limits: a copy count computed per packet multiplies its states.)
+    /// costs a server as much as a write. How many copies a key read more often gets is its
+    /// replica target's to say ([`replicas_for_load`]: one for a write-mixed key whose reads
+    /// are more than two servers' fair shares, none for the others). (All or nothing here keeps
+    /// the XDP program's verifier within its limits: a copy count computed per packet
+    /// multiplies its states.)
     #[inline(always)]
     pub fn copies_pay(self) -> bool {
         self.reads as u32 >= COPY_READS_PER_WRITE * self.writes as u32
+    }
+
+    /// Whether the key is read-mostly ([`READ_MOSTLY_READS_PER_WRITE`]): its replica set is
+    /// worth growing back between writes (the controller's pushes), where a write-mixed key's
+    /// next write would soon leave the pushed copies behind.
+    pub fn read_mostly(self) -> bool {
+        self.reads as u32 >= READ_MOSTLY_READS_PER_WRITE * self.writes as u32
     }
 
     /// A key's share of the requests (parts per million) split into its reads and its
@@ -490,24 +508,44 @@ pub fn admit_report(
 /// quarter, 1.05x and 1.00x with an eighth.
 pub const REPLICA_LOAD_PERMILLE: u64 = 125;
 
+/// Read load one replica of a write-mixed hot key may carry, in thousandths of a fair share:
+/// two of them. Between two writes of such a key only the servers that took the last one hold
+/// its newest value, and every read of it in that time goes to them; on a large rack of slow
+/// servers the hottest keys' reads are several servers' worth (64 servers, Zipf 1.2, 50%
+/// writes: the hottest a tenth of the requests, 6.4 fair shares) and queue there, while on 8
+/// servers no key of Zipf 1.2 reads two. So a write-mixed key whose reads exceed two fair
+/// shares gets a copy per write (at most 1 + reads/writes replicas), the others none.
+/// Measured on 64 servers at 50% writes, Zipf 1.2 (3 trials each, the requests/s sustained):
+/// no copies for such keys 7,500, a copy above one fair share (the top four keys) 8,125, above
+/// two (the top two) 8,125, two copies above one 7,500.
+pub const MIXED_REPLICA_LOAD_PERMILLE: u64 = 2000;
+
 /// At most this many times a key's read load may its copies cost: a write goes to every
 /// replica, so a replica more costs the rack one more store write per write of the key, and
 /// a key read R times as often as it is written gets at most 1 + R × this replicas.
 pub const COPY_COST_PER_READ: u32 = 1;
 
 /// The replicas a hot key needs for its reads and writes (`read_ppm`, `write_ppm`: its reads
-/// and writes as parts per million of all requests) on a rack of `servers`: enough that each
-/// replica serves at most [`REPLICA_LOAD_PERMILLE`] of a fair share of its reads
-/// (ceil(reads × servers / 0.125)), but no more than 1 + reads/writes (the copies of its
-/// writes would cost more than the reads they spread, [`COPY_COST_PER_READ`]); at least
-/// `floor` (the configured replication), at most every server. Pegasus's load-aware selective
+/// and writes as parts per million of all requests) on a rack of `servers`. A read-mostly key
+/// ([`READ_MOSTLY_READS_PER_WRITE`]): enough that each replica serves at most
+/// [`REPLICA_LOAD_PERMILLE`] of a fair share of its reads (ceil(reads × servers / 0.125)), at
+/// least `floor` (the configured replication). A write-mixed key: enough that each serves at
+/// most [`MIXED_REPLICA_LOAD_PERMILLE`] of it, at least one. Either way no more than
+/// 1 + reads/writes (the copies of its writes would cost more than the reads they spread,
+/// [`COPY_COST_PER_READ`]) and at most every server. Pegasus's load-aware selective
 /// replication: a read-only key with a fiftieth of the requests on 32 servers needs 6 of them,
-/// with a tenth all 32; read 9 times as often as written, 10 at most.
+/// with a tenth all 32; read 9 times as often as written, 10 at most; read as often as
+/// written, 2 once its reads are more than two servers' fair shares, else 1.
 #[inline(always)]
 pub const fn replicas_for_load(read_ppm: u32, write_ppm: u32, servers: u32, floor: u32) -> u32 {
     let scaled = read_ppm as u64 * servers as u64 * 1000;
-    let per_replica = 1_000_000 * REPLICA_LOAD_PERMILLE;
-    let mut needed = scaled.div_ceil(per_replica);
+    let read_mostly = read_ppm as u64 >= READ_MOSTLY_READS_PER_WRITE as u64 * write_ppm as u64;
+    let (per_replica, floor) = if read_mostly {
+        (REPLICA_LOAD_PERMILLE, floor)
+    } else {
+        (MIXED_REPLICA_LOAD_PERMILLE, 1)
+    };
+    let mut needed = scaled.div_ceil(1_000_000 * per_replica);
     if write_ppm > 0 {
         let worth = 1 + (read_ppm as u64 * COPY_COST_PER_READ as u64) / write_ppm as u64;
         if worth < needed {
@@ -855,10 +893,17 @@ mod tests {
         assert!(mix(60, 3).copies_pay(), "95/5");
         assert!(mix(48, 6).copies_pay(), "8 reads per write");
         assert!(mix(40, 10).copies_pay(), "4 reads per write");
-        assert!(!mix(39, 10).copies_pay());
-        assert!(!mix(36, 12).copies_pay(), "75/25: writes spread the reads");
-        assert!(!mix(24, 24).copies_pay(), "50/50");
+        assert!(
+            mix(36, 12).copies_pay(),
+            "75/25: as many copies as the target says"
+        );
+        assert!(mix(24, 24).copies_pay(), "50/50");
+        assert!(!mix(23, 24).copies_pay(), "more writes than reads");
+        assert!(!mix(16, 32).copies_pay(), "33/67: writes spread the reads");
         assert!(!mix(0, 40).copies_pay());
+        // Read-mostly (pushed back to its target between writes) from 4 reads per write.
+        assert!(mix(40, 10).read_mostly() && mix(40, 0).read_mostly());
+        assert!(!mix(39, 10).read_mostly() && !mix(24, 24).read_mostly());
     }
 
     #[test]
@@ -875,9 +920,14 @@ mod tests {
         }
         assert!(m.writes <= 1 && m.reads >= MIX_WINDOW / 2 - 1, "{m:?}");
         assert!(m.copies_pay());
-        // An even mix settles at no copies.
+        // An even mix settles at write-mixed, never read-mostly; one read in three at no
+        // copies.
         for i in 0..10 * MIX_WINDOW {
             m = m.count(i % 2 == 0);
+            assert!(!m.read_mostly() || i < 2 * MIX_WINDOW, "{m:?}");
+        }
+        for i in 0..10 * MIX_WINDOW {
+            m = m.count(i % 3 == 0);
         }
         assert!(!m.copies_pay(), "{m:?}");
     }
@@ -1025,17 +1075,40 @@ mod tests {
         // A floor above the rack's size is the rack.
         assert_eq!(replicas_for_load(0, 0, 3, 4), 3);
         // Writes cap the copies at 1 + reads/writes: read 9 times as often as written, 10
-        // (not 26); as often read as written, the floor.
+        // (not 26).
         assert_eq!(replicas_for_load(90_000, 10_000, 32, 4), 10);
-        assert_eq!(replicas_for_load(50_000, 50_000, 32, 4), 4);
-        assert_eq!(replicas_for_load(0, 50_000, 32, 4), 4);
-        // Monotonic in the reads, within [floor, servers], for every rack size and mix.
+        // Read-mostly from 4 reads per write: the eighth and the floor.
+        assert_eq!(replicas_for_load(40_000, 10_000, 32, 4), 5);
+        assert_eq!(replicas_for_load(8_000, 2_000, 32, 4), 4);
+        // Write-mixed: one copy once its reads are more than two fair shares (10% of the
+        // reads on 32 servers: 3.2), none below (5% on 32: 1.6), no floor; more as the reads
+        // grow (15% on 32: 4.8 fair shares, 3 replicas), at most 1 + reads/writes (30% read 3
+        // times per write: 4, not 5); written more often than read, none.
+        assert_eq!(replicas_for_load(100_000, 100_000, 32, 4), 2);
+        assert_eq!(replicas_for_load(50_000, 50_000, 32, 4), 1);
+        assert_eq!(replicas_for_load(150_000, 50_000, 32, 4), 3);
+        assert_eq!(replicas_for_load(300_000, 100_000, 32, 4), 4);
+        assert_eq!(replicas_for_load(30_000, 50_000, 32, 4), 1);
+        assert_eq!(replicas_for_load(0, 50_000, 32, 4), 1);
+        // The hottest key of Zipf 1.2 at 50% writes on 64 servers (a fifth of the requests):
+        // 2; the same on 8 servers (0.8 fair shares of reads): 1.
+        assert_eq!(replicas_for_load(100_000, 100_000, 64, 4), 2);
+        assert_eq!(replicas_for_load(100_000, 100_000, 8, 4), 1);
+        // Monotonic in the reads, within [floor, servers] for a read-mostly key and [1,
+        // servers] for a write-mixed one, for every rack size and mix.
         for servers in 1..=SERVERS_MAX {
             for write_ppm in [0u32, 1_000, 20_000] {
                 let mut last = 0;
                 for read_ppm in (0..=1_000_000).step_by(997) {
                     let r = replicas_for_load(read_ppm, write_ppm, servers, 2);
-                    assert!(r >= last && r >= 2.min(servers) && r <= servers);
+                    let read_mostly =
+                        read_ppm as u64 >= READ_MOSTLY_READS_PER_WRITE as u64 * write_ppm as u64;
+                    let (floor, per_replica) = if read_mostly {
+                        (2, REPLICA_LOAD_PERMILLE)
+                    } else {
+                        (1, MIXED_REPLICA_LOAD_PERMILLE)
+                    };
+                    assert!(r >= last && r >= floor.min(servers) && r <= servers);
                     // Each replica serves at most its part of the reads (unless every server
                     // is one, or the copies would cost more than the reads).
                     let capped = write_ppm > 0 && r as u64 > read_ppm as u64 / write_ppm as u64;
@@ -1043,7 +1116,7 @@ mod tests {
                         r == servers
                             || capped
                             || read_ppm as u64 * servers as u64 * 1000
-                                <= r as u64 * 1_000_000 * REPLICA_LOAD_PERMILLE
+                                <= r as u64 * 1_000_000 * per_replica
                     );
                     last = r;
                 }

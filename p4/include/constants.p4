@@ -100,7 +100,7 @@
 // directory::MIX_PRIOR_READS: the mix a new hot key starts from.
 #define MIX_PRIOR_READS 16w16
 // directory::COPY_READS_PER_WRITE: copies pay when reads are this many per write.
-#define COPY_READS_PER_WRITE 32w4
+#define COPY_READS_PER_WRITE 32w1
 // hash::fmix64's first multiplier (retry routes are hashed with it).
 #define FMIX64_C1 64w0xff51afd7ed558ccd
 // hash::fmix64's second multiplier.

@@ -612,16 +612,16 @@ impl Controller {
             .fold(0, |acc, s| acc | bit(s.id))
     }
 
-    /// Whether a hot key's replica set should grow back: it is read-mostly (its writes would
-    /// be copied, `RecentMix::copies_pay`) but holds fewer servers than the replication, as
-    /// after a write-heavy period whose writes were not copied.
+    /// Whether a hot key's replica set should grow back: it is read-mostly
+    /// (`RecentMix::read_mostly`) but holds fewer servers than its target, as after a
+    /// write-heavy period whose writes were not copied.
     fn wants_copies(&self, keyhash: u64, entry: &DirEntry) -> bool {
         let mix = entry.recent_mix();
         let wanted = self.replicas_wanted(keyhash);
         entry.installing == 0
             && entry.ver_completed != version::NONE
             && entry.rset.count_ones() < wanted
-            && mix.copies_pay()
+            && mix.read_mostly()
             && !self.switch().is_evicting(keyhash).unwrap_or(true)
     }
 

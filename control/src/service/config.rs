@@ -161,8 +161,10 @@ pub struct DaemonConfig {
     /// (docs/measurements.md).
     #[arg(long, value_enum, default_value = "auto")]
     pub policy: PolicyName,
-    /// Copies of each hot key: a hot write goes to one server and is copied to this many minus
-    /// one more; a key made hot is pushed from home to this many minus one servers.
+    /// Copies of each hot key, at least: a key made hot is pushed from home to this many
+    /// minus one servers, and a read-mostly hot key's writes go to at least this many (more
+    /// as its share of the load needs). A key written more than a quarter as often as it is
+    /// read gets only the copies its reads need (docs/directory.md).
     #[arg(long, default_value_t = REPLICATION_DEFAULT,
           value_parser = clap::value_parser!(u8).range(1..=SERVERS_MAX as i64))]
     pub replication: u8,
