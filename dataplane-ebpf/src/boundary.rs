@@ -62,11 +62,11 @@ fn clean(frame: Headers, header: Header, before: SwitchOnlyFields, after: Switch
     header.set_u16(offset::SERVER_ID, new_word);
     header.set_u64(offset::VERSION, after.version);
     header.set_u64(offset::REPLICA_BITMAP, after.replica_bitmap);
-    fix_udp_checksum(frame, |sum| {
-        let sum = checksum::replace_u16(sum, old_word, new_word);
-        let sum = checksum::replace_u64(sum, before.version, after.version);
-        checksum::replace_u64(sum, before.replica_bitmap, after.replica_bitmap)
-    });
+    let replaced = Replacements::NONE
+        .u16(old_word, new_word)
+        .u64(before.version, after.version)
+        .u64(before.replica_bitmap, after.replica_bitmap);
+    fix_udp_checksum(frame, |sum| replaced.apply(sum));
 }
 
 /// Applies the reply rule: the server table (for the reply's load and the directory, one

@@ -438,18 +438,17 @@ pub(crate) fn steer(
     };
     let new_word = old_word | (flags | marks) as u16;
     header.set_u16(offset::SERVER_ID, new_word);
-    let mut udp_sum = frame.u16(UDP_OFF + UDP_CHECK);
-    let original_udp_sum = udp_sum;
-    udp_sum = checksum::replace_u16(udp_sum, old_word, new_word);
+    // Every field the UDP checksum covers, summed, then one update of it.
+    let mut udp = Replacements::NONE.u16(old_word, new_word);
     if let Some(version) = committed {
         let old_version = header.u64(offset::VERSION);
         header.set_u64(offset::VERSION, version);
-        udp_sum = checksum::replace_u64(udp_sum, old_version, version);
+        udp = udp.u64(old_version, version);
     }
     if let Some(bitmap) = replicas {
         let old_bitmap = header.u64(offset::REPLICA_BITMAP);
         header.set_u64(offset::REPLICA_BITMAP, bitmap);
-        udp_sum = checksum::replace_u64(udp_sum, old_bitmap, bitmap);
+        udp = udp.u64(old_bitmap, bitmap);
     }
     let old_ip = frame.u32(IP_OFF + ipv4::DST);
     if old_ip != new_ip {
@@ -459,10 +458,7 @@ pub(crate) fn steer(
             IP_OFF + ipv4::CHECK,
             checksum::replace_u32(ip_sum, old_ip, new_ip),
         );
-        udp_sum = checksum::replace_u32(udp_sum, old_ip, new_ip);
+        udp = udp.u32(old_ip, new_ip); // the pseudo-header's destination
     }
-    frame.set_u16(
-        UDP_OFF + UDP_CHECK,
-        checksum::udp_fixup(original_udp_sum, udp_sum),
-    );
+    fix_udp_checksum(frame, |sum| udp.apply(sum));
 }

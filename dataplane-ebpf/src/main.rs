@@ -71,7 +71,7 @@ use aya_ebpf::{
 };
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 use pegasus_common::{
-    checksum,
+    checksum::{self, Replacements},
     directory::{self as rules, EntryView, Policy, RecentMix, ReplyAdmission, ServerSet},
     once::{self, ClientWindow},
     roles::{self, PortRole, RequestAdmission, SwitchOnlyFields},

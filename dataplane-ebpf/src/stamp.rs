@@ -103,8 +103,8 @@ fn mark_stale_epoch(frame: Headers, header: Header, epoch: u16) {
     let new_version = (epoch as u64) << version::COUNTER_BITS;
     header.set_u16(offset::SERVER_ID, new_word);
     header.set_u64(offset::VERSION, new_version);
-    fix_udp_checksum(frame, |sum| {
-        let sum = checksum::replace_u16(sum, old_word, new_word);
-        checksum::replace_u64(sum, old_version, new_version)
-    });
+    let replaced = Replacements::NONE
+        .u16(old_word, new_word)
+        .u64(old_version, new_version);
+    fix_udp_checksum(frame, |sum| replaced.apply(sum));
 }
