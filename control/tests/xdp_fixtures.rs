@@ -1182,6 +1182,30 @@ fn requests_are_sampled_with_their_keys() {
     let mut keys = Vec::new();
     reader.drain(|s| keys.push(s.key().unwrap().to_vec()));
     assert_eq!(keys, vec![long_key]);
+    // Every key length, with and without bytes after the key: short keys are copied by
+    // direct loads (16 bytes, whatever follows), longer ones by the helper; each record holds
+    // its key whole and nothing else counts.
+    let mut sent = Vec::new();
+    for (i, len) in [1usize, 4, 15, 16, 17, 24, 32, 255, 256]
+        .into_iter()
+        .enumerate()
+    {
+        for (j, value) in [&b""[..], b"v", &[7u8; 100]].into_iter().enumerate() {
+            let key: Vec<u8> = (0..len).map(|b| b'a' + ((b + i + j) % 26) as u8).collect();
+            let op = if j == 0 { Op::Get } else { Op::Put };
+            let request_id = (i * 3 + j) as u32 + 10;
+            bench
+                .switch
+                .run_on_packet(
+                    &request_to(0, message(op, &key, value, 0, 0, request_id, 0)).build(),
+                )
+                .unwrap();
+            sent.push((key.clone(), key_hash(&key), op as u8));
+        }
+    }
+    let mut seen = Vec::new();
+    reader.drain(|s| seen.push((s.key().unwrap().to_vec(), s.keyhash, s.op)));
+    assert_eq!(seen, sent);
 }
 
 /// A restarted switch fences its retry routes: a retried write it did not steer itself is
