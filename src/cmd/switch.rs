@@ -195,16 +195,23 @@ pub fn run(args: SwitchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs a measurement on a thread of its own: it moves its thread into namespaces of its own,
+/// which must not be this one's.
+fn on_its_own_thread<T: Send + 'static>(
+    run: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    std::thread::spawn(run)
+        .join()
+        .map_err(|_| anyhow::anyhow!("the measurement thread panicked"))?
+}
+
 fn cost(args: CostArgs) -> Result<()> {
     let options = CostOptions {
         packets: args.packets,
         rounds: args.rounds,
         sample_period: args.sample_period,
     };
-    // The testbed moves its thread into a namespace of its own: not this one.
-    let report = std::thread::spawn(move || cost::run(options))
-        .join()
-        .map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))??;
+    let report = on_its_own_thread(move || cost::run(options))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -256,10 +263,7 @@ fn capacity(args: CapacityArgs) -> Result<()> {
         rounds: args.rounds,
         sample_period: args.sample_period,
     };
-    // The measurement moves its thread between namespaces of its own: not this one.
-    let report = std::thread::spawn(move || capacity::run(options))
-        .join()
-        .map_err(|_| anyhow::anyhow!("the measurement thread panicked"))??;
+    let report = on_its_own_thread(move || capacity::run(options))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -10,7 +10,7 @@
 //! what the sink counts per second is what the ToR can forward. A forwarder whose sink
 //! counted (nearly) everything sent was not saturated: its figure is a lower bound.
 
-use super::{allowed_cpus, fixtures, packet::UdpFrame, pin_to_cpu};
+use super::{allowed_cpus, fixtures, median, packet::UdpFrame, pin_thread, pin_to_cpu};
 use crate::{
     lab::{
         mac_text,
@@ -277,9 +277,7 @@ struct Round {
 
 fn summarize(forwarder: Forwarder, rounds: &[Round], kernel: &[Round]) -> ForwarderCapacity {
     let median_of = |f: &dyn Fn(&Round, &Round) -> f64| {
-        let mut v: Vec<f64> = rounds.iter().zip(kernel).map(|(r, k)| f(r, k)).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        median(rounds.iter().zip(kernel).map(|(r, k)| f(r, k)).collect())
     };
     let ns_per_packet = |r: &Round| r.tor_busy_ns / r.delivered.max(1.0);
     let tor_ns_per_packet = median_of(&|r, _| ns_per_packet(r));
@@ -580,20 +578,5 @@ fn make_real_time(tid: i32) -> Result<()> {
         "sched_setscheduler({tid}, SCHED_FIFO): {}",
         std::io::Error::last_os_error()
     );
-    Ok(())
-}
-
-/// Pins the thread `tid` (another process's or a kernel thread) to `cpu`.
-fn pin_thread(tid: i32, cpu: usize) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        ensure!(
-            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0,
-            "sched_setaffinity({tid}, CPU {cpu}): {}",
-            std::io::Error::last_os_error()
-        );
-    }
     Ok(())
 }

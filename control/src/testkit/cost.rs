@@ -4,7 +4,7 @@
 //! on who else uses it.
 
 use super::{
-    allowed_cpus, fixtures,
+    allowed_cpus, fixtures, median,
     testbed::{self, Testbed},
 };
 use crate::switch::{
@@ -386,12 +386,6 @@ fn summarize(
         target_ratio,
         meets_target: forwarder_ratio <= target_ratio,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    assert!(!v.is_empty(), "at least one round");
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Installs the hot key with home 0 and brings servers 1 and 2 into its replica set, through

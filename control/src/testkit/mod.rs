@@ -14,17 +14,30 @@ pub mod testbed;
 
 /// Pins the calling thread to `cpu` (a test run measures on the CPU it is called from).
 pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity(0) pins the calling thread.
+    pin_thread(0, cpu)
+}
+
+/// Pins the thread `tid` (0: the calling one; else another process's or a kernel thread) to
+/// `cpu`.
+pub(crate) fn pin_thread(tid: i32, cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity only reads it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         anyhow::ensure!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0,
-            "pinning to CPU {cpu}: {}",
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0,
+            "pinning thread {tid} to CPU {cpu}: {}",
             std::io::Error::last_os_error()
         );
     }
     Ok(())
+}
+
+/// The median of a benchmark's rounds (the upper one of an even count).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    assert!(!v.is_empty(), "at least one round");
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// The CPUs this process may run on.
